@@ -1,0 +1,613 @@
+//! `pipeline.toml`: parsed once, in two stages. `Raw*` structs mirror the file
+//! (serde, `deny_unknown_fields`, so a typo is an error); [`Pipeline::load`]
+//! turns them into a checked [`Pipeline`] in which paths are resolved, names
+//! validated and every reference points at something that exists. Errors name
+//! the file, the line and the key, and say what to do.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Default number of messages a sink maps and writes in one transaction.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Default longest time a sink waits to fill a batch before writing it.
+pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 200;
+/// Default deadline of one plugin call.
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Default memory cap of one plugin instance.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
+/// Largest plugin file the host will compile.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 32 << 20;
+
+/// An error in `pipeline.toml`, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}\n  hint: pass the path of a pipeline file, e.g. `host run pipeline.toml`")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// The checked pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub kafka: KafkaConfig,
+    pub postgres: PostgresConfig,
+    pub topics: Vec<TopicConfig>,
+    pub generators: Vec<GeneratorConfig>,
+    pub sinks: Vec<SinkConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Ssl,
+    Plaintext,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: String,
+    pub security_protocol: SecurityProtocol,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// How the host secures its PostgreSQL connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgTls {
+    /// Encrypt, verify the server's certificate chain and host name (default).
+    VerifyFull,
+    /// Encrypt without verifying the certificate (like libpq's `require`).
+    Require,
+    /// Plain text. Only for servers that cannot do TLS.
+    Disable,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// The connection URL, with the password from `password_env` filled in.
+    pub url: String,
+    pub tls: PgTls,
+    pub ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for PostgresConfig {
+    // The URL may hold a password: never print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("tls", &self.tls)
+            .field("ca", &self.ca)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+}
+
+/// Sandbox limits of one plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    pub call_timeout: Duration,
+    pub memory_limit_bytes: usize,
+    pub max_plugin_bytes: usize,
+}
+
+impl Default for PluginLimits {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS),
+            memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+            max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+        }
+    }
+}
+
+/// Where a plugin comes from and how it is configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginConfig {
+    pub path: PathBuf,
+    /// The plugin's own settings, as the JSON object handed to `configure`.
+    pub settings: String,
+    pub limits: PluginLimits,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GeneratorConfig {
+    pub name: String,
+    pub topic: String,
+    pub plugin: PluginConfig,
+    pub interval: Duration,
+    /// How many messages to produce; `None` means until stopped.
+    pub count: Option<u64>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    pub name: String,
+    pub topic: String,
+    pub table: String,
+    pub group: String,
+    pub mapper: PluginConfig,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+}
+
+// ---- the file as written ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPipeline {
+    kafka: RawKafka,
+    postgres: RawPostgres,
+    #[serde(default)]
+    plugins: RawLimits,
+    #[serde(default)]
+    topics: Vec<RawTopic>,
+    #[serde(default)]
+    generators: Vec<RawGenerator>,
+    #[serde(default)]
+    sinks: Vec<RawSink>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKafka {
+    bootstrap_servers: Spanned<String>,
+    #[serde(default = "default_protocol")]
+    security_protocol: Spanned<String>,
+    ca: Option<Spanned<String>>,
+    cert: Option<Spanned<String>>,
+    key: Option<Spanned<String>>,
+}
+
+fn default_protocol() -> Spanned<String> {
+    Spanned::new(0..0, "ssl".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    url: Spanned<String>,
+    password_env: Option<Spanned<String>>,
+    #[serde(default = "default_pg_tls")]
+    tls: Spanned<PgTls>,
+    ca: Option<Spanned<String>>,
+}
+
+fn default_pg_tls() -> Spanned<PgTls> {
+    Spanned::new(0..0, PgTls::VerifyFull)
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    call_timeout_ms: Option<u64>,
+    memory_limit_bytes: Option<usize>,
+    max_plugin_bytes: Option<usize>,
+}
+
+impl RawLimits {
+    fn over(self, defaults: PluginLimits) -> PluginLimits {
+        PluginLimits {
+            call_timeout: self
+                .call_timeout_ms
+                .map_or(defaults.call_timeout, Duration::from_millis),
+            memory_limit_bytes: self.memory_limit_bytes.unwrap_or(defaults.memory_limit_bytes),
+            max_plugin_bytes: self.max_plugin_bytes.unwrap_or(defaults.max_plugin_bytes),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopic {
+    name: Spanned<String>,
+    #[serde(default = "one")]
+    partitions: Spanned<i32>,
+    #[serde(default = "one")]
+    replication: Spanned<i32>,
+}
+
+fn one() -> Spanned<i32> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGenerator {
+    name: Spanned<String>,
+    topic: Spanned<String>,
+    plugin: Spanned<String>,
+    #[serde(default)]
+    interval_ms: u64,
+    count: Option<u64>,
+    seed: Option<u64>,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSink {
+    name: Spanned<String>,
+    topic: Spanned<String>,
+    table: Spanned<String>,
+    mapper: Spanned<String>,
+    group: Option<Spanned<String>>,
+    batch_size: Option<Spanned<usize>>,
+    flush_interval_ms: Option<u64>,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+/// Resolves spans to lines and builds located errors.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn resolve(&self, relative: &str) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        dir.join(relative)
+    }
+}
+
+/// Checks a name used for a topic, table, database or consumer group: lowercase
+/// letters, digits and underscores, starting with a letter (hyphens also allowed
+/// where `allow_hyphen`, as in Kafka names).
+pub fn check_name(name: &str, max_len: usize, allow_hyphen: bool) -> Result<(), String> {
+    let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_hyphen && c == '-');
+    let extra = if allow_hyphen {
+        ", underscores and hyphens"
+    } else {
+        " and underscores"
+    };
+    if name.is_empty() || name.len() > max_len {
+        return Err(format!("{name:?} must be 1 to {max_len} characters long"));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || !name.chars().all(valid_char) {
+        return Err(format!(
+            "{name:?} must start with a lowercase letter and hold only lowercase letters, digits{extra}"
+        ));
+    }
+    Ok(())
+}
+
+/// Longest Kafka topic name.
+pub const MAX_TOPIC_LEN: usize = 249;
+/// Longest PostgreSQL identifier.
+pub const MAX_PG_IDENT_LEN: usize = 63;
+
+impl Pipeline {
+    /// Reads and checks a pipeline file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks pipeline text read from `path` (used for messages and relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let src = Source { path, text };
+        let raw: RawPipeline = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().to_string();
+            let hint = if message.contains("unknown field") {
+                "\n  hint: check the spelling; the keys each section accepts are listed in the README"
+            } else {
+                ""
+            };
+            src.error(e.span().unwrap_or(0..0), format!("{message}{hint}"))
+        })?;
+        let defaults = raw.plugins.over(PluginLimits::default());
+        let kafka = check_kafka(&src, raw.kafka)?;
+        let postgres = check_postgres(&src, raw.postgres)?;
+
+        let mut topics: Vec<TopicConfig> = Vec::new();
+        for t in raw.topics {
+            check_name(t.name.get_ref(), MAX_TOPIC_LEN, true)
+                .map_err(|m| src.error(t.name.span(), format!("topics.name: {m}")))?;
+            if topics.iter().any(|x| &x.name == t.name.get_ref()) {
+                return Err(src.error(t.name.span(), format!("topic {:?} is declared twice", t.name.get_ref())));
+            }
+            for (key, v) in [("partitions", &t.partitions), ("replication", &t.replication)] {
+                if *v.get_ref() < 1 {
+                    return Err(src.error(v.span(), format!("topics.{key} must be at least 1")));
+                }
+            }
+            topics.push(TopicConfig {
+                name: t.name.into_inner(),
+                partitions: t.partitions.into_inner(),
+                replication: t.replication.into_inner(),
+            });
+        }
+        let known_topic = |t: &Spanned<String>, section: &str| -> Result<String, ConfigError> {
+            if topics.iter().any(|x| &x.name == t.get_ref()) {
+                Ok(t.get_ref().clone())
+            } else {
+                let names: Vec<&str> = topics.iter().map(|x| x.name.as_str()).collect();
+                Err(src.error(
+                    t.span(),
+                    format!(
+                        "{section}.topic {:?} is not declared; add a [[topics]] entry with name = {:?} (declared: {names:?})",
+                        t.get_ref(),
+                        t.get_ref()
+                    ),
+                ))
+            }
+        };
+
+        let mut names = HashSet::new();
+        let mut unique = |name: &Spanned<String>, section: &str| -> Result<String, ConfigError> {
+            check_name(name.get_ref(), MAX_PG_IDENT_LEN, true)
+                .map_err(|m| src.error(name.span(), format!("{section}.name: {m}")))?;
+            if !names.insert(name.get_ref().clone()) {
+                return Err(src.error(
+                    name.span(),
+                    format!(
+                        "{section}.name {:?} is used twice; names must be unique",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            Ok(name.get_ref().clone())
+        };
+
+        let mut generators = Vec::new();
+        for g in raw.generators {
+            let name = unique(&g.name, "generators")?;
+            let topic = known_topic(&g.topic, "generators")?;
+            let plugin = plugin_config(&src, &g.plugin, &g.settings, g.limits.over(defaults))?;
+            generators.push(GeneratorConfig {
+                name,
+                topic,
+                plugin,
+                interval: Duration::from_millis(g.interval_ms),
+                count: g.count,
+                seed: g.seed,
+            });
+        }
+
+        let mut sinks = Vec::new();
+        let mut tables = HashSet::new();
+        for s in raw.sinks {
+            let name = unique(&s.name, "sinks")?;
+            let topic = known_topic(&s.topic, "sinks")?;
+            check_name(s.table.get_ref(), MAX_PG_IDENT_LEN, false)
+                .map_err(|m| src.error(s.table.span(), format!("sinks.table: {m}")))?;
+            if !tables.insert(s.table.get_ref().clone()) {
+                return Err(src.error(
+                    s.table.span(),
+                    format!(
+                        "sinks.table {:?} is written by two sinks; give each sink its own table",
+                        s.table.get_ref()
+                    ),
+                ));
+            }
+            let group = match &s.group {
+                Some(g) => {
+                    check_name(g.get_ref(), MAX_TOPIC_LEN, true)
+                        .map_err(|m| src.error(g.span(), format!("sinks.group: {m}")))?;
+                    g.get_ref().clone()
+                }
+                None => format!("wasm-stream-{name}"),
+            };
+            let batch_size = match &s.batch_size {
+                Some(b) if *b.get_ref() == 0 || *b.get_ref() > 100_000 => {
+                    return Err(src.error(b.span(), "sinks.batch_size must be between 1 and 100000"));
+                }
+                Some(b) => *b.get_ref(),
+                None => DEFAULT_BATCH_SIZE,
+            };
+            let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(defaults))?;
+            sinks.push(SinkConfig {
+                name,
+                topic,
+                table: s.table.into_inner(),
+                group,
+                mapper,
+                batch_size,
+                flush_interval: Duration::from_millis(s.flush_interval_ms.unwrap_or(DEFAULT_FLUSH_INTERVAL_MS)),
+            });
+        }
+
+        Ok(Pipeline {
+            path: path.to_path_buf(),
+            kafka,
+            postgres,
+            topics,
+            generators,
+            sinks,
+        })
+    }
+
+    /// The topic's declaration.
+    pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
+        self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+fn check_kafka(src: &Source<'_>, raw: RawKafka) -> Result<KafkaConfig, ConfigError> {
+    if raw.bootstrap_servers.get_ref().trim().is_empty() {
+        return Err(src.error(
+            raw.bootstrap_servers.span(),
+            "kafka.bootstrap_servers is empty; set it to host:port, e.g. \"localhost:9093\"",
+        ));
+    }
+    let security_protocol = match raw.security_protocol.get_ref().to_ascii_lowercase().as_str() {
+        "ssl" => SecurityProtocol::Ssl,
+        "plaintext" => SecurityProtocol::Plaintext,
+        other => {
+            return Err(src.error(
+                raw.security_protocol.span(),
+                format!("kafka.security_protocol {other:?} is not supported; use \"ssl\" (Aiven, client certificates) or \"plaintext\""),
+            ));
+        }
+    };
+    let file = |v: &Option<Spanned<String>>, key: &str| -> Result<Option<PathBuf>, ConfigError> {
+        match v {
+            None if security_protocol == SecurityProtocol::Ssl => Err(src.error(
+                raw.bootstrap_servers.span(),
+                format!("kafka.{key} is required with security_protocol = \"ssl\"; set it to the file downloaded from Aiven (e.g. \"certs/{}\")", match key {
+                    "ca" => "ca.pem",
+                    "cert" => "service.cert",
+                    _ => "service.key",
+                }),
+            )),
+            None => Ok(None),
+            Some(p) => Ok(Some(src.resolve(p.get_ref()))),
+        }
+    };
+    Ok(KafkaConfig {
+        ca: file(&raw.ca, "ca")?,
+        cert: file(&raw.cert, "cert")?,
+        key: file(&raw.key, "key")?,
+        bootstrap_servers: raw.bootstrap_servers.into_inner(),
+        security_protocol,
+    })
+}
+
+fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {
+    let tls = *raw.tls.get_ref();
+    let mut config: tokio_postgres::Config = raw.url.get_ref().parse().map_err(|e| {
+        src.error(
+            raw.url.span(),
+            format!("postgres.url is not a PostgreSQL URL ({e}); expected postgres://user:password@host:5432/database"),
+        )
+    })?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable && tls != PgTls::Disable {
+        return Err(src.error(
+            raw.url.span(),
+            "postgres.url has sslmode=disable but TLS is required; remove sslmode from the URL, or set postgres.tls = \"disable\" if the server really cannot do TLS",
+        ));
+    }
+    if config.get_dbname().is_none() {
+        return Err(src.error(
+            raw.url.span(),
+            "postgres.url names no database; add it to the path, e.g. postgres://...:5432/info",
+        ));
+    }
+    let mut url = raw.url.get_ref().clone();
+    if let Some(var) = &raw.password_env {
+        let password = std::env::var(var.get_ref()).map_err(|_| {
+            src.error(
+                var.span(),
+                format!(
+                    "postgres.password_env names {:?}, which is not set; export it with the database password",
+                    var.get_ref()
+                ),
+            )
+        })?;
+        config.password(password.as_bytes());
+        url = replace_password(&url, &password);
+    }
+    Ok(PostgresConfig {
+        url,
+        tls,
+        ca: raw.ca.as_ref().map(|p| src.resolve(p.get_ref())),
+    })
+}
+
+/// Puts `password` (percent-encoded) into a `postgres://user[:old]@host` URL.
+fn replace_password(url: &str, password: &str) -> String {
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or(userinfo);
+    format!("{scheme}://{user}:{encoded}@{host}")
+}
+
+fn plugin_config(
+    src: &Source<'_>,
+    path: &Spanned<String>,
+    settings: &toml::Table,
+    limits: PluginLimits,
+) -> Result<PluginConfig, ConfigError> {
+    if path.get_ref().trim().is_empty() {
+        return Err(src.error(
+            path.span(),
+            "plugin path is empty; point it at a .wasm component, e.g. \"target/wasm32-wasip2/release/json_row.wasm\"",
+        ));
+    }
+    let settings = serde_json::to_string(&toml_to_json(settings))
+        .map_err(|e| src.error(path.span(), format!("plugin settings cannot be passed as JSON: {e}")))?;
+    Ok(PluginConfig {
+        path: src.resolve(path.get_ref()),
+        settings,
+        limits,
+    })
+}
+
+fn toml_to_json(table: &toml::Table) -> serde_json::Value {
+    fn value(v: &toml::Value) -> serde_json::Value {
+        match v {
+            toml::Value::String(s) => s.clone().into(),
+            toml::Value::Integer(i) => (*i).into(),
+            toml::Value::Float(f) => (*f).into(),
+            toml::Value::Boolean(b) => (*b).into(),
+            toml::Value::Datetime(d) => d.to_string().into(),
+            toml::Value::Array(a) => a.iter().map(value).collect(),
+            toml::Value::Table(t) => toml_to_json(t),
+        }
+    }
+    serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), value(v))).collect())
+}
+
+/// Names of the plugins a pipeline uses, for messages: `kind name -> path`.
+pub fn plugin_paths(p: &Pipeline) -> BTreeMap<String, PathBuf> {
+    let gens = p
+        .generators
+        .iter()
+        .map(|g| (format!("generator {}", g.name), g.plugin.path.clone()));
+    let sinks = p
+        .sinks
+        .iter()
+        .map(|s| (format!("sink {}", s.name), s.mapper.path.clone()));
+    gens.chain(sinks).collect()
+}

@@ -1,0 +1,286 @@
+//! Kafka, through rdkafka: client settings (TLS with client certificates, as
+//! Aiven serves Kafka), the idempotent producer, the sink consumer whose
+//! partition assignments start at offsets read from PostgreSQL, and the admin
+//! calls the host needs.
+
+use crate::config::{KafkaConfig, SecurityProtocol, TopicConfig};
+use anyhow::{Context as _, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How long metadata and watermark requests may take.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Client settings shared by producers, consumers and admin clients.
+pub fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers);
+    match cfg.security_protocol {
+        SecurityProtocol::Plaintext => {
+            c.set("security.protocol", "plaintext");
+        }
+        SecurityProtocol::Ssl => {
+            c.set("security.protocol", "ssl");
+            for (key, path, what) in [
+                ("ssl.ca.location", &cfg.ca, "kafka.ca (the project CA, ca.pem)"),
+                (
+                    "ssl.certificate.location",
+                    &cfg.cert,
+                    "kafka.cert (the access certificate, service.cert)",
+                ),
+                ("ssl.key.location", &cfg.key, "kafka.key (the access key, service.key)"),
+            ] {
+                let path = path.as_ref().with_context(|| format!("{what} is not set"))?;
+                if !path.is_file() {
+                    bail!(
+                        "{what} {} does not exist\n  hint: run `scripts/local-stack up` to make local certificates, or download the files from the Aiven console (see certs/README.md)",
+                        path.display()
+                    );
+                }
+                c.set(key, path.to_string_lossy());
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Counts deliveries of a producer; the first failure is kept for the report.
+#[derive(Default)]
+pub struct DeliveryCounter {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    pub first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// An idempotent producer (`enable.idempotence`, `acks=all`): retries never
+/// duplicate or reorder a message.
+pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<BaseProducer<DeliveryCounter>> {
+    client_config(cfg)?
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create_with_context(DeliveryCounter::default())
+        .context("cannot create the Kafka producer")
+}
+
+/// Where each partition of a new assignment starts: the next offset stored in
+/// PostgreSQL, or `None` when the database has nothing for it yet.
+pub type StoredOffsets = HashMap<i32, Option<i64>>;
+
+/// Reads stored offsets for the given partitions of a topic. It blocks, and
+/// retries until it succeeds: a partition must never start anywhere else.
+pub type OffsetLoader = Box<dyn Fn(&str, &[i32]) -> StoredOffsets + Send + Sync>;
+
+/// Consumer context of a sink: on every assignment, the partitions start at the
+/// offsets stored in PostgreSQL (Kafka's committed offsets are only advisory),
+/// and the sink loop learns the new assignment.
+pub struct SinkContext {
+    load_offsets: OffsetLoader,
+    assignment: Mutex<Option<StoredOffsets>>,
+    generation: AtomicU64,
+}
+
+impl SinkContext {
+    pub fn new(load_offsets: OffsetLoader) -> Self {
+        Self {
+            load_offsets,
+            assignment: Mutex::new(None),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Increases with every assignment change.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The latest assignment, once: partition -> stored next offset.
+    pub fn take_assignment(&self) -> Option<StoredOffsets> {
+        self.assignment.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn publish(&self, assignment: StoredOffsets) {
+        *self.assignment.lock().unwrap_or_else(|p| p.into_inner()) = Some(assignment);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl ClientContext for SinkContext {}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
+                for e in tpl.elements() {
+                    by_topic.entry(e.topic().to_string()).or_default().push(e.partition());
+                }
+                let mut assignment = StoredOffsets::new();
+                for (topic, partitions) in by_topic {
+                    let stored = (self.load_offsets)(&topic, &partitions);
+                    for p in partitions {
+                        let start = stored.get(&p).copied().flatten();
+                        let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                        if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
+                            tracing::error!(topic, partition = p, error = %e, "cannot set the start offset");
+                        }
+                        assignment.insert(p, start);
+                    }
+                }
+                tracing::info!(partitions = ?assignment, "assigned partitions (start offsets from PostgreSQL)");
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "cannot assign partitions");
+                }
+                self.publish(assignment);
+            }
+            other => {
+                if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "cannot unassign partitions");
+                }
+                self.publish(StoredOffsets::new());
+            }
+        }
+    }
+}
+
+/// A consumer for one sink: no auto commit (PostgreSQL holds the offsets) and,
+/// for a partition the database does not know yet, start at the beginning.
+pub fn sink_consumer(
+    cfg: &KafkaConfig,
+    group: &str,
+    context: SinkContext,
+) -> anyhow::Result<StreamConsumer<SinkContext>> {
+    client_config(cfg)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .create_with_context(context)
+        .context("cannot create the Kafka consumer")
+}
+
+/// A plain consumer for queries (watermarks, metadata, committed offsets).
+pub fn query_consumer(cfg: &KafkaConfig, group: &str) -> anyhow::Result<BaseConsumer> {
+    client_config(cfg)?
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .context("cannot create a Kafka client")
+}
+
+/// The partitions of a topic, from the broker's metadata.
+pub fn partitions<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .with_context(|| format!("cannot read the metadata of topic {topic:?} from Kafka"))?;
+    let t = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .with_context(|| format!("topic {topic:?} not found"))?;
+    if let Some(e) = t.error() {
+        bail!(
+            "topic {topic:?}: {:?}\n  hint: create it with `host run` (it creates declared topics) or the Kafka admin tools",
+            RDKafkaErrorCode::from(e)
+        );
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// The end offset (high watermark) of every partition of a topic.
+pub fn end_offsets<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+    partitions(consumer, topic)?
+        .into_iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                .with_context(|| format!("cannot read the end offset of {topic}/{p}"))?;
+            Ok((p, high))
+        })
+        .collect()
+}
+
+/// What happened to a declared topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicStatus {
+    Created,
+    AlreadyExists,
+}
+
+/// Creates the declared topics that are missing, through the Admin API.
+pub async fn create_topics(cfg: &KafkaConfig, topics: &[TopicConfig]) -> anyhow::Result<Vec<(String, TopicStatus)>> {
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)?
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(&t.name, t.partitions, TopicReplication::Fixed(t.replication)))
+        .collect();
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(METADATA_TIMEOUT))
+        .request_timeout(Some(METADATA_TIMEOUT));
+    let results = admin.create_topics(&new, &opts).await.context(
+        "cannot reach Kafka to create topics\n  hint: check kafka.bootstrap_servers and that the broker runs (`scripts/local-stack status`)",
+    )?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(name) => Ok((name, TopicStatus::Created)),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => Ok((name, TopicStatus::AlreadyExists)),
+            Err((name, code)) => bail!("cannot create topic {name:?}: {code}"),
+        })
+        .collect()
+}
+
+/// Advisory commit of the sink's progress to Kafka, after the database commit.
+/// It only feeds lag figures, so a failure is logged, not fatal.
+pub fn commit_advisory<C: ConsumerContext>(consumer: &StreamConsumer<C>, topic: &str, next: &HashMap<i32, i64>) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in next {
+        if let Err(e) = tpl.add_partition_offset(topic, *p, Offset::Offset(*o)) {
+            tracing::debug!(error = %e, "cannot build the commit list");
+            return;
+        }
+    }
+    let result: KafkaResult<()> = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async);
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "advisory Kafka commit failed");
+    }
+}

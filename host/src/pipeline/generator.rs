@@ -1,0 +1,147 @@
+//! A generator: asks its plugin for messages and produces them to Kafka at the
+//! configured interval, until its count is reached or the host stops. Runs on
+//! a blocking thread of its own, since plugin calls are synchronous.
+
+use crate::config::{GeneratorConfig, KafkaConfig};
+use crate::kafka;
+use crate::plugins::{GeneratorWorld, Plugin};
+use anyhow::{Context as _, bail};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Most messages asked of a plugin in one call when producing flat out.
+const MAX_CHUNK: u32 = 500;
+/// How long to wait for outstanding deliveries when the generator stops.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest uninterrupted sleep, so a stop request is seen promptly.
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
+/// Whether produced messages are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    Print,
+    Quiet,
+}
+
+/// Progress of one generator.
+#[derive(Default)]
+pub struct GeneratorStats {
+    pub sent: AtomicU64,
+    delivered: AtomicU64,
+}
+
+impl GeneratorStats {
+    /// Messages acknowledged by the broker.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+}
+
+pub struct GeneratorRun {
+    pub kafka: KafkaConfig,
+    pub config: GeneratorConfig,
+    pub stop: Arc<AtomicBool>,
+    pub echo: Echo,
+    pub stats: Arc<GeneratorStats>,
+}
+
+pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Result<()> {
+    let GeneratorRun {
+        kafka: kafka_cfg,
+        config,
+        stop,
+        echo,
+        stats,
+    } = run;
+    let producer = kafka::producer(&kafka_cfg)?;
+    let started = Instant::now();
+    let mut produced: u64 = 0;
+    let remaining = |produced: u64| config.count.map_or(u64::MAX, |c| c.saturating_sub(produced));
+
+    'outer: while remaining(produced) > 0 && !stop.load(Ordering::Relaxed) {
+        let chunk = if config.interval.is_zero() { MAX_CHUNK } else { 1 };
+        let chunk = chunk.min(u32::try_from(remaining(produced)).unwrap_or(u32::MAX));
+        let messages = plugin
+            .next(chunk)
+            .with_context(|| format!("generator {} failed", config.name))?;
+        if messages.is_empty() {
+            tracing::info!(generator = config.name, produced, "the plugin has no more messages");
+            break;
+        }
+        for m in messages {
+            if !config.interval.is_zero() {
+                // Keep to the schedule from the start, so slow calls do not add up.
+                let due = started + config.interval * u32::try_from(produced).unwrap_or(u32::MAX);
+                if !sleep_until(due, &stop) {
+                    break 'outer;
+                }
+            }
+            let mut record = BaseRecord::to(&config.topic).payload(&m.payload);
+            if let Some(key) = &m.key {
+                record = record.key(key);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // The local queue is full: let deliveries drain, then try again.
+                        record = r;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => bail!("generator {}: cannot produce to {:?}: {e}", config.name, config.topic),
+                }
+            }
+            producer.poll(Duration::ZERO);
+            produced += 1;
+            stats.sent.store(produced, Ordering::Relaxed);
+            stats
+                .delivered
+                .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+            if echo == Echo::Print {
+                println!("Sending: {}", String::from_utf8_lossy(&m.payload));
+            }
+        }
+    }
+
+    producer.flush(FLUSH_TIMEOUT).with_context(|| {
+        format!(
+            "generator {}: Kafka did not acknowledge every message within {FLUSH_TIMEOUT:?}",
+            config.name
+        )
+    })?;
+    let ctx = producer.context();
+    stats
+        .delivered
+        .store(ctx.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = ctx
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        bail!(
+            "generator {}: {failed} of {produced} messages were not delivered (first error: {first})",
+            config.name
+        );
+    }
+    Ok(())
+}
+
+/// Sleeps until `due`; false when asked to stop meanwhile.
+fn sleep_until(due: Instant, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= due {
+            return true;
+        }
+        std::thread::sleep((due - now).min(SLEEP_SLICE));
+    }
+}

@@ -1,0 +1,357 @@
+//! The plugin runtime: one wasmtime [`Engine`] configured here, and
+//! [`Plugin`], a sandboxed instance of one component targeting one world of
+//! `wit/plugin.wit`. The rest of the host sees `Plugin::load` and typed calls.
+//!
+//! Sandbox: no preopened directories, no environment, no sockets, stdout
+//! discarded and stderr captured (so a panic message becomes the reason of a
+//! dead letter). Each call has a deadline (epoch interruption, the epoch
+//! ticked by a thread of its own so a spinning guest cannot stop it) and each
+//! instance a memory cap. A plugin that traps is re-instantiated and
+//! re-configured before its next call.
+
+mod worlds;
+
+pub use worlds::{CheckWorld, GeneratorWorld, MapperWorld, World, check, generator, mapper};
+
+use crate::config::{PluginConfig, PluginLimits};
+use rand::SeedableRng as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How often the epoch advances; call deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How much of a plugin's stderr is kept for error messages.
+const STDERR_CAPTURE_BYTES: usize = 4096;
+
+/// Why a plugin could not be loaded or called.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(
+        "cannot read plugin {path}: {source}\n  hint: build the plugins with `scripts/build`, or fix the path in the pipeline file"
+    )]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("plugin {path} is {size} bytes, over the limit of {max} bytes (plugins.max_plugin_bytes)")]
+    TooLarge { path: PathBuf, size: usize, max: usize },
+    #[error(
+        "{path} is not a WebAssembly component ({reason})\n  hint: build the plugin with `cargo build --target wasm32-wasip2`; core modules are not accepted"
+    )]
+    NotComponent { path: PathBuf, reason: String },
+    #[error(
+        "{path} is not a {kind} plugin: it exports [{found}], but a {kind} must export {expected}\n  hint: is it configured in the wrong section of the pipeline file, or built against another version of wit/plugin.wit?"
+    )]
+    WrongWorld {
+        path: PathBuf,
+        kind: &'static str,
+        found: String,
+        expected: &'static str,
+    },
+    #[error("plugin {path} cannot be instantiated: {reason}")]
+    Instantiate { path: PathBuf, reason: String },
+    #[error("plugin {name} refused its settings: {message}\n  hint: fix the [settings] of {name} in the pipeline file")]
+    Configure { name: String, message: String },
+    #[error("plugin {name} did not return within its deadline of {timeout_ms} ms (limits.call_timeout_ms)")]
+    Timeout { name: String, timeout_ms: u128 },
+    #[error("plugin {name} went over its memory limit of {limit_bytes} bytes (limits.memory_limit_bytes)")]
+    OutOfMemory { name: String, limit_bytes: usize },
+    #[error("plugin {name} trapped: {reason}")]
+    Trap { name: String, reason: String },
+    #[error("plugin {name} broke the contract: {reason}")]
+    Contract { name: String, reason: String },
+}
+
+/// Per-store state: WASI with nothing granted, and the memory cap.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The engine, the linker with WASI, and the epoch ticker. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    linker: Arc<Linker<PluginState>>,
+}
+
+impl Runtime {
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let weak = engine.weak();
+        std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+        })
+    }
+
+    fn store(&self, limits: &PluginLimits, seed: Option<u64>) -> Store<PluginState> {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPTURE_BYTES);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if let Some(seed) = seed {
+            wasi.secure_random(rand::rngs::StdRng::seed_from_u64(seed));
+            wasi.insecure_random(rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed));
+            wasi.insecure_random_seed(u128::from(seed));
+        }
+        let state = PluginState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_limit_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            stderr,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+
+    /// Reads and compiles a component, checking that it targets world `W`.
+    pub fn compile<W: World>(&self, path: &Path, limits: &PluginLimits) -> Result<Compiled<W>, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.compile_bytes(path, &bytes, limits)
+    }
+
+    /// Compiles component bytes read from `path` (used in messages).
+    pub fn compile_bytes<W: World>(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        limits: &PluginLimits,
+    ) -> Result<Compiled<W>, PluginError> {
+        if bytes.len() > limits.max_plugin_bytes {
+            return Err(PluginError::TooLarge {
+                path: path.to_path_buf(),
+                size: bytes.len(),
+                max: limits.max_plugin_bytes,
+            });
+        }
+        let started = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::NotComponent {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !exports.iter().any(|e| e == W::EXPORT) {
+            return Err(PluginError::WrongWorld {
+                path: path.to_path_buf(),
+                kind: W::KIND,
+                found: exports.join(", "),
+                expected: W::EXPORT,
+            });
+        }
+        let instantiate = |e: wasmtime::Error| PluginError::Instantiate {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        };
+        let pre = self.linker.instantiate_pre(&component).map_err(instantiate)?;
+        let pre = W::pre(pre).map_err(instantiate)?;
+        tracing::debug!(path = %path.display(), bytes = bytes.len(), ms = started.elapsed().as_millis(), "compiled plugin");
+        Ok(Compiled {
+            runtime: self.clone(),
+            path: path.to_path_buf(),
+            pre,
+            hash: content_hash(bytes),
+        })
+    }
+
+    /// Compiles, instantiates and configures a plugin as the pipeline file describes it.
+    pub fn load<W: World>(
+        &self,
+        name: &str,
+        config: &PluginConfig,
+        seed: Option<u64>,
+    ) -> Result<Plugin<W>, PluginError> {
+        self.compile::<W>(&config.path, &config.limits)?
+            .instantiate(name, config, seed)
+    }
+}
+
+/// A compiled component, ready to be instantiated.
+pub struct Compiled<W: World> {
+    runtime: Runtime,
+    path: PathBuf,
+    pre: W::Pre,
+    /// A hash of the component's bytes, to tell versions apart in logs.
+    pub hash: String,
+}
+
+impl<W: World> Compiled<W> {
+    /// Makes a configured instance. `name` says which part of the pipeline it serves.
+    pub fn instantiate(self, name: &str, config: &PluginConfig, seed: Option<u64>) -> Result<Plugin<W>, PluginError> {
+        let mut plugin = Plugin {
+            runtime: self.runtime,
+            name: name.to_string(),
+            path: self.path,
+            hash: self.hash,
+            pre: self.pre,
+            settings: config.settings.clone(),
+            limits: config.limits,
+            seed,
+            live: None,
+            configured: None,
+        };
+        plugin.start()?;
+        Ok(plugin)
+    }
+}
+
+/// A configured, sandboxed instance of a plugin.
+pub struct Plugin<W: World> {
+    runtime: Runtime,
+    name: String,
+    path: PathBuf,
+    hash: String,
+    pre: W::Pre,
+    settings: String,
+    limits: PluginLimits,
+    seed: Option<u64>,
+    live: Option<(Store<PluginState>, W)>,
+    configured: Option<W::Configured>,
+}
+
+impl<W: World> Plugin<W> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// What `configure` returned (a mapper's columns).
+    pub fn configured(&self) -> &W::Configured {
+        self.configured
+            .as_ref()
+            .expect("a plugin is configured when it is loaded")
+    }
+
+    /// Instantiates and configures a fresh instance.
+    fn start(&mut self) -> Result<(), PluginError> {
+        let mut store = self.runtime.store(&self.limits, self.seed);
+        store.set_epoch_deadline(self.deadline_ticks());
+        let instance = W::instantiate(&self.pre, &mut store).map_err(|e| PluginError::Instantiate {
+            path: self.path.clone(),
+            reason: format!("{e:#}"),
+        })?;
+        let configured = match instance.configure(&mut store, &self.settings) {
+            Ok(Ok(c)) => c,
+            Ok(Err(message)) => {
+                return Err(PluginError::Configure {
+                    name: self.name.clone(),
+                    message,
+                });
+            }
+            Err(e) => return Err(self.classify(&store, e)),
+        };
+        if let Some(old) = &self.configured
+            && *old != configured
+        {
+            return Err(PluginError::Contract {
+                name: self.name.clone(),
+                reason: "configure returned something else after a restart".into(),
+            });
+        }
+        self.configured = Some(configured);
+        self.live = Some((store, instance));
+        Ok(())
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+    }
+
+    /// Calls into the plugin under its deadline. A trap drops the instance; the
+    /// next call starts a fresh one.
+    pub fn call<R>(
+        &mut self,
+        f: impl FnOnce(&W, &mut Store<PluginState>) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        if self.live.is_none() {
+            self.start()?;
+        }
+        let ticks = self.deadline_ticks();
+        let (store, instance) = self.live.as_mut().expect("started above");
+        store.set_epoch_deadline(ticks);
+        match f(instance, store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let (store, _) = self.live.take().expect("live during the call");
+                Err(self.classify(&store, e))
+            }
+        }
+    }
+
+    fn classify(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {
+        let name = self.name.clone();
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            return PluginError::Timeout {
+                name,
+                timeout_ms: self.limits.call_timeout.as_millis(),
+            };
+        }
+        let text = format!("{e:#}");
+        if text.contains("forcing trap when growing memory") || text.contains("memory allocation") {
+            return PluginError::OutOfMemory {
+                name,
+                limit_bytes: self.limits.memory_limit_bytes,
+            };
+        }
+        let stderr = String::from_utf8_lossy(&store.data().stderr.contents())
+            .trim()
+            .to_string();
+        let first_line = text.lines().next().unwrap_or_default().to_string();
+        let reason = if stderr.is_empty() {
+            first_line
+        } else {
+            format!("{first_line}; stderr: {stderr}")
+        };
+        PluginError::Trap { name, reason }
+    }
+}
+
+/// A short, stable hash of a plugin's bytes (FNV-1a, 64 bits), for logs.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}

@@ -1,0 +1,250 @@
+//! Helpers shared by the integration tests. They talk to the real local
+//! Kafka and PostgreSQL that `scripts/local-stack up` starts; every test uses
+//! its own topics, groups and tables, so tests never see each other's data.
+#![allow(dead_code)]
+
+use host::config::{KafkaConfig, Pipeline};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ is inside the repository")
+        .to_path_buf()
+}
+
+pub fn plugin(name: &str) -> PathBuf {
+    repo_root()
+        .join("target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
+}
+
+/// A name no other test run uses: lowercase, valid for topics and tables.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos % 1_000_000,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The `[kafka]` and `[postgres]` sections of the local stack, with absolute paths.
+pub fn connection_sections() -> String {
+    let certs = repo_root().join("certs");
+    format!(
+        r#"[kafka]
+bootstrap_servers = "localhost:9093"
+security_protocol = "ssl"
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+
+[postgres]
+url = "postgres://avnadmin:localdev@localhost:5432/info?sslmode=require"
+ca = "{ca}"
+"#,
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join("service.cert").display(),
+        key = certs.join("service.key").display(),
+    )
+}
+
+/// Writes a pipeline file into a fresh temporary folder and returns its path.
+pub fn write_pipeline(body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("pipeline"));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    let path = dir.join("pipeline.toml");
+    std::fs::write(&path, format!("{}\n{body}", connection_sections())).expect("write pipeline");
+    path
+}
+
+pub fn load(path: &Path) -> Pipeline {
+    Pipeline::load(path).expect("test pipeline is valid")
+}
+
+pub fn kafka_config() -> KafkaConfig {
+    load(&write_pipeline("")).kafka
+}
+
+/// Runs the host binary with arguments, returning its output.
+pub fn host(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .output()
+        .expect("run host")
+}
+
+/// Runs `host` and panics with its output when it fails.
+pub fn host_ok(args: &[&str]) -> Output {
+    let out = host(args);
+    assert!(
+        out.status.success(),
+        "host {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn create_topic(name: &str, partitions: i32) {
+    let topic = host::config::TopicConfig {
+        name: name.to_string(),
+        partitions,
+        replication: 1,
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(host::kafka::create_topics(&kafka_config(), &[topic]))
+        .expect("create topic");
+}
+
+/// Produces raw payloads (None: a message without payload) to partition 0 and waits for delivery.
+pub fn produce_raw(topic: &str, payloads: &[Option<Vec<u8>>]) {
+    let producer: BaseProducer = host::kafka::client_config(&kafka_config())
+        .expect("client config")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    for p in payloads {
+        let mut record: BaseRecord<'_, (), [u8]> = BaseRecord::to(topic).partition(0);
+        if let Some(p) = p {
+            record = record.payload(p.as_slice());
+        }
+        producer.send(record).map_err(|(e, _)| e).expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// A message read back from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Reads a whole topic with a separate consumer (no group commits).
+pub fn read_topic(topic: &str) -> Vec<Read> {
+    let cfg = kafka_config();
+    let consumer: BaseConsumer = host::kafka::client_config(&cfg)
+        .expect("client config")
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let ends = host::kafka::end_offsets(&consumer, topic).expect("end offsets");
+    let mut tpl = TopicPartitionList::new();
+    for p in ends.keys() {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning).expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let total: i64 = ends.values().sum();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (out.len() as i64) < total && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.expect("message");
+            out.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp_ms: m.timestamp().to_millis(),
+                payload: m.payload().map(<[u8]>::to_vec),
+            });
+        }
+    }
+    assert_eq!(out.len() as i64, total, "read the whole topic {topic}");
+    out.sort_by_key(|r| (r.partition, r.offset));
+    out
+}
+
+/// A blocking PostgreSQL client for assertions.
+pub struct Db {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl Db {
+    pub fn connect() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let pg = load(&write_pipeline("")).postgres;
+        let client = rt
+            .block_on(host::postgres::connect(&pg))
+            .expect("connect to PostgreSQL");
+        Self { rt, client }
+    }
+
+    pub fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Vec<tokio_postgres::Row> {
+        self.rt
+            .block_on(self.client.query(sql, params))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// (partition, offset) of every row of a sink table made by json-row, in order.
+    pub fn offsets(&self, table: &str) -> Vec<(i64, i64)> {
+        self.query(
+            &format!("SELECT partition_id, offset_id FROM \"{table}\" ORDER BY partition_id, offset_id"),
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+
+    pub fn dead_letters(&self, topic: &str) -> Vec<(i64, Option<Vec<u8>>, String)> {
+        self.query(
+            "SELECT \"offset\", payload, reason FROM wasm_stream_dead_letters WHERE topic = $1 ORDER BY \"offset\"",
+            &[&topic],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    }
+}
+
+/// Asserts every offset of a partition from 0 to `count - 1` appears exactly once.
+pub fn assert_each_offset_once(offsets: &[(i64, i64)], partition: i64, count: i64) {
+    let mine: Vec<i64> = offsets
+        .iter()
+        .filter(|(p, _)| *p == partition)
+        .map(|(_, o)| *o)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let dups: Vec<i64> = mine.iter().copied().filter(|o| !seen.insert(*o)).collect();
+    assert!(
+        dups.is_empty(),
+        "offsets stored twice in partition {partition}: {dups:?}"
+    );
+    let missing: Vec<i64> = (0..count).filter(|o| !seen.contains(o)).collect();
+    assert!(
+        missing.is_empty(),
+        "offsets missing in partition {partition}: {} (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    assert_eq!(mine.len() as i64, count, "row count of partition {partition}");
+}
