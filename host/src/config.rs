@@ -46,6 +46,44 @@ pub struct Pipeline {
     pub topics: Vec<TopicConfig>,
     pub generators: Vec<GeneratorConfig>,
     pub sinks: Vec<SinkConfig>,
+    /// How `host provision` creates topics and databases (`[provision]`).
+    pub provision: ProvisionConfig,
+    /// The Aiven project and services (`[aiven]`), for `host provision` with
+    /// `method = "aiven"` and `host aiven credentials`.
+    pub aiven: Option<AivenConfig>,
+}
+
+/// How `host provision` creates topics and databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvisionMethod {
+    /// The Kafka Admin API and `CREATE DATABASE` over PostgreSQL (default).
+    #[default]
+    Kafka,
+    /// Aiven's REST API (needs an `[aiven]` section and a token).
+    Aiven,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProvisionConfig {
+    pub method: ProvisionMethod,
+}
+
+/// Default base URL of Aiven's REST API.
+pub const DEFAULT_AIVEN_API_URL: &str = "https://api.aiven.io";
+/// Default environment variable holding the Aiven API token.
+pub const DEFAULT_AIVEN_TOKEN_ENV: &str = "AIVEN_TOKEN";
+
+/// Where the Aiven services live. Holds the *name* of the token's
+/// environment variable, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AivenConfig {
+    pub project: String,
+    pub kafka_service: String,
+    pub pg_service: String,
+    pub token_env: String,
+    /// Without a trailing slash.
+    pub api_url: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +182,9 @@ pub struct SinkConfig {
     pub topic: String,
     pub table: String,
     pub group: String,
+    /// Kafka static membership (`group.instance.id`): a restarted host takes
+    /// its partitions back at once instead of waiting for the session to expire.
+    pub instance_id: String,
     pub mapper: PluginConfig,
     pub batch_size: usize,
     pub flush_interval: Duration,
@@ -164,6 +205,29 @@ struct RawPipeline {
     generators: Vec<RawGenerator>,
     #[serde(default)]
     sinks: Vec<RawSink>,
+    provision: Option<RawProvision>,
+    aiven: Option<RawAiven>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvision {
+    #[serde(default = "default_method")]
+    method: Spanned<ProvisionMethod>,
+}
+
+fn default_method() -> Spanned<ProvisionMethod> {
+    Spanned::new(0..0, ProvisionMethod::Kafka)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAiven {
+    project: Spanned<String>,
+    kafka_service: Spanned<String>,
+    pg_service: Spanned<String>,
+    token_env: Option<Spanned<String>>,
+    api_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +317,7 @@ struct RawSink {
     table: Spanned<String>,
     mapper: Spanned<String>,
     group: Option<Spanned<String>>,
+    instance_id: Option<Spanned<String>>,
     batch_size: Option<Spanned<usize>>,
     flush_interval_ms: Option<u64>,
     #[serde(default)]
@@ -288,8 +353,10 @@ impl Source<'_> {
 }
 
 /// Checks a name used for a topic, table, database or consumer group: lowercase
-/// letters, digits and underscores, starting with a letter (hyphens also allowed
-/// where `allow_hyphen`, as in Kafka names).
+/// letters, digits and underscores, starting with a letter. Topics, tables and
+/// databases take no hyphens (`allow_hyphen = false`), so one name is valid in
+/// Kafka and PostgreSQL alike; consumer groups and Aiven project and service
+/// names may keep them.
 pub fn check_name(name: &str, max_len: usize, allow_hyphen: bool) -> Result<(), String> {
     let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_hyphen && c == '-');
     let extra = if allow_hyphen {
@@ -301,8 +368,22 @@ pub fn check_name(name: &str, max_len: usize, allow_hyphen: bool) -> Result<(), 
         return Err(format!("{name:?} must be 1 to {max_len} characters long"));
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) || !name.chars().all(valid_char) {
+        let fixed: String = name
+            .chars()
+            .map(|c| c.to_ascii_lowercase())
+            .map(|c| match c {
+                c if valid_char(c) => c,
+                _ if allow_hyphen => '-',
+                _ => '_',
+            })
+            .collect();
+        let suggestion = if fixed.starts_with(|c: char| c.is_ascii_lowercase()) {
+            format!(", e.g. {fixed:?}")
+        } else {
+            String::new()
+        };
         return Err(format!(
-            "{name:?} must start with a lowercase letter and hold only lowercase letters, digits{extra}"
+            "{name:?} must start with a lowercase letter and hold only lowercase letters, digits{extra}{suggestion}"
         ));
     }
     Ok(())
@@ -341,7 +422,7 @@ impl Pipeline {
 
         let mut topics: Vec<TopicConfig> = Vec::new();
         for t in raw.topics {
-            check_name(t.name.get_ref(), MAX_TOPIC_LEN, true)
+            check_name(t.name.get_ref(), MAX_TOPIC_LEN, false)
                 .map_err(|m| src.error(t.name.span(), format!("topics.name: {m}")))?;
             if topics.iter().any(|x| &x.name == t.name.get_ref()) {
                 return Err(src.error(t.name.span(), format!("topic {:?} is declared twice", t.name.get_ref())));
@@ -426,7 +507,18 @@ impl Pipeline {
                         .map_err(|m| src.error(g.span(), format!("sinks.group: {m}")))?;
                     g.get_ref().clone()
                 }
-                None => format!("wasm-stream-{name}"),
+                // Offsets are kept per table, so the group follows the table too.
+                None => format!("wasm-stream-{}", s.table.get_ref()),
+            };
+            let instance_id = match &s.instance_id {
+                Some(id) if id.get_ref().trim().is_empty() => {
+                    return Err(src.error(
+                        id.span(),
+                        "sinks.instance_id is empty; leave it out for the default <group>-<hostname>",
+                    ));
+                }
+                Some(id) => id.get_ref().clone(),
+                None => format!("{group}-{}", hostname()),
             };
             let batch_size = match &s.batch_size {
                 Some(b) if *b.get_ref() == 0 || *b.get_ref() > 100_000 => {
@@ -441,10 +533,24 @@ impl Pipeline {
                 topic,
                 table: s.table.into_inner(),
                 group,
+                instance_id,
                 mapper,
                 batch_size,
                 flush_interval: Duration::from_millis(s.flush_interval_ms.unwrap_or(DEFAULT_FLUSH_INTERVAL_MS)),
             });
+        }
+
+        let (method, method_span) = match &raw.provision {
+            Some(p) => (*p.method.get_ref(), p.method.span()),
+            None => (ProvisionMethod::Kafka, 0..0),
+        };
+        let provision = ProvisionConfig { method };
+        let aiven = raw.aiven.map(|a| check_aiven(&src, a)).transpose()?;
+        if provision.method == ProvisionMethod::Aiven && aiven.is_none() {
+            return Err(src.error(
+                method_span,
+                "provision.method = \"aiven\" needs an [aiven] section: project, kafka_service and pg_service (the names in the Aiven console), and token_env naming the variable that holds the API token",
+            ));
         }
 
         Ok(Pipeline {
@@ -454,6 +560,8 @@ impl Pipeline {
             topics,
             generators,
             sinks,
+            provision,
+            aiven,
         })
     }
 
@@ -461,6 +569,15 @@ impl Pipeline {
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
     }
+}
+
+/// This machine's name, for default Kafka instance ids.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn check_kafka(src: &Source<'_>, raw: RawKafka) -> Result<KafkaConfig, ConfigError> {
@@ -517,12 +634,14 @@ fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, 
             "postgres.url has sslmode=disable but TLS is required; remove sslmode from the URL, or set postgres.tls = \"disable\" if the server really cannot do TLS",
         ));
     }
-    if config.get_dbname().is_none() {
+    let Some(dbname) = config.get_dbname() else {
         return Err(src.error(
             raw.url.span(),
             "postgres.url names no database; add it to the path, e.g. postgres://...:5432/info",
         ));
-    }
+    };
+    check_name(dbname, MAX_PG_IDENT_LEN, false)
+        .map_err(|m| src.error(raw.url.span(), format!("postgres.url: the database name {m}")))?;
     let mut url = raw.url.get_ref().clone();
     if let Some(var) = &raw.password_env {
         let password = std::env::var(var.get_ref()).map_err(|_| {
@@ -541,6 +660,63 @@ fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, 
         url,
         tls,
         ca: raw.ca.as_ref().map(|p| src.resolve(p.get_ref())),
+    })
+}
+
+fn check_aiven(src: &Source<'_>, raw: RawAiven) -> Result<AivenConfig, ConfigError> {
+    // Aiven project and service names: lowercase letters, digits and hyphens.
+    for (key, v) in [
+        ("project", &raw.project),
+        ("kafka_service", &raw.kafka_service),
+        ("pg_service", &raw.pg_service),
+    ] {
+        check_name(v.get_ref(), MAX_PG_IDENT_LEN, true).map_err(|m| {
+            src.error(
+                v.span(),
+                format!("aiven.{key}: {m}; copy the name from the Aiven console"),
+            )
+        })?;
+    }
+    let token_env = match &raw.token_env {
+        Some(v) => {
+            let name = v.get_ref();
+            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(src.error(
+                    v.span(),
+                    format!("aiven.token_env {name:?} is not an environment variable name; name the variable that holds the token, e.g. \"{DEFAULT_AIVEN_TOKEN_ENV}\" (the token itself never goes in this file)"),
+                ));
+            }
+            name.clone()
+        }
+        None => DEFAULT_AIVEN_TOKEN_ENV.to_string(),
+    };
+    let api_url = match &raw.api_url {
+        Some(v) => {
+            let url = v.get_ref().trim_end_matches('/');
+            let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+                .iter()
+                .any(|p| {
+                    url.strip_prefix(p)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+                });
+            if !url.starts_with("https://") && !local {
+                return Err(src.error(
+                    v.span(),
+                    format!("aiven.api_url {url:?} must be an https:// URL (plain http only to localhost), since the token travels with every request; the default is \"{DEFAULT_AIVEN_API_URL}\""),
+                ));
+            }
+            url.to_string()
+        }
+        None => DEFAULT_AIVEN_API_URL.to_string(),
+    };
+    Ok(AivenConfig {
+        project: raw.project.into_inner(),
+        kafka_service: raw.kafka_service.into_inner(),
+        pg_service: raw.pg_service.into_inner(),
+        token_env,
+        api_url,
     })
 }
 

@@ -105,14 +105,16 @@ pub type OffsetLoader = Box<dyn Fn(&str, &[i32]) -> StoredOffsets + Send + Sync>
 /// offsets stored in PostgreSQL (Kafka's committed offsets are only advisory),
 /// and the sink loop learns the new assignment.
 pub struct SinkContext {
+    topic: String,
     load_offsets: OffsetLoader,
     assignment: Mutex<Option<StoredOffsets>>,
     generation: AtomicU64,
 }
 
 impl SinkContext {
-    pub fn new(load_offsets: OffsetLoader) -> Self {
+    pub fn new(topic: &str, load_offsets: OffsetLoader) -> Self {
         Self {
+            topic: topic.to_string(),
             load_offsets,
             assignment: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -141,24 +143,35 @@ impl ConsumerContext for SinkContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
-                for e in tpl.elements() {
-                    by_topic.entry(e.topic().to_string()).or_default().push(e.partition());
+                // Only the sink's topic: a group reused for another topic (or
+                // a static member's stale assignment) must not leak into it.
+                let partitions: Vec<i32> = tpl
+                    .elements()
+                    .iter()
+                    .filter(|e| e.topic() == self.topic)
+                    .map(|e| e.partition())
+                    .collect();
+                let foreign = tpl.count() - partitions.len();
+                if foreign > 0 {
+                    tracing::warn!(
+                        topic = self.topic,
+                        foreign,
+                        "ignoring partitions of other topics in the assignment"
+                    );
                 }
+                let stored = (self.load_offsets)(&self.topic, &partitions);
+                let mut own = TopicPartitionList::new();
                 let mut assignment = StoredOffsets::new();
-                for (topic, partitions) in by_topic {
-                    let stored = (self.load_offsets)(&topic, &partitions);
-                    for p in partitions {
-                        let start = stored.get(&p).copied().flatten();
-                        let offset = start.map_or(Offset::Beginning, Offset::Offset);
-                        if let Err(e) = tpl.set_partition_offset(&topic, p, offset) {
-                            tracing::error!(topic, partition = p, error = %e, "cannot set the start offset");
-                        }
-                        assignment.insert(p, start);
+                for p in partitions {
+                    let start = stored.get(&p).copied().flatten();
+                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                    if let Err(e) = own.add_partition_offset(&self.topic, p, offset) {
+                        tracing::error!(topic = self.topic, partition = p, error = %e, "cannot set the start offset");
                     }
+                    assignment.insert(p, start);
                 }
-                tracing::info!(partitions = ?assignment, "assigned partitions (start offsets from PostgreSQL)");
-                if let Err(e) = consumer.assign(tpl) {
+                tracing::info!(topic = self.topic, partitions = ?assignment, "assigned partitions (start offsets from PostgreSQL)");
+                if let Err(e) = consumer.assign(&own) {
                     tracing::error!(error = %e, "cannot assign partitions");
                 }
                 self.publish(assignment);
@@ -181,10 +194,12 @@ impl ConsumerContext for SinkContext {
 pub fn sink_consumer(
     cfg: &KafkaConfig,
     group: &str,
+    instance_id: &str,
     context: SinkContext,
 ) -> anyhow::Result<StreamConsumer<SinkContext>> {
     client_config(cfg)?
         .set("group.id", group)
+        .set("group.instance.id", instance_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

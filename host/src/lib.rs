@@ -1,9 +1,11 @@
 //! The `host` library: everything the binary does, reachable from tests.
-//! One module per external system (kafka, postgres, plugins), the pipeline
-//! logic between them, and the typed configuration.
+//! One module per external system (kafka, postgres, aiven, plugins), the
+//! pipeline logic between them, provisioning, and the typed configuration.
 
+pub mod aiven;
 pub mod config;
 pub mod kafka;
 pub mod pipeline;
 pub mod plugins;
 pub mod postgres;
+pub mod provision;

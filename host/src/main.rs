@@ -85,6 +85,56 @@ enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Create the database, the tables and the topics the pipeline needs.
+    ///
+    /// Makes, when missing: the database named in postgres.url, the host's
+    /// offsets and dead-letter tables, every sink table (with the columns its
+    /// mapper declares) and every declared topic (with its partitions and
+    /// replication). Prints one line per object, e.g.
+    /// `Topic "langs" was successfully created on Kafka server.` or
+    /// `Table "favorite_languages" already exists.`; a second run changes
+    /// nothing. Exits non-zero naming the object that could not be made.
+    ///
+    /// [provision] method = "kafka" (default) uses the Kafka Admin API and
+    /// CREATE DATABASE; method = "aiven" uses Aiven's REST API, with the
+    /// project and services of the [aiven] section and the token from the
+    /// variable its token_env names (AIVEN_TOKEN by default).
+    ///
+    /// Example: host provision pipeline.toml
+    Provision {
+        /// The pipeline file.
+        pipeline: PathBuf,
+    },
+    /// Helpers for Aiven's hosted Kafka and PostgreSQL.
+    #[command(subcommand)]
+    Aiven(AivenCommand),
+}
+
+#[derive(Subcommand)]
+enum AivenCommand {
+    /// Fetch the certificates and connection details of the [aiven] services.
+    ///
+    /// Writes certs/ca.pem (the project CA), certs/service.cert and
+    /// certs/service.key (the Kafka access certificate and key, the key
+    /// readable by you only) next to the pipeline file, then prints the
+    /// [kafka] and [postgres] sections to paste into it; --write sets them in
+    /// the file instead, keeping its comments. The PostgreSQL password is never
+    /// printed: the sections read it from PGPASSWORD.
+    ///
+    /// Needs an [aiven] section (project, kafka_service, pg_service) and an API
+    /// token in the variable token_env names (AIVEN_TOKEN by default). Make one
+    /// in the Aiven console (User information → Tokens) or with
+    /// `avn user access-token create`.
+    ///
+    /// Example: AIVEN_TOKEN=... host aiven credentials pipeline.toml --write
+    Credentials {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Set the [kafka] and [postgres] sections in the pipeline file
+        /// instead of printing them.
+        #[arg(long)]
+        write: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -173,6 +223,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 println!("  {line}");
             }
             Ok(())
+        }
+        Command::Provision { pipeline: path } => {
+            let pipeline = Pipeline::load(&path)?;
+            host::provision::run(&pipeline, |line| println!("{line}")).await?;
+            Ok(())
+        }
+        Command::Aiven(AivenCommand::Credentials { pipeline: path, write }) => {
+            let pipeline = Pipeline::load(&path)?;
+            host::provision::credentials::run(&pipeline, write, &mut std::io::stdout()).await
         }
     }
 }

@@ -148,9 +148,22 @@ fn udt_name(kind: ColumnType) -> &'static str {
     }
 }
 
+/// Whether a table exists in the connection's current schema.
+pub async fn table_exists(client: &Client, table: &str) -> anyhow::Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1",
+            &[&table],
+        )
+        .await
+        .with_context(|| format!("cannot look up table {table:?}"))?;
+    Ok(row.is_some())
+}
+
 /// Creates a sink table from a mapper's columns (with a `message_id` serial
 /// primary key in front) when missing, and checks an existing one has them.
-pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<()> {
+/// Returns whether it created the table.
+pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<bool> {
     for c in columns {
         crate::config::check_name(&c.name, crate::config::MAX_PG_IDENT_LEN, false)
             .map_err(|m| anyhow::anyhow!("the mapper declares an invalid column name: {m}"))?;
@@ -166,6 +179,7 @@ pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column])
             )
         })
         .collect();
+    let existed = table_exists(client, table).await?;
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {} (message_id bigserial PRIMARY KEY, {})",
         ident(table),
@@ -199,7 +213,7 @@ pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column])
             ),
         }
     }
-    Ok(())
+    Ok(!existed)
 }
 
 /// The next offsets stored for a table's partitions of a topic.

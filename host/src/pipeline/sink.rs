@@ -11,7 +11,7 @@ use crate::postgres::{self, Batch, ColumnData, DeadLetter, Written};
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
-use rdkafka::{Offset, Timestamp};
+use rdkafka::{Offset, Timestamp, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,7 +103,12 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
     postgres::ensure_sink_table(&client, &config.table, &columns).await?;
 
     let loader = offset_loader(&pipeline, &config);
-    let consumer = kafka::sink_consumer(&pipeline.kafka, &config.group, SinkContext::new(loader))?;
+    let consumer = kafka::sink_consumer(
+        &pipeline.kafka,
+        &config.group,
+        &config.instance_id,
+        SinkContext::new(&config.topic, loader),
+    )?;
     consumer
         .subscribe(&[&config.topic])
         .with_context(|| format!("cannot subscribe to topic {:?}", config.topic))?;
@@ -149,7 +154,7 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
         }
 
         match received {
-            Some(Ok(m)) if positions.accept(m.partition(), m.offset()) => {
+            Some(Ok(m)) if m.topic() == config.topic && positions.accept(m.partition(), m.offset()) => {
                 if batch.is_empty() {
                     batch_started = Instant::now();
                 }
@@ -177,11 +182,20 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
         let due = !batch.is_empty() && batch_started.elapsed() >= config.flush_interval;
         if full || due || (stopping && !batch.is_empty()) {
             let taken = std::mem::take(&mut batch);
+            let write_started = Instant::now();
             let (m, result) =
                 map_and_write(&config, mapper, &columns, &insert_sql, &taken, &positions, &mut client).await?;
             mapper = m;
             match result {
                 Ok(Done { rows, dead_letters }) => {
+                    tracing::debug!(
+                        sink = config.name,
+                        messages = taken.len(),
+                        rows,
+                        dead_letters,
+                        ms = write_started.elapsed().as_millis(),
+                        "batch committed"
+                    );
                     for c in &taken {
                         positions.stored.insert(c.partition, Some(c.offset + 1));
                     }
@@ -220,8 +234,13 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
         }
         if once && batch.is_empty() && *generators_done.borrow_and_update() {
             if end_offsets.is_none() {
-                let topic = config.topic.clone();
-                let ends = tokio::task::block_in_place(|| kafka::end_offsets(&consumer, &topic))?;
+                // A client of its own: on the consumer's connection these
+                // requests would queue behind its long-polling fetches.
+                let (kafka_cfg, topic, group) = (pipeline.kafka.clone(), config.topic.clone(), config.group.clone());
+                let ends = tokio::task::spawn_blocking(move || {
+                    kafka::end_offsets(&kafka::query_consumer(&kafka_cfg, &group)?, &topic)
+                })
+                .await??;
                 end_offsets = Some(ends);
             }
             if let Some(ends) = &end_offsets
@@ -437,12 +456,16 @@ async fn rewind(
             Ok(stored) => {
                 let assigned: Vec<i32> = positions.next.keys().copied().collect();
                 let assignment: StoredOffsets = assigned.iter().map(|p| (*p, stored.get(p).copied())).collect();
+                // Re-assign rather than seek: a seek fails on a partition that is
+                // not fetching yet, and the stream would then go on from wherever
+                // it was.
+                let mut tpl = TopicPartitionList::new();
                 for (p, start) in &assignment {
-                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
-                    if let Err(e) = consumer.seek(&config.topic, *p, offset, Duration::from_secs(10)) {
-                        tracing::warn!(sink = config.name, partition = p, error = %e, "seek failed");
-                    }
+                    tpl.add_partition_offset(&config.topic, *p, start.map_or(Offset::Beginning, Offset::Offset))?;
                 }
+                consumer
+                    .assign(&tpl)
+                    .context("cannot rewind the consumer to the stored offsets")?;
                 positions.reset(assignment);
                 return Ok(client);
             }
@@ -500,7 +523,10 @@ fn offset_loader(pipeline: &Pipeline, config: &SinkConfig) -> kafka::OffsetLoade
                     }
                     .await;
                     match result {
-                        Ok(stored) => return partitions.iter().map(|p| (*p, stored.get(p).copied())).collect(),
+                        Ok(stored) => {
+                            tracing::debug!(table, topic, ?stored, "stored offsets for the assignment");
+                            return partitions.iter().map(|p| (*p, stored.get(p).copied())).collect();
+                        }
                         Err(e) => {
                             tracing::warn!(error = %format!("{e:#}"), "cannot read stored offsets for the assignment; retrying");
                             tokio::time::sleep(backoff).await;

@@ -87,9 +87,32 @@ pub fn host(args: &[&str]) -> Output {
         .expect("run host")
 }
 
-/// Runs `host` and panics with its output when it fails.
+/// Runs `host`, killing it (and failing the test) if it takes longer than `limit`.
+pub fn host_within(args: &[&str], limit: Duration) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn host");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "host {args:?} ran over {limit:?}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// Runs `host` (at most five minutes) and panics with its output when it fails.
 pub fn host_ok(args: &[&str]) -> Output {
-    let out = host(args);
+    let out = host_within(args, Duration::from_secs(300));
     assert!(
         out.status.success(),
         "host {args:?} failed: {}\nstdout: {}\nstderr: {}",

@@ -1,0 +1,171 @@
+//! `host aiven credentials`: fetches from Aiven what the old tutorial had users
+//! copy from the console by hand. The project CA, the Kafka service's
+//! certificate listener with its access certificate and key, and the
+//! PostgreSQL service's URI. It writes `certs/ca.pem`, `certs/service.cert`
+//! and `certs/service.key` (owner-only) next to the pipeline file, then prints
+//! the `[kafka]` and `[postgres]` sections, or with `--write` sets them in the
+//! pipeline file, keeping its comments. The PostgreSQL password is never
+//! printed or written: the sections name `PGPASSWORD` instead. A certs folder
+//! without a `.gitignore` gets one that ignores everything in it.
+
+use super::PgUrl;
+use crate::aiven;
+use crate::config::Pipeline;
+use anyhow::{Context as _, bail};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use toml_edit::{DocumentMut, Item, Value};
+
+/// The variable the printed `[postgres]` section reads the password from.
+pub const PASSWORD_ENV: &str = "PGPASSWORD";
+/// Where the files go, relative to the pipeline file's folder.
+pub const CA_FILE: &str = "certs/ca.pem";
+pub const CERT_FILE: &str = "certs/service.cert";
+pub const KEY_FILE: &str = "certs/service.key";
+/// Keeps the key out of git in a certs folder that has no `.gitignore` yet.
+const IGNORE_FILE: &str = "certs/.gitignore";
+const IGNORE_TEXT: &str = "# Written by `host aiven credentials`: keys and certificates never go into git.\n*\n";
+
+/// Fetches the credentials, writes the files and prints (or, with `write`,
+/// applies) the connection sections.
+pub async fn run(pipeline: &Pipeline, write: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let Some(config) = &pipeline.aiven else {
+        bail!(
+            "{} has no [aiven] section, so there is nothing to fetch credentials from\n  hint: add one with the names from the Aiven console:\n\n[aiven]\nproject = \"my-project\"\nkafka_service = \"kafka-demo\"\npg_service = \"pg-demo\"\ntoken_env = \"AIVEN_TOKEN\"   # export AIVEN_TOKEN=<token>\n",
+            pipeline.path.display()
+        );
+    };
+    let client = aiven::Client::new(config)?;
+    let ca = client.project_ca().await?;
+    let kafka = client.kafka_access().await?;
+    let pg = client.pg_service_uri().await?;
+
+    let database = super::database_name(&pipeline.postgres)?;
+    let Some(parts) = PgUrl::parse(pg.expose()) else {
+        bail!(
+            "service {:?} returned a service URI that is not a postgres:// URL",
+            config.pg_service
+        );
+    };
+    let pg_user = parts.user.unwrap_or("avnadmin").to_string();
+    let pg_url = parts.render(&database, false);
+
+    let dir = pipeline.path.parent().unwrap_or(Path::new("."));
+    let ignore = dir.join(IGNORE_FILE);
+    if !ignore.exists() {
+        write_file(&ignore, IGNORE_TEXT, 0o644).with_context(|| format!("cannot write {}", ignore.display()))?;
+    }
+    for (file, contents, mode, what) in [
+        (CA_FILE, &ca, 0o644, "the project CA"),
+        (CERT_FILE, &kafka.access_cert, 0o644, "the Kafka access certificate"),
+        (
+            KEY_FILE,
+            &kafka.access_key,
+            0o600,
+            "the Kafka access key, readable by you only",
+        ),
+    ] {
+        let path = dir.join(file);
+        write_file(&path, contents, mode).with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(out, "Wrote {} ({what}).", path.display())?;
+    }
+
+    let kafka_keys = [
+        ("bootstrap_servers", kafka.bootstrap_servers.as_str()),
+        ("security_protocol", "ssl"),
+        ("ca", CA_FILE),
+        ("cert", CERT_FILE),
+        ("key", KEY_FILE),
+    ];
+    let pg_keys = [
+        ("url", pg_url.as_str()),
+        ("password_env", PASSWORD_ENV),
+        ("ca", CA_FILE),
+    ];
+    let export = format!(
+        "Then export {PASSWORD_ENV}=<the password of {pg_user}: Aiven console → service {:?} → Overview → Connection information>",
+        config.pg_service
+    );
+    if write {
+        update_pipeline_file(&pipeline.path, &[("kafka", &kafka_keys), ("postgres", &pg_keys)])?;
+        writeln!(
+            out,
+            "Updated [kafka] and [postgres] in {} (other lines and comments kept).",
+            pipeline.path.display()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\nPaste these over the [kafka] and [postgres] sections of {} (or run again with --write):\n",
+            pipeline.path.display()
+        )?;
+        for (section, keys) in [("kafka", &kafka_keys[..]), ("postgres", &pg_keys[..])] {
+            writeln!(out, "[{section}]")?;
+            for (key, value) in keys {
+                writeln!(out, "{key} = {}", Value::from(*value))?;
+            }
+            writeln!(out)?;
+        }
+    }
+    writeln!(out, "{export}")?;
+    Ok(())
+}
+
+/// Sets keys of tables in a TOML file, keeping everything else (comments,
+/// order, other keys, and the inline comment after a replaced value).
+fn update_pipeline_file(path: &Path, sections: &[(&str, &[(&str, &str)])]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut doc: DocumentMut = text
+        .parse()
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    for (section, keys) in sections {
+        let table = doc
+            .entry(section)
+            .or_insert_with(toml_edit::table)
+            .as_table_mut()
+            .with_context(|| format!("[{section}] in {} is not a table", path.display()))?;
+        for (key, new) in *keys {
+            match table.get_mut(key) {
+                Some(Item::Value(old)) => {
+                    let decor = old.decor().clone();
+                    let mut value = Value::from(*new);
+                    *value.decor_mut() = decor;
+                    *old = value;
+                }
+                _ => {
+                    table.insert(key, toml_edit::value(*new));
+                }
+            }
+        }
+    }
+    write_file(path, &doc.to_string(), 0o644).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes a file through a temporary file and a rename, with `mode` on Unix.
+fn write_file(path: &Path, contents: &str, mode: u32) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp: PathBuf = path.with_file_name(format!(".{name}.tmp"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+        options.mode(mode);
+        let mut file = options.open(&tmp)?;
+        // The file may have existed with a wider mode.
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = mode;
+        let mut file = options.open(&tmp)?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,70 @@
+//! A mapper that traps on some messages, loops forever on others, grows memory
+//! without end on others: the host stays up, those messages are dead-lettered
+//! with the reason, the rest flow.
+mod common;
+
+use common::{Db, create_topic, host_ok, plugin, produce_raw, unique, write_pipeline};
+
+#[test]
+fn traps_loops_and_memory_hogs_become_dead_letters() {
+    let topic = unique("hostile");
+    let table = unique("hostile_rows");
+    create_topic(&topic, 1);
+    let words = ["a", "trap", "b", "loop", "c", "grow", "d", "trap", "e"];
+    produce_raw(
+        &topic,
+        &words.iter().map(|w| Some(w.as_bytes().to_vec())).collect::<Vec<_>>(),
+    );
+    let path = write_pipeline(&format!(
+        r#"
+[[topics]]
+name = "{topic}"
+
+[[sinks]]
+name = "hostile"
+topic = "{topic}"
+table = "{table}"
+mapper = "{mapper}"
+batch_size = 100
+[sinks.limits]
+call_timeout_ms = 300
+memory_limit_bytes = 33554432
+"#,
+        mapper = plugin("hostile_mapper").display(),
+    ));
+    let out = host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
+
+    let db = Db::connect();
+    let rows = db.query(
+        &format!("SELECT payload, offset_id FROM \"{table}\" ORDER BY offset_id"),
+        &[],
+    );
+    let stored: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        stored,
+        vec![
+            ("a".into(), 0),
+            ("b".into(), 2),
+            ("c".into(), 4),
+            ("d".into(), 6),
+            ("e".into(), 8)
+        ],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = db.dead_letters(&topic);
+    let reasons: Vec<(i64, &str)> = dead.iter().map(|d| (d.0, d.2.as_str())).collect();
+    assert_eq!(reasons.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3, 5, 7]);
+    assert!(
+        reasons[0].1.contains("trapped") && reasons[0].1.contains("asked to trap at offset 1"),
+        "{}",
+        reasons[0].1
+    );
+    assert!(reasons[1].1.contains("deadline of 300 ms"), "{}", reasons[1].1);
+    assert!(
+        reasons[2].1.contains("memory limit of 33554432 bytes"),
+        "{}",
+        reasons[2].1
+    );
+    assert!(reasons[3].1.contains("asked to trap at offset 7"), "{}", reasons[3].1);
+}
