@@ -21,6 +21,15 @@ pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
 /// Largest plugin file the host will compile.
 pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 32 << 20;
+/// Default longest time compiling one plugin may take.
+pub const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 60_000;
+
+/// Default time between two rounds of the periodic audit in `host run`.
+pub const DEFAULT_AUDIT_INTERVAL_MS: u64 = 30_000;
+/// Shortest time between two rounds of the periodic audit.
+pub const MIN_AUDIT_INTERVAL_MS: u64 = 1_000;
+/// Default longest time the audit waits for Kafka or PostgreSQL to answer.
+pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 5_000;
 
 /// An error in `pipeline.toml`, located in the file.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +60,10 @@ pub struct Pipeline {
     /// The Aiven project and services (`[aiven]`), for `host provision` with
     /// `method = "aiven"` and `host aiven credentials`.
     pub aiven: Option<AivenConfig>,
+    /// The check plugins that audit the pipeline (`[[checks]]`).
+    pub checks: Vec<CheckConfig>,
+    /// When and how the audit runs (`[audit]`).
+    pub audit: AuditConfig,
 }
 
 /// How `host provision` creates topics and databases.
@@ -144,6 +157,7 @@ pub struct PluginLimits {
     pub call_timeout: Duration,
     pub memory_limit_bytes: usize,
     pub max_plugin_bytes: usize,
+    pub compile_timeout: Duration,
 }
 
 impl Default for PluginLimits {
@@ -152,6 +166,7 @@ impl Default for PluginLimits {
             call_timeout: Duration::from_millis(DEFAULT_CALL_TIMEOUT_MS),
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            compile_timeout: Duration::from_millis(DEFAULT_COMPILE_TIMEOUT_MS),
         }
     }
 }
@@ -190,6 +205,32 @@ pub struct SinkConfig {
     pub flush_interval: Duration,
 }
 
+/// A check plugin, run by `host check` and by the periodic audit of `host run`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    pub name: String,
+    pub plugin: PluginConfig,
+}
+
+/// When and how the audit runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// Time between two rounds of the periodic audit in `host run`; `None`
+    /// (`interval_ms = 0`) turns it off.
+    pub interval: Option<Duration>,
+    /// Longest wait for Kafka or PostgreSQL to answer one audit request.
+    pub timeout: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            interval: Some(Duration::from_millis(DEFAULT_AUDIT_INTERVAL_MS)),
+            timeout: Duration::from_millis(DEFAULT_AUDIT_TIMEOUT_MS),
+        }
+    }
+}
+
 // ---- the file as written ----
 
 #[derive(Deserialize)]
@@ -207,6 +248,28 @@ struct RawPipeline {
     sinks: Vec<RawSink>,
     provision: Option<RawProvision>,
     aiven: Option<RawAiven>,
+    #[serde(default)]
+    checks: Vec<RawCheck>,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Spanned<String>,
+    plugin: Spanned<String>,
+    #[serde(default)]
+    settings: toml::Table,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    interval_ms: Option<Spanned<u64>>,
+    timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +328,7 @@ struct RawLimits {
     call_timeout_ms: Option<u64>,
     memory_limit_bytes: Option<usize>,
     max_plugin_bytes: Option<usize>,
+    compile_timeout_ms: Option<u64>,
 }
 
 impl RawLimits {
@@ -275,6 +339,9 @@ impl RawLimits {
                 .map_or(defaults.call_timeout, Duration::from_millis),
             memory_limit_bytes: self.memory_limit_bytes.unwrap_or(defaults.memory_limit_bytes),
             max_plugin_bytes: self.max_plugin_bytes.unwrap_or(defaults.max_plugin_bytes),
+            compile_timeout: self
+                .compile_timeout_ms
+                .map_or(defaults.compile_timeout, Duration::from_millis),
         }
     }
 }
@@ -540,6 +607,14 @@ impl Pipeline {
             });
         }
 
+        let mut checks = Vec::new();
+        for c in raw.checks {
+            let name = unique(&c.name, "checks")?;
+            let plugin = plugin_config(&src, &c.plugin, &c.settings, c.limits.over(defaults))?;
+            checks.push(CheckConfig { name, plugin });
+        }
+        let audit = check_audit(&src, raw.audit)?;
+
         let (method, method_span) = match &raw.provision {
             Some(p) => (*p.method.get_ref(), p.method.span()),
             None => (ProvisionMethod::Kafka, 0..0),
@@ -562,6 +637,8 @@ impl Pipeline {
             sinks,
             provision,
             aiven,
+            checks,
+            audit,
         })
     }
 
@@ -661,6 +738,32 @@ fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, 
         tls,
         ca: raw.ca.as_ref().map(|p| src.resolve(p.get_ref())),
     })
+}
+
+fn check_audit(src: &Source<'_>, raw: RawAudit) -> Result<AuditConfig, ConfigError> {
+    let defaults = AuditConfig::default();
+    let interval = match &raw.interval_ms {
+        None => defaults.interval,
+        Some(v) if *v.get_ref() == 0 => None,
+        Some(v) if *v.get_ref() < MIN_AUDIT_INTERVAL_MS => {
+            return Err(src.error(
+                v.span(),
+                format!("audit.interval_ms must be 0 (no periodic audit) or at least {MIN_AUDIT_INTERVAL_MS}"),
+            ));
+        }
+        Some(v) => Some(Duration::from_millis(*v.get_ref())),
+    };
+    let timeout = match &raw.timeout_ms {
+        None => defaults.timeout,
+        Some(v) if !(100..=600_000).contains(v.get_ref()) => {
+            return Err(src.error(
+                v.span(),
+                format!("audit.timeout_ms must be between 100 and 600000 (default {DEFAULT_AUDIT_TIMEOUT_MS})"),
+            ));
+        }
+        Some(v) => Duration::from_millis(*v.get_ref()),
+    };
+    Ok(AuditConfig { interval, timeout })
 }
 
 fn check_aiven(src: &Source<'_>, raw: RawAiven) -> Result<AivenConfig, ConfigError> {
@@ -785,5 +888,9 @@ pub fn plugin_paths(p: &Pipeline) -> BTreeMap<String, PathBuf> {
         .sinks
         .iter()
         .map(|s| (format!("sink {}", s.name), s.mapper.path.clone()));
-    gens.chain(sinks).collect()
+    let checks = p
+        .checks
+        .iter()
+        .map(|c| (format!("check {}", c.name), c.plugin.path.clone()));
+    gens.chain(sinks).chain(checks).collect()
 }

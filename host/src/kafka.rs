@@ -200,6 +200,9 @@ pub fn sink_consumer(
     client_config(cfg)?
         .set("group.id", group)
         .set("group.instance.id", instance_id)
+        // A static member does not leave the group when it stops; a short
+        // session frees its partitions (and the group, for `host simulate`) sooner.
+        .set("session.timeout.ms", "10000")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -297,5 +300,149 @@ pub fn commit_advisory<C: ConsumerContext>(consumer: &StreamConsumer<C>, topic: 
     let result: KafkaResult<()> = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async);
     if let Err(e) = result {
         tracing::debug!(error = %e, "advisory Kafka commit failed");
+    }
+}
+
+/// What the broker's metadata says: its brokers, and every topic with its partitions.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterInfo {
+    /// `id host:port` of each broker.
+    pub brokers: Vec<String>,
+    /// Topic name -> its partitions, or the error the broker reports for it.
+    pub topics: std::collections::BTreeMap<String, Result<Vec<PartitionInfo>, String>>,
+}
+
+/// One partition in the broker's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub id: i32,
+    pub leader: i32,
+    pub replicas: usize,
+}
+
+/// Asks the broker for its metadata (blocks up to `timeout`). Success means
+/// the broker was reached, over TLS when the security protocol is `ssl`.
+pub fn cluster_info(cfg: &KafkaConfig, timeout: Duration) -> anyhow::Result<ClusterInfo> {
+    let consumer = query_consumer(cfg, "wasm-stream-audit")?;
+    let metadata = consumer.fetch_metadata(None, timeout).with_context(|| {
+        format!(
+            "cannot reach Kafka at {} within {} ms\n  hint: check kafka.bootstrap_servers and the certificates, and that the broker runs (`scripts/local-stack status`)",
+            cfg.bootstrap_servers,
+            timeout.as_millis()
+        )
+    })?;
+    let brokers = metadata
+        .brokers()
+        .iter()
+        .map(|b| format!("{} {}:{}", b.id(), b.host(), b.port()))
+        .collect();
+    let topics = metadata
+        .topics()
+        .iter()
+        .map(|t| {
+            let partitions = match t.error() {
+                Some(e) => Err(RDKafkaErrorCode::from(e).to_string()),
+                None => Ok(t
+                    .partitions()
+                    .iter()
+                    .map(|p| PartitionInfo {
+                        id: p.id(),
+                        leader: p.leader(),
+                        replicas: p.replicas().len(),
+                    })
+                    .collect()),
+            };
+            (t.name().to_string(), partitions)
+        })
+        .collect();
+    Ok(ClusterInfo { brokers, topics })
+}
+
+/// Kafka's view of one partition for a consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupPartition {
+    pub partition: i32,
+    /// The high watermark: the offset the next message produced gets.
+    pub end: i64,
+    /// The group's committed offset; `None` when it never committed.
+    pub committed: Option<i64>,
+}
+
+/// The end offsets of the given partitions of a topic, and the committed
+/// offsets of `group` for them (blocks up to `timeout` per request).
+pub fn group_offsets(
+    cfg: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<Vec<GroupPartition>> {
+    let consumer = query_consumer(cfg, group)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .with_context(|| format!("cannot read the committed offsets of group {group:?} for topic {topic:?}"))?;
+    partitions
+        .iter()
+        .map(|p| {
+            let (_, end) = consumer
+                .fetch_watermarks(topic, *p, timeout)
+                .with_context(|| format!("cannot read the end offset of {topic}/{p}"))?;
+            let committed = match committed.find_partition(topic, *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            Ok(GroupPartition {
+                partition: *p,
+                end,
+                committed,
+            })
+        })
+        .collect()
+}
+
+/// Why a commit from outside a consumer group failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutsideCommitError {
+    /// The broker takes such commits only while the group has no members.
+    #[error("the group has members, so the broker refused the commit ({0})")]
+    GroupActive(RDKafkaErrorCode),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Commits offsets for `group` without joining it (no `group.instance.id`,
+/// no subscription): how offsets of a stopped pipeline are moved by hand.
+pub fn commit_outside_group(
+    cfg: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    offsets: &std::collections::BTreeMap<i32, i64>,
+) -> Result<(), OutsideCommitError> {
+    let consumer = query_consumer(cfg, group)?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(*o))
+            .context("cannot build the commit list")?;
+    }
+    consumer
+        .assign(&tpl)
+        .context("cannot assign the partitions to commit")?;
+    match consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync) {
+        Ok(()) => Ok(()),
+        Err(e) => match e.rdkafka_error_code() {
+            Some(
+                code @ (RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::FencedInstanceId),
+            ) => Err(OutsideCommitError::GroupActive(code)),
+            _ => Err(anyhow::Error::new(e)
+                .context(format!("cannot commit offsets of group {group:?} for topic {topic:?}"))
+                .into()),
+        },
     }
 }

@@ -1,8 +1,11 @@
 //! The `host` library: everything the binary does, reachable from tests.
 //! One module per external system (kafka, postgres, aiven, plugins), the
-//! pipeline logic between them, provisioning, and the typed configuration.
+//! pipeline logic between them, provisioning, the audit, and the typed
+//! configuration.
 
 pub mod aiven;
+pub mod audit;
+pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod pipeline;

@@ -1,12 +1,13 @@
 //! The `host` command line.
 
-use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use host::audit::{self, Scope, simulate::Case};
 use host::config::Pipeline;
 use host::pipeline::{self, RunOptions};
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
-use std::path::PathBuf;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Runs Kafka -> PostgreSQL pipelines whose logic lives in WebAssembly plugins.
 ///
@@ -34,6 +35,12 @@ enum Command {
     /// flushes the producer, so nothing is lost; a crash loses nothing either,
     /// since sinks resume from the offsets stored in PostgreSQL.
     ///
+    /// While it runs, it watches the pipeline file and every plugin file it
+    /// names: a changed plugin is compiled, checked and swapped in at a batch
+    /// boundary; a changed pipeline file is validated in full, then applied as
+    /// a difference (generators and sinks added, removed or changed). A bad
+    /// change is logged and the running version keeps going.
+    ///
     /// Example: host run pipeline.toml --once
     Run {
         /// The pipeline file.
@@ -42,6 +49,9 @@ enum Command {
         /// caught up with the end of its topic.
         #[arg(long)]
         once: bool,
+        /// Do not watch the pipeline file and plugins for changes.
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Run only the generators, printing each message sent (`Sending: {...}`).
     ///
@@ -105,6 +115,74 @@ enum Command {
         /// The pipeline file.
         pipeline: PathBuf,
     },
+    /// Audit the pipeline: PostgreSQL, Kafka, and whether their offsets agree.
+    ///
+    /// db: PostgreSQL reachable over TLS (the version and cipher from
+    /// pg_stat_ssl), the database, and per sink table the row count and the
+    /// last row. kafka: the brokers reachable over TLS, the topics visible, and
+    /// the partitions of the chosen topic (or of every declared topic). sync:
+    /// per topic and partition, Kafka's end offset, the committed offset of the
+    /// sink's consumer group, the next offset stored in PostgreSQL, the lag
+    /// (end - stored: messages waiting to be stored), the dead letters and a
+    /// verdict (in sync, or which side is ahead and by how many); then every
+    /// check plugin of [[checks]] (sync-audit, dead-letter-audit or your own)
+    /// judges that snapshot and reports findings. all (the default) does the
+    /// three.
+    ///
+    /// Without a mode, on a terminal, it shows the old demo's numbered menu,
+    /// which can also simulate the two out-of-sync cases (see `host simulate`).
+    ///
+    /// Exit code: 0 all is well; 1 a finding of severity warning or error;
+    /// 2 a system could not be reached (each request waits at most
+    /// [audit] timeout_ms) or the check could not start.
+    ///
+    /// Example: host check pipeline.toml sync --topic langs --json
+    Check {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// What to check.
+        #[arg(value_enum)]
+        what: Option<CheckWhat>,
+        /// Only this topic (its sinks and partitions).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Print the report as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a topic out of sync on purpose, as the old demo's options 4 and 5 did.
+    ///
+    /// db-ahead moves the Kafka committed offset of the sink's consumer group
+    /// one back, so the database holds a message Kafka does not know was
+    /// stored ("saved in the database but not committed to Kafka"); kafka-ahead
+    /// moves it one forward ("committed to Kafka but not saved"). No data
+    /// changes, and the move is relative to the current committed offset, so
+    /// one case and then the other returns to normal. It refuses when nothing
+    /// is stored yet for the topic.
+    ///
+    /// Both cases heal by themselves: PostgreSQL holds the truth, so the next
+    /// `host run` (or `host consume`) resumes from the offset stored there and
+    /// commits it to Kafka. `host check sync` shows the state before and after.
+    ///
+    /// Stop the host first: Kafka takes a commit from outside a consumer group
+    /// only while the group has no members, and a stopped host stays a member
+    /// for its session timeout (45 s by default), which this waits out (up to
+    /// --wait-secs).
+    ///
+    /// Example: host simulate pipeline.toml db-ahead --topic langs
+    Simulate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Which side ends up one ahead.
+        #[arg(value_enum)]
+        case: SimulateCase,
+        /// The topic whose sink's committed offset moves.
+        #[arg(long)]
+        topic: Option<String>,
+        /// How long to wait for the consumer group to have no members.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
     /// Helpers for Aiven's hosted Kafka and PostgreSQL.
     #[command(subcommand)]
     Aiven(AivenCommand),
@@ -137,6 +215,71 @@ enum AivenCommand {
     },
 }
 
+/// What `host check` looks at.
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckWhat {
+    /// PostgreSQL: TLS, database, row count and last row of each sink table.
+    Db,
+    /// Kafka: brokers, topics, partitions.
+    Kafka,
+    /// Offsets: Kafka's end and committed offsets against the database's, and the check plugins.
+    Sync,
+    /// All three.
+    All,
+}
+
+impl From<CheckWhat> for Scope {
+    fn from(what: CheckWhat) -> Self {
+        match what {
+            CheckWhat::Db => Scope::Db,
+            CheckWhat::Kafka => Scope::Kafka,
+            CheckWhat::Sync => Scope::Sync,
+            CheckWhat::All => Scope::All,
+        }
+    }
+}
+
+/// The out-of-sync case `host simulate` makes.
+#[derive(Clone, Copy, ValueEnum)]
+enum SimulateCase {
+    /// The database one ahead of Kafka's committed offset.
+    DbAhead,
+    /// Kafka's committed offset one ahead of the database.
+    KafkaAhead,
+}
+
+/// Ends `host` with `code`, after printing `error` when there is one.
+#[derive(Debug)]
+struct Exit {
+    code: u8,
+    error: Option<anyhow::Error>,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.code)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// `host check`: its exit code, and 2 when it could not even start.
+async fn check(path: &Path, what: Option<CheckWhat>, topic: Option<String>, json: bool) -> anyhow::Result<()> {
+    let result = match Pipeline::load(path) {
+        Ok(pipeline) => audit::command::check(&pipeline, what.map(Scope::from), topic, json).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(Exit { code, error: None }.into()),
+        Err(error) => Err(Exit {
+            code: 2,
+            error: Some(error),
+        }
+        .into()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -149,10 +292,18 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(execute(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast::<Exit>() {
+            Ok(exit) => {
+                if let Some(error) = exit.error {
+                    eprintln!("error: {error:#}");
+                }
+                ExitCode::from(exit.code)
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -169,12 +320,17 @@ fn init_logging() {
 
 async fn execute(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { pipeline: path, once } => {
+        Command::Run {
+            pipeline: path,
+            once,
+            no_watch,
+        } => {
             let pipeline = Pipeline::load(&path)?;
             let options = RunOptions {
                 generators: true,
                 sinks: true,
                 once,
+                watch: !no_watch,
                 ..Default::default()
             };
             pipeline::run(&pipeline, options).await
@@ -203,7 +359,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             let pipeline = Pipeline::load(&path)?;
             let topic = match topic {
                 Some(t) => Some(t),
-                None if std::io::stdin().is_terminal() => Some(choose_topic(&pipeline)?),
+                None if std::io::stdin().is_terminal() => Some(host::cli::choose_topic(&pipeline, "consume")?),
                 None => None,
             };
             let options = RunOptions {
@@ -217,7 +373,12 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Validate { pipeline: path } => {
             let pipeline = Pipeline::load(&path)?;
-            let report = tokio::task::spawn_blocking(move || pipeline::validate_plugins(&pipeline)).await??;
+            let report = tokio::task::spawn_blocking(move || {
+                let mut lines = pipeline::validate_plugins(&pipeline)?;
+                lines.extend(audit::validate_checks(&pipeline)?);
+                anyhow::Ok(lines)
+            })
+            .await??;
             println!("{}: ok", path.display());
             for line in report {
                 println!("  {line}");
@@ -229,38 +390,28 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             host::provision::run(&pipeline, |line| println!("{line}")).await?;
             Ok(())
         }
+        Command::Check {
+            pipeline: path,
+            what,
+            topic,
+            json,
+        } => check(&path, what, topic, json).await,
+        Command::Simulate {
+            pipeline: path,
+            case,
+            topic,
+            wait_secs,
+        } => {
+            let pipeline = Pipeline::load(&path)?;
+            let case = match case {
+                SimulateCase::DbAhead => Case::DbAhead,
+                SimulateCase::KafkaAhead => Case::KafkaAhead,
+            };
+            audit::command::simulate(&pipeline, case, topic, Duration::from_secs(wait_secs)).await
+        }
         Command::Aiven(AivenCommand::Credentials { pipeline: path, write }) => {
             let pipeline = Pipeline::load(&path)?;
             host::provision::credentials::run(&pipeline, write, &mut std::io::stdout()).await
-        }
-    }
-}
-
-/// The old demo's numbered topic menu.
-fn choose_topic(pipeline: &Pipeline) -> anyhow::Result<String> {
-    let mut topics: Vec<&str> = pipeline.sinks.iter().map(|s| s.topic.as_str()).collect();
-    topics.dedup();
-    if topics.is_empty() {
-        anyhow::bail!(
-            "{} declares no sinks, so there is nothing to consume",
-            pipeline.path.display()
-        );
-    }
-    println!("Topics:");
-    for (i, t) in topics.iter().enumerate() {
-        println!("{}. {t}", i + 1);
-    }
-    let stdin = std::io::stdin();
-    loop {
-        print!("Enter the number of the topic to consume: ");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line).context("cannot read the choice")? == 0 {
-            anyhow::bail!("no topic chosen");
-        }
-        match line.trim().parse::<usize>() {
-            Ok(n) if (1..=topics.len()).contains(&n) => return Ok(topics[n - 1].to_string()),
-            _ => println!("Please enter a number from 1 to {}.", topics.len()),
         }
     }
 }

@@ -73,7 +73,8 @@ where
     });
 }
 
-fn describe(config: &Config) -> String {
+/// `host:port/database` of a connection configuration, for messages (never the password).
+pub fn describe(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
         Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
@@ -402,4 +403,80 @@ pub async fn write_batch(client: &mut Client, batch: &Batch<'_>) -> anyhow::Resu
     }
     tx.commit().await.context("cannot commit the batch")?;
     Ok(Written::Committed)
+}
+
+/// What the server says about the current session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub database: String,
+    pub server_version: String,
+    /// TLS version and cipher from `pg_stat_ssl`; `None` when the session is
+    /// not encrypted.
+    pub tls: Option<(String, String)>,
+}
+
+/// Reads the session's database, server version and TLS state, as the
+/// server sees them.
+pub async fn session_info(client: &Client) -> anyhow::Result<SessionInfo> {
+    let row = client
+        .query_one(
+            "SELECT current_database()::text, current_setting('server_version'), s.ssl, s.version, s.cipher
+             FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .context("cannot read the session's TLS state from pg_stat_ssl")?;
+    let ssl: bool = row.get(2);
+    let tls = match (ssl, row.get::<_, Option<String>>(3), row.get::<_, Option<String>>(4)) {
+        (true, Some(version), Some(cipher)) => Some((version, cipher)),
+        (true, version, cipher) => Some((version.unwrap_or_default(), cipher.unwrap_or_default())),
+        (false, _, _) => None,
+    };
+    Ok(SessionInfo {
+        database: row.get(0),
+        server_version: row.get(1),
+        tls,
+    })
+}
+
+/// The row count of a sink table and its last row (highest `message_id`) as
+/// JSON; `None` when the table does not exist.
+pub async fn table_summary(client: &Client, table: &str) -> anyhow::Result<Option<(i64, Option<serde_json::Value>)>> {
+    if !table_exists(client, table).await? {
+        return Ok(None);
+    }
+    let t = ident(table);
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+        .await
+        .with_context(|| format!("cannot count the rows of table {table:?}"))?
+        .get(0);
+    let last = client
+        .query_opt(
+            &format!("SELECT row_to_json(t) FROM {t} AS t ORDER BY t.message_id DESC LIMIT 1"),
+            &[],
+        )
+        .await
+        .with_context(|| format!("cannot read the last row of table {table:?} (by message_id)"))?
+        .map(|r| r.get(0));
+    Ok(Some((count, last)))
+}
+
+/// The dead letters of a sink per partition of its topic (none when the
+/// host's tables do not exist yet).
+pub async fn dead_letter_counts(client: &Client, sink: &str, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+    if !table_exists(client, DEAD_LETTERS_TABLE).await? {
+        return Ok(HashMap::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT partition, count(*) FROM {} WHERE sink = $1 AND topic = $2 GROUP BY partition",
+                ident(DEAD_LETTERS_TABLE)
+            ),
+            &[&sink, &topic],
+        )
+        .await
+        .with_context(|| format!("cannot count the dead letters of sink {sink:?}"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -109,3 +109,29 @@ fn plaintext_postgres_needs_an_explicit_opt_out() {
         "{err}"
     );
 }
+
+#[test]
+fn a_plugin_over_the_size_cap_is_not_compiled() {
+    let body = format!(
+        "{}[sinks.limits]\nmax_plugin_bytes = 1000\n",
+        sink_with_mapper(&plugin("json_row").display().to_string())
+    );
+    let err = validate(&body);
+    assert!(
+        err.contains("over the limit of 1000 bytes (plugins.max_plugin_bytes)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_compilation_over_its_time_limit_is_abandoned() {
+    let body = format!(
+        "{}[sinks.limits]\ncompile_timeout_ms = 1\n",
+        sink_with_mapper(&plugin("json_row").display().to_string())
+    );
+    let err = validate(&body);
+    assert!(
+        err.contains("did not compile within 1 ms (limits.compile_timeout_ms)"),
+        "{err}"
+    );
+}

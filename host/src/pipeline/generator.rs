@@ -8,9 +8,10 @@ use crate::plugins::{GeneratorWorld, Plugin};
 use anyhow::{Context as _, bail};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// Most messages asked of a plugin in one call when producing flat out.
 const MAX_CHUNK: u32 = 500;
@@ -42,7 +43,11 @@ impl GeneratorStats {
 
 pub struct GeneratorRun {
     pub kafka: KafkaConfig,
-    pub config: GeneratorConfig,
+    /// The generator's settings; a reload of the pipeline file sends new ones
+    /// (topic, interval, count apply from the next message).
+    pub config: watch::Receiver<GeneratorConfig>,
+    /// A reloaded plugin, swapped in between two calls.
+    pub swaps: mpsc::Receiver<Plugin<GeneratorWorld>>,
     pub stop: Arc<AtomicBool>,
     pub echo: Echo,
     pub stats: Arc<GeneratorStats>,
@@ -51,19 +56,40 @@ pub struct GeneratorRun {
 pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Result<()> {
     let GeneratorRun {
         kafka: kafka_cfg,
-        config,
+        config: mut live,
+        swaps,
         stop,
         echo,
         stats,
     } = run;
+    let mut config = live.borrow_and_update().clone();
     let producer = kafka::producer(&kafka_cfg)?;
-    let started = Instant::now();
+    // The schedule: message n is due at `epoch + interval * (n - epoch_count)`.
+    let (mut epoch, mut epoch_count) = (Instant::now(), 0u64);
     let mut produced: u64 = 0;
-    let remaining = |produced: u64| config.count.map_or(u64::MAX, |c| c.saturating_sub(produced));
 
-    'outer: while remaining(produced) > 0 && !stop.load(Ordering::Relaxed) {
+    'outer: loop {
+        if live.has_changed().unwrap_or(false) {
+            config = live.borrow_and_update().clone();
+            (epoch, epoch_count) = (Instant::now(), produced);
+            tracing::info!(generator = config.name, topic = config.topic, interval_ms = config.interval.as_millis(), count = ?config.count, "generator settings changed");
+        }
+        if let Ok(new) = swaps.try_recv() {
+            plugin = new;
+        }
+        let remaining = config.count.map_or(u64::MAX, |c| c.saturating_sub(produced));
+        if remaining == 0 || stop.load(Ordering::Relaxed) {
+            break;
+        }
         let chunk = if config.interval.is_zero() { MAX_CHUNK } else { 1 };
-        let chunk = chunk.min(u32::try_from(remaining(produced)).unwrap_or(u32::MAX));
+        let chunk = chunk.min(u32::try_from(remaining).unwrap_or(u32::MAX));
+        if !config.interval.is_zero() {
+            // Keep to the schedule, so slow calls do not add up.
+            let behind = u32::try_from(produced - epoch_count).unwrap_or(u32::MAX);
+            if !sleep_until(epoch + config.interval * behind, &stop, &live) {
+                continue 'outer;
+            }
+        }
         let messages = plugin
             .next(chunk)
             .with_context(|| format!("generator {} failed", config.name))?;
@@ -72,13 +98,6 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             break;
         }
         for m in messages {
-            if !config.interval.is_zero() {
-                // Keep to the schedule from the start, so slow calls do not add up.
-                let due = started + config.interval * u32::try_from(produced).unwrap_or(u32::MAX);
-                if !sleep_until(due, &stop) {
-                    break 'outer;
-                }
-            }
             let mut record = BaseRecord::to(&config.topic).payload(&m.payload);
             if let Some(key) = &m.key {
                 record = record.key(key);
@@ -132,10 +151,11 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
     Ok(())
 }
 
-/// Sleeps until `due`; false when asked to stop meanwhile.
-fn sleep_until(due: Instant, stop: &AtomicBool) -> bool {
+/// Sleeps until `due`; false when asked to stop, or when the settings
+/// changed meanwhile (the schedule is then recomputed).
+fn sleep_until(due: Instant, stop: &AtomicBool, live: &watch::Receiver<GeneratorConfig>) -> bool {
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || live.has_changed().unwrap_or(false) {
             return false;
         }
         let now = Instant::now();

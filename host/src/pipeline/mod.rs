@@ -24,17 +24,17 @@
 //! So every message lands exactly once, through crashes and restarts.
 
 mod generator;
+mod reload;
 mod sink;
+mod supervisor;
 
 pub use generator::{Echo, GeneratorStats};
-pub use sink::SinkStats;
+pub use sink::{BatchMapper, Destination, SinkStats};
 
-use crate::config::Pipeline;
-use crate::kafka;
+use crate::config::{GeneratorConfig, KafkaConfig, Pipeline, SinkConfig};
 use crate::plugins::{GeneratorWorld, MapperWorld, Plugin, Runtime};
-use anyhow::Context as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub echo_produced: bool,
     /// Print each stored message (`Received: ...`).
     pub echo_consumed: bool,
+    /// Reload the pipeline file and plugins when they change.
+    pub watch: bool,
 }
 
 /// Doubles a backoff up to [`MAX_BACKOFF`].
@@ -63,158 +65,102 @@ pub fn next_backoff(current: Duration) -> Duration {
     (current * 2).min(MAX_BACKOFF)
 }
 
-/// Runs the pipeline until stopped (Ctrl-C, SIGTERM) or, with `once`, until it is done.
+/// A reloaded plugin on its way to the unit that runs it.
+pub struct Swap<W: crate::plugins::World> {
+    pub plugin: Plugin<W>,
+    /// When the change was noticed, to report how long the swap took.
+    pub detected: std::time::Instant,
+}
+
+/// Runs the pipeline until stopped (Ctrl-C, SIGTERM) or, with `once`, until it
+/// is done. With `watch`, changes to the pipeline file and the plugin files are
+/// applied while it runs.
 pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()> {
     let runtime = Runtime::new()?;
-    let wanted = |topic: &str| options.topic.as_deref().is_none_or(|t| t == topic);
-    let generators: Vec<_> = pipeline
-        .generators
-        .iter()
-        .filter(|g| options.generators && wanted(&g.topic))
-        .cloned()
-        .collect();
-    let sinks: Vec<_> = pipeline
-        .sinks
-        .iter()
-        .filter(|s| options.sinks && wanted(&s.topic))
-        .cloned()
-        .collect();
-    if generators.is_empty() && sinks.is_empty() {
-        anyhow::bail!(
-            "nothing to run in {}: no {} for the chosen topic\n  hint: check [[generators]] and [[sinks]] in the pipeline file, or the --topic",
-            pipeline.path.display(),
-            if options.generators && options.sinks {
-                "generator or sink"
-            } else if options.sinks {
-                "sink"
-            } else {
-                "generator"
-            }
-        );
-    }
-
-    // Load every plugin first, so a bad one stops the run before anything moves.
-    let loaded = {
-        let runtime = runtime.clone();
-        let (generators, sinks) = (generators.clone(), sinks.clone());
-        tokio::task::spawn_blocking(move || load_plugins(&runtime, &generators, &sinks)).await??
-    };
-
-    let used: Vec<_> = pipeline
-        .topics
-        .iter()
-        .filter(|t| generators.iter().any(|g| g.topic == t.name) || sinks.iter().any(|s| s.topic == t.name))
-        .cloned()
-        .collect();
-    for (name, status) in kafka::create_topics(&pipeline.kafka, &used).await? {
-        if status == kafka::TopicStatus::Created {
-            tracing::info!(topic = name, "created topic");
-        }
-    }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (gens_done_tx, gens_done_rx) = watch::channel(generators.is_empty());
-    let stop_flag = Arc::new(AtomicBool::new(false));
-
-    let mut sink_tasks = Vec::new();
-    for (config, mapper) in sinks.iter().cloned().zip(loaded.mappers) {
-        let ctx = sink::SinkRun {
-            pipeline: pipeline.clone(),
-            config,
-            stop: stop_rx.clone(),
-            generators_done: gens_done_rx.clone(),
-            once: options.once,
-            echo: options.echo_consumed,
-            stats: Arc::new(SinkStats::default()),
-        };
-        let stats = ctx.stats.clone();
-        sink_tasks.push((ctx.config.name.clone(), stats, tokio::spawn(sink::run(ctx, mapper))));
-    }
-    let mut gen_tasks = Vec::new();
-    for (config, plugin) in generators.iter().cloned().zip(loaded.generators) {
-        let stats = Arc::new(GeneratorStats::default());
-        let run = generator::GeneratorRun {
-            kafka: pipeline.kafka.clone(),
-            config,
-            stop: stop_flag.clone(),
-            echo: if options.echo_produced {
-                Echo::Print
-            } else {
-                Echo::Quiet
-            },
-            stats: stats.clone(),
-        };
-        gen_tasks.push((
-            run.config.name.clone(),
-            stats,
-            tokio::task::spawn_blocking(move || generator::run(run, plugin)),
-        ));
-    }
-
-    let progress = {
-        let gens: Vec<_> = gen_tasks.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
-        let sinks: Vec<_> = sink_tasks.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PROGRESS_EVERY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                for (name, s) in &gens {
-                    tracing::info!(generator = name, produced = s.delivered(), "progress");
-                }
-                for (name, s) in &sinks {
-                    tracing::info!(
-                        sink = name,
-                        rows = s.rows(),
-                        dead_letters = s.dead_letters(),
-                        "progress"
-                    );
-                }
-            }
-        })
-    };
-
-    let shutdown = {
-        let stop_tx = stop_tx.clone();
-        let stop_flag = stop_flag.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("stopping: finishing the batches in flight");
-            stop_flag.store(true, Ordering::SeqCst);
-            let _ = stop_tx.send(true);
-        })
-    };
-
-    let mut failures = Vec::new();
-    for (name, stats, task) in gen_tasks {
-        match task.await.context("generator task panicked")? {
-            Ok(()) => tracing::info!(generator = name, produced = stats.delivered(), "generator finished"),
-            Err(e) => failures.push(format!("generator {name}: {e:#}")),
-        }
-    }
-    let _ = gens_done_tx.send(true);
-    if !failures.is_empty() {
-        stop_flag.store(true, Ordering::SeqCst);
-        let _ = stop_tx.send(true);
-    }
-    for (name, stats, task) in sink_tasks {
-        match task.await.context("sink task panicked")? {
-            Ok(()) => tracing::info!(
-                sink = name,
-                rows = stats.rows(),
-                dead_letters = stats.dead_letters(),
-                "sink finished"
-            ),
-            Err(e) => failures.push(format!("sink {name}: {e:#}")),
-        }
-    }
-    progress.abort();
-    shutdown.abort();
-    if failures.is_empty() {
-        Ok(())
+    let mut supervisor = supervisor::Supervisor::start(runtime, pipeline.clone(), options.clone()).await?;
+    let mut watcher = if options.watch {
+        let mut w = reload::Watcher::new(reload::DEBOUNCE)?;
+        w.watch_files(supervisor.watched_files());
+        Some(w)
     } else {
-        anyhow::bail!("{}", failures.join("\n"))
+        None
+    };
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut progress = tokio::time::interval(PROGRESS_EVERY);
+    progress.tick().await;
+    loop {
+        tokio::select! {
+            _ = &mut signal => {
+                tracing::info!("stopping: finishing the batches in flight");
+                break;
+            }
+            path = async { watcher.as_mut().expect("guarded").next().await }, if watcher.is_some() => {
+                supervisor.file_changed(&path).await;
+                if let Some(w) = watcher.as_mut() {
+                    w.watch_files(supervisor.watched_files());
+                }
+            }
+            _ = tick.tick() => {
+                if supervisor.poll() {
+                    break;
+                }
+            }
+            _ = progress.tick() => supervisor.log_progress(),
+        }
     }
+    supervisor.shutdown().await
+}
+
+/// Runs one generator with a loaded plugin, outside a supervised run
+/// (`scripts/bench` measures it): produces its `count` messages and waits until
+/// Kafka has acknowledged them all. Blocks the calling thread.
+pub fn run_generator(
+    kafka: &KafkaConfig,
+    config: GeneratorConfig,
+    plugin: Plugin<GeneratorWorld>,
+    stats: Arc<GeneratorStats>,
+) -> anyhow::Result<()> {
+    let (_config_tx, config_rx) = watch::channel(config);
+    let (_swaps_tx, swaps_rx) = std::sync::mpsc::channel();
+    let run = generator::GeneratorRun {
+        kafka: kafka.clone(),
+        config: config_rx,
+        swaps: swaps_rx,
+        stop: Arc::new(AtomicBool::new(false)),
+        echo: Echo::Quiet,
+        stats,
+    };
+    generator::run(run, plugin)
+}
+
+/// Runs one sink with a given mapper and destination, outside a supervised
+/// run (`scripts/bench` measures it): consumes `config.topic` until it has
+/// caught up with the end of the topic, or until `stop` turns true.
+pub async fn run_sink(
+    pipeline: &Pipeline,
+    config: SinkConfig,
+    mapper: Box<dyn BatchMapper>,
+    destination: Destination,
+    stats: Arc<SinkStats>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (_config_tx, config_rx) = watch::channel(config);
+    let (_swaps_tx, swaps_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_done_tx, done_rx) = watch::channel(true);
+    let run = sink::SinkRun {
+        pipeline: pipeline.clone(),
+        config: config_rx,
+        swaps: swaps_rx,
+        stop,
+        generators_done: done_rx,
+        once: true,
+        echo: false,
+        stats,
+        destination,
+    };
+    sink::run(run, mapper).await
 }
 
 struct Loaded {

@@ -2,7 +2,7 @@
 //! rows, dead letters and offsets in one transaction (see the contract in
 //! `pipeline/mod.rs`).
 
-use super::next_backoff;
+use super::{Swap, next_backoff};
 use crate::config::{Pipeline, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
@@ -16,20 +16,71 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// How long the sink waits for a message before checking whether it is done.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
+/// Turns a batch of consumed messages into one outcome per message: the WASM
+/// mapper plugin, or a native mapper (the benchmark compares the two).
+pub trait BatchMapper: Send + 'static {
+    /// The name logs use.
+    fn name(&self) -> &str;
+    /// Tells versions apart in logs.
+    fn hash(&self) -> &str;
+    /// What the dead-letter table records as the plugin.
+    fn describe(&self) -> String;
+    /// The columns of the rows it makes, in order.
+    fn columns(&self) -> &[Column];
+    /// One outcome per message, in order. An error concerns the whole call:
+    /// the sink then maps the messages one by one to find the culprits.
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError>;
+}
+
+impl BatchMapper for Plugin<MapperWorld> {
+    fn name(&self) -> &str {
+        Plugin::name(self)
+    }
+    fn hash(&self) -> &str {
+        Plugin::hash(self)
+    }
+    fn describe(&self) -> String {
+        format!("{} ({})", self.path().display(), Plugin::hash(self))
+    }
+    fn columns(&self) -> &[Column] {
+        self.configured()
+    }
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+        Plugin::map_batch(self, messages)
+    }
+}
+
+/// Where a sink's batches go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Destination {
+    /// Rows, dead letters and next offsets in one PostgreSQL transaction: the
+    /// delivery contract.
+    #[default]
+    Postgres,
+    /// Nowhere: the batch counts as written, offsets are kept in memory only.
+    /// Measures what the consumer alone can do (`scripts/bench`).
+    Discard,
+}
+
 /// Progress of one sink.
 #[derive(Default)]
 pub struct SinkStats {
+    messages: AtomicU64,
     rows: AtomicU64,
     dead_letters: AtomicU64,
     batches: AtomicU64,
 }
 
 impl SinkStats {
+    /// Messages settled: mapped to rows or dead-lettered, and committed.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
     pub fn rows(&self) -> u64 {
         self.rows.load(Ordering::Relaxed)
     }
@@ -40,12 +91,17 @@ impl SinkStats {
 
 pub struct SinkRun {
     pub pipeline: Pipeline,
-    pub config: SinkConfig,
+    /// The sink's settings; a reload of the pipeline file sends new ones
+    /// (batch size and flush interval apply from the next batch).
+    pub config: watch::Receiver<SinkConfig>,
+    /// A reloaded mapper, swapped in at the next batch boundary.
+    pub swaps: mpsc::UnboundedReceiver<Swap<MapperWorld>>,
     pub stop: watch::Receiver<bool>,
     pub generators_done: watch::Receiver<bool>,
     pub once: bool,
     pub echo: bool,
     pub stats: Arc<SinkStats>,
+    pub destination: Destination,
 }
 
 /// A consumed message, owned.
@@ -85,18 +141,21 @@ impl Positions {
     }
 }
 
-pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Result<()> {
+pub async fn run(run: SinkRun, mut mapper: Box<dyn BatchMapper>) -> anyhow::Result<()> {
     let SinkRun {
         pipeline,
-        config,
+        config: mut live,
+        mut swaps,
         mut stop,
         mut generators_done,
         once,
         echo,
         stats,
+        destination,
     } = run;
-    let columns: Vec<Column> = mapper.configured().clone();
-    let insert_sql = postgres::insert_rows_sql(&config.table, &columns);
+    let mut config = live.borrow_and_update().clone();
+    let mut columns: Vec<Column> = mapper.columns().to_vec();
+    let mut insert_sql = postgres::insert_rows_sql(&config.table, &columns);
 
     let mut client = connect_with_retry(&pipeline, &mut stop).await?;
     postgres::ensure_host_tables(&client).await?;
@@ -148,6 +207,11 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
         if current != generation {
             generation = current;
             if let Some(assignment) = consumer.context().take_assignment() {
+                // Tell Kafka where the database stands, so a committed offset
+                // that drifted (a crash between the two commits, `host
+                // simulate`) heals even before the next batch.
+                let stored: HashMap<i32, i64> = assignment.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect();
+                kafka::commit_advisory(&consumer, &config.topic, &stored);
                 positions.reset(assignment);
             }
             batch.clear();
@@ -181,10 +245,47 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
         let full = batch.len() >= config.batch_size;
         let due = !batch.is_empty() && batch_started.elapsed() >= config.flush_interval;
         if full || due || (stopping && !batch.is_empty()) {
+            // Batch boundary: settings and plugin changes apply from here.
+            if live.has_changed().unwrap_or(false) {
+                config = live.borrow_and_update().clone();
+            }
+            while let Ok(swap) = swaps.try_recv() {
+                let new_columns = swap.plugin.configured().clone();
+                match postgres::ensure_sink_table(&client, &config.table, &new_columns).await {
+                    Ok(_) => {
+                        tracing::info!(
+                            sink = config.name,
+                            path = %swap.plugin.path().display(),
+                            old_hash = mapper.hash(),
+                            new_hash = swap.plugin.hash(),
+                            swap_ms = swap.detected.elapsed().as_millis(),
+                            "mapper swapped"
+                        );
+                        insert_sql = postgres::insert_rows_sql(&config.table, &new_columns);
+                        columns = new_columns;
+                        mapper = Box::new(swap.plugin);
+                    }
+                    Err(e) => tracing::error!(
+                        sink = config.name,
+                        path = %swap.plugin.path().display(),
+                        error = %format!("{e:#}"),
+                        "the new mapper does not fit the table; keeping the old one"
+                    ),
+                }
+            }
             let taken = std::mem::take(&mut batch);
             let write_started = Instant::now();
-            let (m, result) =
-                map_and_write(&config, mapper, &columns, &insert_sql, &taken, &positions, &mut client).await?;
+            let (m, result) = map_and_write(
+                &config,
+                mapper,
+                &columns,
+                &insert_sql,
+                &taken,
+                &positions,
+                &mut client,
+                destination,
+            )
+            .await?;
             mapper = m;
             match result {
                 Ok(Done { rows, dead_letters }) => {
@@ -205,6 +306,7 @@ pub async fn run(run: SinkRun, mut mapper: Plugin<MapperWorld>) -> anyhow::Resul
                         .filter_map(|(p, o)| o.map(|o| (*p, o)))
                         .collect();
                     kafka::commit_advisory(&consumer, &config.topic, &next);
+                    stats.messages.fetch_add(taken.len() as u64, Ordering::Relaxed);
                     stats.rows.fetch_add(rows, Ordering::Relaxed);
                     stats.dead_letters.fetch_add(dead_letters, Ordering::Relaxed);
                     stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -265,17 +367,19 @@ struct Done {
 }
 
 /// Maps a batch on a blocking thread (plugin calls are synchronous), then
-/// writes it. Returns the plugin back, and `Err(reason)` when the batch must be
+/// writes it. Returns the mapper back, and `Err(reason)` when the batch must be
 /// consumed again.
+#[allow(clippy::too_many_arguments)]
 async fn map_and_write(
     config: &SinkConfig,
-    mut mapper: Plugin<MapperWorld>,
+    mut mapper: Box<dyn BatchMapper>,
     columns: &[Column],
     insert_sql: &str,
     batch: &[Consumed],
     positions: &Positions,
     client: &mut tokio_postgres::Client,
-) -> anyhow::Result<(Plugin<MapperWorld>, Result<Done, String>)> {
+    destination: Destination,
+) -> anyhow::Result<(Box<dyn BatchMapper>, Result<Done, String>)> {
     let messages: Vec<Message> = batch
         .iter()
         .map(|c| Message {
@@ -288,7 +392,7 @@ async fn map_and_write(
         })
         .collect();
     let (mapper, outcomes) = tokio::task::spawn_blocking(move || {
-        let outcomes = map_isolating_failures(&mut mapper, &messages);
+        let outcomes = map_isolating_failures(mapper.as_mut(), &messages);
         (mapper, outcomes)
     })
     .await
@@ -333,7 +437,7 @@ async fn map_and_write(
             .or_insert((old, c.offset + 1));
     }
     let dead_count = dead_letters.len() as u64;
-    let plugin_name = format!("{} ({})", mapper.path().display(), mapper.hash());
+    let plugin_name = mapper.describe();
     let write = Batch {
         sink: &config.name,
         table: &config.table,
@@ -346,7 +450,11 @@ async fn map_and_write(
         dead_letters,
         offsets,
     };
-    let result = match postgres::write_batch(client, &write).await {
+    let written = match destination {
+        Destination::Postgres => postgres::write_batch(client, &write).await,
+        Destination::Discard => Ok(Written::Committed),
+    };
+    let result = match written {
         Ok(Written::Committed) => Ok(Done {
             rows: row_count as u64,
             dead_letters: dead_count,
@@ -363,7 +471,7 @@ async fn map_and_write(
 /// one so only the culprits are dead-lettered. Fails only when the plugin
 /// cannot even be restarted.
 fn map_isolating_failures(
-    mapper: &mut Plugin<MapperWorld>,
+    mapper: &mut dyn BatchMapper,
     messages: &[Message],
 ) -> anyhow::Result<Vec<Result<Outcome, PluginError>>> {
     match mapper.map_batch(messages) {

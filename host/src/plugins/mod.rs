@@ -35,6 +35,8 @@ pub enum PluginError {
         "cannot read plugin {path}: {source}\n  hint: build the plugins with `scripts/build`, or fix the path in the pipeline file"
     )]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("plugin {path} did not compile within {timeout_ms} ms (limits.compile_timeout_ms)")]
+    CompileTimeout { path: PathBuf, timeout_ms: u128 },
     #[error("plugin {path} is {size} bytes, over the limit of {max} bytes (plugins.max_plugin_bytes)")]
     TooLarge { path: PathBuf, size: usize, max: usize },
     #[error(
@@ -157,10 +159,31 @@ impl Runtime {
             });
         }
         let started = Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::NotComponent {
-            path: path.to_path_buf(),
-            reason: format!("{e:#}"),
-        })?;
+        // Compile on a thread of its own so a pathological input cannot hold
+        // the caller past the time limit (the thread is left to finish).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (engine, owned) = (self.engine.clone(), bytes.to_vec());
+        std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, owned));
+            })
+            .map_err(|e| PluginError::Instantiate {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        let component = match rx.recv_timeout(limits.compile_timeout) {
+            Ok(result) => result.map_err(|e| PluginError::NotComponent {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?,
+            Err(_) => {
+                return Err(PluginError::CompileTimeout {
+                    path: path.to_path_buf(),
+                    timeout_ms: limits.compile_timeout.as_millis(),
+                });
+            }
+        };
         let exports: Vec<String> = component
             .component_type()
             .exports(&self.engine)
@@ -212,13 +235,13 @@ pub struct Compiled<W: World> {
 
 impl<W: World> Compiled<W> {
     /// Makes a configured instance. `name` says which part of the pipeline it serves.
-    pub fn instantiate(self, name: &str, config: &PluginConfig, seed: Option<u64>) -> Result<Plugin<W>, PluginError> {
+    pub fn instantiate(&self, name: &str, config: &PluginConfig, seed: Option<u64>) -> Result<Plugin<W>, PluginError> {
         let mut plugin = Plugin {
-            runtime: self.runtime,
+            runtime: self.runtime.clone(),
             name: name.to_string(),
-            path: self.path,
-            hash: self.hash,
-            pre: self.pre,
+            path: self.path.clone(),
+            hash: self.hash.clone(),
+            pre: self.pre.clone(),
             settings: config.settings.clone(),
             limits: config.limits,
             seed,

@@ -35,7 +35,7 @@ pub mod check {
 /// One world of the contract, as the host drives it.
 pub trait World: Sized + Send + 'static {
     /// Pre-linked component, cheap to instantiate again after a trap.
-    type Pre: Send + Sync;
+    type Pre: Clone + Send + Sync;
     /// What `configure` returns.
     type Configured: PartialEq + Send;
     /// How the pipeline file calls this kind of plugin.

@@ -271,3 +271,78 @@ pub fn assert_each_offset_once(offsets: &[(i64, i64)], partition: i64, count: i6
     );
     assert_eq!(mine.len() as i64, count, "row count of partition {partition}");
 }
+
+/// A host running in the background, its stderr going to a file.
+pub struct Running {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn start(args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("host")));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn host");
+        Self { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the host to exit by itself; panics with its log past `limit`.
+    pub fn wait(mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "host failed: {status}\n{}", self.log());
+                return self.log();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("host ran over {limit:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the host with SIGTERM, as a service manager would, and waits.
+    pub fn terminate(self) -> String {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        self.wait(Duration::from_secs(60))
+    }
+}
+
+/// Waits until `condition` holds, polling; panics with `what` after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sum of a topic's end offsets: how many messages it holds.
+pub fn topic_size(topic: &str) -> i64 {
+    let consumer: BaseConsumer = host::kafka::client_config(&kafka_config())
+        .expect("client config")
+        .set("group.id", unique("size"))
+        .create()
+        .expect("consumer");
+    host::kafka::end_offsets(&consumer, topic)
+        .map(|ends| ends.values().sum())
+        .unwrap_or(0)
+}
+
+/// Replaces a file the way an editor that saves atomically does.
+pub fn replace_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-save");
+    std::fs::write(&tmp, bytes).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
+}

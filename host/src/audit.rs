@@ -1,0 +1,309 @@
+//! The audit: what `host check` reports, what `host run` checks periodically,
+//! and `host simulate`, which puts a pipeline out of sync on purpose.
+//!
+//! 1. [`gather`] reads the state: from PostgreSQL, the truth (the next offset
+//!    stored with the rows, dead letters, sink tables), and from Kafka the end
+//!    offsets, the sink groups' committed offsets (advisory) and the topics.
+//!    Every request is bounded by `[audit] timeout_ms`.
+//! 2. [`CheckSet`] hands that snapshot to every check plugin of `[[checks]]`;
+//!    their findings (severity, subject, message) are the verdict, so the
+//!    audit logic is swapped by editing `pipeline.toml`. A plugin that traps,
+//!    runs out of time or memory, or refuses its settings yields an error
+//!    finding about itself; the other checks still run.
+//! 3. [`render`] prints the [`Report`] as text; [`Report::to_json`] as JSON.
+//!
+//! Exit codes of `host check`: 0 all is well, 1 a finding of severity warning
+//! or error, 2 a system could not be reached (or the check could not start).
+
+mod checks;
+pub mod command;
+mod gather;
+pub mod render;
+pub mod simulate;
+
+pub use checks::CheckSet;
+pub use gather::{DbReport, KafkaReport, SyncRow, TableReport, TopicReport};
+
+use crate::config::{Pipeline, SinkConfig};
+use crate::plugins::Runtime;
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+/// How serious a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// One thing the audit found.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// What it is about: `topic/partition`, `postgres`, `kafka`, a table, or
+    /// `check <name>` when a check plugin itself failed.
+    pub subject: String,
+    pub message: String,
+    /// Who found it: `host`, or `check <name>` for a check plugin.
+    pub source: String,
+}
+
+impl Finding {
+    fn host(severity: Severity, subject: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            severity,
+            subject: subject.into(),
+            message: message.into(),
+            source: "host".into(),
+        }
+    }
+}
+
+/// What `host check` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// PostgreSQL: TLS, database, per sink table the row count and last row.
+    Db,
+    /// Kafka: brokers, topics, partitions.
+    Kafka,
+    /// Offsets per partition, and the check plugins.
+    Sync,
+    All,
+}
+
+impl Scope {
+    fn db(self) -> bool {
+        matches!(self, Self::Db | Self::All)
+    }
+    fn kafka(self) -> bool {
+        matches!(self, Self::Kafka | Self::All)
+    }
+    fn sync(self) -> bool {
+        matches!(self, Self::Sync | Self::All)
+    }
+}
+
+/// Everything one audit found out.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub pipeline: String,
+    /// The topic the audit was restricted to.
+    pub topic: Option<String>,
+    /// Milliseconds since the Unix epoch.
+    pub taken_at_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db: Option<DbReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaReport>,
+    /// One row per sink and partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync: Option<Vec<SyncRow>>,
+    /// Most severe first.
+    pub findings: Vec<Finding>,
+    /// Systems that could not be reached or did not answer: `postgres`, `kafka`.
+    pub unreachable: Vec<String>,
+    pub exit_code: u8,
+}
+
+impl Report {
+    fn new(pipeline: &Pipeline, topic: Option<&str>) -> Self {
+        Self {
+            pipeline: pipeline.path.display().to_string(),
+            topic: topic.map(str::to_string),
+            taken_at_ms: now_ms(),
+            db: None,
+            kafka: None,
+            sync: None,
+            findings: Vec::new(),
+            unreachable: Vec::new(),
+            exit_code: 0,
+        }
+    }
+
+    /// Records that a system could not be reached, once per system.
+    fn unreachable(&mut self, system: &str, error: &str) {
+        if !self.unreachable.iter().any(|s| s == system) {
+            self.unreachable.push(system.to_string());
+            self.findings.push(Finding::host(Severity::Error, system, error));
+        }
+    }
+
+    /// The value when the system answered; otherwise records it as unreachable.
+    fn reached<T>(&mut self, system: &str, answer: Result<T, String>) -> Option<T> {
+        answer.map_err(|e| self.unreachable(system, &e)).ok()
+    }
+
+    fn finish(mut self) -> Self {
+        // The same finding may come from two parts of the audit (a missing topic).
+        let mut seen = std::collections::HashSet::new();
+        self.findings.retain(|f| seen.insert(f.clone()));
+        self.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        self.exit_code = if !self.unreachable.is_empty() {
+            2
+        } else if self.findings.iter().any(|f| f.severity >= Severity::Warning) {
+            1
+        } else {
+            0
+        };
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report serializes")
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The sinks the audit covers: all, or those of `topic`.
+pub fn sinks_of<'a>(pipeline: &'a Pipeline, topic: Option<&str>) -> anyhow::Result<Vec<&'a SinkConfig>> {
+    let sinks: Vec<&SinkConfig> = pipeline
+        .sinks
+        .iter()
+        .filter(|s| topic.is_none_or(|t| s.topic == t))
+        .collect();
+    if let Some(t) = topic
+        && sinks.is_empty()
+        && pipeline.topic(t).is_none()
+    {
+        let declared: Vec<&str> = pipeline.topics.iter().map(|t| t.name.as_str()).collect();
+        anyhow::bail!(
+            "topic {t:?} is not declared in {} (declared: {declared:?})",
+            pipeline.path.display()
+        );
+    }
+    Ok(sinks)
+}
+
+/// Loads every check plugin of the pipeline without running it (`host validate`).
+pub fn validate_checks(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
+    checks::validate(&Runtime::new()?, &pipeline.checks)
+}
+
+/// Runs one audit with freshly loaded check plugins.
+pub async fn check(
+    pipeline: &Pipeline,
+    runtime: &Runtime,
+    scope: Scope,
+    topic: Option<&str>,
+) -> anyhow::Result<Report> {
+    check_with(
+        pipeline,
+        &CheckSet::new(runtime.clone(), &pipeline.checks),
+        scope,
+        topic,
+    )
+    .await
+}
+
+/// Runs one audit with the given check plugins (kept loaded between rounds).
+pub async fn check_with(
+    pipeline: &Pipeline,
+    checks: &CheckSet,
+    scope: Scope,
+    topic: Option<&str>,
+) -> anyhow::Result<Report> {
+    let sinks = sinks_of(pipeline, topic)?;
+    let mut report = Report::new(pipeline, topic);
+    let timeout = pipeline.audit.timeout;
+
+    let pg = if scope.db() || scope.sync() {
+        report.reached("postgres", gather::connect_postgres(&pipeline.postgres, timeout).await)
+    } else {
+        None
+    };
+    let cluster = if scope.kafka() || scope.sync() {
+        report.reached("kafka", gather::cluster(&pipeline.kafka, timeout).await)
+    } else {
+        None
+    };
+
+    if scope.db() {
+        report.db = Some(gather::db(pipeline, pg.as_ref(), &sinks, &mut report.findings).await);
+    }
+    if scope.kafka() {
+        report.kafka = Some(gather::kafka(pipeline, cluster.as_ref(), topic, &mut report.findings));
+    }
+    if scope.sync() {
+        let rows = gather::sync(pipeline, pg.as_ref(), cluster.as_ref(), &sinks, &mut report).await;
+        if report.unreachable.is_empty() {
+            let snapshot = gather::snapshot(&rows, report.taken_at_ms);
+            report.findings.extend(checks.run(snapshot).await);
+        } else {
+            report.findings.push(Finding::host(
+                Severity::Info,
+                "checks",
+                "the check plugins did not run: the snapshot is incomplete",
+            ));
+        }
+        report.sync = Some(rows);
+    }
+    Ok(report.finish())
+}
+
+/// Runs the sync audit every `interval` until `stop` turns true (or its
+/// sender is dropped), logging the findings of each round: warnings and
+/// errors at their level, the rest at debug, and one summary line. The check
+/// plugins stay loaded between rounds. Returns the task and the latest
+/// findings, which the status and metrics work can read at any time.
+pub fn spawn_periodic(
+    pipeline: Pipeline,
+    runtime: Runtime,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<Finding>>>) {
+    let latest = Arc::new(Mutex::new(Vec::new()));
+    let shared = latest.clone();
+    let task = tokio::spawn(async move {
+        let checks = CheckSet::new(runtime, &pipeline.checks);
+        let start = tokio::time::Instant::now() + interval;
+        let mut tick = tokio::time::interval_at(start, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = stop.changed() => if changed.is_err() { return },
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let round = tokio::select! {
+                r = check_with(&pipeline, &checks, Scope::Sync, None) => r,
+                changed = stop.changed() => if changed.is_err() || *stop.borrow() { return } else { continue },
+            };
+            let findings = match round {
+                Ok(report) => report.findings,
+                Err(e) => vec![Finding::host(Severity::Error, "audit", format!("{e:#}"))],
+            };
+            log_findings(&findings);
+            *shared.lock().unwrap_or_else(|p| p.into_inner()) = findings;
+        }
+    });
+    (task, latest)
+}
+
+fn log_findings(findings: &[Finding]) {
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    for f in findings {
+        let (subject, source, message) = (&f.subject, &f.source, &f.message);
+        match f.severity {
+            Severity::Error => tracing::error!(subject, source, "audit: {message}"),
+            Severity::Warning => tracing::warn!(subject, source, "audit: {message}"),
+            Severity::Info => tracing::debug!(subject, source, "audit: {message}"),
+        }
+    }
+    tracing::info!(
+        errors = count(Severity::Error),
+        warnings = count(Severity::Warning),
+        infos = count(Severity::Info),
+        "audit round done"
+    );
+}

@@ -1,0 +1,412 @@
+//! Reads the state the audit reports on, each request bounded by
+//! `[audit] timeout_ms`: PostgreSQL (TLS, sink tables, stored offsets, dead
+//! letters) and Kafka (brokers, topics, end and committed offsets).
+
+use super::{Finding, Report, Severity};
+use crate::config::{KafkaConfig, Pipeline, PostgresConfig, SecurityProtocol, SinkConfig};
+use crate::kafka::{self, ClusterInfo, GroupPartition};
+use crate::plugins::check::{PartitionState, Snapshot};
+use crate::postgres;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// What PostgreSQL said.
+#[derive(Debug, Clone, Serialize)]
+pub struct DbReport {
+    /// `host:port/database`, from `postgres.url`.
+    pub server: String,
+    pub reachable: bool,
+    pub database: Option<String>,
+    pub server_version: Option<String>,
+    /// From `pg_stat_ssl`; `None` when the session is not encrypted.
+    pub tls_version: Option<String>,
+    pub tls_cipher: Option<String>,
+    pub tables: Vec<TableReport>,
+}
+
+/// A sink table: its row count and last row (highest `message_id`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TableReport {
+    pub sink: String,
+    pub table: String,
+    pub exists: bool,
+    pub rows: Option<i64>,
+    pub last_row: Option<serde_json::Value>,
+}
+
+/// What Kafka said.
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaReport {
+    pub bootstrap_servers: String,
+    pub security_protocol: &'static str,
+    pub reachable: bool,
+    /// `id host:port` of each broker.
+    pub brokers: Vec<String>,
+    /// Every topic the client may see, internal ones left out.
+    pub topics: Vec<String>,
+    /// The chosen topic, or every declared one.
+    pub details: Vec<TopicReport>,
+}
+
+/// One topic's partitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicReport {
+    pub topic: String,
+    pub exists: bool,
+    /// The partition count `[[topics]]` declares.
+    pub declared_partitions: Option<i32>,
+    pub partitions: Vec<PartitionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub partition: i32,
+    pub leader: i32,
+    pub replicas: usize,
+}
+
+/// One partition of one sink's topic: Kafka's offsets next to PostgreSQL's.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncRow {
+    pub sink: String,
+    pub topic: String,
+    pub partition: i32,
+    pub table: String,
+    pub consumer_group: String,
+    /// Kafka's high watermark.
+    pub end_offset: Option<i64>,
+    /// The sink group's committed offset in Kafka (advisory).
+    pub committed_offset: Option<i64>,
+    /// The next offset stored in PostgreSQL with the rows (the truth).
+    pub stored_offset: Option<i64>,
+    /// Messages available to consume: end − stored.
+    pub lag: Option<i64>,
+    /// Stored − committed: above 0 the database is ahead, below 0 Kafka is.
+    pub difference: Option<i64>,
+    pub dead_letters: i64,
+    pub in_sync: bool,
+    pub verdict: String,
+}
+
+/// "in sync", or which side is ahead and by how many.
+pub fn verdict(stored: Option<i64>, committed: Option<i64>) -> String {
+    match (stored, committed) {
+        (None, None) => "in sync (nothing stored yet)".into(),
+        (Some(s), Some(c)) if s == c => "in sync".into(),
+        (Some(s), Some(c)) if s > c => format!("database ahead by {}", s - c),
+        (Some(s), Some(c)) => format!("Kafka ahead by {}", c - s),
+        (Some(_), None) => "database ahead (nothing committed to Kafka)".into(),
+        (None, Some(_)) => "Kafka ahead (nothing stored)".into(),
+    }
+}
+
+/// Runs `what` within `timeout`, flattening its error to a message.
+async fn within<T>(timeout: Duration, what: impl Future<Output = anyhow::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(timeout, what).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err(format!(
+            "no answer within {} ms (audit.timeout_ms)",
+            timeout.as_millis()
+        )),
+    }
+}
+
+fn server_of(cfg: &PostgresConfig) -> String {
+    cfg.url
+        .parse::<tokio_postgres::Config>()
+        .map_or_else(|_| "postgres.url".into(), |c| postgres::describe(&c))
+}
+
+pub(super) async fn connect_postgres(cfg: &PostgresConfig, timeout: Duration) -> Result<Client, String> {
+    within(timeout, postgres::connect(cfg))
+        .await
+        .map_err(|e| format!("cannot reach PostgreSQL at {}: {e}", server_of(cfg)))
+}
+
+pub(super) async fn cluster(cfg: &KafkaConfig, timeout: Duration) -> Result<ClusterInfo, String> {
+    let cfg = cfg.clone();
+    match tokio::task::spawn_blocking(move || kafka::cluster_info(&cfg, timeout)).await {
+        Ok(result) => result.map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("the Kafka thread failed: {e}")),
+    }
+}
+
+pub(super) async fn db(
+    pipeline: &Pipeline,
+    pg: Option<&Client>,
+    sinks: &[&SinkConfig],
+    findings: &mut Vec<Finding>,
+) -> DbReport {
+    let timeout = pipeline.audit.timeout;
+    let mut report = DbReport {
+        server: server_of(&pipeline.postgres),
+        reachable: pg.is_some(),
+        database: None,
+        server_version: None,
+        tls_version: None,
+        tls_cipher: None,
+        tables: Vec::new(),
+    };
+    let Some(client) = pg else {
+        return report;
+    };
+    match within(timeout, postgres::session_info(client)).await {
+        Ok(info) => {
+            report.database = Some(info.database);
+            report.server_version = Some(info.server_version);
+            match info.tls {
+                Some((version, cipher)) => {
+                    report.tls_version = Some(version);
+                    report.tls_cipher = Some(cipher);
+                }
+                None => findings.push(Finding::host(
+                    Severity::Warning,
+                    "postgres",
+                    "the session is not encrypted (postgres.tls = \"disable\")",
+                )),
+            }
+        }
+        Err(e) => findings.push(Finding::host(Severity::Error, "postgres", e)),
+    }
+    for sink in sinks {
+        let mut table = TableReport {
+            sink: sink.name.clone(),
+            table: sink.table.clone(),
+            exists: false,
+            rows: None,
+            last_row: None,
+        };
+        match within(timeout, postgres::table_summary(client, &sink.table)).await {
+            Ok(Some((rows, last))) => {
+                table.exists = true;
+                table.rows = Some(rows);
+                table.last_row = last;
+            }
+            Ok(None) => findings.push(Finding::host(
+                Severity::Warning,
+                &sink.table,
+                "the table does not exist yet; `host provision` or `host run` creates it",
+            )),
+            Err(e) => findings.push(Finding::host(Severity::Error, &sink.table, e)),
+        }
+        report.tables.push(table);
+    }
+    report
+}
+
+pub(super) fn kafka(
+    pipeline: &Pipeline,
+    cluster: Option<&ClusterInfo>,
+    topic: Option<&str>,
+    findings: &mut Vec<Finding>,
+) -> KafkaReport {
+    let cfg = &pipeline.kafka;
+    let mut report = KafkaReport {
+        bootstrap_servers: cfg.bootstrap_servers.clone(),
+        security_protocol: match cfg.security_protocol {
+            SecurityProtocol::Ssl => "ssl",
+            SecurityProtocol::Plaintext => "plaintext",
+        },
+        reachable: cluster.is_some(),
+        brokers: Vec::new(),
+        topics: Vec::new(),
+        details: Vec::new(),
+    };
+    let Some(cluster) = cluster else {
+        return report;
+    };
+    if cfg.security_protocol == SecurityProtocol::Plaintext {
+        findings.push(Finding::host(
+            Severity::Warning,
+            "kafka",
+            "the connection is not encrypted (kafka.security_protocol = \"plaintext\")",
+        ));
+    }
+    report.brokers = cluster.brokers.clone();
+    report.topics = cluster
+        .topics
+        .keys()
+        .filter(|t| !t.starts_with("__"))
+        .cloned()
+        .collect();
+    let chosen: Vec<String> = match topic {
+        Some(t) => vec![t.to_string()],
+        None => pipeline.topics.iter().map(|t| t.name.clone()).collect(),
+    };
+    for name in chosen {
+        let declared = pipeline.topic(&name).map(|t| t.partitions);
+        let mut detail = TopicReport {
+            topic: name.clone(),
+            exists: false,
+            declared_partitions: declared,
+            partitions: Vec::new(),
+        };
+        match cluster.topics.get(&name) {
+            Some(Ok(partitions)) => {
+                detail.exists = true;
+                detail.partitions = partitions
+                    .iter()
+                    .map(|p| PartitionReport {
+                        partition: p.id,
+                        leader: p.leader,
+                        replicas: p.replicas,
+                    })
+                    .collect();
+                detail.partitions.sort_by_key(|p| p.partition);
+                if let Some(d) = declared.filter(|d| usize::try_from(*d).ok() != Some(partitions.len())) {
+                    findings.push(Finding::host(
+                        Severity::Warning,
+                        &name,
+                        format!(
+                            "the topic has {} partitions, the pipeline file declares {d}",
+                            partitions.len()
+                        ),
+                    ));
+                }
+            }
+            Some(Err(e)) => findings.push(Finding::host(Severity::Error, &name, format!("Kafka reports: {e}"))),
+            None => findings.push(missing_topic(&name)),
+        }
+        report.details.push(detail);
+    }
+    report
+}
+
+fn missing_topic(topic: &str) -> Finding {
+    Finding::host(
+        Severity::Warning,
+        topic,
+        "the topic does not exist in Kafka; `host provision` or `host run` creates it",
+    )
+}
+
+/// PostgreSQL's side of one sink: stored next offsets and dead letters per partition.
+async fn stored_side(client: &Client, sink: &SinkConfig) -> anyhow::Result<(HashMap<i32, i64>, HashMap<i32, i64>)> {
+    let stored = if postgres::table_exists(client, postgres::OFFSETS_TABLE).await? {
+        postgres::stored_offsets(client, &sink.table, &sink.topic).await?
+    } else {
+        HashMap::new()
+    };
+    let dead = postgres::dead_letter_counts(client, &sink.name, &sink.topic).await?;
+    Ok((stored, dead))
+}
+
+/// Kafka's side of one sink: end and committed offsets of every partition of
+/// its topic (none when the topic does not exist).
+async fn kafka_side(
+    cfg: &KafkaConfig,
+    cluster: &ClusterInfo,
+    sink: &SinkConfig,
+    timeout: Duration,
+    findings: &mut Vec<Finding>,
+) -> Result<Vec<GroupPartition>, String> {
+    let partitions: Vec<i32> = match cluster.topics.get(&sink.topic) {
+        Some(Ok(p)) => p.iter().map(|p| p.id).collect(),
+        Some(Err(e)) => {
+            findings.push(Finding::host(
+                Severity::Error,
+                &sink.topic,
+                format!("Kafka reports: {e}"),
+            ));
+            return Ok(Vec::new());
+        }
+        None => {
+            findings.push(missing_topic(&sink.topic));
+            return Ok(Vec::new());
+        }
+    };
+    let (cfg, group, topic) = (cfg.clone(), sink.group.clone(), sink.topic.clone());
+    let read = move || kafka::group_offsets(&cfg, &group, &topic, &partitions, timeout);
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => result.map_err(|e| format!("{e:#}")),
+        Err(e) => Err(format!("the Kafka thread failed: {e}")),
+    }
+}
+
+pub(super) async fn sync(
+    pipeline: &Pipeline,
+    pg: Option<&Client>,
+    cluster: Option<&ClusterInfo>,
+    sinks: &[&SinkConfig],
+    report: &mut Report,
+) -> Vec<SyncRow> {
+    let timeout = pipeline.audit.timeout;
+    let mut rows = Vec::new();
+    for sink in sinks {
+        let (stored, dead) = match pg {
+            Some(client) => match within(timeout, stored_side(client, sink)).await {
+                Ok(side) => side,
+                Err(e) => {
+                    report.unreachable(
+                        "postgres",
+                        &format!("cannot read the offsets of sink {}: {e}", sink.name),
+                    );
+                    Default::default()
+                }
+            },
+            None => Default::default(),
+        };
+        let in_kafka = match cluster {
+            Some(cluster) => match kafka_side(&pipeline.kafka, cluster, sink, timeout, &mut report.findings).await {
+                Ok(side) => side,
+                Err(e) => {
+                    report.unreachable("kafka", &e);
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        let partitions: BTreeSet<i32> = in_kafka
+            .iter()
+            .map(|g| g.partition)
+            .chain(stored.keys().copied())
+            .collect();
+        for p in partitions {
+            let kafka = in_kafka.iter().find(|g| g.partition == p);
+            let end = kafka.map(|g| g.end);
+            let committed = kafka.and_then(|g| g.committed);
+            let stored = stored.get(&p).copied();
+            rows.push(SyncRow {
+                sink: sink.name.clone(),
+                topic: sink.topic.clone(),
+                partition: p,
+                table: sink.table.clone(),
+                consumer_group: sink.group.clone(),
+                end_offset: end,
+                committed_offset: committed,
+                stored_offset: stored,
+                lag: end.map(|e| e - stored.unwrap_or(0)),
+                difference: stored.zip(committed).map(|(s, c)| s - c),
+                dead_letters: dead.get(&p).copied().unwrap_or(0),
+                in_sync: stored == committed,
+                verdict: verdict(stored, committed),
+            });
+        }
+    }
+    rows
+}
+
+/// The snapshot the check plugins judge.
+pub(super) fn snapshot(rows: &[SyncRow], taken_at_ms: i64) -> Snapshot {
+    Snapshot {
+        taken_at: taken_at_ms,
+        partitions: rows
+            .iter()
+            .map(|r| PartitionState {
+                sink: r.sink.clone(),
+                topic: r.topic.clone(),
+                partition: r.partition,
+                table: r.table.clone(),
+                consumer_group: r.consumer_group.clone(),
+                end_offset: r.end_offset,
+                committed_offset: r.committed_offset,
+                stored_offset: r.stored_offset,
+                dead_letters: r.dead_letters,
+            })
+            .collect(),
+    }
+}
