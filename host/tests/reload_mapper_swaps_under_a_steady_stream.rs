@@ -52,6 +52,21 @@ flush_interval_ms = 20
     }
 }
 
+/// Starts `host run` on the setup and waits for its first rows.
+fn start(s: &Setup, once: bool) -> (Running, Db) {
+    let path = s.pipeline.to_str().expect("utf-8");
+    let mut args = vec!["run", path];
+    if once {
+        args.push("--once");
+    }
+    let host = Running::start(&args);
+    let db = Db::connect();
+    wait_for("the first rows", Duration::from_secs(30), || {
+        latest_version(&db, &s.table).is_some()
+    });
+    (host, db)
+}
+
 fn versions(db: &Db, table: &str) -> Vec<(i64, String)> {
     let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
     if !exists[0].get::<_, bool>(0) {
@@ -81,11 +96,7 @@ fn bytes(name: &str) -> Vec<u8> {
 fn swapping_the_mapper_back_and_forth_keeps_every_offset_once() {
     const COUNT: u64 = 3000;
     let s = setup(COUNT, 3);
-    let host = Running::start(&["run", s.pipeline.to_str().expect("utf-8"), "--once"]);
-    let db = Db::connect();
-    wait_for("the first rows", Duration::from_secs(30), || {
-        latest_version(&db, &s.table).is_some()
-    });
+    let (host, db) = start(&s, true);
 
     // Four swaps, each saved differently: atomic rename, in-place write, delete and create.
     let saves: [(&str, Save); 4] = [
@@ -122,11 +133,7 @@ fn swapping_the_mapper_back_and_forth_keeps_every_offset_once() {
 #[test]
 fn broken_plugin_files_leave_the_old_mapper_serving() {
     let s = setup(1_000_000, 5);
-    let host = Running::start(&["run", s.pipeline.to_str().expect("utf-8")]);
-    let db = Db::connect();
-    wait_for("the first rows", Duration::from_secs(30), || {
-        latest_version(&db, &s.table).is_some()
-    });
+    let (host, db) = start(&s, false);
 
     let v2 = bytes("versioned_mapper_v2");
     let mut noise = vec![0u8; 4096];
@@ -139,10 +146,17 @@ fn broken_plugin_files_leave_the_old_mapper_serving() {
         ("empty", Vec::new()),
         ("wrong world", bytes("langs")),
     ];
-    for (what, content) in bad {
-        let before = versions(&db, &s.table).len();
+    for (i, (what, content)) in bad.into_iter().enumerate() {
         replace_atomically(&s.mapper, &content);
+        // Each file is judged before the next is written (else the debounce
+        // would rightly merge the two saves into one change).
+        wait_for(
+            &format!("the {what} file to be refused"),
+            Duration::from_secs(20),
+            || host.log().matches("changed plugin refused").count() > i,
+        );
         // Rows keep flowing, all still from v1.
+        let before = versions(&db, &s.table).len();
         wait_for(&format!("rows after the {what} file"), Duration::from_secs(20), || {
             versions(&db, &s.table).len() > before + 100
         });
@@ -178,11 +192,7 @@ fn broken_plugin_files_leave_the_old_mapper_serving() {
 #[test]
 fn a_file_written_slowly_in_chunks_is_loaded_once() {
     let s = setup(1_000_000, 5);
-    let host = Running::start(&["run", s.pipeline.to_str().expect("utf-8")]);
-    let db = Db::connect();
-    wait_for("the first rows", Duration::from_secs(30), || {
-        latest_version(&db, &s.table).is_some()
-    });
+    let (host, db) = start(&s, false);
 
     let v2 = bytes("versioned_mapper_v2");
     {

@@ -49,6 +49,9 @@ pub struct Supervisor {
     pipeline_text: Option<String>,
     /// Hash of the plugin bytes running, per normalized path.
     running_hashes: HashMap<PathBuf, String>,
+    /// Hash of the plugin bytes last looked at, per normalized path: a file
+    /// that reports changes but holds the same bytes is not handled twice.
+    seen_hashes: HashMap<PathBuf, String>,
     generators: BTreeMap<String, GeneratorUnit>,
     sinks: BTreeMap<String, SinkUnit>,
     generators_done: watch::Sender<bool>,
@@ -69,6 +72,7 @@ impl Supervisor {
             pipeline: pipeline.clone(),
             options,
             running_hashes: HashMap::new(),
+            seen_hashes: HashMap::new(),
             generators: BTreeMap::new(),
             sinks: BTreeMap::new(),
             generators_done,
@@ -463,7 +467,8 @@ impl Supervisor {
         };
         let hash = content_hash(&bytes);
         let old_hash = self.running_hashes.get(path).cloned();
-        if old_hash.as_deref() == Some(hash.as_str()) {
+        let seen = self.seen_hashes.insert(path.to_path_buf(), hash.clone());
+        if old_hash.as_deref() == Some(hash.as_str()) || seen.as_deref() == Some(hash.as_str()) {
             return;
         }
         let bytes = Arc::new(bytes);
