@@ -12,7 +12,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 /// Default number of messages a sink maps and writes in one transaction.
-pub const DEFAULT_BATCH_SIZE: usize = 1000;
+pub const DEFAULT_BATCH_SIZE: usize = 20_000;
 /// Default longest time a sink waits to fill a batch before writing it.
 pub const DEFAULT_FLUSH_INTERVAL_MS: u64 = 200;
 /// Default deadline of one plugin call.

@@ -4,14 +4,13 @@
 //! exactly once.
 
 use crate::config::{PgTls, PostgresConfig};
-use crate::plugins::mapper::{Column, ColumnType};
+use crate::plugins::mapper::{Column, ColumnType, Value};
 use anyhow::{Context as _, bail};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use postgres_openssl::MakeTlsConnector;
 use std::collections::HashMap;
 use tokio_postgres::config::SslMode;
-use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
 
 /// Next offset per (table, topic, partition): the truth about what a sink table holds.
 pub const OFFSETS_TABLE: &str = "wasm_stream_offsets";
@@ -232,69 +231,141 @@ pub async fn stored_offsets(client: &Client, table: &str, topic: &str) -> anyhow
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Column values of a batch, one array per column, as sent with `UNNEST`.
-pub enum ColumnData {
-    Text(Vec<Option<String>>),
-    Integer(Vec<Option<i64>>),
-    Float(Vec<Option<f64>>),
-    Boolean(Vec<Option<bool>>),
+/// Rows of a batch in PostgreSQL's binary `COPY` format, encoded as they are
+/// added. Values must fit their columns (the sink checks them first).
+pub struct CopyRows {
+    kinds: Vec<ColumnType>,
+    buf: Vec<u8>,
+    rows: usize,
 }
 
-impl ColumnData {
-    pub fn for_type(kind: ColumnType) -> Self {
-        match kind {
-            ColumnType::Text | ColumnType::Json => Self::Text(Vec::new()),
-            ColumnType::Integer | ColumnType::Timestamp => Self::Integer(Vec::new()),
-            ColumnType::Float => Self::Float(Vec::new()),
-            ColumnType::Boolean => Self::Boolean(Vec::new()),
+/// The binary `COPY` header: signature, flags, header extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl CopyRows {
+    /// Empty, with room for `bytes` of encoded rows.
+    pub fn with_capacity(columns: &[Column], bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(COPY_HEADER.len() + bytes + 2);
+        buf.extend_from_slice(COPY_HEADER);
+        Self {
+            kinds: columns.iter().map(|c| c.kind).collect(),
+            buf,
+            rows: 0,
         }
     }
 
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Self::Text(v) => v,
-            Self::Integer(v) => v,
-            Self::Float(v) => v,
-            Self::Boolean(v) => v,
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Adds one row, one value per column in order.
+    pub fn push(&mut self, row: Vec<Value>) {
+        let buf = &mut self.buf;
+        let count = i16::try_from(self.kinds.len()).unwrap_or(i16::MAX);
+        buf.extend_from_slice(&count.to_be_bytes());
+        for (kind, value) in self.kinds.iter().zip(row) {
+            match (kind, value) {
+                (_, Value::Null) => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+                // jsonb's binary form: a version byte, then the text.
+                (ColumnType::Json, Value::Json(s) | Value::Text(s)) => {
+                    field_len(buf, s.len() + 1);
+                    buf.push(1);
+                    buf.extend_from_slice(s.as_bytes());
+                }
+                (_, Value::Text(s) | Value::Json(s)) => field(buf, s.as_bytes()),
+                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => {
+                    field(buf, &us.saturating_sub(PG_EPOCH_MICROS).to_be_bytes())
+                }
+                (ColumnType::Float, Value::Integer(i)) => field(buf, &(i as f64).to_be_bytes()),
+                (_, Value::Integer(i) | Value::Timestamp(i)) => field(buf, &i.to_be_bytes()),
+                (_, Value::Float(f)) => field(buf, &f.to_be_bytes()),
+                (_, Value::Boolean(b)) => field(buf, &[u8::from(b)]),
+            }
         }
+        self.rows += 1;
+    }
+
+    /// The encoded rows with the trailer, ready to send.
+    fn finish(mut self) -> Vec<u8> {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf
     }
 }
 
-/// The insert statement of a sink table: all rows of a batch in one statement.
-pub fn insert_rows_sql(table: &str, columns: &[Column]) -> String {
-    let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
-    let arrays: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let array = match c.kind {
-                ColumnType::Text | ColumnType::Json => "text[]",
-                ColumnType::Integer | ColumnType::Timestamp => "int8[]",
-                ColumnType::Float => "float8[]",
-                ColumnType::Boolean => "bool[]",
-            };
-            format!("${}::{array}", i + 1)
+fn field_len(buf: &mut Vec<u8>, len: usize) {
+    buf.extend_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_be_bytes());
+}
+
+fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
+    field_len(buf, bytes.len());
+    buf.extend_from_slice(bytes);
+}
+
+/// The statements a sink runs for every batch, prepared once per connection
+/// (each unprepared statement costs a round trip more).
+pub struct SinkStatements {
+    copy: Statement,
+    update_offset: Statement,
+    insert_offset: Statement,
+}
+
+impl SinkStatements {
+    pub async fn prepare(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<Self> {
+        let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
+        let copy = format!("COPY {} ({}) FROM STDIN BINARY", ident(table), names.join(", "));
+        let update_offset = format!(
+            "UPDATE {} SET next_offset = $4, consumer_group = $5, updated_at = now()
+             WHERE table_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $6",
+            ident(OFFSETS_TABLE)
+        );
+        let insert_offset = format!(
+            "INSERT INTO {} (table_name, topic, partition, next_offset, consumer_group) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT DO NOTHING",
+            ident(OFFSETS_TABLE)
+        );
+        let context = || format!("cannot prepare the statements that write table {table:?}");
+        Ok(Self {
+            copy: client.prepare(&copy).await.with_context(context)?,
+            update_offset: client.prepare(&update_offset).await.with_context(context)?,
+            insert_offset: client.prepare(&insert_offset).await.with_context(context)?,
         })
-        .collect();
-    let selects: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| match c.kind {
-            ColumnType::Json => format!("c{i}::jsonb"),
-            // Microseconds since the epoch, converted exactly.
-            ColumnType::Timestamp => format!("'epoch'::timestamptz + c{i} * interval '1 microsecond'"),
-            _ => format!("c{i}"),
-        })
-        .collect();
-    let aliases: Vec<String> = (0..columns.len()).map(|i| format!("c{i}")).collect();
-    format!(
-        "INSERT INTO {} ({}) SELECT {} FROM UNNEST({}) AS u({})",
-        ident(table),
-        names.join(", "),
-        selects.join(", "),
-        arrays.join(", "),
-        aliases.join(", ")
+    }
+}
+
+/// Makes the session's commits asynchronous (`synchronous_commit = off`): a
+/// commit returns before its WAL reaches the disk, and a crash of PostgreSQL
+/// can lose the last few hundred milliseconds of commits. A sink can afford
+/// it: rows and offsets go together, so a lost commit loses both, and the
+/// sink's next conditional offset update fails and sends it back to the
+/// offsets that survived. [`flush_commits`] makes them durable when the sink
+/// stops.
+pub async fn asynchronous_commits(client: &Client) -> anyhow::Result<()> {
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .context("cannot set synchronous_commit for the sink's session")
+}
+
+/// Waits until every commit of the session is on disk: a synchronous
+/// transaction that touches the sink's offsets flushes the WAL before it.
+pub async fn flush_commits(client: &mut Client, table: &str, topic: &str) -> anyhow::Result<()> {
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = on").await?;
+    tx.execute(
+        &format!(
+            "UPDATE {} SET updated_at = now() WHERE table_name = $1 AND topic = $2",
+            ident(OFFSETS_TABLE)
+        ),
+        &[&table, &topic],
     )
+    .await?;
+    tx.commit().await.context("cannot flush the sink's commits")
 }
 
 /// A message that could not be mapped.
@@ -307,15 +378,13 @@ pub struct DeadLetter {
 }
 
 /// Everything one batch writes, in one transaction.
-pub struct Batch<'a> {
-    pub sink: &'a str,
-    pub table: &'a str,
-    pub topic: &'a str,
-    pub group: &'a str,
-    pub plugin: &'a str,
-    pub insert_sql: &'a str,
-    pub columns: Vec<ColumnData>,
-    pub row_count: usize,
+pub struct Batch {
+    pub sink: String,
+    pub table: String,
+    pub topic: String,
+    pub group: String,
+    pub plugin: String,
+    pub rows: CopyRows,
     pub dead_letters: Vec<DeadLetter>,
     /// Per partition: the next offset the database held when the batch was
     /// read (`None`: nothing stored yet) and the next offset after it.
@@ -333,17 +402,22 @@ pub enum Written {
     },
 }
 
-/// Writes rows, dead letters and next offsets in one transaction. The offset
-/// update is conditional on the offset the batch started from, which fences a
-/// consumer that lost its partition to another.
-pub async fn write_batch(client: &mut Client, batch: &Batch<'_>) -> anyhow::Result<Written> {
+/// Writes rows (binary `COPY`), dead letters and next offsets in one
+/// transaction. The offset update is conditional on the offset the batch
+/// started from, which fences a consumer that lost its partition to another.
+pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch: Batch) -> anyhow::Result<Written> {
     let tx = client.transaction().await?;
-    if batch.row_count > 0 {
-        let params: Vec<&(dyn ToSql + Sync)> = batch.columns.iter().map(ColumnData::as_sql).collect();
-        tx.execute(batch.insert_sql, &params)
-            .await
-            .with_context(|| format!("cannot insert rows into {:?}", batch.table))?;
-    }
+    // The end of the copy and the offset updates go out together (one round
+    // trip); the commit waits for the updates' row counts.
+    let copied = async {
+        if batch.rows.is_empty() {
+            return Ok(());
+        }
+        let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(&statements.copy).await?;
+        futures_util::pin_mut!(sink);
+        futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(batch.rows.finish())).await?;
+        sink.finish().await.map(drop)
+    };
     if !batch.dead_letters.is_empty() {
         let d = &batch.dead_letters;
         let partitions: Vec<i32> = d.iter().map(|x| x.partition).collect();
@@ -372,33 +446,30 @@ pub async fn write_batch(client: &mut Client, batch: &Batch<'_>) -> anyhow::Resu
         .await
         .context("cannot write dead letters")?;
     }
-    let update = format!(
-        "UPDATE {} SET next_offset = $4, consumer_group = $5, updated_at = now()
-         WHERE table_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $6",
-        ident(OFFSETS_TABLE)
-    );
-    let insert = format!(
-        "INSERT INTO {} (table_name, topic, partition, next_offset, consumer_group) VALUES ($1, $2, $3, $4, $5)
-         ON CONFLICT DO NOTHING",
-        ident(OFFSETS_TABLE)
-    );
-    for (partition, (old, new)) in &batch.offsets {
-        let changed = match old {
-            Some(old) => {
-                tx.execute(
-                    &update,
-                    &[&batch.table, &batch.topic, partition, new, &batch.group, old],
-                )
-                .await?
-            }
-            None => {
-                tx.execute(&insert, &[&batch.table, &batch.topic, partition, new, &batch.group])
-                    .await?
-            }
-        };
+    // One round trip for all partitions: the updates are sent together.
+    let updates = batch.offsets.iter().map(|(partition, (old, new))| {
+        let tx = &tx;
+        let (table, topic, group) = (&batch.table, &batch.topic, &batch.group);
+        async move {
+            let changed = match old {
+                Some(old) => {
+                    tx.execute(&statements.update_offset, &[table, topic, partition, new, group, old])
+                        .await?
+                }
+                None => {
+                    tx.execute(&statements.insert_offset, &[table, topic, partition, new, group])
+                        .await?
+                }
+            };
+            Ok::<_, tokio_postgres::Error>((*partition, changed))
+        }
+    });
+    let (copied, updated) = futures_util::future::join(copied, futures_util::future::try_join_all(updates)).await;
+    copied.with_context(|| format!("cannot copy rows into {:?}", batch.table))?;
+    for (partition, changed) in updated? {
         if changed != 1 {
             tx.rollback().await?;
-            return Ok(Written::Fenced { partition: *partition });
+            return Ok(Written::Fenced { partition });
         }
     }
     tx.commit().await.context("cannot commit the batch")?;

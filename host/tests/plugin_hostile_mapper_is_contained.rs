@@ -1,6 +1,7 @@
 //! A mapper that traps on some messages, loops forever on others, grows memory
 //! without end on others: the host stays up, those messages are dead-lettered
-//! with the reason, the rest flow.
+//! with the reason, the rest flow. Text PostgreSQL cannot store (a NUL byte) is
+//! dead-lettered too, instead of failing the whole batch.
 mod common;
 
 use common::{Db, create_topic, host_ok, plugin, produce_raw, unique, write_pipeline};
@@ -10,7 +11,7 @@ fn traps_loops_and_memory_hogs_become_dead_letters() {
     let topic = unique("hostile");
     let table = unique("hostile_rows");
     create_topic(&topic, 1);
-    let words = ["a", "trap", "b", "loop", "c", "grow", "d", "trap", "e"];
+    let words = ["a", "trap", "b", "loop", "c", "grow", "d", "trap", "e", "nul\0byte"];
     produce_raw(
         &topic,
         &words.iter().map(|w| Some(w.as_bytes().to_vec())).collect::<Vec<_>>(),
@@ -54,7 +55,7 @@ memory_limit_bytes = 33554432
     );
     let dead = db.dead_letters(&topic);
     let reasons: Vec<(i64, &str)> = dead.iter().map(|d| (d.0, d.2.as_str())).collect();
-    assert_eq!(reasons.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3, 5, 7]);
+    assert_eq!(reasons.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 3, 5, 7, 9]);
     assert!(
         reasons[0].1.contains("trapped") && reasons[0].1.contains("asked to trap at offset 1"),
         "{}",
@@ -67,4 +68,9 @@ memory_limit_bytes = 33554432
         reasons[2].1
     );
     assert!(reasons[3].1.contains("asked to trap at offset 7"), "{}", reasons[3].1);
+    assert!(
+        reasons[4].1.contains("NUL byte, which PostgreSQL cannot store"),
+        "{}",
+        reasons[4].1
+    );
 }

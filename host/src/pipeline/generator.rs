@@ -113,16 +113,17 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
                     Err((e, _)) => bail!("generator {}: cannot produce to {:?}: {e}", config.name, config.topic),
                 }
             }
-            producer.poll(Duration::ZERO);
             produced += 1;
-            stats.sent.store(produced, Ordering::Relaxed);
-            stats
-                .delivered
-                .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
             if echo == Echo::Print {
                 println!("Sending: {}", String::from_utf8_lossy(&m.payload));
             }
         }
+        // Delivery reports, once per chunk rather than per message.
+        producer.poll(Duration::ZERO);
+        stats.sent.store(produced, Ordering::Relaxed);
+        stats
+            .delivered
+            .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     producer.flush(FLUSH_TIMEOUT).with_context(|| {

@@ -20,9 +20,17 @@
 //! - A database or broker outage is retried with capped backoff, never skipped:
 //!   after a failed write the sink rereads the stored offsets and consumes the
 //!   batch again.
+//! - Sinks commit with `synchronous_commit = off`. A crash of PostgreSQL may
+//!   lose its last commits, but rows and offsets together, in commit order;
+//!   the sink's next conditional offset update then fails, and it rewinds to
+//!   the offsets that survived. A sink that stops flushes its commits first.
+//! - A batch is written by a task of its own while the next one is consumed
+//!   and mapped; the next write starts only once the previous one committed,
+//!   and one whose partitions were reassigned meanwhile makes the sink rewind.
 //!
 //! So every message lands exactly once, through crashes and restarts.
 
+mod batch;
 mod generator;
 mod reload;
 mod sink;
@@ -110,7 +118,16 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()>
             _ = progress.tick() => supervisor.log_progress(),
         }
     }
-    supervisor.shutdown().await
+    // A second Ctrl-C or SIGTERM while the batches in flight finish means
+    // "now": nothing is lost either way, since sinks resume from PostgreSQL.
+    tokio::select! {
+        result = supervisor.shutdown() => result,
+        _ = shutdown_signal() => {
+            eprintln!("error: stopped at once by a second signal; the next run resumes from the offsets stored in PostgreSQL");
+            // Not a return: dropping the runtime would wait for the blocking threads.
+            std::process::exit(130);
+        }
+    }
 }
 
 /// Runs one generator with a loaded plugin, outside a supervised run

@@ -1,13 +1,16 @@
 //! A sink: consumes one topic, maps each batch through its plugin and writes
 //! rows, dead letters and offsets in one transaction (see the contract in
-//! `pipeline/mod.rs`).
+//! `pipeline/mod.rs`). The write of a batch runs in a task of its own while
+//! the next batch is consumed and mapped; the next write starts only once the
+//! previous one is committed, so offsets still move one transaction at a time.
 
+use super::batch::{self, Mapped};
 use super::{Swap, next_backoff};
 use crate::config::{Pipeline, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
-use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
+use crate::plugins::mapper::{Column, Message, Outcome};
 use crate::plugins::{MapperWorld, Plugin, PluginError};
-use crate::postgres::{self, Batch, ColumnData, DeadLetter, Written};
+use crate::postgres::{self, Batch, SinkStatements, Written};
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
@@ -17,9 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// How long the sink waits for a message before checking whether it is done.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long the sink waits for a message while a write is in flight, so the
+/// commit is noticed promptly.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(2);
+/// While messages arrive back to back, how many between two looks at the
+/// clock for the flush interval.
+const CLOCK_EVERY: usize = 64;
 
 /// Turns a batch of consumed messages into one outcome per message: the WASM
 /// mapper plugin, or a native mapper (the benchmark compares the two).
@@ -104,15 +114,6 @@ pub struct SinkRun {
     pub destination: Destination,
 }
 
-/// A consumed message, owned.
-struct Consumed {
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
-    key: Option<Vec<u8>>,
-    payload: Option<Vec<u8>>,
-}
-
 /// What the sink knows of each assigned partition.
 #[derive(Default)]
 struct Positions {
@@ -141,7 +142,45 @@ impl Positions {
     }
 }
 
-pub async fn run(run: SinkRun, mut mapper: Box<dyn BatchMapper>) -> anyhow::Result<()> {
+/// The sink's PostgreSQL connection and its prepared statements. It moves
+/// into the task that writes a batch and comes back with the result.
+struct Writer {
+    client: tokio_postgres::Client,
+    statements: SinkStatements,
+}
+
+/// A batch being written by a task of its own while the sink consumes and
+/// maps the next one. Its effects on the sink's state wait for the commit.
+struct InFlight {
+    task: JoinHandle<(Writer, anyhow::Result<Written>)>,
+    /// The assignment generation the batch was consumed in.
+    generation: u64,
+    /// Next offset of each partition once committed.
+    next: HashMap<i32, i64>,
+    messages: u64,
+    rows: u64,
+    dead_letters: u64,
+    echo: Vec<Vec<u8>>,
+    started: Instant,
+}
+
+/// Everything a running sink holds.
+struct Sink {
+    pipeline: Pipeline,
+    config: SinkConfig,
+    columns: Vec<Column>,
+    consumer: StreamConsumer<SinkContext>,
+    positions: Positions,
+    generation: u64,
+    /// `None` while a write is in flight.
+    writer: Option<Writer>,
+    in_flight: Option<InFlight>,
+    stop: watch::Receiver<bool>,
+    stats: Arc<SinkStats>,
+    destination: Destination,
+}
+
+pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<()> {
     let SinkRun {
         pipeline,
         config: mut live,
@@ -153,13 +192,14 @@ pub async fn run(run: SinkRun, mut mapper: Box<dyn BatchMapper>) -> anyhow::Resu
         stats,
         destination,
     } = run;
-    let mut config = live.borrow_and_update().clone();
-    let mut columns: Vec<Column> = mapper.columns().to_vec();
-    let mut insert_sql = postgres::insert_rows_sql(&config.table, &columns);
+    let config = live.borrow_and_update().clone();
+    let columns: Vec<Column> = mapper.columns().to_vec();
 
-    let mut client = connect_with_retry(&pipeline, &mut stop).await?;
+    let client = connect_with_retry(&pipeline, &mut stop).await?;
     postgres::ensure_host_tables(&client).await?;
     postgres::ensure_sink_table(&client, &config.table, &columns).await?;
+    let statements = SinkStatements::prepare(&client, &config.table, &columns).await?;
+    postgres::asynchronous_commits(&client).await?;
 
     let loader = offset_loader(&pipeline, &config);
     let consumer = kafka::sink_consumer(
@@ -179,50 +219,83 @@ pub async fn run(run: SinkRun, mut mapper: Box<dyn BatchMapper>) -> anyhow::Resu
         "sink started"
     );
 
-    let mut positions = Positions::default();
-    let mut generation = 0;
-    let mut batch: Vec<Consumed> = Vec::with_capacity(config.batch_size);
+    let mut sink = Sink {
+        pipeline,
+        config,
+        columns,
+        consumer,
+        positions: Positions::default(),
+        generation: 0,
+        writer: Some(Writer { client, statements }),
+        in_flight: None,
+        stop,
+        stats,
+        destination,
+    };
+    let mut mapper = Some(mapper);
+    let mut batch: Vec<Message> = Vec::with_capacity(sink.config.batch_size);
     let mut batch_started = Instant::now();
     let mut end_offsets: Option<HashMap<i32, i64>> = None;
 
     loop {
-        let stopping = *stop.borrow();
-        let wait = if batch.is_empty() {
-            IDLE_POLL
-        } else {
-            config.flush_interval.saturating_sub(batch_started.elapsed())
-        };
-        let received = if stopping || wait.is_zero() {
+        // A write that has finished is settled at once (stats, offsets).
+        if sink.in_flight.as_ref().is_some_and(|f| f.task.is_finished()) && sink.settle(echo).await? {
+            batch.clear();
+        }
+        let stopping = *sink.stop.borrow();
+        // A message already fetched needs no timer, no select and no clock.
+        let ready = if stopping {
             None
         } else {
-            tokio::select! {
-                r = tokio::time::timeout(wait, consumer.recv()) => r.ok(),
-                _ = stop.changed() => None,
+            futures_util::FutureExt::now_or_never(sink.consumer.recv())
+        };
+        let fast = ready.is_some();
+        let received = match ready {
+            Some(r) => Some(r),
+            None if stopping => None,
+            None => {
+                let mut wait = if batch.is_empty() {
+                    IDLE_POLL
+                } else {
+                    sink.config.flush_interval.saturating_sub(batch_started.elapsed())
+                };
+                if sink.in_flight.is_some() {
+                    wait = wait.min(IN_FLIGHT_POLL);
+                }
+                if wait.is_zero() {
+                    None
+                } else {
+                    tokio::select! {
+                        r = tokio::time::timeout(wait, sink.consumer.recv()) => r.ok(),
+                        _ = sink.stop.changed() => None,
+                    }
+                }
             }
         };
 
         // A rebalance runs inside recv(): the in-memory batch may now hold
         // messages that will be delivered again, so drop it and start over.
-        let current = consumer.context().generation();
-        if current != generation {
-            generation = current;
-            if let Some(assignment) = consumer.context().take_assignment() {
+        let current = sink.consumer.context().generation();
+        if current != sink.generation {
+            sink.generation = current;
+            if let Some(assignment) = sink.consumer.context().take_assignment() {
                 // Tell Kafka where the database stands, so a committed offset
                 // that drifted (a crash between the two commits, `host
                 // simulate`) heals even before the next batch.
                 let stored: HashMap<i32, i64> = assignment.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect();
-                kafka::commit_advisory(&consumer, &config.topic, &stored);
-                positions.reset(assignment);
+                kafka::commit_advisory(&sink.consumer, &sink.config.topic, &stored);
+                sink.positions.reset(assignment);
             }
             batch.clear();
         }
 
         match received {
-            Some(Ok(m)) if m.topic() == config.topic && positions.accept(m.partition(), m.offset()) => {
+            Some(Ok(m)) if m.topic() == sink.config.topic && sink.positions.accept(m.partition(), m.offset()) => {
                 if batch.is_empty() {
                     batch_started = Instant::now();
                 }
-                batch.push(Consumed {
+                batch.push(Message {
+                    topic: sink.config.topic.clone(),
                     partition: m.partition(),
                     offset: m.offset(),
                     timestamp: match m.timestamp() {
@@ -236,109 +309,68 @@ pub async fn run(run: SinkRun, mut mapper: Box<dyn BatchMapper>) -> anyhow::Resu
             // Stale (already stored) or from a partition no longer assigned.
             Some(Ok(_)) => {}
             Some(Err(e)) => {
-                tracing::warn!(sink = config.name, error = %e, "Kafka consumer error; retrying");
+                tracing::warn!(sink = sink.config.name, error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(IDLE_POLL).await;
             }
             None => {}
         }
 
-        let full = batch.len() >= config.batch_size;
-        let due = !batch.is_empty() && batch_started.elapsed() >= config.flush_interval;
+        let full = batch.len() >= sink.config.batch_size;
+        // While messages stream in, the clock is read every few of them.
+        let due = !batch.is_empty()
+            && (!fast || batch.len().is_multiple_of(CLOCK_EVERY))
+            && batch_started.elapsed() >= sink.config.flush_interval;
         if full || due || (stopping && !batch.is_empty()) {
-            // Batch boundary: settings and plugin changes apply from here.
-            if live.has_changed().unwrap_or(false) {
-                config = live.borrow_and_update().clone();
+            // Batch boundary: settings and plugin changes apply from here,
+            // once the write in flight is settled (they may need the table).
+            let changed = live.has_changed().unwrap_or(false);
+            if (changed || !swaps.is_empty()) && sink.in_flight.is_some() && sink.settle(echo).await? {
+                batch.clear();
+                continue;
+            }
+            if changed {
+                sink.config = live.borrow_and_update().clone();
             }
             while let Ok(swap) = swaps.try_recv() {
-                let new_columns = swap.plugin.configured().clone();
-                match postgres::ensure_sink_table(&client, &config.table, &new_columns).await {
-                    Ok(_) => {
-                        tracing::info!(
-                            sink = config.name,
-                            path = %swap.plugin.path().display(),
-                            old_hash = mapper.hash(),
-                            new_hash = swap.plugin.hash(),
-                            swap_ms = swap.detected.elapsed().as_millis(),
-                            "mapper swapped"
-                        );
-                        insert_sql = postgres::insert_rows_sql(&config.table, &new_columns);
-                        columns = new_columns;
-                        mapper = Box::new(swap.plugin);
-                    }
-                    Err(e) => tracing::error!(
-                        sink = config.name,
-                        path = %swap.plugin.path().display(),
-                        error = %format!("{e:#}"),
-                        "the new mapper does not fit the table; keeping the old one"
-                    ),
+                let current = mapper.as_deref().expect("the mapper is back between batches");
+                if let Some(new) = sink.swap(current.hash().to_string(), swap).await? {
+                    mapper = Some(new);
                 }
             }
-            let taken = std::mem::take(&mut batch);
-            let write_started = Instant::now();
-            let (m, result) = map_and_write(
-                &config,
-                mapper,
-                &columns,
-                &insert_sql,
-                &taken,
-                &positions,
-                &mut client,
-                destination,
+
+            let taken = std::mem::replace(&mut batch, Vec::with_capacity(sink.config.batch_size));
+            let generation = sink.generation;
+            let (m, mapped) = batch::map(
+                mapper.take().expect("the mapper is back between batches"),
+                sink.columns.clone(),
+                taken,
+                echo,
             )
             .await?;
-            mapper = m;
-            match result {
-                Ok(Done { rows, dead_letters }) => {
-                    tracing::debug!(
-                        sink = config.name,
-                        messages = taken.len(),
-                        rows,
-                        dead_letters,
-                        ms = write_started.elapsed().as_millis(),
-                        "batch committed"
-                    );
-                    for c in &taken {
-                        positions.stored.insert(c.partition, Some(c.offset + 1));
-                    }
-                    let next: HashMap<i32, i64> = positions
-                        .stored
-                        .iter()
-                        .filter_map(|(p, o)| o.map(|o| (*p, o)))
-                        .collect();
-                    kafka::commit_advisory(&consumer, &config.topic, &next);
-                    stats.messages.fetch_add(taken.len() as u64, Ordering::Relaxed);
-                    stats.rows.fetch_add(rows, Ordering::Relaxed);
-                    stats.dead_letters.fetch_add(dead_letters, Ordering::Relaxed);
-                    stats.batches.fetch_add(1, Ordering::Relaxed);
-                    if echo {
-                        for c in &taken {
-                            println!(
-                                "Received: {}",
-                                String::from_utf8_lossy(c.payload.as_deref().unwrap_or_default())
-                            );
-                        }
-                    }
-                }
-                Err(why) => {
-                    // The database is the truth: start again from what it holds.
-                    tracing::warn!(
-                        sink = config.name,
-                        reason = why,
-                        "batch not written; resuming from the stored offsets"
-                    );
-                    client = rewind(&pipeline, &config, &consumer, &mut positions, &mut stop).await?;
-                }
+            mapper = Some(m);
+            let mapped = mapped?;
+            // The previous write finished meanwhile, most of the time.
+            if sink.in_flight.is_some() && sink.settle(echo).await? {
+                // Rewound: this batch will be consumed again.
+                continue;
+            }
+            if generation == sink.generation {
+                sink.launch(mapped)?;
             }
         }
 
         if stopping && batch.is_empty() {
-            return Ok(());
+            return sink.finish(echo).await;
         }
-        if once && batch.is_empty() && *generators_done.borrow_and_update() {
+        if once && batch.is_empty() && sink.in_flight.is_none() && *generators_done.borrow_and_update() {
             if end_offsets.is_none() {
                 // A client of its own: on the consumer's connection these
                 // requests would queue behind its long-polling fetches.
-                let (kafka_cfg, topic, group) = (pipeline.kafka.clone(), config.topic.clone(), config.group.clone());
+                let (kafka_cfg, topic, group) = (
+                    sink.pipeline.kafka.clone(),
+                    sink.config.topic.clone(),
+                    sink.config.group.clone(),
+                );
                 let ends = tokio::task::spawn_blocking(move || {
                     kafka::end_offsets(&kafka::query_consumer(&kafka_cfg, &group)?, &topic)
                 })
@@ -348,239 +380,223 @@ pub async fn run(run: SinkRun, mut mapper: Box<dyn BatchMapper>) -> anyhow::Resu
             if let Some(ends) = &end_offsets
                 && ends
                     .iter()
-                    .all(|(p, end)| *end == 0 || positions.stored.get(p).copied().flatten() >= Some(*end))
+                    .all(|(p, end)| *end == 0 || sink.positions.stored.get(p).copied().flatten() >= Some(*end))
             {
                 tracing::info!(
-                    sink = config.name,
-                    rows = stats.rows(),
+                    sink = sink.config.name,
+                    rows = sink.stats.rows(),
                     "caught up with the end of the topic"
                 );
-                return Ok(());
+                return sink.finish(echo).await;
             }
         }
     }
 }
 
-struct Done {
-    rows: u64,
-    dead_letters: u64,
-}
+impl Sink {
+    /// Settles the write in flight and makes the commits durable.
+    async fn finish(mut self, echo: bool) -> anyhow::Result<()> {
+        self.settle(echo).await?;
+        if let (Some(writer), Destination::Postgres) = (self.writer.as_mut(), self.destination) {
+            postgres::flush_commits(&mut writer.client, &self.config.table, &self.config.topic).await?;
+        }
+        Ok(())
+    }
 
-/// Maps a batch on a blocking thread (plugin calls are synchronous), then
-/// writes it. Returns the mapper back, and `Err(reason)` when the batch must be
-/// consumed again.
-#[allow(clippy::too_many_arguments)]
-async fn map_and_write(
-    config: &SinkConfig,
-    mut mapper: Box<dyn BatchMapper>,
-    columns: &[Column],
-    insert_sql: &str,
-    batch: &[Consumed],
-    positions: &Positions,
-    client: &mut tokio_postgres::Client,
-    destination: Destination,
-) -> anyhow::Result<(Box<dyn BatchMapper>, Result<Done, String>)> {
-    let messages: Vec<Message> = batch
-        .iter()
-        .map(|c| Message {
-            topic: config.topic.clone(),
-            partition: c.partition,
-            offset: c.offset,
-            timestamp: c.timestamp,
-            key: c.key.clone(),
-            payload: c.payload.clone(),
-        })
-        .collect();
-    let (mapper, outcomes) = tokio::task::spawn_blocking(move || {
-        let outcomes = map_isolating_failures(mapper.as_mut(), &messages);
-        (mapper, outcomes)
-    })
-    .await
-    .context("mapper thread panicked")?;
-    let outcomes = outcomes?;
-
-    let mut data: Vec<ColumnData> = columns.iter().map(|c| ColumnData::for_type(c.kind)).collect();
-    let mut row_count = 0usize;
-    let mut dead_letters = Vec::new();
-    for (c, outcome) in batch.iter().zip(outcomes) {
-        let rejected = match outcome {
-            Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
-                Ok(()) => {
-                    row_count += rows.len();
-                    for row in rows {
-                        push_row(&mut data, row);
-                    }
-                    None
-                }
-                Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
-            },
-            Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
-            Err(e) => Some(e.to_string()),
+    /// Starts writing a mapped batch in a task of its own: rows, dead letters
+    /// and the next offsets, in one transaction.
+    fn launch(&mut self, mapped: Mapped) -> anyhow::Result<()> {
+        let mut writer = self
+            .writer
+            .take()
+            .context("a batch is written while another is in flight")?;
+        let mut offsets: HashMap<i32, (Option<i64>, i64)> = HashMap::new();
+        for (partition, offset) in &mapped.positions {
+            let old = self.positions.stored.get(partition).copied().flatten();
+            offsets
+                .entry(*partition)
+                .and_modify(|e| e.1 = e.1.max(offset + 1))
+                .or_insert((old, offset + 1));
+        }
+        let next = offsets.iter().map(|(p, (_, new))| (*p, *new)).collect();
+        let (messages, rows, dead_letters) = (
+            mapped.positions.len() as u64,
+            mapped.rows.len() as u64,
+            mapped.dead_letters.len() as u64,
+        );
+        let batch = Batch {
+            sink: self.config.name.clone(),
+            table: self.config.table.clone(),
+            topic: self.config.topic.clone(),
+            group: self.config.group.clone(),
+            plugin: mapped.plugin,
+            rows: mapped.rows,
+            dead_letters: mapped.dead_letters,
+            offsets,
         };
-        if let Some(reason) = rejected {
-            dead_letters.push(DeadLetter {
-                partition: c.partition,
-                offset: c.offset,
-                key: c.key.clone(),
-                payload: c.payload.clone(),
-                reason,
-            });
-        }
+        let destination = self.destination;
+        let task = tokio::spawn(async move {
+            let result = match destination {
+                Destination::Postgres => postgres::write_batch(&mut writer.client, &writer.statements, batch).await,
+                Destination::Discard => Ok(Written::Committed),
+            };
+            (writer, result)
+        });
+        self.in_flight = Some(InFlight {
+            task,
+            generation: self.generation,
+            next,
+            messages,
+            rows,
+            dead_letters,
+            echo: mapped.echo,
+            started: Instant::now(),
+        });
+        Ok(())
     }
 
-    let mut offsets: HashMap<i32, (Option<i64>, i64)> = HashMap::new();
-    for c in batch {
-        let old = positions.stored.get(&c.partition).copied().flatten();
-        offsets
-            .entry(c.partition)
-            .and_modify(|e| e.1 = e.1.max(c.offset + 1))
-            .or_insert((old, c.offset + 1));
-    }
-    let dead_count = dead_letters.len() as u64;
-    let plugin_name = mapper.describe();
-    let write = Batch {
-        sink: &config.name,
-        table: &config.table,
-        topic: &config.topic,
-        group: &config.group,
-        plugin: &plugin_name,
-        insert_sql,
-        columns: data,
-        row_count,
-        dead_letters,
-        offsets,
-    };
-    let written = match destination {
-        Destination::Postgres => postgres::write_batch(client, &write).await,
-        Destination::Discard => Ok(Written::Committed),
-    };
-    let result = match written {
-        Ok(Written::Committed) => Ok(Done {
-            rows: row_count as u64,
-            dead_letters: dead_count,
-        }),
-        Ok(Written::Fenced { partition }) => Err(format!(
-            "partition {partition}'s stored offset was moved by another consumer"
-        )),
-        Err(e) => Err(format!("{e:#}")),
-    };
-    Ok((mapper, result))
-}
-
-/// Maps a batch in one call; when that call fails, maps the messages one by
-/// one so only the culprits are dead-lettered. Fails only when the plugin
-/// cannot even be restarted.
-fn map_isolating_failures(
-    mapper: &mut dyn BatchMapper,
-    messages: &[Message],
-) -> anyhow::Result<Vec<Result<Outcome, PluginError>>> {
-    match mapper.map_batch(messages) {
-        Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
-        Err(e) if messages.len() == 1 => return Ok(vec![fatal_or(e)?]),
-        Err(e) => tracing::warn!(plugin = mapper.name(), error = %e, "batch call failed; mapping one by one"),
-    }
-    messages
-        .iter()
-        .map(|m| match mapper.map_batch(std::slice::from_ref(m)) {
-            Ok(mut one) => Ok(Ok(one.remove(0))),
-            Err(e) => fatal_or(e),
-        })
-        .collect()
-}
-
-/// Errors that concern one message become its dead-letter reason; a plugin
-/// that cannot start again stops the sink.
-fn fatal_or(e: PluginError) -> anyhow::Result<Result<Outcome, PluginError>> {
-    match e {
-        PluginError::Instantiate { .. } | PluginError::Configure { .. } => Err(e.into()),
-        other => Ok(Err(other)),
-    }
-}
-
-fn value_fits(kind: ColumnType, v: &Value) -> bool {
-    matches!(
-        (kind, v),
-        (_, Value::Null)
-            | (ColumnType::Text, Value::Text(_))
-            | (ColumnType::Integer, Value::Integer(_))
-            | (ColumnType::Float, Value::Float(_) | Value::Integer(_))
-            | (ColumnType::Boolean, Value::Boolean(_))
-            | (ColumnType::Timestamp, Value::Timestamp(_))
-            | (ColumnType::Json, Value::Json(_))
-    )
-}
-
-fn check_rows(columns: &[Column], rows: &[Vec<Value>]) -> Result<(), String> {
-    for row in rows {
-        if row.len() != columns.len() {
-            return Err(format!("{} values for {} columns", row.len(), columns.len()));
-        }
-        for (c, v) in columns.iter().zip(row) {
-            if matches!(v, Value::Null) && !c.nullable {
-                return Err(format!("column {:?} is not nullable", c.name));
-            }
-            if !value_fits(c.kind, v) {
-                return Err(format!("column {:?} is {:?}, got {v:?}", c.name, c.kind));
-            }
-            if let Value::Json(text) = v
-                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
-            {
-                return Err(format!("column {:?} got text that is not JSON", c.name));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn push_row(data: &mut [ColumnData], row: Vec<Value>) {
-    for (column, v) in data.iter_mut().zip(row) {
-        match (column, v) {
-            (ColumnData::Text(col), Value::Text(s) | Value::Json(s)) => col.push(Some(s)),
-            (ColumnData::Text(col), _) => col.push(None),
-            (ColumnData::Integer(col), Value::Integer(i) | Value::Timestamp(i)) => col.push(Some(i)),
-            (ColumnData::Integer(col), _) => col.push(None),
-            (ColumnData::Float(col), Value::Float(f)) => col.push(Some(f)),
-            (ColumnData::Float(col), Value::Integer(i)) => col.push(Some(i as f64)),
-            (ColumnData::Float(col), _) => col.push(None),
-            (ColumnData::Boolean(col), Value::Boolean(b)) => col.push(Some(b)),
-            (ColumnData::Boolean(col), _) => col.push(None),
-        }
-    }
-}
-
-/// After a failed or fenced write: reconnect, reread the stored offsets and
-/// seek every assigned partition back to them.
-async fn rewind(
-    pipeline: &Pipeline,
-    config: &SinkConfig,
-    consumer: &StreamConsumer<SinkContext>,
-    positions: &mut Positions,
-    stop: &mut watch::Receiver<bool>,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let client = connect_with_retry(pipeline, stop).await?;
-        match postgres::stored_offsets(&client, &config.table, &config.topic).await {
-            Ok(stored) => {
-                let assigned: Vec<i32> = positions.next.keys().copied().collect();
-                let assignment: StoredOffsets = assigned.iter().map(|p| (*p, stored.get(p).copied())).collect();
-                // Re-assign rather than seek: a seek fails on a partition that is
-                // not fetching yet, and the stream would then go on from wherever
-                // it was.
-                let mut tpl = TopicPartitionList::new();
-                for (p, start) in &assignment {
-                    tpl.add_partition_offset(&config.topic, *p, start.map_or(Offset::Beginning, Offset::Offset))?;
+    /// Waits for the write in flight and applies its outcome. Returns true
+    /// when the sink had to rewind to the stored offsets: whatever it holds
+    /// that is not written must be dropped, and will be consumed again.
+    async fn settle(&mut self, echo: bool) -> anyhow::Result<bool> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(false);
+        };
+        let (writer, result) = f.task.await.context("the batch writer panicked")?;
+        self.writer = Some(writer);
+        let why = match result {
+            Ok(Written::Committed) => {
+                tracing::debug!(
+                    sink = self.config.name,
+                    messages = f.messages,
+                    rows = f.rows,
+                    dead_letters = f.dead_letters,
+                    ms = f.started.elapsed().as_millis(),
+                    "batch committed"
+                );
+                self.stats.messages.fetch_add(f.messages, Ordering::Relaxed);
+                self.stats.rows.fetch_add(f.rows, Ordering::Relaxed);
+                self.stats.dead_letters.fetch_add(f.dead_letters, Ordering::Relaxed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                if echo {
+                    for payload in &f.echo {
+                        println!("Received: {}", String::from_utf8_lossy(payload));
+                    }
                 }
-                consumer
-                    .assign(&tpl)
-                    .context("cannot rewind the consumer to the stored offsets")?;
-                positions.reset(assignment);
-                return Ok(client);
+                if f.generation == self.generation {
+                    for (p, o) in &f.next {
+                        self.positions.stored.insert(*p, Some(*o));
+                    }
+                    let next: HashMap<i32, i64> = self
+                        .positions
+                        .stored
+                        .iter()
+                        .filter_map(|(p, o)| o.map(|o| (*p, o)))
+                        .collect();
+                    kafka::commit_advisory(&self.consumer, &self.config.topic, &next);
+                    return Ok(false);
+                }
+                // The partitions were reassigned while the batch was written:
+                // the start offsets read then may predate this commit.
+                "the assignment changed while the batch was written".to_string()
+            }
+            Ok(Written::Fenced { partition }) => {
+                format!("partition {partition}'s stored offset was moved by another consumer")
+            }
+            Err(e) => format!("{e:#}"),
+        };
+        // The database is the truth: start again from what it holds.
+        tracing::warn!(
+            sink = self.config.name,
+            reason = why,
+            "batch not written; resuming from the stored offsets"
+        );
+        self.rewind().await?;
+        Ok(true)
+    }
+
+    /// Swaps in a reloaded mapper when the table fits its columns; returns it,
+    /// or `None` (keeping the old one) when it does not. Runs between batches,
+    /// with no write in flight.
+    async fn swap(
+        &mut self,
+        old_hash: String,
+        swap: Swap<MapperWorld>,
+    ) -> anyhow::Result<Option<Box<dyn BatchMapper>>> {
+        let writer = self
+            .writer
+            .as_mut()
+            .context("a mapper is swapped while a batch is written")?;
+        let new_columns = swap.plugin.configured().clone();
+        let fits = async {
+            postgres::ensure_sink_table(&writer.client, &self.config.table, &new_columns).await?;
+            SinkStatements::prepare(&writer.client, &self.config.table, &new_columns).await
+        };
+        match fits.await {
+            Ok(statements) => {
+                tracing::info!(
+                    sink = self.config.name,
+                    path = %swap.plugin.path().display(),
+                    old_hash,
+                    new_hash = swap.plugin.hash(),
+                    swap_ms = swap.detected.elapsed().as_millis(),
+                    "mapper swapped"
+                );
+                writer.statements = statements;
+                self.columns = new_columns;
+                Ok(Some(Box::new(swap.plugin)))
             }
             Err(e) => {
-                tracing::warn!(sink = config.name, error = %format!("{e:#}"), "cannot read stored offsets; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = next_backoff(backoff);
+                tracing::error!(
+                    sink = self.config.name,
+                    path = %swap.plugin.path().display(),
+                    error = %format!("{e:#}"),
+                    "the new mapper does not fit the table; keeping the old one"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// After a failed or fenced write: reconnect, reread the stored offsets and
+    /// start every assigned partition again from them.
+    async fn rewind(&mut self) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let client = connect_with_retry(&self.pipeline, &mut self.stop).await?;
+            let ready = async {
+                let stored = postgres::stored_offsets(&client, &self.config.table, &self.config.topic).await?;
+                let statements = SinkStatements::prepare(&client, &self.config.table, &self.columns).await?;
+                postgres::asynchronous_commits(&client).await?;
+                anyhow::Ok((stored, statements))
+            };
+            match ready.await {
+                Ok((stored, statements)) => {
+                    let assigned: Vec<i32> = self.positions.next.keys().copied().collect();
+                    let assignment: StoredOffsets = assigned.iter().map(|p| (*p, stored.get(p).copied())).collect();
+                    // Re-assign rather than seek: a seek fails on a partition that is
+                    // not fetching yet, and the stream would then go on from wherever
+                    // it was.
+                    let mut tpl = TopicPartitionList::new();
+                    for (p, start) in &assignment {
+                        tpl.add_partition_offset(
+                            &self.config.topic,
+                            *p,
+                            start.map_or(Offset::Beginning, Offset::Offset),
+                        )?;
+                    }
+                    self.consumer
+                        .assign(&tpl)
+                        .context("cannot rewind the consumer to the stored offsets")?;
+                    self.positions.reset(assignment);
+                    self.writer = Some(Writer { client, statements });
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(sink = self.config.name, error = %format!("{e:#}"), "cannot read stored offsets; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = next_backoff(backoff);
+                }
             }
         }
     }

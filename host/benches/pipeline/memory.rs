@@ -1,0 +1,88 @@
+//! Peak memory: the release `host` binary, `host run --once` at default
+//! settings, producing N messages with the `bench-json` generator flat out and
+//! sinking them with `json-row`, in one process. The peak is `VmHWM` from
+//! `/proc/<pid>/status`, read until the process exits (it only grows).
+
+use crate::Args;
+use crate::report::Memory;
+use crate::setup::{self, Env};
+use anyhow::Context as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SAMPLE: Duration = Duration::from_millis(50);
+
+pub async fn run(args: &Args, env: &mut Env, partitions: i32) -> anyhow::Result<Memory> {
+    let binary = env.root.join("target/release/host");
+    anyhow::ensure!(
+        binary.is_file(),
+        "{} is missing\n  hint: `cargo build --release --bins` (scripts/bench does)",
+        binary.display()
+    );
+    let topic = env.name(&format!("p{partitions}_mem"));
+    let table = env.name(&format!("p{partitions}_mem"));
+    let body = format!(
+        "{}[[generators]]\nname = \"bench\"\ntopic = \"{topic}\"\nplugin = \"{}\"\ninterval_ms = 0\ncount = {}\n\n\
+         [[sinks]]\nname = \"memory\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n{}",
+        setup::topic_section(&topic, partitions),
+        env.plugin("bench_json").display(),
+        args.messages,
+        env.plugin("json_row").display(),
+        args.batch_size.map_or(String::new(), |b| format!("batch_size = {b}\n")),
+    );
+    let file = format!("memory_p{partitions}.toml");
+    env.pipeline(&file, &body)?;
+    let log = env.dir.join("memory-host.log");
+    eprintln!(
+        "bench: peak memory of `host run --once` ({} messages, {partitions} partition(s)); log in {}",
+        args.messages,
+        log.display()
+    );
+    let started = Instant::now();
+    let mut child = Command::new(&binary)
+        .args(["run", &file, "--once", "--no-watch"])
+        .current_dir(&env.dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kib) = vm_hwm_kib(&text)
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        tokio::time::sleep(SAMPLE).await;
+    };
+    let took = started.elapsed();
+    anyhow::ensure!(status.success(), "host run failed ({status}); see {}", log.display());
+    let client = env.pg().await?;
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {}", host::postgres::ident(&table)), &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        rows as u64 == args.messages,
+        "host run stored {rows} of {} rows",
+        args.messages
+    );
+    Ok(Memory {
+        partitions,
+        messages: args.messages,
+        peak_bytes: peak_kib * 1024,
+        took,
+    })
+}
+
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,0 +1,261 @@
+//! The figures of a run, printed as tables of messages per second and ratios,
+//! then the targets of issue 7 with the ratios of this run.
+
+use crate::Args;
+use std::time::Duration;
+
+/// Messages handled in a time.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub messages: u64,
+    pub took: Duration,
+}
+
+impl Measured {
+    pub fn new(messages: u64, took: Duration) -> Self {
+        Self { messages, took }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.took.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Messages per second.
+    pub rate: u64,
+    pub samples: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub partitions: i32,
+    pub messages: u64,
+    pub peak_bytes: u64,
+    pub took: Duration,
+}
+
+/// Everything measured for one partition count.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    pub partitions: i32,
+    pub messages: u64,
+    pub message_bytes: f64,
+    /// The sinks' batch size.
+    pub batch_size: usize,
+    /// The topic the host filled, which the sinks read.
+    pub topic: Option<String>,
+    pub produce_host: Option<Measured>,
+    pub produce_plain: Option<Measured>,
+    pub kafka_ceiling: Option<Measured>,
+    pub copy_ceiling: Option<Measured>,
+    pub copy_batched: Option<Measured>,
+    pub sink_wasm: Option<Measured>,
+    pub sink_native: Option<Measured>,
+    pub sink_batch1: Option<Measured>,
+    pub latency: Option<Latency>,
+}
+
+impl Figures {
+    pub fn new(partitions: i32, messages: u64) -> Self {
+        Self {
+            partitions,
+            messages,
+            message_bytes: 0.0,
+            batch_size: host::config::DEFAULT_BATCH_SIZE,
+            topic: None,
+            produce_host: None,
+            produce_plain: None,
+            kafka_ceiling: None,
+            copy_ceiling: None,
+            copy_batched: None,
+            sink_wasm: None,
+            sink_native: None,
+            sink_batch1: None,
+            latency: None,
+        }
+    }
+
+    fn ratio(a: Option<Measured>, b: Option<Measured>) -> Option<f64> {
+        Some(a?.rate() / b?.rate())
+    }
+
+    pub fn produce_ratio(&self) -> Option<f64> {
+        Self::ratio(self.produce_host, self.produce_plain)
+    }
+
+    /// The lower of the two ceilings.
+    pub fn ceiling(&self) -> Option<Measured> {
+        match (self.kafka_ceiling, self.copy_ceiling) {
+            (Some(k), Some(c)) => Some(if k.rate() <= c.rate() { k } else { c }),
+            _ => None,
+        }
+    }
+
+    pub fn ceiling_ratio(&self) -> Option<f64> {
+        Self::ratio(self.sink_wasm, self.ceiling())
+    }
+
+    pub fn batch1_ratio(&self) -> Option<f64> {
+        Self::ratio(self.sink_wasm, self.sink_batch1)
+    }
+
+    pub fn native_ratio(&self) -> Option<f64> {
+        Self::ratio(self.sink_wasm, self.sink_native)
+    }
+}
+
+pub fn header(args: &Args) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    println!(
+        "wasm-stream benchmark: {} messages, partitions {:?}; {cores} cores ({cpu}), {mem_gib:.0} GiB",
+        group(args.messages as f64),
+        args.partitions
+    );
+}
+
+/// `1234567.8` as `1,234,568`.
+fn group(v: f64) -> String {
+    let digits = format!("{:.0}", v.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn line(what: &str, m: Option<Measured>, note: String) {
+    if let Some(m) = m {
+        println!(
+            "  {what:<46} {:>11} msg/s  {:>7.2} s  {note}",
+            group(m.rate()),
+            m.took.as_secs_f64()
+        );
+    }
+}
+
+fn times(r: Option<f64>, of: &str) -> String {
+    r.map_or(String::new(), |r| format!("{r:.2} × {of}"))
+}
+
+pub fn partition_table(f: &Figures) {
+    println!();
+    println!(
+        "{} partition{}, {} messages of {:.0} bytes",
+        f.partitions,
+        if f.partitions == 1 { "" } else { "s" },
+        group(f.messages as f64),
+        f.message_bytes
+    );
+    line(
+        "produce: host, WASM generator",
+        f.produce_host,
+        times(f.produce_ratio(), "plain librdkafka"),
+    );
+    line("produce: plain librdkafka, same bytes", f.produce_plain, String::new());
+    line(
+        "sink: host, WASM json-row, exactly once",
+        f.sink_wasm,
+        times(f.ceiling_ratio(), "the lower ceiling"),
+    );
+    line(
+        "  (a) Kafka ceiling: host consumer, discard",
+        f.kafka_ceiling,
+        String::new(),
+    );
+    line(
+        "  (b) PostgreSQL ceiling: one binary COPY",
+        f.copy_ceiling,
+        String::new(),
+    );
+    line(
+        &format!("      COPY, {} rows per transaction", f.batch_size),
+        f.copy_batched,
+        times(Figures::ratio(f.sink_wasm, f.copy_batched), "(sink / this)"),
+    );
+    line(
+        "  (c) host, batch size 1",
+        f.sink_batch1,
+        f.batch1_ratio()
+            .map_or(String::new(), |r| format!("sink = {r:.0} × this")),
+    );
+    line(
+        "  (d) host, native json-row",
+        f.sink_native,
+        times(f.native_ratio(), "(WASM / native)"),
+    );
+    if let Some(l) = f.latency {
+        println!(
+            "  latency at {} msg/s, produce to committed row: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} messages)",
+            l.rate, l.p50_ms, l.p99_ms, l.max_ms, l.samples
+        );
+    }
+}
+
+/// A ratio of the run, for one partition count.
+type Ratio = fn(&Figures) -> Option<f64>;
+
+pub fn summary(figures: &[Figures], memory: Option<&Memory>) {
+    println!();
+    println!("targets (ratios from this run)");
+    let verdict = |ok: bool| if ok { "met" } else { "NOT MET" };
+    let targets: [(&str, Ratio, f64); 4] = [
+        ("sink ≥ 0.6 × min(Kafka, COPY ceiling)", Figures::ceiling_ratio, 0.6),
+        ("sink ≥ 100 × batch size 1", Figures::batch1_ratio, 100.0),
+        ("WASM mapper ≥ 0.9 × native mapper", Figures::native_ratio, 0.9),
+        ("produce ≥ 0.85 × plain librdkafka", Figures::produce_ratio, 0.85),
+    ];
+    for (what, ratio, min) in targets {
+        let cells: Vec<String> = figures
+            .iter()
+            .filter_map(|f| {
+                ratio(f).map(|r| {
+                    format!(
+                        "{} partition{}: {r:.2}× {}",
+                        f.partitions,
+                        if f.partitions == 1 { "" } else { "s" },
+                        verdict(r >= min)
+                    )
+                })
+            })
+            .collect();
+        if !cells.is_empty() {
+            println!("  {what:<40} {}", cells.join("; "));
+        }
+    }
+    if let Some(m) = memory {
+        let mb = m.peak_bytes as f64 / 1e6;
+        println!(
+            "  {:<40} {mb:.0} MB {} (host run --once, {} messages, {} partitions, {:.1} s)",
+            "host peak memory < 150 MB",
+            verdict(mb < 150.0),
+            group(m.messages as f64),
+            m.partitions,
+            m.took.as_secs_f64()
+        );
+    }
+}

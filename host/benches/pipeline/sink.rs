@@ -1,0 +1,350 @@
+//! Sink: Kafka → mapper → PostgreSQL from the topic the host filled, in
+//! several modes, each from the beginning of the topic into a table of its
+//! own. Rates are steady-state: from the first committed batch to the last,
+//! so connecting and joining the group (the same in every mode) do not count.
+
+use crate::Args;
+use crate::report::{Figures, Measured};
+use crate::setup::{self, Env};
+use anyhow::Context as _;
+use host::config::Pipeline;
+use host::pipeline::{BatchMapper, Destination, SinkStats};
+use host::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
+use host::plugins::{MapperWorld, PluginError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+/// How often the progress of a sink is sampled.
+const SAMPLE: Duration = Duration::from_millis(2);
+/// Rows per transaction of the batched `COPY`, as the sink's default batch.
+const COPY_BATCH: usize = host::config::DEFAULT_BATCH_SIZE;
+
+pub async fn run(
+    args: &Args,
+    env: &mut Env,
+    partitions: i32,
+    payloads: &[Vec<u8>],
+    f: &mut Figures,
+) -> anyhow::Result<()> {
+    let topic = f.topic.clone().context("the sink reads what the produce step wrote")?;
+    let json_row = env.plugin("json_row");
+    let sink = |name: &str, table: &str, extra: &str| {
+        format!(
+            "[[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n{extra}\n",
+            json_row.display()
+        )
+    };
+    let size = args.batch_size.map_or(String::new(), |b| format!("batch_size = {b}"));
+    f.batch_size = args.batch_size.unwrap_or(COPY_BATCH);
+    let n = args.messages;
+    let columns = json_row_columns();
+    let mut batch1 = None;
+
+    // Each mode runs `repeat` times, interleaved, into fresh tables; the best
+    // run counts (the machine is shared with a broker and a database).
+    for round in 1..=args.repeat {
+        let tables: Vec<String> = ["wasm", "native", "discard", "batch1", "copy", "copyb"]
+            .iter()
+            .map(|m| env.name(&format!("p{partitions}_{m}")))
+            .collect();
+        let body = format!(
+            "{}{}{}{}{}",
+            setup::topic_section(&topic, partitions),
+            sink("wasm", &tables[0], &size),
+            sink("native", &tables[1], &size),
+            sink("discard", &tables[2], &size),
+            sink("batch1", &tables[3], "batch_size = 1"),
+        );
+        let pipeline = env.pipeline(&format!("sink_p{partitions}_{round}.toml"), &body)?;
+        env.tables.extend(tables[4..].iter().cloned());
+        let step = |what: &str| eprintln!("bench: {partitions} partition(s), round {round}: {what}");
+        if round == 1 {
+            batch1 = Some((pipeline.clone(), tables[3].clone()));
+        }
+
+        if args.wants_sink("discard") {
+            step("(a) Kafka ceiling, the host's consumer discarding");
+            let mapper = Box::new(NullMapper(columns.clone()));
+            let m = sink_run(&pipeline, "discard", mapper, Destination::Discard, None).await?;
+            anyhow::ensure!(m.total == n, "the discarding sink saw {} of {n} messages", m.total);
+            f.kafka_ceiling = best(f.kafka_ceiling, m.steady);
+        }
+
+        if args.wants_sink("copy") {
+            step("(b) PostgreSQL ceiling, one COPY");
+            let m = copy(env, &tables[4], &columns, payloads, partitions, payloads.len()).await?;
+            f.copy_ceiling = best(f.copy_ceiling, m);
+            step(&format!("COPY, {} rows per transaction", f.batch_size));
+            let m = copy(env, &tables[5], &columns, payloads, partitions, f.batch_size).await?;
+            f.copy_batched = best(f.copy_batched, m);
+        }
+
+        if args.wants_sink("wasm") {
+            step("sink, WASM json-row");
+            let mapper = load_mapper(env, &pipeline, "wasm").await?;
+            let m = sink_run(&pipeline, "wasm", mapper, Destination::Postgres, None).await?;
+            verify(env, &tables[0], n).await?;
+            f.sink_wasm = best(f.sink_wasm, m.steady);
+        }
+
+        if args.wants_sink("native") {
+            step("(d) sink, native json-row");
+            let mapper = Box::new(NativeJsonRow(columns.clone()));
+            let m = sink_run(&pipeline, "native", mapper, Destination::Postgres, None).await?;
+            verify(env, &tables[1], n).await?;
+            f.sink_native = best(f.sink_native, m.steady);
+        }
+    }
+
+    let Some((pipeline, table)) = batch1 else {
+        return Ok(());
+    };
+    if !args.wants_sink("batch1") {
+        return Ok(());
+    }
+    eprintln!(
+        "bench: {partitions} partition(s): (c) sink, batch size 1, for {} s",
+        args.batch1_duration.as_secs()
+    );
+    let mapper = load_mapper(env, &pipeline, "batch1").await?;
+    let m = sink_run(
+        &pipeline,
+        "batch1",
+        mapper,
+        Destination::Postgres,
+        Some(args.batch1_duration),
+    )
+    .await?;
+    verify(env, &table, m.total).await?;
+    f.sink_batch1 = Some(m.steady);
+    Ok(())
+}
+
+/// The faster of two measurements.
+fn best(a: Option<Measured>, b: Measured) -> Option<Measured> {
+    Some(match a {
+        Some(a) if a.rate() >= b.rate() => a,
+        _ => b,
+    })
+}
+
+async fn load_mapper(env: &Env, pipeline: &Pipeline, sink: &str) -> anyhow::Result<Box<dyn BatchMapper>> {
+    let config = sink_config(pipeline, sink)?;
+    let runtime = env.runtime.clone();
+    let name = format!("sink {sink}");
+    let plugin =
+        tokio::task::spawn_blocking(move || runtime.load::<MapperWorld>(&name, &config.mapper, None)).await??;
+    Ok(Box::new(plugin))
+}
+
+fn sink_config(pipeline: &Pipeline, name: &str) -> anyhow::Result<host::config::SinkConfig> {
+    pipeline
+        .sinks
+        .iter()
+        .find(|s| s.name == name)
+        .cloned()
+        .with_context(|| format!("no sink {name:?} in the bench pipeline"))
+}
+
+/// What a sink run did.
+pub struct SinkRun {
+    /// Messages settled in all.
+    pub total: u64,
+    /// From the first committed batch to the end.
+    pub steady: Measured,
+}
+
+/// Runs one sink until it has caught up with the topic, or for `limit` after
+/// its first committed batch.
+pub async fn sink_run(
+    pipeline: &Pipeline,
+    sink: &str,
+    mapper: Box<dyn BatchMapper>,
+    destination: Destination,
+    limit: Option<Duration>,
+) -> anyhow::Result<SinkRun> {
+    let config = sink_config(pipeline, sink)?;
+    let stats = Arc::new(SinkStats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (p, s) = (pipeline.clone(), stats.clone());
+    let task = tokio::spawn(async move { host::pipeline::run_sink(&p, config, mapper, destination, s, stop_rx).await });
+    let mut first: Option<(Instant, u64)> = None;
+    let mut stopped: Option<(Instant, u64)> = None;
+    while !task.is_finished() {
+        let (now, m) = (Instant::now(), stats.messages());
+        if first.is_none() && m > 0 {
+            first = Some((now, m));
+        }
+        if let (Some(limit), Some((t0, _))) = (limit, first)
+            && now - t0 >= limit
+        {
+            stopped = Some((now, m));
+            let _ = stop_tx.send(true);
+            break;
+        }
+        tokio::time::sleep(SAMPLE).await;
+    }
+    task.await?.with_context(|| format!("sink {sink} failed"))?;
+    let total = stats.messages();
+    let (t1, m1) = stopped.unwrap_or((Instant::now(), total));
+    let (t0, m0) = first.context("the sink committed nothing")?;
+    Ok(SinkRun {
+        total,
+        steady: Measured::new(m1 - m0, t1 - t0),
+    })
+}
+
+/// Checks that the table holds `n` rows, one per message: exactly once.
+async fn verify(env: &Env, table: &str, n: u64) -> anyhow::Result<()> {
+    let client = env.pg().await?;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), count(DISTINCT (partition_id, offset_id)) FROM {}",
+                host::postgres::ident(table)
+            ),
+            &[],
+        )
+        .await?;
+    let (rows, distinct): (i64, i64) = (row.get(0), row.get(1));
+    anyhow::ensure!(
+        rows as u64 == n && distinct == rows,
+        "table {table} holds {rows} rows ({distinct} distinct messages), expected {n}"
+    );
+    Ok(())
+}
+
+/// `COPY ... FROM STDIN BINARY` of the rows the sink writes for the same
+/// messages, `per_transaction` rows per transaction, into a table made like
+/// the sink's.
+async fn copy(
+    env: &Env,
+    table: &str,
+    columns: &[Column],
+    payloads: &[Vec<u8>],
+    partitions: i32,
+    per_transaction: usize,
+) -> anyhow::Result<Measured> {
+    let mut client = env.pg().await?;
+    // Commits as the sink makes them.
+    host::postgres::asynchronous_commits(&client).await?;
+    host::postgres::ensure_sink_table(&client, table, columns).await?;
+    let names: Vec<String> = columns.iter().map(|c| host::postgres::ident(&c.name)).collect();
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN BINARY",
+        host::postgres::ident(table),
+        names.join(", ")
+    );
+    let texts: Vec<&str> = payloads
+        .iter()
+        .map(|p| std::str::from_utf8(p))
+        .collect::<Result<_, _>>()?;
+    let now = SystemTime::now();
+    let started = Instant::now();
+    for (chunk_no, chunk) in texts.chunks(per_transaction).enumerate() {
+        let tx = client.transaction().await?;
+        let sink = tx.copy_in(&sql).await?;
+        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TIMESTAMPTZ, Type::INT8, Type::INT8]);
+        tokio::pin!(writer);
+        for (j, text) in chunk.iter().enumerate() {
+            let i = (chunk_no * per_transaction + j) as i64;
+            let (offset, partition) = (i / i64::from(partitions), i % i64::from(partitions));
+            let row: [&(dyn ToSql + Sync); 4] = [text, &now, &offset, &partition];
+            writer.as_mut().write(&row).await?;
+        }
+        writer.finish().await?;
+        tx.commit().await?;
+    }
+    let took = started.elapsed();
+    let count: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {}", host::postgres::ident(table)), &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(count as usize == payloads.len(), "COPY stored {count} rows");
+    Ok(Measured::new(payloads.len() as u64, took))
+}
+
+/// The columns of `json-row`.
+fn json_row_columns() -> Vec<Column> {
+    let column = |name: &str, kind, nullable| Column {
+        name: name.to_string(),
+        kind,
+        nullable,
+    };
+    vec![
+        column("message_text", ColumnType::Text, false),
+        column("message_time", ColumnType::Timestamp, true),
+        column("offset_id", ColumnType::Integer, false),
+        column("partition_id", ColumnType::Integer, false),
+    ]
+}
+
+/// Maps every message to no row: with [`Destination::Discard`], what is left
+/// is the host's consumer and batching.
+struct NullMapper(Vec<Column>);
+
+impl BatchMapper for NullMapper {
+    fn name(&self) -> &str {
+        "null"
+    }
+    fn hash(&self) -> &str {
+        "native"
+    }
+    fn describe(&self) -> String {
+        "native null mapper (bench)".into()
+    }
+    fn columns(&self) -> &[Column] {
+        &self.0
+    }
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+        Ok(messages.iter().map(|_| Outcome::Rows(Vec::new())).collect())
+    }
+}
+
+/// `plugins/json-row` in native Rust: the same checks and the same row.
+struct NativeJsonRow(Vec<Column>);
+
+impl BatchMapper for NativeJsonRow {
+    fn name(&self) -> &str {
+        "native json-row"
+    }
+    fn hash(&self) -> &str {
+        "native"
+    }
+    fn describe(&self) -> String {
+        "native json-row (bench)".into()
+    }
+    fn columns(&self) -> &[Column] {
+        &self.0
+    }
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+        Ok(messages.iter().map(json_row).collect())
+    }
+}
+
+fn json_row(message: &Message) -> Outcome {
+    let text = match validate(message.payload.as_deref()) {
+        Ok(text) => text,
+        Err(reason) => return Outcome::Rejected(reason),
+    };
+    let time = match message.timestamp {
+        Some(ms) => Value::Timestamp(ms.saturating_mul(1000)),
+        None => Value::Null,
+    };
+    Outcome::Rows(vec![vec![
+        Value::Text(text),
+        time,
+        Value::Integer(message.offset),
+        Value::Integer(i64::from(message.partition)),
+    ]])
+}
+
+fn validate(payload: Option<&[u8]>) -> Result<String, String> {
+    let bytes = payload.filter(|p| !p.is_empty()).ok_or("empty payload")?;
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("payload is not valid UTF-8: {e}"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| format!("payload is not JSON: {e}"))?;
+    Ok(text.to_string())
+}

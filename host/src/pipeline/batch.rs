@@ -1,0 +1,175 @@
+//! One batch of a sink between Kafka and PostgreSQL: the consumed messages,
+//! mapped in one call on a blocking thread, checked against the columns and
+//! encoded for `COPY`; what the mapper rejects, or cannot map, becomes a dead
+//! letter.
+
+use super::sink::BatchMapper;
+use crate::plugins::PluginError;
+use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
+use crate::postgres::{CopyRows, DeadLetter};
+use anyhow::Context as _;
+
+/// A guess at what a row takes in `COPY` besides the payload's bytes.
+const ROW_OVERHEAD_BYTES: usize = 64;
+
+/// A batch mapped and encoded, ready to be written.
+pub struct Mapped {
+    /// `(partition, offset)` of every message, in consumed order.
+    pub positions: Vec<(i32, i64)>,
+    pub rows: CopyRows,
+    pub dead_letters: Vec<DeadLetter>,
+    /// The payloads, kept only when they are printed after the commit.
+    pub echo: Vec<Vec<u8>>,
+    /// The mapper, as the dead-letter table records it.
+    pub plugin: String,
+}
+
+/// Maps `messages` on a blocking thread (mapper calls are synchronous), then
+/// checks and encodes the rows there too. Returns the mapper back. Fails only
+/// when the mapper cannot even be restarted.
+pub async fn map(
+    mut mapper: Box<dyn BatchMapper>,
+    columns: Vec<Column>,
+    messages: Vec<Message>,
+    echo: bool,
+) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
+    tokio::task::spawn_blocking(move || {
+        let mapped = map_blocking(mapper.as_mut(), &columns, messages, echo);
+        (mapper, mapped)
+    })
+    .await
+    .context("mapper thread panicked")
+}
+
+fn map_blocking(
+    mapper: &mut dyn BatchMapper,
+    columns: &[Column],
+    messages: Vec<Message>,
+    echo: bool,
+) -> anyhow::Result<Mapped> {
+    let outcomes = map_isolating_failures(mapper, &messages)?;
+    let mut mapped = Mapped {
+        positions: messages.iter().map(|m| (m.partition, m.offset)).collect(),
+        // Room for about one row per message, so the buffer does not grow by copying.
+        rows: CopyRows::with_capacity(
+            columns,
+            messages
+                .iter()
+                .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
+                .sum(),
+        ),
+        dead_letters: Vec::new(),
+        echo: Vec::new(),
+        plugin: mapper.describe(),
+    };
+    for (message, outcome) in messages.into_iter().zip(outcomes) {
+        let rejected = match outcome {
+            Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
+                Ok(()) => {
+                    for row in rows {
+                        mapped.rows.push(row);
+                    }
+                    None
+                }
+                Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
+            },
+            Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
+            Err(e) => Some(e.to_string()),
+        };
+        if echo {
+            mapped.echo.push(message.payload.clone().unwrap_or_default());
+        }
+        if let Some(reason) = rejected {
+            mapped.dead_letters.push(DeadLetter {
+                partition: message.partition,
+                offset: message.offset,
+                key: message.key,
+                payload: message.payload,
+                reason,
+            });
+        }
+    }
+    Ok(mapped)
+}
+
+/// Maps a batch in one call; when that call fails, maps the messages one by
+/// one so only the culprits are dead-lettered. Fails only when the plugin
+/// cannot even be restarted.
+fn map_isolating_failures(
+    mapper: &mut dyn BatchMapper,
+    messages: &[Message],
+) -> anyhow::Result<Vec<Result<Outcome, PluginError>>> {
+    match mapper.map_batch(messages) {
+        Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
+        Err(e) if messages.len() == 1 => return Ok(vec![fatal_or(e)?]),
+        Err(e) => tracing::warn!(plugin = mapper.name(), error = %e, "batch call failed; mapping one by one"),
+    }
+    messages
+        .iter()
+        .map(|m| match mapper.map_batch(std::slice::from_ref(m)) {
+            Ok(mut one) => Ok(Ok(one.remove(0))),
+            Err(e) => fatal_or(e),
+        })
+        .collect()
+}
+
+/// Errors that concern one message become its dead-letter reason; a plugin
+/// that cannot start again stops the sink.
+fn fatal_or(e: PluginError) -> anyhow::Result<Result<Outcome, PluginError>> {
+    match e {
+        PluginError::Instantiate { .. } | PluginError::Configure { .. } => Err(e.into()),
+        other => Ok(Err(other)),
+    }
+}
+
+fn value_fits(kind: ColumnType, v: &Value) -> bool {
+    matches!(
+        (kind, v),
+        (_, Value::Null)
+            | (ColumnType::Text, Value::Text(_))
+            | (ColumnType::Integer, Value::Integer(_))
+            | (ColumnType::Float, Value::Float(_) | Value::Integer(_))
+            | (ColumnType::Boolean, Value::Boolean(_))
+            | (ColumnType::Timestamp, Value::Timestamp(_))
+            | (ColumnType::Json, Value::Json(_))
+    )
+}
+
+fn check_rows(columns: &[Column], rows: &[Vec<Value>]) -> Result<(), String> {
+    for row in rows {
+        if row.len() != columns.len() {
+            return Err(format!("{} values for {} columns", row.len(), columns.len()));
+        }
+        for (c, v) in columns.iter().zip(row) {
+            if matches!(v, Value::Null) && !c.nullable {
+                return Err(format!("column {:?} is not nullable", c.name));
+            }
+            if !value_fits(c.kind, v) {
+                return Err(format!("column {:?} is {:?}, got {v:?}", c.name, c.kind));
+            }
+            if let Value::Json(text) = v
+                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
+            {
+                return Err(format!("column {:?} got text that is not JSON", c.name));
+            }
+            // PostgreSQL refuses NUL in text and \u0000 in jsonb, and would
+            // refuse the whole batch: catch it here, for this message only.
+            match v {
+                Value::Text(t) | Value::Json(t) if t.contains('\0') => {
+                    return Err(format!(
+                        "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
+                        c.name
+                    ));
+                }
+                Value::Json(t) if t.contains("\\u0000") => {
+                    return Err(format!(
+                        "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
+                        c.name
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
