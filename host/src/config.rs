@@ -5,7 +5,7 @@
 //! the file, the line and the key, and say what to do.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -876,21 +876,4 @@ fn toml_to_json(table: &toml::Table) -> serde_json::Value {
         }
     }
     serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), value(v))).collect())
-}
-
-/// Names of the plugins a pipeline uses, for messages: `kind name -> path`.
-pub fn plugin_paths(p: &Pipeline) -> BTreeMap<String, PathBuf> {
-    let gens = p
-        .generators
-        .iter()
-        .map(|g| (format!("generator {}", g.name), g.plugin.path.clone()));
-    let sinks = p
-        .sinks
-        .iter()
-        .map(|s| (format!("sink {}", s.name), s.mapper.path.clone()));
-    let checks = p
-        .checks
-        .iter()
-        .map(|c| (format!("check {}", c.name), c.plugin.path.clone()));
-    gens.chain(sinks).chain(checks).collect()
 }

@@ -30,7 +30,6 @@ pub enum Echo {
 /// Progress of one generator.
 #[derive(Default)]
 pub struct GeneratorStats {
-    pub sent: AtomicU64,
     delivered: AtomicU64,
 }
 
@@ -120,7 +119,6 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         }
         // Delivery reports, once per chunk rather than per message.
         producer.poll(Duration::ZERO);
-        stats.sent.store(produced, Ordering::Relaxed);
         stats
             .delivered
             .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
