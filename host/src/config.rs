@@ -199,6 +199,7 @@ pub struct SinkConfig {
     pub group: String,
     /// Kafka static membership (`group.instance.id`): a restarted host takes
     /// its partitions back at once instead of waiting for the session to expire.
+    /// Distinct per process: `<group>-<process name>` (see `member`).
     pub instance_id: String,
     pub mapper: PluginConfig,
     pub batch_size: usize,
@@ -584,8 +585,10 @@ impl Pipeline {
                         "sinks.instance_id is empty; leave it out for the default <group>-<hostname>",
                     ));
                 }
+                // `--instance-id` names this one process: it wins over the file.
+                Some(_) if crate::member::explicit() => format!("{group}-{}", crate::member::name()),
                 Some(id) => id.get_ref().clone(),
-                None => format!("{group}-{}", hostname()),
+                None => format!("{group}-{}", crate::member::name()),
             };
             let batch_size = match &s.batch_size {
                 Some(b) if *b.get_ref() == 0 || *b.get_ref() > 100_000 => {
@@ -646,15 +649,6 @@ impl Pipeline {
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
     }
-}
-
-/// This machine's name, for default Kafka instance ids.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 fn check_kafka(src: &Source<'_>, raw: RawKafka) -> Result<KafkaConfig, ConfigError> {

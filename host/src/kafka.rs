@@ -21,6 +21,9 @@ use std::time::Duration;
 
 /// How long metadata and watermark requests may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// A sink's consumer session: how long a stopped or hung process keeps its
+/// partitions (a static member sends no LeaveGroup when it stops).
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Client settings shared by producers, consumers and admin clients.
 pub fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
@@ -109,18 +112,24 @@ pub type OffsetLoader = Box<dyn Fn(&str, &[i32]) -> StoredOffsets + Send + Sync>
 /// and the sink loop learns the new assignment.
 pub struct SinkContext {
     topic: String,
+    /// This process's `group.instance.id`, for the assignment logs.
+    member: String,
     load_offsets: OffsetLoader,
     assignment: Mutex<Option<StoredOffsets>>,
     generation: AtomicU64,
+    /// librdkafka's words when a TLS handshake failed over a certificate.
+    tls_refusal: Mutex<Option<String>>,
 }
 
 impl SinkContext {
-    pub fn new(topic: &str, load_offsets: OffsetLoader) -> Self {
+    pub fn new(topic: &str, member: &str, load_offsets: OffsetLoader) -> Self {
         Self {
             topic: topic.to_string(),
+            member: member.to_string(),
             load_offsets,
             assignment: Mutex::new(None),
             generation: AtomicU64::new(0),
+            tls_refusal: Mutex::new(None),
         }
     }
 
@@ -140,7 +149,34 @@ impl SinkContext {
     }
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        // A certificate refused by either side: kept, so the sink can end
+        // naming the setting instead of retrying a handshake that cannot work.
+        if message.contains("SSL")
+            && ["certificate", "unknown ca", "alert"]
+                .iter()
+                .any(|w| message.contains(w))
+        {
+            let mut refusal = self.tls_refusal.lock().unwrap_or_else(|p| p.into_inner());
+            refusal.get_or_insert_with(|| message.to_string());
+        }
+        match level {
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+                tracing::debug!(facility = fac, "librdkafka: {message}")
+            }
+            _ => tracing::trace!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+}
+
+impl SinkContext {
+    /// Why the broker and this client could not agree on certificates, if so.
+    pub fn tls_refusal(&self) -> Option<String> {
+        self.tls_refusal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
 
 impl ConsumerContext for SinkContext {
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
@@ -173,14 +209,26 @@ impl ConsumerContext for SinkContext {
                     }
                     assignment.insert(p, start);
                 }
-                tracing::info!(topic = self.topic, partitions = ?assignment, "assigned partitions (start offsets from PostgreSQL)");
+                let mut held: Vec<i32> = assignment.keys().copied().collect();
+                held.sort_unstable();
+                tracing::info!(
+                    topic = self.topic,
+                    member = self.member,
+                    pid = std::process::id(),
+                    partitions = ?held,
+                    start = ?assignment,
+                    "assigned partitions (start offsets from PostgreSQL)"
+                );
                 if let Err(e) = consumer.assign(&own) {
                     tracing::error!(error = %e, "cannot assign partitions");
                 }
                 self.publish(assignment);
             }
             other => {
-                if other != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                if other == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                    tracing::info!(topic = self.topic, member = self.member, pid = std::process::id(), partitions = ?revoked, "partitions revoked");
+                } else {
                     tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 }
                 if let Err(e) = consumer.unassign() {
@@ -205,7 +253,7 @@ pub fn sink_consumer(
         .set("group.instance.id", instance_id)
         // A static member does not leave the group when it stops; a short
         // session frees its partitions (and the group, for `host simulate`) sooner.
-        .set("session.timeout.ms", "10000")
+        .set("session.timeout.ms", &SESSION_TIMEOUT.as_millis().to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -455,4 +503,161 @@ pub fn commit_outside_group(
                 .into()),
         },
     }
+}
+
+/// A consumer error the sink must not retry: the process was fenced out of
+/// its group, or the broker refused its certificates. `None` for the errors
+/// that pass (a broker down or restarting). The text names the setting to fix.
+pub fn permanent_consumer_error(
+    consumer: &StreamConsumer<SinkContext>,
+    error: Option<&rdkafka::error::KafkaError>,
+    group: &str,
+    instance_id: &str,
+) -> Option<String> {
+    let fatal = consumer.client().fatal_error();
+    let is_fatal = fatal.is_some();
+    let code = fatal
+        .as_ref()
+        .map(|(code, _)| *code)
+        .or_else(|| error.and_then(|e| e.rdkafka_error_code()))?;
+    let detail = fatal.map(|(_, reason)| reason).unwrap_or_else(|| code.to_string());
+    match code {
+        RDKafkaErrorCode::FencedInstanceId => Some(format!(
+            "Kafka fenced this process out of consumer group {group:?}: another process joined it with the same instance id {instance_id:?} ({detail})\n  hint: give every process of a sink its own id: `host consume --instance-id <name>` or {env}=<name> (processes on one machine get distinct ids by default; a pipeline file's sinks.instance_id is for one process only)",
+            env = crate::member::ENV
+        )),
+        // Only a refused certificate: a handshake cut by a restarting broker passes.
+        RDKafkaErrorCode::SSL | RDKafkaErrorCode::BrokerTransportFailure
+            if consumer.context().tls_refusal().is_some() =>
+        {
+            Some(format!(
+                "the TLS handshake with Kafka failed: {}\n  hint: check kafka.ca (the CA that signed the broker's certificate; Aiven's ca.pem), kafka.cert and kafka.key (the access certificate and key the broker trusts; Aiven's service.cert and service.key)",
+                consumer.context().tls_refusal().unwrap_or(detail)
+            ))
+        }
+        RDKafkaErrorCode::Authentication => Some(format!(
+            "Kafka refused this client's credentials ({detail})\n  hint: check kafka.cert and kafka.key (the access certificate and key of the service)"
+        )),
+        _ if is_fatal => Some(format!(
+            "the Kafka consumer of group {group:?} hit a fatal error: {detail}"
+        )),
+        _ => None,
+    }
+}
+
+/// A counted generator run held by this process: while it lives, this
+/// process is the one member of the consumer group
+/// `wasm-stream-generator-<topic>-<generator>`, so a second process starting
+/// the same run (another `host run` or `host produce` with the same pipeline
+/// file) sees it and refuses instead of producing the count a second time.
+/// Dropping it leaves the group at once.
+pub struct RunLease {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for RunLease {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long joining the lease group may take.
+const LEASE_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Claims a counted generator run, or says which process holds it. Blocks
+/// while it joins the group (a second or so).
+pub fn claim_counted_run(cfg: &KafkaConfig, topic: &str, generator: &str) -> anyhow::Result<RunLease> {
+    let group = format!("wasm-stream-generator-{topic}-{generator}");
+    let refuse = |holder: &str| {
+        anyhow::anyhow!(
+            "generator {generator:?} (topic {topic:?}) is already producing its counted run in another process ({holder}); this process would produce the count a second time\n  hint: run generators in one process only (`host produce` on one machine) and sinks in as many as you like (`host consume` on each); a process stopped less than {} s ago still counts",
+            SESSION_TIMEOUT.as_secs()
+        )
+    };
+    let probe = query_consumer(cfg, &group)?;
+    let members = |c: &BaseConsumer| -> anyhow::Result<Vec<(String, String, String)>> {
+        let list = c
+            .fetch_group_list(Some(&group), METADATA_TIMEOUT)
+            .with_context(|| format!("cannot describe consumer group {group:?}"))?;
+        Ok(list
+            .groups()
+            .iter()
+            .flat_map(|g| g.members())
+            .map(|m| {
+                (
+                    m.id().to_string(),
+                    m.client_id().to_string(),
+                    m.client_host().to_string(),
+                )
+            })
+            .collect())
+    };
+    if let Some((_, client, host)) = members(&probe)?.first() {
+        return Err(refuse(&format!("{client} on {host}")));
+    }
+    let me = format!(
+        "wasm-stream-generator-{}-{}-{}",
+        crate::member::hostname(),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let consumer: BaseConsumer = client_config(cfg)?
+        .set("group.id", &group)
+        .set("client.id", &me)
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        // Polled by the thread below, as long as the run lasts.
+        .set("max.poll.interval.ms", "86400000")
+        .create()
+        .context("cannot create the Kafka client that claims the generator run")?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("cannot join consumer group {group:?}"))?;
+    let deadline = std::time::Instant::now() + LEASE_JOIN_TIMEOUT;
+    let members = loop {
+        // Polling drives the join; messages are not read.
+        let _ = consumer.poll(Duration::from_millis(100));
+        let now = members(&probe)?;
+        if now.iter().any(|(_, client, _)| *client == me) {
+            break now;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "could not join consumer group {group:?} within {} s to claim the generator run",
+                LEASE_JOIN_TIMEOUT.as_secs()
+            );
+        }
+    };
+    // Two processes that started together: the smallest member id goes on.
+    let first = members.iter().min_by(|a, b| a.0.cmp(&b.0)).map(|m| m.1.clone());
+    if first.as_deref() != Some(me.as_str()) {
+        let other = members
+            .iter()
+            .find(|m| m.1 != me)
+            .map(|m| format!("{} on {}", m.1, m.2))
+            .unwrap_or_default();
+        return Err(refuse(&other));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("generator-lease".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let _ = consumer.poll(Duration::from_millis(200));
+            }
+            // Dropping the consumer leaves the group.
+        })
+        .context("cannot start the generator lease thread")?;
+    Ok(RunLease {
+        stop,
+        thread: Some(thread),
+    })
 }

@@ -52,6 +52,9 @@ enum Command {
         /// Do not watch the pipeline file and plugins for changes.
         #[arg(long)]
         no_watch: bool,
+        /// This process's name in its sinks' consumer groups; see `host consume --help`.
+        #[arg(long, env = "WASM_STREAM_INSTANCE_ID")]
+        instance_id: Option<String>,
     },
     /// Run only the generators, printing each message sent (`Sending: {...}`).
     ///
@@ -84,6 +87,13 @@ enum Command {
         /// Do not print each message.
         #[arg(long, short)]
         quiet: bool,
+        /// This process's name in its sinks' consumer groups (each sink joins
+        /// as the static member <group>-<name>). Every process of a group needs
+        /// its own; keep it across restarts so a restarted process takes its
+        /// partitions back at once. Default: the host name, with -1, -2, ...
+        /// for further processes running at the same time on this machine.
+        #[arg(long, env = "WASM_STREAM_INSTANCE_ID")]
+        instance_id: Option<String>,
     },
     /// Check the pipeline file and load every plugin, without connecting anywhere.
     ///
@@ -166,7 +176,7 @@ enum Command {
     ///
     /// Stop the host first: Kafka takes a commit from outside a consumer group
     /// only while the group has no members, and a stopped host stays a member
-    /// for its session timeout (45 s by default), which this waits out (up to
+    /// for its session timeout (10 s), which this waits out (up to
     /// --wait-secs).
     ///
     /// Example: host simulate pipeline.toml db-ahead --topic langs
@@ -324,7 +334,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             pipeline: path,
             once,
             no_watch,
+            instance_id,
         } => {
+            host::member::claim(instance_id.as_deref())?;
             let pipeline = Pipeline::load(&path)?;
             let options = RunOptions {
                 generators: true,
@@ -355,7 +367,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             topic,
             once,
             quiet,
+            instance_id,
         } => {
+            host::member::claim(instance_id.as_deref())?;
             let pipeline = Pipeline::load(&path)?;
             let topic = match topic {
                 Some(t) => Some(t),
@@ -374,7 +388,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Validate { pipeline: path } => {
             let pipeline = Pipeline::load(&path)?;
             let report = tokio::task::spawn_blocking(move || {
-                let mut lines = pipeline::validate_plugins(&pipeline)?;
+                let mut lines = host::tls::check_files(&pipeline)?;
+                lines.extend(pipeline::validate_plugins(&pipeline)?);
                 lines.extend(audit::validate_checks(&pipeline)?);
                 anyhow::Ok(lines)
             })

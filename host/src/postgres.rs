@@ -30,10 +30,14 @@ pub async fn connect(cfg: &PostgresConfig) -> anyhow::Result<Client> {
     let hint = "hint: is PostgreSQL running (`scripts/local-stack status`), and are the URL and password right?";
     if cfg.tls == PgTls::Disable {
         config.ssl_mode(SslMode::Disable);
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .with_context(|| format!("cannot connect to PostgreSQL at {target}\n  {hint}"))?;
+        let (client, connection) = match config.connect(NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(refused(&e, &config, &target).unwrap_or_else(|| {
+                    anyhow::Error::new(e).context(format!("cannot connect to PostgreSQL at {target}\n  {hint}"))
+                }));
+            }
+        };
         spawn_connection(connection);
         return Ok(client);
     }
@@ -54,11 +58,71 @@ pub async fn connect(cfg: &PostgresConfig) -> anyhow::Result<Client> {
         c.set_verify_hostname(verify);
         Ok(())
     });
-    let (client, connection) = config.connect(connector).await.with_context(|| {
-        format!("cannot connect to PostgreSQL at {target} over TLS\n  {hint} With a self-signed server certificate, set postgres.ca to its CA (certs/ca.pem)")
-    })?;
+    let (client, connection) = match config.connect(connector).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(refused(&e, &config, &target).unwrap_or_else(|| {
+                anyhow::Error::new(e).context(format!("cannot connect to PostgreSQL at {target} over TLS\n  {hint} With a self-signed server certificate, set postgres.ca to its CA (certs/ca.pem)"))
+            }));
+        }
+    };
     spawn_connection(connection);
     Ok(client)
+}
+
+/// A connection PostgreSQL refused for a reason waiting does not cure: a
+/// wrong password or user, a missing database, a certificate that does not
+/// verify. The message names the setting to fix (never the password).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(String);
+
+/// Whether an error is a [`Refused`] connection, not an outage.
+pub fn is_permanent(error: &anyhow::Error) -> bool {
+    error.chain().any(|c| c.is::<Refused>())
+}
+
+fn refused(e: &tokio_postgres::Error, config: &Config, target: &str) -> Option<anyhow::Error> {
+    use tokio_postgres::error::SqlState;
+    let user = config.get_user().unwrap_or_default();
+    if let Some(db) = e.as_db_error() {
+        let why = match *db.code() {
+            SqlState::INVALID_PASSWORD => format!(
+                "PostgreSQL at {target} refused the password of user {user:?}\n  hint: check the password in postgres.url (on Aiven, the service's avnadmin password)"
+            ),
+            SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!(
+                "PostgreSQL at {target} refused user {user:?}: {}\n  hint: check the user in postgres.url and that the server accepts it over TLS (pg_hba.conf)",
+                db.message()
+            ),
+            SqlState::INVALID_CATALOG_NAME => format!(
+                "PostgreSQL at {target}: {}\n  hint: check the database in postgres.url, or create it with `host provision`",
+                db.message()
+            ),
+            _ => return None,
+        };
+        return Some(Refused(why).into());
+    }
+    // A certificate refused on either side; a connection cut mid-handshake
+    // (a server restarting) is an outage, not this.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if let Some(ssl) = cause.downcast_ref::<openssl::ssl::Error>()
+            && let Some(stack) = ssl.ssl_error()
+            && stack.errors().iter().any(|e| {
+                e.reason()
+                    .is_some_and(|r| r.contains("certificate") || r.contains("unknown ca"))
+            })
+        {
+            return Some(
+                Refused(format!(
+                    "the TLS handshake with PostgreSQL at {target} failed: {stack}\n  hint: check postgres.ca (the CA that signed the server's certificate; Aiven's ca.pem) and postgres.tls"
+                ))
+                .into(),
+            );
+        }
+        source = cause.source();
+    }
+    None
 }
 
 fn spawn_connection<F>(connection: F)
@@ -346,11 +410,32 @@ impl SinkStatements {
 /// offsets that survived. [`flush_commits`] makes them durable when the sink
 /// stops.
 pub async fn asynchronous_commits(client: &Client) -> anyhow::Result<()> {
+    // The bounds keep a paused or hung sink (SIGSTOP, a frozen machine) from
+    // blocking the process that took its partitions: its open transaction is
+    // ended by the server, its row locks freed, and its late conditional
+    // offset update then fails, so it rewinds instead of writing.
     client
-        .batch_execute("SET synchronous_commit = off")
+        .batch_execute(&format!(
+            "SET synchronous_commit = off; \
+             SET idle_in_transaction_session_timeout = {}; \
+             SET lock_timeout = {}; \
+             SET statement_timeout = {}",
+            SINK_IDLE_IN_TRANSACTION_TIMEOUT.as_millis(),
+            SINK_LOCK_TIMEOUT.as_millis(),
+            SINK_STATEMENT_TIMEOUT.as_millis()
+        ))
         .await
-        .context("cannot set synchronous_commit for the sink's session")
+        .context("cannot set synchronous_commit and the timeouts of the sink's session")
 }
+
+/// A sink's transaction is written back to back; this long idle inside one
+/// means the process is paused or hung, and the server ends the session.
+pub const SINK_IDLE_IN_TRANSACTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for a row lock (another writer's offsets): longer than the
+/// idle bound, so a successor waits out a paused writer once, then proceeds.
+pub const SINK_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Longest statement of a sink (a batch's COPY, an offset update).
+pub const SINK_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Waits until every commit of the session is on disk: a synchronous
 /// transaction that touches the sink's offsets flushes the WAL before it.

@@ -188,8 +188,9 @@ async fn commit_when_group_empty(
             Err(OutsideCommitError::GroupActive(code)) if Instant::now() < deadline => {
                 if !told {
                     note(&format!(
-                        "group {} still has a member ({code}): a running host, or one stopped less than its session timeout ago (45 s by default); waiting up to {} s for it to leave",
+                        "group {} still has a member ({code}): a running host, or one stopped less than its session timeout ago ({} s); waiting up to {} s for it to leave",
                         sink.group,
+                        crate::kafka::SESSION_TIMEOUT.as_secs(),
                         wait.as_secs()
                     ));
                     told = true;
@@ -197,8 +198,9 @@ async fn commit_when_group_empty(
                 tokio::time::sleep(RETRY_EVERY).await;
             }
             Err(OutsideCommitError::GroupActive(code)) => bail!(
-                "Kafka refused to move the committed offset of group {:?} ({code}): the group has active members\n  hint: stop the host first; a stopped host keeps its place in the group for its session timeout (45 s by default), then try again",
-                sink.group
+                "Kafka refused to move the committed offset of group {:?} ({code}): the group has active members\n  hint: stop the host first; a stopped host keeps its place in the group for its session timeout ({} s), then try again",
+                sink.group,
+                crate::kafka::SESSION_TIMEOUT.as_secs()
             ),
             Err(OutsideCommitError::Other(e)) => return Err(e),
         }

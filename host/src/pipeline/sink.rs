@@ -206,7 +206,7 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
         &pipeline.kafka,
         &config.group,
         &config.instance_id,
-        SinkContext::new(&config.topic, loader),
+        SinkContext::new(&config.topic, &config.instance_id, loader),
     )?;
     consumer
         .subscribe(&[&config.topic])
@@ -216,6 +216,8 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
         topic = config.topic,
         table = config.table,
         group = config.group,
+        member = config.instance_id,
+        pid = std::process::id(),
         "sink started"
     );
 
@@ -309,10 +311,18 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
             // Stale (already stored) or from a partition no longer assigned.
             Some(Ok(_)) => {}
             Some(Err(e)) => {
+                // Fenced, or refused by TLS: retrying would only hide it.
+                if let Some(reason) = sink.permanent_kafka_error(Some(&e)) {
+                    anyhow::bail!("{reason}");
+                }
                 tracing::warn!(sink = sink.config.name, error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(IDLE_POLL).await;
             }
-            None => {}
+            None => {
+                if let Some(reason) = sink.permanent_kafka_error(None) {
+                    anyhow::bail!("{reason}");
+                }
+            }
         }
 
         let full = batch.len() >= sink.config.batch_size;
@@ -371,11 +381,34 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
                     sink.config.topic.clone(),
                     sink.config.group.clone(),
                 );
-                let ends = tokio::task::spawn_blocking(move || {
-                    kafka::end_offsets(&kafka::query_consumer(&kafka_cfg, &group)?, &topic)
-                })
-                .await??;
-                end_offsets = Some(ends);
+                let query = tokio::task::spawn_blocking(move || kafka::query_consumer(&kafka_cfg, &group)).await??;
+                let query = Arc::new(query);
+                // A broker outage is waited out, never taken for the end.
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    let (q, t) = (query.clone(), topic.clone());
+                    match tokio::task::spawn_blocking(move || kafka::end_offsets(q.as_ref(), &t)).await? {
+                        Ok(ends) => {
+                            end_offsets = Some(ends);
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                sink = sink.config.name,
+                                error = %format!("{e:#}"),
+                                "cannot read the end of the topic; retrying"
+                            );
+                            tokio::select! {
+                                _ = tokio::time::sleep(backoff) => {}
+                                _ = sink.stop.changed() => {}
+                            }
+                            backoff = next_backoff(backoff);
+                            if *sink.stop.borrow() {
+                                return sink.finish(echo).await;
+                            }
+                        }
+                    }
+                }
             }
             if let Some(ends) = &end_offsets
                 && ends
@@ -394,6 +427,11 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
 }
 
 impl Sink {
+    /// A consumer error that retrying cannot cure, explained.
+    fn permanent_kafka_error(&self, error: Option<&rdkafka::error::KafkaError>) -> Option<String> {
+        kafka::permanent_consumer_error(&self.consumer, error, &self.config.group, &self.config.instance_id)
+    }
+
     /// Settles the write in flight and makes the commits durable.
     async fn finish(mut self, echo: bool) -> anyhow::Result<()> {
         self.settle(echo).await?;
@@ -615,7 +653,8 @@ async fn connect_with_retry(
             Ok(c) => return Ok(c),
             Err(e) => {
                 attempts += 1;
-                if *stop.borrow() {
+                // A refused password or certificate does not heal by waiting.
+                if *stop.borrow() || postgres::is_permanent(&e) {
                     return Err(e);
                 }
                 tracing::warn!(attempt = attempts, error = %format!("{e:#}"), "PostgreSQL unreachable; retrying");

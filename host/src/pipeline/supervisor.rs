@@ -193,6 +193,9 @@ impl Supervisor {
 
     fn spawn_generator(&mut self, config: GeneratorConfig, plugin: Plugin<GeneratorWorld>) {
         let name = config.name.clone();
+        // A counted run is produced by one process only (see `RunLease`).
+        let claim = config.count.map(|_| (config.topic.clone(), config.name.clone()));
+        let kafka = self.pipeline.kafka.clone();
         let (config_tx, config_rx) = watch::channel(config);
         let (swaps_tx, swaps_rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -209,7 +212,13 @@ impl Supervisor {
             },
             stats: stats.clone(),
         };
-        let task = tokio::task::spawn_blocking(move || generator::run(run, plugin));
+        let task = tokio::task::spawn_blocking(move || {
+            let _lease = match &claim {
+                Some((topic, name)) => Some(crate::kafka::claim_counted_run(&kafka, topic, name)?),
+                None => None,
+            };
+            generator::run(run, plugin)
+        });
         self.generators.insert(
             name,
             GeneratorUnit {

@@ -1,0 +1,94 @@
+//! Checks the certificate and key files a pipeline names, connecting nowhere
+//! (`host validate`): each must exist, be readable and parse, and a client
+//! certificate must match its key. Messages name the setting and the file,
+//! never a key's contents.
+
+use crate::config::{PgTls, Pipeline, SecurityProtocol};
+use anyhow::{Context as _, bail};
+use openssl::pkey::PKey;
+use openssl::x509::X509;
+use std::path::Path;
+
+/// One line per file checked, e.g. `kafka.ca certs/ca.pem: 1 certificate`.
+pub fn check_files(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    let kafka = &pipeline.kafka;
+    if kafka.security_protocol == SecurityProtocol::Ssl {
+        let ca = kafka
+            .ca
+            .as_deref()
+            .context("kafka.ca is not set: name the CA file (ca.pem) that signed the broker's certificate")?;
+        lines.push(certificates("kafka.ca", ca)?);
+        let cert = kafka
+            .cert
+            .as_deref()
+            .context("kafka.cert is not set: name the access certificate (service.cert) the broker trusts")?;
+        let key = kafka
+            .key
+            .as_deref()
+            .context("kafka.key is not set: name the access key (service.key)")?;
+        lines.push(certificates("kafka.cert", cert)?);
+        lines.push(private_key("kafka.key", key, cert)?);
+    }
+    if pipeline.postgres.tls != PgTls::Disable
+        && let Some(ca) = pipeline.postgres.ca.as_deref()
+    {
+        lines.push(certificates("postgres.ca", ca)?);
+    }
+    Ok(lines)
+}
+
+fn read(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        let what = match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            std::io::ErrorKind::PermissionDenied => "is not readable by this user".to_string(),
+            _ => format!("cannot be read ({e})"),
+        };
+        anyhow::anyhow!(
+            "{setting} {} {what}\n  hint: run `scripts/local-stack up` for local certificates, or `host aiven credentials` to fetch Aiven's (see certs/README.md)",
+            path.display()
+        )
+    })
+}
+
+fn certificates(setting: &str, path: &Path) -> anyhow::Result<String> {
+    let bytes = read(setting, path)?;
+    let certs = X509::stack_from_pem(&bytes).ok().filter(|c| !c.is_empty());
+    let Some(certs) = certs else {
+        bail!(
+            "{setting} {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)\n  hint: name the certificate file itself, not its key or a PKCS#12 bundle",
+            path.display()
+        );
+    };
+    Ok(format!(
+        "{setting} {}: {} certificate{}",
+        path.display(),
+        certs.len(),
+        if certs.len() == 1 { "" } else { "s" }
+    ))
+}
+
+fn private_key(setting: &str, path: &Path, cert_path: &Path) -> anyhow::Result<String> {
+    let bytes = read(setting, path)?;
+    // The library's error could quote the file: report only that it failed.
+    let Ok(key) = PKey::private_key_from_pem(&bytes) else {
+        bail!(
+            "{setting} {} is not an unencrypted PEM private key\n  hint: name the access key (service.key); an encrypted key is not supported",
+            path.display()
+        );
+    };
+    let cert = std::fs::read(cert_path)
+        .ok()
+        .and_then(|b| X509::from_pem(&b).ok())
+        .with_context(|| format!("kafka.cert {} cannot be read", cert_path.display()))?;
+    let matches = cert.public_key().map(|p| p.public_eq(&key)).unwrap_or(false);
+    if !matches {
+        bail!(
+            "{setting} {} does not belong to kafka.cert {}\n  hint: use the key and certificate of the same service (service.key with service.cert)",
+            path.display(),
+            cert_path.display()
+        );
+    }
+    Ok(format!("{setting} {}: private key, matches kafka.cert", path.display()))
+}

@@ -1,0 +1,82 @@
+//! Three `host consume` processes started with one pipeline file and no
+//! per-process settings, as a new user would, on a 6-partition topic: each
+//! joins the group as a member of its own, the broker gives each two
+//! partitions, and every message lands once.
+mod common;
+
+use common::chaos::SHARED;
+use common::{Running, plugin, unique};
+use std::time::Duration;
+
+const MESSAGES: i64 = 6_000;
+
+#[test]
+fn three_processes_each_hold_two_of_six_partitions() {
+    let topic = unique("scale");
+    let table = unique("scale_rows");
+    SHARED.create_topic(&topic, 6);
+    let path = SHARED.write_pipeline(&format!(
+        r#"
+[[topics]]
+name = "{topic}"
+partitions = 6
+
+[[generators]]
+name = "load"
+topic = "{topic}"
+plugin = "{langs}"
+count = {MESSAGES}
+
+[[sinks]]
+name = "rows"
+topic = "{topic}"
+table = "{table}"
+mapper = "{mapper}"
+"#,
+        langs = plugin("langs").display(),
+        mapper = plugin("json_row").display(),
+    ));
+    let path = path.to_str().expect("utf-8 path");
+    common::host_ok(&["produce", path, "--quiet"]);
+
+    let hosts: Vec<Running> = (0..3)
+        .map(|_| Running::start(&["consume", path, "--topic", &topic, "--quiet"]))
+        .collect();
+    let group = format!("wasm-stream-{table}");
+    let mut members = Vec::new();
+    let settled = (0..1200).any(|_| {
+        members = SHARED.group_members(&group);
+        let ok = members.len() == 3 && members.iter().all(|(_, p)| p.len() == 2);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    let logs: Vec<String> = hosts.iter().map(Running::log).collect();
+    assert!(
+        settled,
+        "the group never had three members with two partitions each: {members:?}\n{}",
+        logs.join("\n----\n")
+    );
+    let mut all: Vec<i32> = members.iter().flat_map(|(_, p)| p.clone()).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..6).collect::<Vec<_>>(),
+        "every partition held once: {members:?}"
+    );
+
+    let db = SHARED.db();
+    common::wait_for("every message stored", Duration::from_secs(120), || {
+        db.count(&table) >= MESSAGES
+    });
+    for h in hosts {
+        h.terminate();
+    }
+    let tally = db.tally(&table, &topic, &SHARED.end_offsets(&topic));
+    assert_eq!(
+        (tally.messages, tally.duplicates, tally.missing),
+        (MESSAGES, 0, 0),
+        "{tally:?}"
+    );
+}
