@@ -6,7 +6,6 @@
 use crate::config::{KafkaConfig, SecurityProtocol, TopicConfig};
 use anyhow::{Context as _, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -29,6 +28,9 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers);
+    // rdkafka derives the level from the `log` crate, which nothing here sets
+    // up: without this, librdkafka says nothing (not even a refused certificate).
+    c.set_log_level(rdkafka::config::RDKafkaLogLevel::Warning);
     match cfg.security_protocol {
         SecurityProtocol::Plaintext => {
             c.set("security.protocol", "plaintext");
@@ -151,23 +153,76 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as L;
-        // A certificate refused by either side: kept, so the sink can end
-        // naming the setting instead of retrying a handshake that cannot work.
-        if message.contains("SSL")
-            && ["certificate", "unknown ca", "alert"]
-                .iter()
-                .any(|w| message.contains(w))
-        {
-            let mut refusal = self.tls_refusal.lock().unwrap_or_else(|p| p.into_inner());
-            refusal.get_or_insert_with(|| message.to_string());
+        watch_log(&self.tls_refusal, level, fac, message);
+    }
+}
+
+/// What to check when Kafka and this client disagree on certificates.
+const TLS_HINT: &str = "hint: check kafka.ca (the CA that signed the broker's certificate; Aiven's ca.pem), kafka.cert and kafka.key (the access certificate and key the broker trusts; Aiven's service.cert and service.key)";
+
+/// Passes librdkafka's log to `tracing` (debug and trace: its errors repeat
+/// during every outage) and keeps the first certificate refusal, so a caller
+/// can end naming the setting instead of retrying a handshake that cannot work.
+fn watch_log(refusal: &Mutex<Option<String>>, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    if message.contains("SSL")
+        && ["certificate", "unknown ca", "alert"]
+            .iter()
+            .any(|w| message.contains(w))
+    {
+        let mut refusal = refusal.lock().unwrap_or_else(|p| p.into_inner());
+        refusal.get_or_insert_with(|| message.to_string());
+    }
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+            tracing::debug!(facility = fac, "librdkafka: {message}")
         }
-        match level {
-            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
-                tracing::debug!(facility = fac, "librdkafka: {message}")
-            }
-            _ => tracing::trace!(facility = fac, "librdkafka: {message}"),
-        }
+        _ => tracing::trace!(facility = fac, "librdkafka: {message}"),
+    }
+}
+
+/// A client context that only watches for certificate refusals (admin
+/// clients, queries).
+#[derive(Default)]
+pub struct TlsWatch {
+    refusal: Mutex<Option<String>>,
+}
+
+impl TlsWatch {
+    /// An error naming the TLS settings, when a handshake failed over a certificate.
+    pub fn refused(&self) -> Option<anyhow::Error> {
+        let refusal = self.refusal.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        Some(anyhow::anyhow!(
+            "the TLS handshake with Kafka failed: {refusal}\n  {TLS_HINT}"
+        ))
+    }
+}
+
+/// After a request to Kafka failed: whether the certificates are why.
+/// Connects once more with a client that reads librdkafka's log (a few
+/// seconds at most); `None` when the handshake is not the problem.
+pub fn diagnose_tls(cfg: &KafkaConfig) -> Option<anyhow::Error> {
+    if cfg.security_protocol != SecurityProtocol::Ssl {
+        return None;
+    }
+    let consumer: BaseConsumer<TlsWatch> = client_config(cfg)
+        .ok()?
+        .set("group.id", "wasm-stream-tls-probe")
+        .create_with_context(TlsWatch::default())
+        .ok()?;
+    let _ = consumer.fetch_metadata(None, Duration::from_secs(3));
+    // The log arrives through the consumer's queue.
+    for _ in 0..10 {
+        let _ = consumer.poll(Duration::from_millis(20));
+    }
+    consumer.context().refused()
+}
+
+impl ConsumerContext for TlsWatch {}
+
+impl ClientContext for TlsWatch {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        watch_log(&self.refusal, level, fac, message);
     }
 }
 
@@ -322,8 +377,8 @@ pub async fn create_topics(cfg: &KafkaConfig, topics: &[TopicConfig]) -> anyhow:
     if topics.is_empty() {
         return Ok(Vec::new());
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg)?
-        .create()
+    let admin: AdminClient<TlsWatch> = client_config(cfg)?
+        .create_with_context(TlsWatch::default())
         .context("cannot create the Kafka admin client")?;
     let new: Vec<NewTopic<'_>> = topics
         .iter()
@@ -332,9 +387,23 @@ pub async fn create_topics(cfg: &KafkaConfig, topics: &[TopicConfig]) -> anyhow:
     let opts = AdminOptions::new()
         .operation_timeout(Some(METADATA_TIMEOUT))
         .request_timeout(Some(METADATA_TIMEOUT));
-    let results = admin.create_topics(&new, &opts).await.context(
-        "cannot reach Kafka to create topics\n  hint: check kafka.bootstrap_servers and that the broker runs (`scripts/local-stack status`)",
-    )?;
+    let results = match admin.create_topics(&new, &opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            // The admin client does not read librdkafka's log: ask a client that does.
+            let (cfg, topics) = (cfg.clone(), new.len());
+            let refused = tokio::task::spawn_blocking(move || diagnose_tls(&cfg))
+                .await
+                .ok()
+                .flatten();
+            if let Some(refused) = admin.inner().context().refused().or(refused) {
+                return Err(refused.context(format!("cannot create {topics} topic(s)")));
+            }
+            return Err(anyhow::Error::new(e).context(
+                "cannot reach Kafka to create topics\n  hint: check kafka.bootstrap_servers and that the broker runs (`scripts/local-stack status`)",
+            ));
+        }
+    };
     results
         .into_iter()
         .map(|r| match r {
@@ -382,7 +451,13 @@ pub struct PartitionInfo {
 /// the broker was reached, over TLS when the security protocol is `ssl`.
 pub fn cluster_info(cfg: &KafkaConfig, timeout: Duration) -> anyhow::Result<ClusterInfo> {
     let consumer = query_consumer(cfg, "wasm-stream-audit")?;
-    let metadata = consumer.fetch_metadata(None, timeout).with_context(|| {
+    let metadata = consumer.fetch_metadata(None, timeout);
+    if metadata.is_err()
+        && let Some(refused) = diagnose_tls(cfg)
+    {
+        return Err(refused.context(format!("cannot reach Kafka at {}", cfg.bootstrap_servers)));
+    }
+    let metadata = metadata.with_context(|| {
         format!(
             "cannot reach Kafka at {} within {} ms\n  hint: check kafka.bootstrap_servers and the certificates, and that the broker runs (`scripts/local-stack status`)",
             cfg.bootstrap_servers,
@@ -531,7 +606,7 @@ pub fn permanent_consumer_error(
             if consumer.context().tls_refusal().is_some() =>
         {
             Some(format!(
-                "the TLS handshake with Kafka failed: {}\n  hint: check kafka.ca (the CA that signed the broker's certificate; Aiven's ca.pem), kafka.cert and kafka.key (the access certificate and key the broker trusts; Aiven's service.cert and service.key)",
+                "the TLS handshake with Kafka failed: {}\n  {TLS_HINT}",
                 consumer.context().tls_refusal().unwrap_or(detail)
             ))
         }

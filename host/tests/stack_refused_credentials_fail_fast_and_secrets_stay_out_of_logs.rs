@@ -52,6 +52,10 @@ key = "{}"
 url = "{}"
 ca = "{}"
 
+[[topics]]
+name = "{topic}"
+partitions = 1
+
 [[sinks]]
 name = "rows"
 topic = "{topic}"
