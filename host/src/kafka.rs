@@ -308,7 +308,7 @@ pub fn sink_consumer(
         .set("group.instance.id", instance_id)
         // A static member does not leave the group when it stops; a short
         // session frees its partitions (and the group, for `host simulate`) sooner.
-        .set("session.timeout.ms", &SESSION_TIMEOUT.as_millis().to_string())
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -654,10 +654,21 @@ pub fn claim_counted_run(cfg: &KafkaConfig, topic: &str, generator: &str) -> any
         )
     };
     let probe = query_consumer(cfg, &group)?;
+    let deadline = std::time::Instant::now() + LEASE_JOIN_TIMEOUT;
     let members = |c: &BaseConsumer| -> anyhow::Result<Vec<(String, String, String)>> {
-        let list = c
-            .fetch_group_list(Some(&group), METADATA_TIMEOUT)
-            .with_context(|| format!("cannot describe consumer group {group:?}"))?;
+        // A coordinator still loading (a fresh or restarted broker) answers soon.
+        let list = loop {
+            match c.fetch_group_list(Some(&group), METADATA_TIMEOUT) {
+                Ok(list) => break list,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(group, error = %e, "cannot describe the generator's group yet; retrying");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("cannot describe consumer group {group:?}")));
+                }
+            }
+        };
         Ok(list
             .groups()
             .iter()
@@ -695,13 +706,12 @@ pub fn claim_counted_run(cfg: &KafkaConfig, topic: &str, generator: &str) -> any
     consumer
         .subscribe(&[topic])
         .with_context(|| format!("cannot join consumer group {group:?}"))?;
-    let deadline = std::time::Instant::now() + LEASE_JOIN_TIMEOUT;
-    let members = loop {
+    let joining = std::time::Instant::now();
+    loop {
         // Polling drives the join; messages are not read.
         let _ = consumer.poll(Duration::from_millis(100));
-        let now = members(&probe)?;
-        if now.iter().any(|(_, client, _)| *client == me) {
-            break now;
+        if members(&probe)?.iter().any(|(_, client, _)| *client == me) {
+            break;
         }
         if std::time::Instant::now() > deadline {
             bail!(
@@ -709,7 +719,15 @@ pub fn claim_counted_run(cfg: &KafkaConfig, topic: &str, generator: &str) -> any
                 LEASE_JOIN_TIMEOUT.as_secs()
             );
         }
-    };
+    }
+    // A process that looked before this one joined is joining now, about as
+    // fast as this one did: wait as long, then look again.
+    let settle = joining.elapsed().max(Duration::from_secs(1));
+    let until = std::time::Instant::now() + settle;
+    while std::time::Instant::now() < until {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let members = members(&probe)?;
     // Two processes that started together: the smallest member id goes on.
     let first = members.iter().min_by(|a, b| a.0.cmp(&b.0)).map(|m| m.1.clone());
     if first.as_deref() != Some(me.as_str()) {

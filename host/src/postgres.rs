@@ -25,7 +25,18 @@ pub fn ident(name: &str) -> String {
 
 /// Connects with TLS as configured; the connection runs on its own task.
 pub async fn connect(cfg: &PostgresConfig) -> anyhow::Result<Client> {
+    connect_as(cfg, None).await
+}
+
+/// Like [`connect`], naming the session (`application_name`, unless the URL
+/// sets one) so `pg_stat_activity` tells which process it belongs to.
+pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) -> anyhow::Result<Client> {
     let mut config: Config = cfg.url.parse().context("postgres.url is not a valid connection URL")?;
+    if let Some(name) = application_name
+        && config.get_application_name().is_none()
+    {
+        config.application_name(name);
+    }
     let target = describe(&config);
     let hint = "hint: is PostgreSQL running (`scripts/local-stack status`), and are the URL and password right?";
     if cfg.tls == PgTls::Disable {

@@ -195,7 +195,7 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
     let config = live.borrow_and_update().clone();
     let columns: Vec<Column> = mapper.columns().to_vec();
 
-    let client = connect_with_retry(&pipeline, &mut stop).await?;
+    let client = connect_with_retry(&pipeline, &config.instance_id, &mut stop).await?;
     postgres::ensure_host_tables(&client).await?;
     postgres::ensure_sink_table(&client, &config.table, &columns).await?;
     let statements = SinkStatements::prepare(&client, &config.table, &columns).await?;
@@ -415,6 +415,12 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
                     .iter()
                     .all(|(p, end)| *end == 0 || sink.positions.stored.get(p).copied().flatten() >= Some(*end))
             {
+                // Caught up only once the commits are on disk: a database that
+                // crashed meanwhile may have lost the last ones.
+                if !sink.make_durable().await? {
+                    batch.clear();
+                    continue;
+                }
                 tracing::info!(
                     sink = sink.config.name,
                     rows = sink.stats.rows(),
@@ -435,10 +441,33 @@ impl Sink {
     /// Settles the write in flight and makes the commits durable.
     async fn finish(mut self, echo: bool) -> anyhow::Result<()> {
         self.settle(echo).await?;
-        if let (Some(writer), Destination::Postgres) = (self.writer.as_mut(), self.destination) {
-            postgres::flush_commits(&mut writer.client, &self.config.table, &self.config.topic).await?;
+        if let (Some(writer), Destination::Postgres) = (self.writer.as_mut(), self.destination)
+            && let Err(e) = postgres::flush_commits(&mut writer.client, &self.config.table, &self.config.topic).await
+        {
+            // Nothing is lost: the next run resumes from what the database kept.
+            tracing::warn!(sink = self.config.name, error = %format!("{e:#}"), "cannot make the last commits durable; the next run resumes from the stored offsets");
         }
         Ok(())
+    }
+
+    /// Makes the commits so far durable. False when that failed (a database
+    /// that crashed may have lost them): the sink has rewound to the offsets
+    /// the database kept and must consume from there again.
+    async fn make_durable(&mut self) -> anyhow::Result<bool> {
+        let Some(writer) = self.writer.as_mut() else {
+            return Ok(true);
+        };
+        if self.destination != Destination::Postgres {
+            return Ok(true);
+        }
+        match postgres::flush_commits(&mut writer.client, &self.config.table, &self.config.topic).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                tracing::warn!(sink = self.config.name, error = %format!("{e:#}"), "cannot make the last commits durable; resuming from the stored offsets");
+                self.rewind().await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Starts writing a mapped batch in a task of its own: rows, dead letters
@@ -601,7 +630,7 @@ impl Sink {
     async fn rewind(&mut self) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            let client = connect_with_retry(&self.pipeline, &mut self.stop).await?;
+            let client = connect_with_retry(&self.pipeline, &self.config.instance_id, &mut self.stop).await?;
             let ready = async {
                 let stored = postgres::stored_offsets(&client, &self.config.table, &self.config.topic).await?;
                 let statements = SinkStatements::prepare(&client, &self.config.table, &self.columns).await?;
@@ -644,12 +673,15 @@ impl Sink {
 /// host is asked to stop.
 async fn connect_with_retry(
     pipeline: &Pipeline,
+    member: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<tokio_postgres::Client> {
     let mut backoff = Duration::from_millis(100);
     let mut attempts = 0;
     loop {
-        match postgres::connect(&pipeline.postgres).await {
+        // Named after the member, so an operator (or a test) can tell the
+        // sessions of each process apart in pg_stat_activity.
+        match postgres::connect_as(&pipeline.postgres, Some(member)).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 attempts += 1;

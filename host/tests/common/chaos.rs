@@ -274,3 +274,161 @@ impl Pg {
         }
     }
 }
+
+impl Pg {
+    pub fn execute(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// The state and wait event of the sessions named `application_name`.
+    pub fn sessions(&self, application_name: &str) -> Vec<(String, String)> {
+        self.query(
+            "SELECT coalesce(state, ''), coalesce(wait_event_type, '') FROM pg_stat_activity WHERE application_name = $1",
+            &[&application_name],
+        )
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    }
+}
+
+/// What the zombie scenario saw.
+pub struct ZombieOutcome {
+    pub tally: Tally,
+    /// From the zombie's stop until the successor had stored everything.
+    pub recover: Duration,
+    pub problems: Vec<String>,
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+}
+
+/// A zombie caught holding the offsets' row locks: a host is stopped
+/// (SIGSTOP) inside its transaction, after its offset updates and before its
+/// commit, which this arranges deterministically by holding one offset row
+/// while its batch is written. A second host then takes its partitions once
+/// the session expires and must store everything while the zombie is still
+/// stopped (its session's idle-in-transaction bound frees the locks); the
+/// zombie, continued, must not write its stale batch.
+pub fn zombie_scenario(stack: Stack, count: i64, limit: Duration) -> ZombieOutcome {
+    use super::{Running, plugin};
+    let topic = unique("zombie");
+    let table = unique("zombie_rows");
+    stack.create_topic(&topic, 4);
+    let half = count / 2;
+    let pipeline = |n: i64| {
+        stack.write_pipeline(&format!(
+            r#"
+[[topics]]
+name = "{topic}"
+partitions = 4
+
+[[generators]]
+name = "load"
+topic = "{topic}"
+plugin = "{langs}"
+count = {n}
+
+[[sinks]]
+name = "rows"
+topic = "{topic}"
+table = "{table}"
+mapper = "{mapper}"
+"#,
+            langs = plugin("langs").display(),
+            mapper = plugin("json_row").display(),
+        ))
+    };
+    let first = pipeline(half);
+    let first = first.to_str().expect("utf-8 path");
+    let second = pipeline(count - half);
+    let second = second.to_str().expect("utf-8 path");
+    let group = format!("wasm-stream-{table}");
+    let member: String = format!("{group}-zombie").chars().take(63).collect();
+    let mut problems = Vec::new();
+    let db = stack.db();
+    let locker = stack.db();
+
+    let mut zombie = Running::start(&[
+        "consume",
+        first,
+        "--topic",
+        &topic,
+        "--quiet",
+        "--instance-id",
+        "zombie",
+    ]);
+    super::host_ok(&["produce", first, "--quiet"]);
+    super::wait_for("the zombie to store the first half", limit, || db.count(&table) >= half);
+
+    // Hold one offset row, so the zombie's next batch stops at its update.
+    locker.execute(&format!(
+        "BEGIN; SELECT next_offset FROM wasm_stream_offsets WHERE table_name = '{table}' AND partition = 0 FOR UPDATE"
+    ));
+    super::host_ok(&["produce", second, "--quiet"]);
+    super::wait_for("the zombie to wait for the held row", limit, || {
+        db.sessions(&member).iter().any(|(_, wait)| wait == "Lock")
+    });
+    signal(&zombie.child, "-STOP");
+    let stopped = std::time::Instant::now();
+    // Its update goes through; it can never send the commit.
+    locker.execute("COMMIT");
+    super::wait_for("the zombie's session to sit in its transaction", limit, || {
+        db.sessions(&member)
+            .iter()
+            .any(|(state, _)| state == "idle in transaction")
+    });
+
+    let successor = Running::start(&[
+        "consume",
+        first,
+        "--topic",
+        &topic,
+        "--quiet",
+        "--instance-id",
+        "successor",
+    ]);
+    let deadline = std::time::Instant::now() + limit;
+    while db.count(&table) < count && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recover = stopped.elapsed();
+    if db.count(&table) < count {
+        problems.push(format!(
+            "the successor stored {} of {count} while the zombie was stopped",
+            db.count(&table)
+        ));
+    }
+    signal(&zombie.child, "-CONT");
+    std::thread::sleep(Duration::from_secs(3));
+    for host in [&zombie, &successor] {
+        signal(&host.child, "-TERM");
+    }
+    for (name, host) in [("the zombie", &mut zombie), ("the successor", &mut { successor })] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match host.child.try_wait().expect("wait") {
+                Some(s) if s.success() => break,
+                Some(s) => {
+                    problems.push(format!("{name} exited with {s}"));
+                    break;
+                }
+                None if std::time::Instant::now() > deadline => {
+                    let _ = host.child.kill();
+                    problems.push(format!("{name} did not stop on SIGTERM"));
+                    break;
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    let tally = db.tally(&table, &topic, &stack.end_offsets(&topic));
+    ZombieOutcome {
+        tally,
+        recover,
+        problems,
+    }
+}
