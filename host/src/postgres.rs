@@ -44,9 +44,12 @@ pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) ->
         let (client, connection) = match config.connect(NoTls).await {
             Ok(c) => c,
             Err(e) => {
-                return Err(refused(&e, &config, &target).unwrap_or_else(|| {
-                    anyhow::Error::new(e).context(format!("cannot connect to PostgreSQL at {target}\n  {hint}"))
-                }));
+                let why = refusal(&e, &config, &target);
+                let e = anyhow::Error::new(e);
+                return Err(match why {
+                    Some(why) => e.context(Refused(why)),
+                    None => e.context(format!("cannot connect to PostgreSQL at {target}\n  {hint}")),
+                });
             }
         };
         spawn_connection(connection);
@@ -72,9 +75,12 @@ pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) ->
     let (client, connection) = match config.connect(connector).await {
         Ok(c) => c,
         Err(e) => {
-            return Err(refused(&e, &config, &target).unwrap_or_else(|| {
-                anyhow::Error::new(e).context(format!("cannot connect to PostgreSQL at {target} over TLS\n  {hint} With a self-signed server certificate, set postgres.ca to its CA (certs/ca.pem)"))
-            }));
+            let why = refusal(&e, &config, &target);
+            let e = anyhow::Error::new(e);
+            return Err(match why {
+                Some(why) => e.context(Refused(why)),
+                None => e.context(format!("cannot connect to PostgreSQL at {target} over TLS\n  {hint} With a self-signed server certificate, set postgres.ca to its CA (certs/ca.pem)")),
+            });
         }
     };
     spawn_connection(connection);
@@ -90,10 +96,11 @@ pub struct Refused(String);
 
 /// Whether an error is a [`Refused`] connection, not an outage.
 pub fn is_permanent(error: &anyhow::Error) -> bool {
-    error.chain().any(|c| c.is::<Refused>())
+    error.downcast_ref::<Refused>().is_some()
 }
 
-fn refused(e: &tokio_postgres::Error, config: &Config, target: &str) -> Option<anyhow::Error> {
+/// Why PostgreSQL refused a connection for good, or `None` for an outage.
+fn refusal(e: &tokio_postgres::Error, config: &Config, target: &str) -> Option<String> {
     use tokio_postgres::error::SqlState;
     let user = config.get_user().unwrap_or_default();
     if let Some(db) = e.as_db_error() {
@@ -111,7 +118,7 @@ fn refused(e: &tokio_postgres::Error, config: &Config, target: &str) -> Option<a
             ),
             _ => return None,
         };
-        return Some(Refused(why).into());
+        return Some(why);
     }
     // A certificate refused on either side; a connection cut mid-handshake
     // (a server restarting) is an outage, not this.
@@ -124,12 +131,9 @@ fn refused(e: &tokio_postgres::Error, config: &Config, target: &str) -> Option<a
                     .is_some_and(|r| r.contains("certificate") || r.contains("unknown ca"))
             })
         {
-            return Some(
-                Refused(format!(
-                    "the TLS handshake with PostgreSQL at {target} failed: {stack}\n  hint: check postgres.ca (the CA that signed the server's certificate; Aiven's ca.pem) and postgres.tls"
-                ))
-                .into(),
-            );
+            return Some(format!(
+                "the TLS handshake with PostgreSQL at {target} failed: {stack}\n  hint: check postgres.ca (the CA that signed the server's certificate; Aiven's ca.pem) and postgres.tls"
+            ));
         }
         source = cause.source();
     }
