@@ -190,6 +190,19 @@ fn three_processes(n: i64) -> Row {
     let mut b = case.consume(&["--instance-id", &idb]);
     let mut c = case.consume(&["--instance-id", &idc]);
     let mut problems = Vec::new();
+    // Scale-out first: the broker gives each of the three two partitions.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let members = CHAOS.group_members(&case.group);
+        if members.len() == 3 && members.iter().all(|(_, p)| p.len() == 2) {
+            break;
+        }
+        if Instant::now() > deadline {
+            problems.push(format!("the three never held two partitions each: {members:?}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     case.wait_stored(n / 4);
     signal(&a, "-KILL");
     let _ = exit_within(&mut a, Duration::from_secs(10));
