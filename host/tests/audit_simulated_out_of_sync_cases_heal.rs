@@ -4,7 +4,7 @@
 //! exactly once, and Kafka's committed offset catches up.
 //!
 //! Each test waits once for the static member of the stopped host to leave its
-//! group (the session timeout, 45 s): the two run in parallel.
+//! group (the session timeout, 10 s): the two run in parallel.
 mod audit_support;
 mod common;
 

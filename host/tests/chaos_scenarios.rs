@@ -191,22 +191,31 @@ fn three_processes(n: i64) -> Row {
     let mut c = case.consume(&["--instance-id", &idc]);
     let mut problems = Vec::new();
     // Scale-out first: the broker gives each of the three two partitions.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let members = CHAOS.group_members(&case.group);
-        if members.len() == 3 && members.iter().all(|(_, p)| p.len() == 2) {
-            break;
+    let two_each = |problems: &mut Vec<String>, when: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let members = CHAOS.group_members(&case.group);
+            if members.len() == 3 && members.iter().all(|(_, p)| p.len() == 2) {
+                break;
+            }
+            if Instant::now() > deadline {
+                problems.push(format!("{when}, the three never held two partitions each: {members:?}"));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        if Instant::now() > deadline {
-            problems.push(format!("the three never held two partitions each: {members:?}"));
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    };
+    two_each(&mut problems, "at the start");
     case.wait_stored(n / 4);
     signal(&a, "-KILL");
     let _ = exit_within(&mut a, Duration::from_secs(10));
     a = case.consume(&["--instance-id", &ida]);
+    // The restarted static member takes its partitions back.
+    let rejoined = Instant::now();
+    while !a.log().contains("assigned partitions") && rejoined.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    two_each(&mut problems, "after the restart");
     case.wait_stored(n / 2);
     signal(&b, "-TERM");
     let fault = Instant::now();
@@ -375,14 +384,15 @@ fn every_fault_ends_with_each_message_stored_once() {
     for s in scenarios {
         let row = s(n);
         println!(
-            "chaos: {:<34} {:>9} {:>9} {:>5} {:>5} {:>7.1}s {}",
+            "chaos: {:<34} {:>9} {:>9} {:>5} {:>5} {:>7.1}s {} {}",
             row.scenario,
             row.tally.messages,
             row.tally.stored,
             row.tally.duplicates,
             row.tally.missing,
             row.recover.as_secs_f64(),
-            if row.pass(n) { "pass" } else { "FAIL" }
+            if row.pass(n) { "pass" } else { "FAIL" },
+            row.problem
         );
         rows.push(row);
     }
