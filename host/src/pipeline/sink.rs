@@ -30,6 +30,8 @@ const IN_FLIGHT_POLL: Duration = Duration::from_millis(2);
 /// While messages arrive back to back, how many between two looks at the
 /// clock for the flush interval.
 const CLOCK_EVERY: usize = 64;
+/// Longest wait for the revocation when leaving the group on a stop.
+const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
 /// Turns a batch of consumed messages into one outcome per message: the WASM
 /// mapper plugin, or a native mapper (the benchmark compares the two).
@@ -447,7 +449,28 @@ impl Sink {
             // Nothing is lost: the next run resumes from what the database kept.
             tracing::warn!(sink = self.config.name, error = %format!("{e:#}"), "cannot make the last commits durable; the next run resumes from the stored offsets");
         }
+        self.leave_group().await;
         Ok(())
+    }
+
+    /// Hands the partitions over at once. A static member sends no
+    /// LeaveGroup when it closes (KIP-345), so its partitions would wait out
+    /// the session timeout; librdkafka does send one on unsubscribe, once the
+    /// revocation has been served, which takes polling.
+    async fn leave_group(&mut self) {
+        let before = self.consumer.context().generation();
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + LEAVE_WAIT;
+        while Instant::now() < deadline && self.consumer.context().generation() == before {
+            let _ = tokio::time::timeout(IDLE_POLL, self.consumer.recv()).await;
+        }
+        // The LeaveGroup request goes out after the revocation.
+        let _ = tokio::time::timeout(IDLE_POLL, self.consumer.recv()).await;
+        tracing::info!(
+            sink = self.config.name,
+            member = self.config.instance_id,
+            "left the consumer group; its partitions go to the other members"
+        );
     }
 
     /// Makes the commits so far durable. False when that failed (a database
