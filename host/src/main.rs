@@ -175,9 +175,9 @@ enum Command {
     /// commits it to Kafka. `host check sync` shows the state before and after.
     ///
     /// Stop the host first: Kafka takes a commit from outside a consumer group
-    /// only while the group has no members, and a stopped host stays a member
-    /// for its session timeout (10 s), which this waits out (up to
-    /// --wait-secs).
+    /// only while the group has no members. A host that stopped normally has
+    /// left; a killed one stays a member for its session timeout (10 s), which
+    /// this waits out (up to --wait-secs).
     ///
     /// Example: host simulate pipeline.toml db-ahead --topic langs
     Simulate {

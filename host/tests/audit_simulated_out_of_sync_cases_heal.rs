@@ -3,8 +3,8 @@
 //! the sink resumes from the offset stored in PostgreSQL: every offset lands
 //! exactly once, and Kafka's committed offset catches up.
 //!
-//! Each test waits once for the static member of the stopped host to leave its
-//! group (the session timeout, 10 s): the two run in parallel.
+//! A host that stops leaves its group, so `simulate` rarely waits; when it
+//! does (a killed host), it is for the session timeout, 10 s.
 mod audit_support;
 mod common;
 

@@ -188,7 +188,7 @@ async fn commit_when_group_empty(
             Err(OutsideCommitError::GroupActive(code)) if Instant::now() < deadline => {
                 if !told {
                     note(&format!(
-                        "group {} still has a member ({code}): a running host, or one stopped less than its session timeout ago ({} s); waiting up to {} s for it to leave",
+                        "group {} still has a member ({code}): a running host, or one killed less than its session timeout ago ({} s); waiting up to {} s for it to leave",
                         sink.group,
                         crate::kafka::SESSION_TIMEOUT.as_secs(),
                         wait.as_secs()
@@ -198,7 +198,7 @@ async fn commit_when_group_empty(
                 tokio::time::sleep(RETRY_EVERY).await;
             }
             Err(OutsideCommitError::GroupActive(code)) => bail!(
-                "Kafka refused to move the committed offset of group {:?} ({code}): the group has active members\n  hint: stop the host first; a stopped host keeps its place in the group for its session timeout ({} s), then try again",
+                "Kafka refused to move the committed offset of group {:?} ({code}): the group has active members\n  hint: stop the host first (a killed host keeps its place in the group for its session timeout, {} s), then try again",
                 sink.group,
                 crate::kafka::SESSION_TIMEOUT.as_secs()
             ),
