@@ -22,9 +22,15 @@ const PROJECT: &str = "demo-project";
 const KAFKA: &str = "kafka-demo";
 const PG: &str = "pg-demo";
 const PG_PASSWORD: &str = "PgPassw0rd-never-printed";
-const ACCESS_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n";
-const ACCESS_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIDaccesscert\n-----END CERTIFICATE-----\n";
-const CA_CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIDprojectca\n-----END CERTIFICATE-----\n";
+// Real PEM files (the local stack's), since `host validate` parses them.
+static ACCESS_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| local_cert("service.key"));
+static ACCESS_CERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| local_cert("service.cert"));
+static CA_CERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| local_cert("ca.pem"));
+
+fn local_cert(name: &str) -> String {
+    let path = common::repo_root().join("certs").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/local-stack up)", path.display()))
+}
 
 // ---- a minimal HTTP/1.1 server ----
 
@@ -223,10 +229,10 @@ fn kafka_service_body() -> Value {
         ],
         "connection_info": {
             "kafka": ["kafka-demo-demo-project.aivencloud.com:12692"],
-            "kafka_access_cert": ACCESS_CERT,
-            "kafka_access_key": ACCESS_KEY
+            "kafka_access_cert": ACCESS_CERT.as_str(),
+            "kafka_access_key": ACCESS_KEY.as_str()
         },
-        "users": [{"username": "avnadmin", "type": "primary", "access_cert": ACCESS_CERT, "access_key": ACCESS_KEY}]
+        "users": [{"username": "avnadmin", "type": "primary", "access_cert": ACCESS_CERT.as_str(), "access_key": ACCESS_KEY.as_str()}]
     }})
 }
 
@@ -516,18 +522,18 @@ fn an_error_body_that_echoes_the_token_is_redacted() {
 #[test]
 fn connection_details_are_read_from_the_service_shapes() {
     let server = Server::start(|r, _| match r.path.as_str() {
-        p if p.ends_with("/kms/ca") => reply(200, json!({"certificate": CA_CERT})),
+        p if p.ends_with("/kms/ca") => reply(200, json!({"certificate": CA_CERT.as_str()})),
         p if p.ends_with(&format!("/service/{KAFKA}")) => reply(200, kafka_service_body()),
         p if p.ends_with(&format!("/service/{PG}")) => reply(200, pg_service_body()),
         _ => error(404, "Not found"),
     });
     let client = client(&server);
-    assert_eq!(block_on(client.project_ca()).expect("ca"), CA_CERT);
+    assert_eq!(block_on(client.project_ca()).expect("ca"), CA_CERT.as_str());
     let kafka = block_on(client.kafka_access()).expect("kafka");
     assert_eq!(kafka.bootstrap_servers, "kafka-demo-demo-project.aivencloud.com:12692");
     assert_eq!(
         (kafka.access_cert.as_str(), kafka.access_key.as_str()),
-        (ACCESS_CERT, ACCESS_KEY)
+        (ACCESS_CERT.as_str(), ACCESS_KEY.as_str())
     );
     let pg = block_on(client.pg_service_uri()).expect("pg");
     assert!(pg.expose().contains(PG_PASSWORD));
@@ -729,7 +735,9 @@ fn invalid_names_are_refused_before_any_request_or_statement() {
 
 fn credentials_server() -> Server {
     Server::start(|r, _| match (r.method.as_str(), r.path.as_str()) {
-        ("GET", p) if p == format!("/v1/project/{PROJECT}/kms/ca") => reply(200, json!({"certificate": CA_CERT})),
+        ("GET", p) if p == format!("/v1/project/{PROJECT}/kms/ca") => {
+            reply(200, json!({"certificate": CA_CERT.as_str()}))
+        }
         ("GET", p) if p == format!("/v1/project/{PROJECT}/service/{KAFKA}") => reply(200, kafka_service_body()),
         ("GET", p) if p == format!("/v1/project/{PROJECT}/service/{PG}") => reply(200, pg_service_body()),
         _ => error(404, "Not found"),
@@ -751,14 +759,17 @@ fn credentials_writes_the_certificates_and_prints_the_sections() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
 
-    assert_eq!(std::fs::read_to_string(dir.join("certs/ca.pem")).expect("ca"), CA_CERT);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("certs/ca.pem")).expect("ca"),
+        CA_CERT.as_str()
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("certs/service.cert")).expect("cert"),
-        ACCESS_CERT
+        ACCESS_CERT.as_str()
     );
     assert_eq!(
         std::fs::read_to_string(dir.join("certs/service.key")).expect("key"),
-        ACCESS_KEY
+        ACCESS_KEY.as_str()
     );
     #[cfg(unix)]
     assert_eq!(
