@@ -311,13 +311,25 @@ fn producer_across_restart(n: i64) -> Row {
     while CHAOS.end_offsets(&case.topic).values().sum::<i64>() < n / 5 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
+    let before = CHAOS.end_offsets(&case.topic).values().sum::<i64>();
     chaos::kill_chaos_kafka();
     std::thread::sleep(outage());
     chaos::restart_chaos();
     let fault = Instant::now();
+    // Recovered once the topic grows again (or the producer is done).
+    let mut recover = None;
+    while recover.is_none() && fault.elapsed() < LIMIT {
+        let grown = CHAOS
+            .try_end_offsets(&case.topic)
+            .is_some_and(|e| e.values().sum::<i64>() > before);
+        if grown || producer.child.try_wait().ok().flatten().is_some() {
+            recover = Some(fault.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut problems = Vec::new();
     expect_success("host produce", &mut producer, LIMIT, &mut problems);
-    let recover = fault.elapsed();
+    let recover = recover.unwrap_or_else(|| fault.elapsed());
     let mut host = case.consume(&["--once"]);
     expect_success("host consume --once", &mut host, LIMIT, &mut problems);
     case.row("producer across broker kill", recover, problems.join("; "))

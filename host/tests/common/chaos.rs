@@ -123,15 +123,19 @@ ca = "{ca}"
 
     /// End offset of each partition: what Kafka holds.
     pub fn end_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        self.try_end_offsets(topic).expect("end offsets")
+    }
+
+    /// Like `end_offsets`, `None` while the broker does not answer.
+    pub fn try_end_offsets(&self, topic: &str) -> Option<BTreeMap<i32, i64>> {
         let consumer: BaseConsumer = host::kafka::client_config(&self.kafka())
             .expect("client config")
             .set("group.id", unique("ends"))
             .create()
             .expect("consumer");
         host::kafka::end_offsets(&consumer, topic)
-            .expect("end offsets")
-            .into_iter()
-            .collect()
+            .ok()
+            .map(|ends| ends.into_iter().collect())
     }
 
     /// The members of a consumer group and the partitions each holds, from
