@@ -8,6 +8,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod kafka;
+pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod postgres;

@@ -334,13 +334,16 @@ impl<W: World> Plugin<W> {
         let ticks = self.deadline_ticks();
         let (store, instance) = self.live.as_mut().expect("started above");
         store.set_epoch_deadline(ticks);
-        match f(instance, store) {
+        let started = std::time::Instant::now();
+        let result = match f(instance, store) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let (store, _) = self.live.take().expect("live during the call");
                 Err(self.classify(&store, e))
             }
-        }
+        };
+        crate::ops::metrics::plugin_call(&self.name, started.elapsed(), result.as_ref().err());
+        result
     }
 
     fn classify(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {
