@@ -14,6 +14,8 @@ pub const HISTORY_SAMPLES: usize = 72;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SinkLive {
+    /// It stopped (done, removed, or failed); its figures stay for the status.
+    pub finished: bool,
     pub topic: String,
     pub table: String,
     /// Connected to PostgreSQL and its statements prepared.
@@ -35,6 +37,8 @@ pub struct SinkLive {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GeneratorLive {
+    /// It stopped (its count reached, removed, or failed).
+    pub finished: bool,
     pub topic: String,
     /// The Kafka producer exists (librdkafka connects lazily; Kafka's own
     /// reachability is probed separately).
@@ -87,7 +91,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Removes a unit from the live state when dropped.
+/// Marks a unit finished when dropped (its figures stay for the status).
 pub struct Registered {
     kind: Kind,
     name: String,
@@ -103,10 +107,16 @@ impl Drop for Registered {
         let mut live = lock();
         match self.kind {
             Kind::Sink => {
-                live.sinks.remove(&self.name);
+                if let Some(s) = live.sinks.get_mut(&self.name) {
+                    s.finished = true;
+                    s.connected = false;
+                }
             }
             Kind::Generator => {
-                live.generators.remove(&self.name);
+                if let Some(g) = live.generators.get_mut(&self.name) {
+                    g.finished = true;
+                    g.producer_up = false;
+                }
             }
         }
         live.problems.remove(&self.name);
@@ -234,8 +244,8 @@ pub fn findings() -> Vec<Finding> {
 /// producer is up, and Kafka and PostgreSQL answered the last probe.
 pub fn not_ready(live: &Live) -> Vec<String> {
     let mut why = Vec::new();
-    let needs_pg = !live.sinks.is_empty();
-    let needs_kafka = needs_pg || !live.generators.is_empty();
+    let needs_pg = live.sinks.values().any(|s| !s.finished);
+    let needs_kafka = needs_pg || live.generators.values().any(|g| !g.finished);
     if needs_kafka {
         match (live.kafka.ok, &live.kafka.error) {
             (Some(true), _) => {}
@@ -253,7 +263,7 @@ pub fn not_ready(live: &Live) -> Vec<String> {
             (None, _) => why.push("PostgreSQL not probed yet".into()),
         }
     }
-    for (name, s) in &live.sinks {
+    for (name, s) in live.sinks.iter().filter(|(_, s)| !s.finished) {
         if !s.connected {
             why.push(format!("sink {name}: not connected to PostgreSQL"));
         }
@@ -269,7 +279,7 @@ pub fn not_ready(live: &Live) -> Vec<String> {
             Some(_) => {}
         }
     }
-    for (name, g) in &live.generators {
+    for (name, g) in live.generators.iter().filter(|(_, g)| !g.finished) {
         if !g.producer_up {
             why.push(format!("generator {name}: producer not up"));
         }

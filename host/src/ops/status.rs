@@ -252,7 +252,7 @@ pub async fn build(
             name: s.name.clone(),
             topic: s.topic.clone(),
             table: s.table.clone(),
-            running: running.is_some(),
+            running: running.is_some_and(|r| !r.finished),
             connected: running.is_some_and(|r| r.connected),
             assigned: running.and_then(|r| r.assigned.clone()),
             rows_written: running.map_or(0, |r| r.rows),
@@ -273,7 +273,7 @@ pub async fn build(
             GeneratorStatus {
                 name: g.name.clone(),
                 topic: g.topic.clone(),
-                running: running.is_some(),
+                running: running.is_some_and(|r| !r.finished),
                 produced: running.map_or(0, |r| r.produced),
                 delivery_errors: running.map_or(0, |r| r.delivery_errors),
             }
@@ -326,7 +326,7 @@ pub async fn build(
     };
     if live && let Some(e) = &postgres.error {
         let line = format!("PostgreSQL unreachable: {e}");
-        if !not_ready.contains(&line) && !l.sinks.is_empty() {
+        if !not_ready.contains(&line) && l.sinks.values().any(|s| !s.finished) {
             not_ready.push(line);
         }
     }
