@@ -62,6 +62,11 @@ pub async fn start(pipeline: &Pipeline) -> Option<Server> {
         }
     };
     let addr = listener.local_addr().unwrap_or(addr);
+    // Cleared once every plugin is loaded and the topics exist.
+    state::problem(
+        "host",
+        Some("starting: loading plugins and creating topics".to_string()),
+    );
     tracing::info!(%addr, "serving /metrics, /health/live, /health/ready, /status and the status page");
     let shared = Arc::new(Shared {
         pipeline: pipeline.clone(),

@@ -88,6 +88,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()>
     let runtime = Runtime::new()?;
     let _http = crate::ops::http::start(pipeline).await;
     let mut supervisor = supervisor::Supervisor::start(runtime, pipeline.clone(), options.clone()).await?;
+    crate::ops::state::problem("host", None);
     let mut watcher = if options.watch {
         let mut w = reload::Watcher::new(reload::DEBOUNCE)?;
         w.watch_files(supervisor.watched_files());
