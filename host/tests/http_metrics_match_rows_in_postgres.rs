@@ -90,6 +90,7 @@ batch_size = 7
         "wasm_stream_sink_write_seconds_bucket",
         "wasm_stream_plugin_call_seconds_bucket",
         "wasm_stream_plugin_calls_total",
+        "wasm_stream_plugin_memory_high_water_bytes{plugin=\"sink rows\"}",
         "wasm_stream_process_start_time_seconds",
         "wasm_stream_build_info",
     ] {

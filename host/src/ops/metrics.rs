@@ -82,6 +82,7 @@ pub struct Metrics {
     pub plugin_traps: Family<PluginLabels, Counter>,
     pub plugin_timeouts: Family<PluginLabels, Counter>,
     pub plugin_call_seconds: Histograms<PluginLabels>,
+    pub plugin_memory_high_water: Family<PluginLabels, Gauge>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub audit_findings: Family<SeverityLabels, Gauge>,
     pub http_requests: Counter,
@@ -113,6 +114,7 @@ impl Metrics {
             plugin_traps: Family::default(),
             plugin_timeouts: Family::default(),
             plugin_call_seconds: Family::new_with_constructor(seconds_buckets),
+            plugin_memory_high_water: Family::default(),
             reloads: Family::default(),
             audit_findings: Family::default(),
             http_requests: Counter::default(),
@@ -186,6 +188,11 @@ impl Metrics {
             "plugin_call_seconds",
             "Duration of a plugin call",
             m.plugin_call_seconds.clone(),
+        );
+        r.register(
+            "plugin_memory_high_water_bytes",
+            "Largest linear memory a plugin instance grew to",
+            m.plugin_memory_high_water.clone(),
         );
         r.register(
             "plugin_reloads",
@@ -345,4 +352,66 @@ pub fn audit_counts(info: i64, warning: i64, error: i64) {
             .get_or_create(&SeverityLabels { severity })
             .set(n);
     }
+}
+
+/// A plugin store's memory cap ([`StoreLimits`]) that also remembers the
+/// largest linear memory the instance grew to, for the high-water gauge.
+pub struct PeakLimits {
+    inner: wasmtime::StoreLimits,
+    peak_bytes: usize,
+}
+
+impl PeakLimits {
+    pub fn new(inner: wasmtime::StoreLimits) -> Self {
+        Self { inner, peak_bytes: 0 }
+    }
+
+    pub fn peak_bytes(&self) -> usize {
+        self.peak_bytes
+    }
+}
+
+impl wasmtime::ResourceLimiter for PeakLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_bytes = self.peak_bytes.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// The largest linear memory a plugin's instance has grown to.
+pub fn plugin_memory(name: &str, peak_bytes: usize) {
+    METRICS
+        .plugin_memory_high_water
+        .get_or_create(&PluginLabels {
+            plugin: name.to_string(),
+        })
+        .inner()
+        .fetch_max(i64::try_from(peak_bytes).unwrap_or(i64::MAX), Ordering::Relaxed);
 }
