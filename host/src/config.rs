@@ -31,6 +31,9 @@ pub const MIN_AUDIT_INTERVAL_MS: u64 = 1_000;
 /// Default longest time the audit waits for Kafka or PostgreSQL to answer.
 pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 5_000;
 
+/// Default address of the `[http]` server (metrics, health, status).
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
+
 /// An error in `pipeline.toml`, located in the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,6 +67,15 @@ pub struct Pipeline {
     pub checks: Vec<CheckConfig>,
     /// When and how the audit runs (`[audit]`).
     pub audit: AuditConfig,
+    /// The metrics, health and status server (`[http]`).
+    pub http: HttpConfig,
+}
+
+/// The `[http]` server of `host run`, `consume` and `produce`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// `None`: turned off (`listen = ""`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How `host provision` creates topics and databases.
@@ -253,6 +265,14 @@ struct RawPipeline {
     checks: Vec<RawCheck>,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -617,6 +637,7 @@ impl Pipeline {
             checks.push(CheckConfig { name, plugin });
         }
         let audit = check_audit(&src, raw.audit)?;
+        let http = check_http(&src, raw.http)?;
 
         let (method, method_span) = match &raw.provision {
             Some(p) => (*p.method.get_ref(), p.method.span()),
@@ -642,12 +663,33 @@ impl Pipeline {
             aiven,
             checks,
             audit,
+            http,
         })
     }
 
     /// The topic's declaration.
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+fn check_http(src: &Source<'_>, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let Some(listen) = raw.listen else {
+        let listen = DEFAULT_HTTP_LISTEN.parse().ok();
+        return Ok(HttpConfig { listen });
+    };
+    let text = listen.get_ref().trim();
+    if text.is_empty() {
+        return Ok(HttpConfig { listen: None });
+    }
+    match text.parse() {
+        Ok(addr) => Ok(HttpConfig { listen: Some(addr) }),
+        Err(_) => Err(src.error(
+            listen.span(),
+            format!(
+                "http.listen {text:?} is not an IP address and port, like \"{DEFAULT_HTTP_LISTEN}\" or \"0.0.0.0:9187\" (\"\" turns the HTTP server off)"
+            ),
+        )),
     }
 }
 

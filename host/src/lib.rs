@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod member;
+pub mod ops;
 pub mod pipeline;
 pub mod plugins;
 pub mod postgres;

@@ -196,6 +196,74 @@ enum Command {
     /// Helpers for Aiven's hosted Kafka and PostgreSQL.
     #[command(subcommand)]
     Aiven(AivenCommand),
+    /// List, show and replay the messages a sink could not map.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Print the status the running host's page shows: per sink the rows
+    /// stored, dead letters, offsets, lag and throughput; the generators,
+    /// plugins and latest audit findings; and whether the host is ready.
+    ///
+    /// Asks the host at [http] listen; when none answers, asks PostgreSQL and
+    /// Kafka directly. Exit code: 0 ready, 1 running but not ready, 2 not running.
+    ///
+    /// Example: host status pipeline.toml --json
+    Status {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Print the status as JSON (the host's /status).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which dead letters (`host dead-letters ...`).
+#[derive(clap::Args)]
+struct LetterArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// Only this sink's letters.
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only these letters (repeat --id, or give several).
+    #[arg(long = "id", num_args = 1..)]
+    ids: Vec<i64>,
+    /// Only letters written since this time (2026-11-28T22:00:00Z) or age (30m, 2h, 1d).
+    #[arg(long)]
+    since: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// One line per dead letter: id, sink, topic/partition, offset, time, replays, reason.
+    ///
+    /// Example: host dead-letters list pipeline.toml --sink favorite_languages --since 1h
+    List {
+        #[command(flatten)]
+        which: LetterArgs,
+        /// Print JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each dead letter in full: key, payload (text, or hex when not UTF-8), reason, plugin.
+    ///
+    /// Example: host dead-letters show pipeline.toml --id 42
+    Show {
+        #[command(flatten)]
+        which: LetterArgs,
+    },
+    /// Run dead letters through the sink's current mapper (the one the
+    /// pipeline file names now, with its settings) and store what it maps.
+    ///
+    /// In one transaction per batch, the rows are written and the letters
+    /// they came from removed; letters the mapper still rejects stay, with
+    /// the new reason and one more replay. Safe while `host run` writes the
+    /// same sink, and while another replay runs.
+    ///
+    /// Example: host dead-letters replay pipeline.toml --sink favorite_languages
+    Replay {
+        #[command(flatten)]
+        which: LetterArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -424,9 +492,103 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             };
             audit::command::simulate(&pipeline, case, topic, Duration::from_secs(wait_secs)).await
         }
+        Command::DeadLetters(command) => dead_letters(command).await,
+        Command::Status { pipeline: path, json } => status(&path, json).await,
         Command::Aiven(AivenCommand::Credentials { pipeline: path, write }) => {
             let pipeline = Pipeline::load(&path)?;
             host::provision::credentials::run(&pipeline, write, &mut std::io::stdout()).await
         }
+    }
+}
+
+fn selection(which: &LetterArgs) -> host::ops::dead_letters::Selection {
+    host::ops::dead_letters::Selection {
+        sink: which.sink.clone(),
+        ids: which.ids.clone(),
+        since: which.since.clone(),
+    }
+}
+
+/// `host dead-letters list|show|replay`.
+async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
+    use host::ops::dead_letters as dl;
+    let which = match &command {
+        DeadLettersCommand::List { which, .. }
+        | DeadLettersCommand::Show { which }
+        | DeadLettersCommand::Replay { which } => which,
+    };
+    let pipeline = Pipeline::load(&which.pipeline)?;
+    let sel = selection(which);
+    let mut client = dl::connect(&pipeline).await?;
+    match command {
+        DeadLettersCommand::List { json, .. } => {
+            let letters = dl::list(&client, &pipeline, &sel, dl::LIST_LIMIT).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else {
+                print!("{}", dl::render_list(&letters));
+            }
+        }
+        DeadLettersCommand::Show { .. } => {
+            let letters = dl::list(&client, &pipeline, &sel, dl::LIST_LIMIT).await?;
+            print!("{}", dl::render_show(&letters));
+        }
+        DeadLettersCommand::Replay { .. } => {
+            let done = dl::replay(&mut client, &pipeline, &sel, |sink, so_far| {
+                tracing::info!(
+                    sink,
+                    stored = so_far.stored,
+                    still_rejected = so_far.still_rejected,
+                    "replaying"
+                );
+            })
+            .await?;
+            println!(
+                "Replayed: {} letter(s) stored as {} row(s) and removed; {} still rejected (kept, with the new reason).",
+                done.stored, done.rows, done.still_rejected
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `host status`: the running host's /status, or PostgreSQL and Kafka asked directly.
+async fn status(path: &Path, json: bool) -> anyhow::Result<()> {
+    use host::ops::status;
+    let pipeline = Pipeline::load(path)?;
+    let from_host = match pipeline.http.listen {
+        Some(addr) => {
+            let host = if addr.ip().is_unspecified() {
+                format!("127.0.0.1:{}", addr.port())
+            } else {
+                addr.to_string()
+            };
+            let url = format!("http://{host}/status");
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+            match client.get(&url).send().await {
+                Ok(r) => r.json::<status::Status>().await.ok(),
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
+    let s = match from_host {
+        Some(s) => s,
+        None => status::offline(&pipeline).await,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", status::render(&s));
+    }
+    let code = match (s.host_running, s.ready) {
+        (true, true) => 0,
+        (true, false) => 1,
+        (false, _) => 2,
+    };
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Exit { code, error: None }.into())
     }
 }

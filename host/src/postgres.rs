@@ -371,7 +371,7 @@ impl CopyRows {
     }
 
     /// The encoded rows with the trailer, ready to send.
-    fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> Vec<u8> {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
     }

@@ -32,7 +32,7 @@ pub struct Args {
     pub messages: u64,
     pub partitions: Vec<i32>,
     pub only: Vec<String>,
-    /// Which sink modes (default all): discard, copy, wasm, native, batch1.
+    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped.
     pub sinks: Vec<String>,
     /// Messages per second of the latency run.
     pub latency_rate: u64,
@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory]
-                    [--sinks discard,copy,wasm,native,batch1]
+                    [--sinks discard,copy,wasm,native,batch1,scraped]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
 impl Args {

@@ -46,20 +46,21 @@ pub async fn run(
     // Each mode runs `repeat` times, interleaved, into fresh tables; the best
     // run counts (the machine is shared with a broker and a database).
     for round in 1..=args.repeat {
-        let tables: Vec<String> = ["wasm", "native", "discard", "batch1", "copy", "copyb"]
+        let tables: Vec<String> = ["wasm", "native", "discard", "batch1", "scraped", "copy", "copyb"]
             .iter()
             .map(|m| env.name(&format!("p{partitions}_{m}")))
             .collect();
         let body = format!(
-            "{}{}{}{}{}",
+            "{}{}{}{}{}{}",
             setup::topic_section(&topic, partitions),
             sink("wasm", &tables[0], &size),
             sink("native", &tables[1], &size),
             sink("discard", &tables[2], &size),
             sink("batch1", &tables[3], "batch_size = 1"),
+            sink("scraped", &tables[4], &size),
         );
         let pipeline = env.pipeline(&format!("sink_p{partitions}_{round}.toml"), &body)?;
-        env.tables.extend(tables[4..].iter().cloned());
+        env.tables.extend(tables[5..].iter().cloned());
         let step = |what: &str| eprintln!("bench: {partitions} partition(s), round {round}: {what}");
         if round == 1 {
             batch1 = Some((pipeline.clone(), tables[3].clone()));
@@ -75,10 +76,10 @@ pub async fn run(
 
         if args.wants_sink("copy") {
             step("(b) PostgreSQL ceiling, one COPY");
-            let m = copy(env, &tables[4], &columns, payloads, partitions, payloads.len()).await?;
+            let m = copy(env, &tables[5], &columns, payloads, partitions, payloads.len()).await?;
             f.copy_ceiling = best(f.copy_ceiling, m);
             step(&format!("COPY, {} rows per transaction", f.batch_size));
-            let m = copy(env, &tables[5], &columns, payloads, partitions, f.batch_size).await?;
+            let m = copy(env, &tables[6], &columns, payloads, partitions, f.batch_size).await?;
             f.copy_batched = best(f.copy_batched, m);
         }
 
@@ -88,6 +89,23 @@ pub async fn run(
             let m = sink_run(&pipeline, "wasm", mapper, Destination::Postgres, None).await?;
             verify(env, &tables[0], n).await?;
             f.sink_wasm = best(f.sink_wasm, m.steady);
+        }
+
+        if args.wants_sink("scraped") {
+            step("sink, WASM json-row, the [http] server up and /metrics scraped every second");
+            let mut served = pipeline.clone();
+            served.http.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+            let server = host::ops::http::start(&served)
+                .await
+                .context("the [http] server did not start")?;
+            let scraper = tokio::spawn(scrape(server.addr));
+            let mapper = load_mapper(env, &pipeline, "scraped").await?;
+            let m = sink_run(&pipeline, "scraped", mapper, Destination::Postgres, None).await;
+            scraper.abort();
+            drop(server);
+            let m = m?;
+            verify(env, &tables[4], n).await?;
+            f.sink_scraped = best(f.sink_scraped, m.steady);
         }
 
         if args.wants_sink("native") {
@@ -121,6 +139,25 @@ pub async fn run(
     verify(env, &table, m.total).await?;
     f.sink_batch1 = Some(m.steady);
     Ok(())
+}
+
+/// Gets `/metrics` every second, as a Prometheus server would.
+async fn scrape(addr: std::net::SocketAddr) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut scrapes = 0u64;
+    loop {
+        tick.tick().await;
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => {
+                let _ = r.bytes().await;
+                scrapes += 1;
+            }
+            Ok(r) => eprintln!("bench: /metrics answered {} after {scrapes} scrapes", r.status()),
+            Err(e) => eprintln!("bench: /metrics failed after {scrapes} scrapes: {e}"),
+        }
+    }
 }
 
 /// The faster of two measurements.

@@ -63,6 +63,7 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
     } = run;
     let mut config = live.borrow_and_update().clone();
     let producer = kafka::producer(&kafka_cfg)?;
+    let _live = crate::ops::state::generator_started(&config.name, &config.topic);
     // The schedule: message n is due at `epoch + interval * (n - epoch_count)`.
     let (mut epoch, mut epoch_count) = (Instant::now(), 0u64);
     let mut produced: u64 = 0;
@@ -122,6 +123,7 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         stats
             .delivered
             .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+        crate::ops::metrics::generator_progress(&config.name, producer.context());
     }
 
     producer.flush(FLUSH_TIMEOUT).with_context(|| {
@@ -135,6 +137,7 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         .delivered
         .store(ctx.delivered.load(Ordering::Relaxed), Ordering::Relaxed);
     let failed = ctx.failed.load(Ordering::Relaxed);
+    crate::ops::metrics::generator_progress(&config.name, ctx);
     if failed > 0 {
         let first = ctx
             .first_error

@@ -36,6 +36,7 @@ mod reload;
 mod sink;
 mod supervisor;
 
+pub use batch::{Mapped, map as map_messages};
 pub use generator::{Echo, GeneratorStats};
 pub use sink::{BatchMapper, Destination, SinkStats};
 
@@ -85,7 +86,9 @@ pub struct Swap<W: crate::plugins::World> {
 /// applied while it runs.
 pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()> {
     let runtime = Runtime::new()?;
+    let _http = crate::ops::http::start(pipeline).await;
     let mut supervisor = supervisor::Supervisor::start(runtime, pipeline.clone(), options.clone()).await?;
+    crate::ops::state::problem("host", None);
     let mut watcher = if options.watch {
         let mut w = reload::Watcher::new(reload::DEBOUNCE)?;
         w.watch_files(supervisor.watched_files());

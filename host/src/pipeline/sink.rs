@@ -196,12 +196,14 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
     } = run;
     let config = live.borrow_and_update().clone();
     let columns: Vec<Column> = mapper.columns().to_vec();
+    let _live = crate::ops::state::sink_started(&config.name, &config.topic, &config.table);
 
     let client = connect_with_retry(&pipeline, &config.instance_id, &mut stop).await?;
     postgres::ensure_host_tables(&client).await?;
     postgres::ensure_sink_table(&client, &config.table, &columns).await?;
     let statements = SinkStatements::prepare(&client, &config.table, &columns).await?;
     postgres::asynchronous_commits(&client).await?;
+    crate::ops::state::sink_connected(&config.name, true);
 
     let loader = offset_loader(&pipeline, &config);
     let consumer = kafka::sink_consumer(
@@ -289,6 +291,7 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
                 let stored: HashMap<i32, i64> = assignment.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect();
                 kafka::commit_advisory(&sink.consumer, &sink.config.topic, &stored);
                 sink.positions.reset(assignment);
+                crate::ops::state::sink_assigned(&sink.config.name, sink.positions.next.keys());
             }
             batch.clear();
         }
@@ -577,6 +580,12 @@ impl Sink {
                     for (p, o) in &f.next {
                         self.positions.stored.insert(*p, Some(*o));
                     }
+                    crate::ops::metrics::batch_committed(
+                        &self.config.name,
+                        (f.messages, f.rows, f.dead_letters),
+                        f.started.elapsed(),
+                        &self.positions.stored,
+                    );
                     let next: HashMap<i32, i64> = self
                         .positions
                         .stored
@@ -591,6 +600,7 @@ impl Sink {
                 "the assignment changed while the batch was written".to_string()
             }
             Ok(Written::Fenced { partition }) => {
+                crate::ops::metrics::fenced(&self.config.name);
                 format!("partition {partition}'s stored offset was moved by another consumer")
             }
             Err(e) => format!("{e:#}"),
@@ -651,6 +661,7 @@ impl Sink {
     /// After a failed or fenced write: reconnect, reread the stored offsets and
     /// start every assigned partition again from them.
     async fn rewind(&mut self) -> anyhow::Result<()> {
+        crate::ops::metrics::rewind(&self.config.name);
         let mut backoff = Duration::from_millis(100);
         loop {
             let client = connect_with_retry(&self.pipeline, &self.config.instance_id, &mut self.stop).await?;

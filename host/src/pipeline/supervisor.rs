@@ -137,6 +137,7 @@ impl Supervisor {
         let (stop, stop_rx) = watch::channel(false);
         let (task, latest) =
             crate::audit::spawn_periodic(self.pipeline.clone(), self.runtime.clone(), interval, stop_rx);
+        crate::ops::state::set_audit(Some(latest.clone()));
         self.audit = Some(Audit { task, stop, latest });
     }
 
@@ -167,6 +168,7 @@ impl Supervisor {
         let plugin = tokio::task::spawn_blocking(move || runtime.load::<W>(&name, &config, seed)).await??;
         self.running_hashes
             .insert(normalize(plugin.path()), plugin.hash().to_string());
+        crate::ops::state::plugin_loaded(plugin.name(), plugin.path(), plugin.hash());
         Ok(plugin)
     }
 
@@ -543,6 +545,7 @@ impl Supervisor {
             }
         }
         if swapped {
+            crate::ops::metrics::reload(&path.display().to_string(), &hash, None);
             self.running_hashes.insert(path.to_path_buf(), hash);
         }
     }
@@ -665,5 +668,6 @@ impl Supervisor {
 }
 
 fn refused(path: &Path, e: &PluginError) {
+    crate::ops::metrics::reload(&path.display().to_string(), "-", Some(e.to_string()));
     tracing::error!(path = %path.display(), error = %e, "changed plugin refused; the running version keeps serving");
 }

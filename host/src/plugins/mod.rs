@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -70,7 +70,7 @@ pub enum PluginError {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: crate::ops::metrics::PeakLimits,
     stderr: MemoryOutputPipe,
 }
 
@@ -124,10 +124,12 @@ impl Runtime {
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_limit_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: crate::ops::metrics::PeakLimits::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(limits.memory_limit_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
             stderr,
         };
         let mut store = Store::new(&self.engine, state);
@@ -334,13 +336,19 @@ impl<W: World> Plugin<W> {
         let ticks = self.deadline_ticks();
         let (store, instance) = self.live.as_mut().expect("started above");
         store.set_epoch_deadline(ticks);
-        match f(instance, store) {
+        let started = std::time::Instant::now();
+        let result = match f(instance, store) {
             Ok(r) => Ok(r),
             Err(e) => {
                 let (store, _) = self.live.take().expect("live during the call");
                 Err(self.classify(&store, e))
             }
+        };
+        crate::ops::metrics::plugin_call(&self.name, started.elapsed(), result.as_ref().err());
+        if let Some((store, _)) = &self.live {
+            crate::ops::metrics::plugin_memory(&self.name, store.data().limits.peak_bytes());
         }
+        result
     }
 
     fn classify(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {

@@ -1,0 +1,9 @@
+//! Operating a running pipeline without reading logs: Prometheus metrics,
+//! health and readiness, the status (JSON, a page, `host status`), and
+//! replaying dead letters into their sink (`host dead-letters`).
+
+pub mod dead_letters;
+pub mod http;
+pub mod metrics;
+pub mod state;
+pub mod status;

@@ -1,0 +1,461 @@
+//! The status of a pipeline, as `/status`, the status page and `host status`
+//! show it: per sink the rows PostgreSQL holds, its dead letters, its stored
+//! and end offsets and lag per partition, and its throughput over the last
+//! minutes; the generators, the plugins, the latest audit findings, and
+//! whether the host is ready (and if not, why).
+
+use super::state::{self, Live};
+use crate::config::Pipeline;
+use crate::kafka;
+use crate::postgres::{self, DEAD_LETTERS_TABLE, OFFSETS_TABLE, ident};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use tokio_postgres::Client;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub pipeline: String,
+    pub version: String,
+    pub generated_at_ms: u64,
+    /// Whether this came from a running host (its `/status`).
+    pub host_running: bool,
+    pub ready: bool,
+    pub not_ready: Vec<String>,
+    pub postgres: Reachability,
+    pub kafka: Reachability,
+    pub sinks: Vec<SinkStatus>,
+    pub generators: Vec<GeneratorStatus>,
+    pub plugins: Vec<PluginStatus>,
+    pub findings: Vec<FindingStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reachability {
+    pub ok: Option<bool>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SinkStatus {
+    pub name: String,
+    pub topic: String,
+    pub table: String,
+    /// Whether this host runs it now.
+    pub running: bool,
+    pub connected: bool,
+    pub assigned: Option<Vec<i32>>,
+    /// Rows this host committed since it started.
+    pub rows_written: u64,
+    pub dead_letters_written: u64,
+    /// Rows the table holds (`None`: PostgreSQL did not answer).
+    pub table_rows: Option<i64>,
+    /// Dead letters PostgreSQL holds for this sink.
+    pub dead_letters: Option<i64>,
+    pub partitions: Vec<PartitionStatus>,
+    /// (unix ms, rows per second), oldest first.
+    pub throughput: Vec<(u64, f64)>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PartitionStatus {
+    pub partition: i32,
+    pub stored: Option<i64>,
+    pub end: Option<i64>,
+    pub lag: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GeneratorStatus {
+    pub name: String,
+    pub topic: String,
+    pub running: bool,
+    pub produced: u64,
+    pub delivery_errors: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PluginStatus {
+    pub name: String,
+    pub path: String,
+    pub hash: String,
+    pub loaded_at_ms: Option<u64>,
+    pub last_reload_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FindingStatus {
+    pub severity: String,
+    pub subject: String,
+    pub message: String,
+    pub source: String,
+}
+
+/// What PostgreSQL holds for the pipeline's sinks.
+#[derive(Default)]
+struct Stored {
+    rows: HashMap<String, i64>,
+    dead: HashMap<String, i64>,
+    offsets: HashMap<(String, String), BTreeMap<i32, i64>>,
+}
+
+async fn read_stored(client: &Client, pipeline: &Pipeline) -> anyhow::Result<Stored> {
+    let mut out = Stored::default();
+    for s in &pipeline.sinks {
+        if postgres::table_exists(client, &s.table).await? {
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {}", ident(&s.table)), &[])
+                .await?
+                .get(0);
+            out.rows.insert(s.name.clone(), n);
+        } else {
+            out.rows.insert(s.name.clone(), 0);
+        }
+    }
+    if postgres::table_exists(client, DEAD_LETTERS_TABLE).await? {
+        for r in client
+            .query(
+                &format!("SELECT sink, count(*) FROM {} GROUP BY sink", ident(DEAD_LETTERS_TABLE)),
+                &[],
+            )
+            .await?
+        {
+            out.dead.insert(r.get(0), r.get(1));
+        }
+    }
+    if postgres::table_exists(client, OFFSETS_TABLE).await? {
+        for r in client
+            .query(
+                &format!(
+                    "SELECT table_name, topic, partition, next_offset FROM {}",
+                    ident(OFFSETS_TABLE)
+                ),
+                &[],
+            )
+            .await?
+        {
+            out.offsets
+                .entry((r.get(0), r.get(1)))
+                .or_default()
+                .insert(r.get(2), r.get(3));
+        }
+    }
+    Ok(out)
+}
+
+/// Kafka's end offsets per topic and partition, or why Kafka did not answer.
+pub type EndOffsets = Result<HashMap<String, HashMap<i32, i64>>, String>;
+
+/// Kafka's end offsets of each topic the pipeline's sinks read.
+pub async fn end_offsets(pipeline: &Pipeline, topics: Vec<String>, timeout: Duration) -> EndOffsets {
+    let kafka_cfg = pipeline.kafka.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let consumer = kafka::query_consumer(&kafka_cfg, "wasm-stream-status")?;
+        let mut out = HashMap::new();
+        for t in topics {
+            out.insert(t.clone(), kafka::end_offsets(&consumer, &t)?);
+        }
+        anyhow::Ok(out)
+    });
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(Ok(ends))) => Ok(ends),
+        Ok(Ok(Err(e))) => Err(format!("{e:#}")),
+        Ok(Err(e)) => Err(format!("the Kafka query failed: {e}")),
+        Err(_) => Err(format!(
+            "no answer from {} within {} ms",
+            pipeline.kafka.bootstrap_servers,
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// Builds the status. `client` is an open PostgreSQL session (or `None` when
+/// PostgreSQL could not be reached, with `pg_error` saying why); `live` is
+/// true inside a running host, whose live state is then included.
+pub async fn build(
+    pipeline: &Pipeline,
+    client: Option<&Client>,
+    pg_error: Option<String>,
+    ends: Option<EndOffsets>,
+    live: bool,
+) -> Status {
+    let (stored, pg_error) = match client {
+        Some(c) => match read_stored(c, pipeline).await {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        },
+        None => (None, pg_error),
+    };
+    let guard = if live { Some(state::lock()) } else { None };
+    let empty = Live::default();
+    let l: &Live = guard.as_deref().unwrap_or(&empty);
+
+    let mut postgres = Reachability {
+        ok: Some(pg_error.is_none() && client.is_some()),
+        error: pg_error,
+    };
+    let mut kafka = match &ends {
+        Some(Ok(_)) => Reachability {
+            ok: Some(true),
+            error: None,
+        },
+        Some(Err(e)) => Reachability {
+            ok: Some(false),
+            error: Some(e.clone()),
+        },
+        None => Reachability {
+            ok: l.kafka.ok,
+            error: l.kafka.error.clone(),
+        },
+    };
+    if live && client.is_none() && postgres.error.is_none() {
+        postgres = Reachability {
+            ok: l.postgres.ok,
+            error: l.postgres.error.clone(),
+        };
+    }
+    if !live && ends.is_none() {
+        kafka = Reachability::default();
+    }
+
+    let mut sinks = Vec::new();
+    for s in &pipeline.sinks {
+        let running = l.sinks.get(&s.name);
+        let stored_offsets = stored
+            .as_ref()
+            .and_then(|st| st.offsets.get(&(s.table.clone(), s.topic.clone())).cloned())
+            .or_else(|| running.map(|r| r.stored.clone()))
+            .unwrap_or_default();
+        let end: BTreeMap<i32, i64> = match &ends {
+            Some(Ok(e)) => e
+                .get(&s.topic)
+                .map(|m| m.iter().map(|(p, o)| (*p, *o)).collect())
+                .unwrap_or_default(),
+            _ => running.map(|r| r.end.clone()).unwrap_or_default(),
+        };
+        let mut parts: Vec<i32> = stored_offsets.keys().chain(end.keys()).copied().collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let partitions = parts
+            .into_iter()
+            .map(|p| {
+                let (st, en) = (stored_offsets.get(&p).copied(), end.get(&p).copied());
+                PartitionStatus {
+                    partition: p,
+                    stored: st,
+                    end: en,
+                    lag: en.map(|e| (e - st.unwrap_or(0)).max(0)),
+                }
+            })
+            .collect();
+        sinks.push(SinkStatus {
+            name: s.name.clone(),
+            topic: s.topic.clone(),
+            table: s.table.clone(),
+            running: running.is_some_and(|r| !r.finished),
+            connected: running.is_some_and(|r| r.connected),
+            assigned: running.and_then(|r| r.assigned.clone()),
+            rows_written: running.map_or(0, |r| r.rows),
+            dead_letters_written: running.map_or(0, |r| r.dead_letters),
+            table_rows: stored.as_ref().and_then(|st| st.rows.get(&s.name).copied()),
+            dead_letters: stored.as_ref().map(|st| st.dead.get(&s.name).copied().unwrap_or(0)),
+            partitions,
+            throughput: running
+                .map(|r| r.throughput.iter().copied().collect())
+                .unwrap_or_default(),
+        });
+    }
+    let generators = pipeline
+        .generators
+        .iter()
+        .map(|g| {
+            let running = l.generators.get(&g.name);
+            GeneratorStatus {
+                name: g.name.clone(),
+                topic: g.topic.clone(),
+                running: running.is_some_and(|r| !r.finished),
+                produced: running.map_or(0, |r| r.produced),
+                delivery_errors: running.map_or(0, |r| r.delivery_errors),
+            }
+        })
+        .collect();
+    let mut plugins: Vec<PluginStatus> = l
+        .plugins
+        .iter()
+        .map(|(name, p)| PluginStatus {
+            name: name.clone(),
+            path: p.path.clone(),
+            hash: p.hash.clone(),
+            loaded_at_ms: Some(p.loaded_at_ms),
+            last_reload_error: p.last_reload_error.clone(),
+        })
+        .collect();
+    if !live {
+        // Not running: the plugins the file names.
+        plugins = pipeline
+            .generators
+            .iter()
+            .map(|g| (format!("generator {}", g.name), &g.plugin.path))
+            .chain(
+                pipeline
+                    .sinks
+                    .iter()
+                    .map(|s| (format!("sink {}", s.name), &s.mapper.path)),
+            )
+            .chain(
+                pipeline
+                    .checks
+                    .iter()
+                    .map(|c| (format!("check {}", c.name), &c.plugin.path)),
+            )
+            .map(|(name, path)| PluginStatus {
+                name,
+                path: path.display().to_string(),
+                hash: std::fs::read(path)
+                    .map(|b| crate::plugins::content_hash(&b))
+                    .unwrap_or_else(|e| format!("unreadable: {e}")),
+                loaded_at_ms: None,
+                last_reload_error: None,
+            })
+            .collect();
+    }
+    let mut not_ready = if live {
+        state::not_ready(l)
+    } else {
+        vec!["no host is running this pipeline (its [http] server did not answer)".to_string()]
+    };
+    if live && let Some(e) = &postgres.error {
+        let line = format!("PostgreSQL unreachable: {e}");
+        if !not_ready.contains(&line) && l.sinks.values().any(|s| !s.finished) {
+            not_ready.push(line);
+        }
+    }
+    let findings_src = l.findings.clone();
+    drop(guard);
+    let findings = findings_src
+        .map(|f| f.lock().unwrap_or_else(|p| p.into_inner()).clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|f| FindingStatus {
+            severity: format!("{:?}", f.severity).to_lowercase(),
+            subject: f.subject,
+            message: f.message,
+            source: f.source,
+        })
+        .collect();
+    Status {
+        pipeline: pipeline.path.display().to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generated_at_ms: state::now_ms(),
+        host_running: live,
+        ready: live && not_ready.is_empty(),
+        not_ready,
+        postgres,
+        kafka,
+        sinks,
+        generators,
+        plugins,
+        findings,
+    }
+}
+
+/// The status of a pipeline no host serves: PostgreSQL and Kafka asked directly.
+pub async fn offline(pipeline: &Pipeline) -> Status {
+    let timeout = pipeline.audit.timeout;
+    let (client, pg_error) = match tokio::time::timeout(timeout, postgres::connect(&pipeline.postgres)).await {
+        Ok(Ok(c)) => (Some(c), None),
+        Ok(Err(e)) => (None, Some(format!("{e:#}"))),
+        Err(_) => (None, Some(format!("no answer within {} ms", timeout.as_millis()))),
+    };
+    let mut topics: Vec<String> = pipeline.sinks.iter().map(|s| s.topic.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    let ends = end_offsets(pipeline, topics, timeout).await;
+    build(pipeline, client.as_ref(), pg_error, Some(ends), false).await
+}
+
+/// The status as text, for terminals.
+pub fn render(s: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let reach = |r: &Reachability| match (r.ok, &r.error) {
+        (Some(true), _) => "ok".to_string(),
+        (Some(false), e) => format!("UNREACHABLE: {}", e.as_deref().unwrap_or("")),
+        (None, _) => "not checked".to_string(),
+    };
+    let _ = writeln!(out, "Pipeline {} (host {})", s.pipeline, s.version);
+    let state = if !s.host_running {
+        "not running"
+    } else if s.ready {
+        "running, ready"
+    } else {
+        "running, NOT READY"
+    };
+    let _ = writeln!(out, "  host: {state}");
+    for why in &s.not_ready {
+        let _ = writeln!(out, "    - {why}");
+    }
+    let _ = writeln!(out, "  PostgreSQL: {}", reach(&s.postgres));
+    let _ = writeln!(out, "  Kafka: {}", reach(&s.kafka));
+    let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+    let _ = writeln!(out, "\nSinks");
+    let _ = writeln!(
+        out,
+        "  {:<24} {:<20} {:<24} {:>10} {:>12} {:>10}",
+        "SINK", "TOPIC", "TABLE", "ROWS", "DEAD LETTERS", "ROWS/S"
+    );
+    for k in &s.sinks {
+        let rate = k.throughput.last().map_or("-".to_string(), |(_, r)| format!("{r:.0}"));
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<20} {:<24} {:>10} {:>12} {:>10}",
+            k.name,
+            k.topic,
+            k.table,
+            opt(k.table_rows),
+            opt(k.dead_letters),
+            rate
+        );
+        for p in &k.partitions {
+            let _ = writeln!(
+                out,
+                "      partition {:<4} stored {:>10}  end {:>10}  lag {:>8}",
+                p.partition,
+                opt(p.stored),
+                opt(p.end),
+                opt(p.lag)
+            );
+        }
+    }
+    if !s.generators.is_empty() {
+        let _ = writeln!(out, "\nGenerators");
+        for g in &s.generators {
+            let _ = writeln!(
+                out,
+                "  {:<24} topic {:<20} produced {:>10}  delivery errors {}",
+                g.name, g.topic, g.produced, g.delivery_errors
+            );
+        }
+    }
+    let _ = writeln!(out, "\nPlugins");
+    for p in &s.plugins {
+        let _ = writeln!(out, "  {:<32} {} (hash {})", p.name, p.path, p.hash);
+        if let Some(e) = &p.last_reload_error {
+            let _ = writeln!(out, "      last reload error: {e}");
+        }
+    }
+    if !s.findings.is_empty() {
+        let _ = writeln!(out, "\nLatest audit findings");
+        for f in &s.findings {
+            let _ = writeln!(
+                out,
+                "  {:<8} {}: {}  [{}]",
+                f.severity.to_uppercase(),
+                f.subject,
+                f.message,
+                f.source
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,148 @@
+//! The status page, loaded in a real headless Chromium while `host run`
+//! runs: after its script has fetched `/status`, the DOM shows each sink's
+//! name and the row count PostgreSQL holds. The screenshot is kept in
+//! `target/test-artifacts/status-page.png`.
+mod common;
+mod ops_support;
+
+use common::{Db, Running, plugin, repo_root, unique, wait_for, write_pipeline};
+use ops_support::{count_rows, free_port, wait_for_code};
+use std::process::Command;
+use std::time::Duration;
+
+/// Debian's `chromium` (`scripts/local-stack up` installs it), or `$CHROMIUM`.
+fn chromium() -> String {
+    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_string());
+    let found = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{bin} not found: install it with `scripts/local-stack up` (or apt-get install chromium), or set CHROMIUM"
+    );
+    bin
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
+fn headless(url: &str, extra: &[&str]) -> String {
+    let profile = std::env::temp_dir().join(unique("chromium_profile"));
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            // Lets the page's script fetch /status and render before the dump.
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_page_shows_each_sink_and_the_rows_postgres_holds() {
+    let (langs, cars) = (unique("page_langs"), unique("page_cars"));
+    let (langs_table, cars_table) = (unique("page_langs_rows"), unique("page_cars_rows"));
+    let (langs_sink, cars_sink) = (unique("langs_sink"), unique("cars_sink"));
+    let port = free_port();
+    let path = write_pipeline(&format!(
+        r#"
+[http]
+listen = "127.0.0.1:{port}"
+
+[audit]
+interval_ms = 0
+
+[[topics]]
+name = "{langs}"
+
+[[topics]]
+name = "{cars}"
+
+[[generators]]
+name = "langs"
+topic = "{langs}"
+plugin = "{langs_plugin}"
+interval_ms = 0
+count = 30
+
+[[generators]]
+name = "cars"
+topic = "{cars}"
+plugin = "{cars_plugin}"
+interval_ms = 0
+count = 17
+
+[[sinks]]
+name = "{langs_sink}"
+topic = "{langs}"
+table = "{langs_table}"
+mapper = "{mapper}"
+
+[[sinks]]
+name = "{cars_sink}"
+topic = "{cars}"
+table = "{cars_table}"
+mapper = "{mapper}"
+"#,
+        langs_plugin = plugin("langs").display(),
+        cars_plugin = plugin("cars").display(),
+        mapper = plugin("json_row").display(),
+    ));
+    let host = Running::start(&["run", path.to_str().expect("utf-8"), "--no-watch"]);
+    wait_for_code(port, "/health/live", 200, Duration::from_secs(60));
+    let db = Db::connect();
+    wait_for("rows stored", Duration::from_secs(120), || {
+        count_rows(&db, &langs_table) == 30 && count_rows(&db, &cars_table) == 17
+    });
+
+    let url = format!("http://127.0.0.1:{port}/");
+    let dom = headless(&url, &["--dump-dom"]);
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "the page's script did not render:\n{dom}"
+    );
+    for (sink, table) in [(&langs_sink, &langs_table), (&cars_sink, &cars_table)] {
+        let rows = count_rows(&db, table);
+        let row = format!(r#"data-sink="{sink}" data-rows="{rows}""#);
+        assert!(
+            dom.contains(&row),
+            "the page does not show {sink} with {rows} rows:\n{dom}"
+        );
+        assert!(dom.contains(&format!(r#"<td class="sink-name">{sink}</td>"#)), "{dom}");
+    }
+    for (generator, count) in [("langs", 30), ("cars", 17)] {
+        let row = format!(r#"data-generator="{generator}" data-produced="{count}""#);
+        assert!(
+            dom.contains(&row),
+            "the page does not show generator {generator} with {count}:\n{dom}"
+        );
+    }
+
+    let artifacts = repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).expect("artifacts folder");
+    let shot = artifacts.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    headless(&url, &[&format!("--screenshot={}", shot.display())]);
+    let png = std::fs::read(&shot).expect("screenshot written");
+    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
+    host.terminate();
+}
