@@ -186,6 +186,9 @@ enum Command {
     /// Helpers for Aiven's hosted Kafka and PostgreSQL.
     #[command(subcommand)]
     Aiven(AivenCommand),
+    /// Write, test and inspect plugins, with no Kafka and no PostgreSQL (see PLUGINS.md).
+    #[command(subcommand)]
+    Plugin(host::plugins::kit::PluginCommand),
 }
 
 #[derive(Subcommand)]
@@ -408,6 +411,17 @@ async fn execute(command: Command) -> anyhow::Result<()> {
                 SimulateCase::KafkaAhead => Case::KafkaAhead,
             };
             audit::command::simulate(&pipeline, case, topic, Duration::from_secs(wait_secs)).await
+        }
+        Command::Plugin(command) => {
+            match tokio::task::spawn_blocking(move || host::plugins::kit::execute(command)).await? {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(Exit { code, error: None }.into()),
+                Err(failure) => Err(Exit {
+                    code: failure.code,
+                    error: Some(failure.error),
+                }
+                .into()),
+            }
         }
         Command::Aiven(AivenCommand::Credentials { pipeline: path, write }) => {
             let pipeline = Pipeline::load(&path)?;

@@ -93,19 +93,29 @@ impl Supervisor {
                 pipeline.path.display()
             );
         }
+        // Every plugin compiles at once (a 20 MB component takes seconds), each
+        // on a blocking thread; then they are collected in order.
+        let generator_loads: Vec<_> = generators
+            .iter()
+            .map(|g| sup.spawn_load::<GeneratorWorld>(&format!("generator {}", g.name), &g.plugin, g.seed))
+            .collect();
+        let sink_loads: Vec<_> = sinks
+            .iter()
+            .map(|s| sup.spawn_load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None))
+            .collect();
         let mut loaded_generators = Vec::new();
-        for g in &generators {
-            loaded_generators.push(
-                sup.load::<GeneratorWorld>(&format!("generator {}", g.name), &g.plugin, g.seed)
-                    .await?,
-            );
+        for task in generator_loads {
+            let plugin = task.await??;
+            sup.running_hashes
+                .insert(normalize(plugin.path()), plugin.hash().to_string());
+            loaded_generators.push(plugin);
         }
         let mut loaded_sinks = Vec::new();
-        for s in &sinks {
-            loaded_sinks.push(
-                sup.load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None)
-                    .await?,
-            );
+        for task in sink_loads {
+            let plugin = task.await??;
+            sup.running_hashes
+                .insert(normalize(plugin.path()), plugin.hash().to_string());
+            loaded_sinks.push(plugin);
         }
         sup.create_topics(&pipeline).await?;
         for (s, mapper) in sinks.into_iter().zip(loaded_sinks) {
@@ -154,6 +164,17 @@ impl Supervisor {
 
     fn wants_sink(&self, s: &SinkConfig) -> bool {
         self.options.sinks && self.options.topic.as_deref().is_none_or(|t| t == s.topic)
+    }
+
+    /// Starts compiling and configuring a plugin on a blocking thread.
+    fn spawn_load<W: World>(
+        &self,
+        name: &str,
+        config: &PluginConfig,
+        seed: Option<u64>,
+    ) -> JoinHandle<Result<Plugin<W>, PluginError>> {
+        let (runtime, name, config) = (self.runtime.clone(), name.to_string(), config.clone());
+        tokio::task::spawn_blocking(move || runtime.load::<W>(&name, &config, seed))
     }
 
     /// Compiles and configures a plugin on a blocking thread.
