@@ -6,9 +6,9 @@
 mod common;
 
 use common::{host, plugin, unique, write_pipeline};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-fn path(p: &PathBuf) -> &str {
+fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
