@@ -184,9 +184,9 @@ struct Loaded {
 
 impl Loaded {
     fn read(runtime: &Runtime, path: &Path, limits: &PluginLimits) -> Result<Self, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let component = runtime.component(path, &bytes, limits)?;
         let exports = runtime.exports(&component);

@@ -28,6 +28,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Compilations at least this long are logged at info level.
+const SLOW_COMPILE_MS: u128 = 500;
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_CAPTURE_BYTES: usize = 4096;
 
@@ -35,9 +37,10 @@ const STDERR_CAPTURE_BYTES: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error(
-        "cannot read plugin {path}: {source}\n  hint: build the plugins with `scripts/build`, or fix the path in the pipeline file"
+        "cannot read plugin {}: {error}\n  hint: a relative plugin path is resolved from the pipeline file's folder; fix the path, or build the plugin first (`cargo build --release` in its project, `scripts/build` for the plugins of the wasm-stream repository)",
+        shown(path)
     )]
-    Read { path: PathBuf, source: std::io::Error },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("plugin {path} did not compile within {timeout_ms} ms (limits.compile_timeout_ms)")]
     CompileTimeout { path: PathBuf, timeout_ms: u128 },
     #[error("plugin {path} is {size} bytes, over the limit of {max} bytes (plugins.max_plugin_bytes)")]
@@ -148,9 +151,9 @@ impl Runtime {
 
     /// Reads and compiles a component, checking that it targets world `W`.
     pub fn compile<W: World>(&self, path: &Path, limits: &PluginLimits) -> Result<Compiled<W>, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         self.compile_bytes(path, &bytes, limits)
     }
@@ -165,7 +168,13 @@ impl Runtime {
         let started = Instant::now();
         let component = self.component(path, bytes, limits)?;
         let compiled = self.prepare::<W>(path, &component, content_hash(bytes))?;
-        tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms = started.elapsed().as_millis(), hash = compiled.hash, "compiled plugin");
+        let compile_ms = started.elapsed().as_millis();
+        // Large components (Python's are 12-20 MB) take seconds: worth a line.
+        if compile_ms >= SLOW_COMPILE_MS {
+            tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+        } else {
+            tracing::debug!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+        }
         Ok(compiled)
     }
 
@@ -441,6 +450,14 @@ impl<W: World> Plugin<W> {
         };
         PluginError::Trap { name, reason }
     }
+}
+
+/// A path as the user can find it: absolute when it can be made so.
+fn shown(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// One import of a component.
