@@ -16,7 +16,7 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
     println!("size:     {} bytes", bytes.len());
     println!("hash:     {} (the hash the reload log prints)", content_hash(&bytes));
     let started = Instant::now();
-    let component = match runtime.component(path, &bytes, &limits) {
+    let component = match runtime.component_with(path, &bytes, &limits, false) {
         Ok(c) => c,
         Err(e) => {
             println!("refused:  {e}");

@@ -9,6 +9,7 @@
 //! instance a memory cap. A plugin that traps is re-instantiated and
 //! re-configured before its next call.
 
+mod cache;
 pub mod inspect;
 pub mod kit;
 pub mod scaffold;
@@ -102,6 +103,8 @@ impl WasiView for PluginState {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
+    /// Compiled components of earlier runs (see `cache`); `None` when off.
+    cache: Option<cache::Cache>,
 }
 
 impl Runtime {
@@ -121,6 +124,7 @@ impl Runtime {
             }
         })?;
         Ok(Self {
+            cache: cache::Cache::open(&engine),
             engine,
             linker: Arc::new(linker),
         })
@@ -181,6 +185,17 @@ impl Runtime {
     /// Compiles component bytes, whatever world they target, within the
     /// size and time limits.
     pub fn component(&self, path: &Path, bytes: &[u8], limits: &PluginLimits) -> Result<Component, PluginError> {
+        self.component_with(path, bytes, limits, true)
+    }
+
+    /// As [`Runtime::component`]; `use_cache: false` always compiles (to time it).
+    pub fn component_with(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        limits: &PluginLimits,
+        use_cache: bool,
+    ) -> Result<Component, PluginError> {
         if bytes.len() > limits.max_plugin_bytes {
             return Err(PluginError::TooLarge {
                 path: path.to_path_buf(),
@@ -190,12 +205,23 @@ impl Runtime {
         }
         // Compile on a thread of its own so a pathological input cannot hold
         // the caller past the time limit (the thread is left to finish).
+        let cache = self.cache.as_ref().filter(|_| use_cache);
+        if let Some(component) = cache.and_then(|c| c.load(&self.engine, bytes)) {
+            tracing::debug!(path = %path.display(), "compiled code from the cache");
+            return Ok(component);
+        }
         let (tx, rx) = std::sync::mpsc::channel();
-        let (engine, owned) = (self.engine.clone(), bytes.to_vec());
+        let (engine, owned, cache) = (self.engine.clone(), bytes.to_vec(), cache.cloned());
         std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
-                let _ = tx.send(Component::new(&engine, owned));
+                let result = Component::new(&engine, &owned);
+                let keep = result.as_ref().ok().cloned();
+                let _ = tx.send(result);
+                // After the answer, so the caller does not wait for the write.
+                if let (Some(cache), Some(component)) = (cache, keep) {
+                    cache.store(&owned, &component);
+                }
             })
             .map_err(|e| PluginError::Instantiate {
                 path: path.to_path_buf(),
