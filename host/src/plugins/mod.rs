@@ -29,6 +29,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Components at least this large are kept in the compiled-code cache.
+const MIN_CACHED_BYTES: usize = 1 << 20;
 /// Compilations at least this long are logged at info level.
 const SLOW_COMPILE_MS: u128 = 500;
 /// How much of a plugin's stderr is kept for error messages.
@@ -205,7 +207,12 @@ impl Runtime {
         }
         // Compile on a thread of its own so a pathological input cannot hold
         // the caller past the time limit (the thread is left to finish).
-        let cache = self.cache.as_ref().filter(|_| use_cache);
+        // Small components compile in well under a second: only large ones
+        // (Python's, JavaScript's) are worth the cache.
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| use_cache && bytes.len() >= MIN_CACHED_BYTES);
         if let Some(component) = cache.and_then(|c| c.load(&self.engine, bytes)) {
             tracing::debug!(path = %path.display(), "compiled code from the cache");
             return Ok(component);
