@@ -232,7 +232,11 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
         limits,
     };
     let runtime = Runtime::new().map_err(unusable)?;
-    let load = |e: PluginError| unusable(e.into());
+    let load = |e: PluginError| {
+        let here =
+            matches!(e, PluginError::Configure { .. }).then_some("\n  (here, the settings are the --settings JSON)");
+        unusable(anyhow::anyhow!("{e}{}", here.unwrap_or_default()))
+    };
     let loaded = Loaded::read(&runtime, &args.plugin, &limits).map_err(load)?;
     let name = format!("{} {}", loaded.kind.name(), file_stem(&args.plugin));
     let output = match loaded.kind {
