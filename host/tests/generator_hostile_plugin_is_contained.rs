@@ -80,6 +80,7 @@ topic = "{hostile_topic}"
 plugin = "{hostile}"
 interval_ms = 1
 count = {COUNT}
+{seed}
 [generators.settings]
 mode = "{mode}"
 every = {every}
@@ -88,6 +89,9 @@ call_timeout_ms = 200
 memory_limit_bytes = 33554432
 "#,
             hostile = hostile_plugin.display(),
+            // Seeded, a restarted instance would replay the ids it made unless
+            // the host derives a new seed for it.
+            seed = if name == "trap" { "seed = 5" } else { "" },
         ));
     }
     let path = write_pipeline(&body);

@@ -112,11 +112,18 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             break;
         }
         if let Some(at) = retry_at {
-            // Backing off a failing plugin; a new plugin or a stop cuts it short.
-            if !sleep_until(at, &stop, &live) || Instant::now() < at {
-                continue 'outer;
+            // Backing off a failing plugin; a new plugin, new settings or a
+            // stop cut it short.
+            while Instant::now() < at && !stop.load(Ordering::Relaxed) && !live.has_changed().unwrap_or(false) {
+                if let Ok(new) = swaps.try_recv() {
+                    plugin = new;
+                    (failures, backoff) = (0, FIRST_BACKOFF);
+                    break;
+                }
+                std::thread::sleep((at - Instant::now()).min(SLEEP_SLICE));
             }
             retry_at = None;
+            continue 'outer;
         }
         let chunk = if config.interval.is_zero() { MAX_CHUNK } else { 1 };
         let chunk = chunk.min(u32::try_from(remaining).unwrap_or(u32::MAX));
