@@ -913,3 +913,21 @@ fn toml_to_json(table: &toml::Table) -> serde_json::Value {
     }
     serde_json::Value::Object(table.iter().map(|(k, v)| (k.clone(), value(v))).collect())
 }
+
+/// "<path> does not exist" and a hint that fits where the pipeline file is: a
+/// relative path was resolved from the pipeline file's folder, and the local
+/// stack makes certificates only in the `certs/` folder of a wasm-stream checkout.
+pub fn missing_file_hint(path: &Path) -> String {
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let in_checkout = shown
+        .parent()
+        .filter(|dir| dir.ends_with("certs"))
+        .and_then(Path::parent)
+        .is_some_and(|root| root.join("scripts/local-stack").is_file());
+    let hint = if in_checkout {
+        "run `scripts/local-stack up` to make local certificates, or download the files from the Aiven console (see certs/README.md)"
+    } else {
+        "relative paths in the pipeline file are resolved from the pipeline file's folder: copy the certificates there, or give absolute paths (e.g. to the certs/ folder of your wasm-stream checkout, or the files downloaded from the Aiven console)"
+    };
+    format!("{} does not exist\n  hint: {hint}", shown.display())
+}

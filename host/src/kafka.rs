@@ -51,10 +51,7 @@ pub fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
             ] {
                 let path = path.as_ref().with_context(|| format!("{what} is not set"))?;
                 if !path.is_file() {
-                    bail!(
-                        "{what} {} does not exist\n  hint: run `scripts/local-stack up` to make local certificates, or download the files from the Aiven console (see certs/README.md)",
-                        path.display()
-                    );
+                    bail!("{what} {}", crate::config::missing_file_hint(path));
                 }
                 c.set(key, path.to_string_lossy());
             }

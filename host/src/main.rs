@@ -214,6 +214,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write, test and inspect plugins, with no Kafka and no PostgreSQL (see PLUGINS.md).
+    #[command(subcommand)]
+    Plugin(host::plugins::kit::PluginCommand),
 }
 
 /// Which dead letters (`host dead-letters ...`).
@@ -494,6 +497,17 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::DeadLetters(command) => dead_letters(command).await,
         Command::Status { pipeline: path, json } => status(&path, json).await,
+        Command::Plugin(command) => {
+            match tokio::task::spawn_blocking(move || host::plugins::kit::execute(command)).await? {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(Exit { code, error: None }.into()),
+                Err(failure) => Err(Exit {
+                    code: failure.code,
+                    error: Some(failure.error),
+                }
+                .into()),
+            }
+        }
         Command::Aiven(AivenCommand::Credentials { pipeline: path, write }) => {
             let pipeline = Pipeline::load(&path)?;
             host::provision::credentials::run(&pipeline, write, &mut std::io::stdout()).await

@@ -58,6 +58,7 @@ pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) ->
     config.ssl_mode(SslMode::Require);
     let mut builder = SslConnector::builder(SslMethod::tls_client())?;
     match &cfg.ca {
+        Some(ca) if !ca.is_file() => anyhow::bail!("postgres.ca {}", crate::config::missing_file_hint(ca)),
         Some(ca) => builder
             .set_ca_file(ca)
             .with_context(|| format!("cannot read postgres.ca {}", ca.display()))?,

@@ -1,10 +1,20 @@
 //! A generator: asks its plugin for messages and produces them to Kafka at the
 //! configured interval, until its count is reached or the host stops. Runs on
 //! a blocking thread of its own, since plugin calls are synchronous.
+//!
+//! A plugin that traps, runs past its deadline or out of memory never stops
+//! the generator (nor anything else): the failure is logged with the plugin's
+//! stderr, the next call starts a fresh instance, and while it keeps failing
+//! the calls are spaced by a capped backoff. Messages of a failed call never
+//! reach the host, so nothing is produced twice. Results are held to the
+//! contract: more than `max` messages are cut to `max` (so the count is never
+//! passed), and a message over Kafka's maximum size is not produced; each is
+//! reported once per generator, naming it.
 
+use super::next_backoff;
 use crate::config::{GeneratorConfig, KafkaConfig};
 use crate::kafka;
-use crate::plugins::{GeneratorWorld, Plugin};
+use crate::plugins::{GeneratorWorld, Plugin, generator::Message};
 use anyhow::{Context as _, bail};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -19,6 +29,9 @@ const MAX_CHUNK: u32 = 500;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest uninterrupted sleep, so a stop request is seen promptly.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
+/// The pause after the second failure in a row (the first is retried at once);
+/// it doubles up to [`super::MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Whether produced messages are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +44,7 @@ pub enum Echo {
 #[derive(Default)]
 pub struct GeneratorStats {
     delivered: AtomicU64,
+    plugin_failures: AtomicU64,
 }
 
 impl GeneratorStats {
@@ -38,6 +52,18 @@ impl GeneratorStats {
     pub fn delivered(&self) -> u64 {
         self.delivered.load(Ordering::Relaxed)
     }
+
+    /// Calls that trapped, ran out of time or memory (each followed by a fresh instance).
+    pub fn plugin_failures(&self) -> u64 {
+        self.plugin_failures.load(Ordering::Relaxed)
+    }
+}
+
+/// Contract breaches already reported, so each is logged once per generator.
+#[derive(Default)]
+struct Reported {
+    too_many: bool,
+    oversized: u64,
 }
 
 pub struct GeneratorRun {
@@ -68,6 +94,10 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
     let (mut epoch, mut epoch_count) = (Instant::now(), 0u64);
     let mut produced: u64 = 0;
 
+    let mut reported = Reported::default();
+    // Consecutive failed calls, and when the next call may be made.
+    let (mut failures, mut backoff, mut retry_at) = (0u32, FIRST_BACKOFF, None::<Instant>);
+
     'outer: loop {
         if live.has_changed().unwrap_or(false) {
             config = live.borrow_and_update().clone();
@@ -76,10 +106,25 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         }
         if let Ok(new) = swaps.try_recv() {
             plugin = new;
+            (failures, backoff, retry_at) = (0, FIRST_BACKOFF, None);
         }
         let remaining = config.count.map_or(u64::MAX, |c| c.saturating_sub(produced));
         if remaining == 0 || stop.load(Ordering::Relaxed) {
             break;
+        }
+        if let Some(at) = retry_at {
+            // Backing off a failing plugin; a new plugin, new settings or a
+            // stop cut it short.
+            while Instant::now() < at && !stop.load(Ordering::Relaxed) && !live.has_changed().unwrap_or(false) {
+                if let Ok(new) = swaps.try_recv() {
+                    plugin = new;
+                    (failures, backoff) = (0, FIRST_BACKOFF);
+                    break;
+                }
+                std::thread::sleep((at - Instant::now()).min(SLEEP_SLICE));
+            }
+            retry_at = None;
+            continue 'outer;
         }
         let chunk = if config.interval.is_zero() { MAX_CHUNK } else { 1 };
         let chunk = chunk.min(u32::try_from(remaining).unwrap_or(u32::MAX));
@@ -90,28 +135,36 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
                 continue 'outer;
             }
         }
-        let messages = plugin
-            .next(chunk)
-            .with_context(|| format!("generator {} failed", config.name))?;
+        let mut messages = match plugin.next(chunk) {
+            Ok(messages) => {
+                (failures, backoff) = (0, FIRST_BACKOFF);
+                messages
+            }
+            Err(e) => {
+                failures += 1;
+                stats.plugin_failures.fetch_add(1, Ordering::Relaxed);
+                let wait = if failures == 1 { Duration::ZERO } else { backoff };
+                if failures > 1 {
+                    backoff = next_backoff(backoff);
+                }
+                tracing::error!(
+                    generator = config.name,
+                    consecutive_failures = failures,
+                    retry_in_ms = wait.as_millis(),
+                    "{e}; its messages of that call are dropped, a fresh instance takes the next call"
+                );
+                retry_at = Some(Instant::now() + wait);
+                continue 'outer;
+            }
+        };
         if messages.is_empty() {
             tracing::info!(generator = config.name, produced, "the plugin has no more messages");
             break;
         }
+        check_count(&config.name, chunk, &mut messages, &mut reported);
         for m in messages {
-            let mut record = BaseRecord::to(&config.topic).payload(&m.payload);
-            if let Some(key) = &m.key {
-                record = record.key(key);
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        // The local queue is full: let deliveries drain, then try again.
-                        record = r;
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => bail!("generator {}: cannot produce to {:?}: {e}", config.name, config.topic),
-                }
+            if !send(&producer, &config.topic, &m, &config.name, &mut reported)? {
+                continue;
             }
             produced += 1;
             if echo == Echo::Print {
@@ -124,6 +177,13 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             .delivered
             .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
         crate::ops::metrics::generator_progress(&config.name, producer.context());
+    }
+    if reported.oversized > 1 {
+        tracing::warn!(
+            generator = config.name,
+            skipped = reported.oversized,
+            "messages over Kafka's maximum message size were not produced"
+        );
     }
 
     producer.flush(FLUSH_TIMEOUT).with_context(|| {
@@ -151,6 +211,63 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// Holds `next(max)`'s result to the contract: at most `max` messages (the
+/// extra are dropped, so the configured count is never passed).
+fn check_count(name: &str, max: u32, messages: &mut Vec<Message>, reported: &mut Reported) {
+    if messages.len() <= max as usize {
+        return;
+    }
+    if !reported.too_many {
+        reported.too_many = true;
+        tracing::error!(
+            generator = name,
+            "the plugin broke the contract: next({max}) returned {} messages; only the first {max} are produced (reported once)",
+            messages.len()
+        );
+    }
+    messages.truncate(max as usize);
+}
+
+/// Queues one message, waiting while the local queue is full. False when the
+/// message is over the producer's maximum size and was not produced (reported
+/// on the first occurrence); an error for any other refusal.
+fn send(
+    producer: &rdkafka::producer::BaseProducer<kafka::DeliveryCounter>,
+    topic: &str,
+    m: &Message,
+    name: &str,
+    reported: &mut Reported,
+) -> anyhow::Result<bool> {
+    let mut record = BaseRecord::to(topic).payload(&m.payload);
+    if let Some(key) = &m.key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(true),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                // The local queue is full: let deliveries drain, then try again.
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                reported.oversized += 1;
+                if reported.oversized == 1 {
+                    tracing::error!(
+                        generator = name,
+                        topic,
+                        payload_bytes = m.payload.len(),
+                        key_bytes = m.key.as_ref().map_or(0, Vec::len),
+                        "the plugin returned a message over the producer's maximum message size (message.max.bytes, 1,000,000 by default); it is not produced, nor any other such message of this generator (reported once)"
+                    );
+                }
+                return Ok(false);
+            }
+            Err((e, _)) => bail!("generator {name}: cannot produce to {topic:?}: {e}"),
+        }
+    }
 }
 
 /// Sleeps until `due`; false when asked to stop, or when the settings

@@ -7,7 +7,7 @@ use super::generator::{self, Echo, GeneratorRun, GeneratorStats};
 use super::reload::normalize;
 use super::sink::{self, SinkRun, SinkStats};
 use super::{RunOptions, Swap};
-use crate::config::{GeneratorConfig, Pipeline, PluginConfig, SinkConfig};
+use crate::config::{GeneratorConfig, Pipeline, PluginConfig, PluginLimits, SinkConfig};
 use crate::kafka;
 use crate::plugins::{Compiled, GeneratorWorld, MapperWorld, Plugin, PluginError, Runtime, World, content_hash};
 use std::collections::{BTreeMap, HashMap};
@@ -93,19 +93,28 @@ impl Supervisor {
                 pipeline.path.display()
             );
         }
+        // Each distinct plugin file compiles once, all of them at once (a
+        // 20 MB component takes seconds), each on a blocking thread; then
+        // every unit gets its own configured instance.
+        let generator_compiles = sup.spawn_compiles::<GeneratorWorld>(generators.iter().map(|g| &g.plugin));
+        let sink_compiles = sup.spawn_compiles::<MapperWorld>(sinks.iter().map(|s| &s.mapper));
+        let generator_compiled = collect_compiles(generator_compiles).await?;
+        let sink_compiled = collect_compiles(sink_compiles).await?;
         let mut loaded_generators = Vec::new();
         for g in &generators {
-            loaded_generators.push(
-                sup.load::<GeneratorWorld>(&format!("generator {}", g.name), &g.plugin, g.seed)
-                    .await?,
-            );
+            let compiled = find_compiled(&generator_compiled, &g.plugin);
+            let plugin = compiled.instantiate(&format!("generator {}", g.name), &g.plugin, g.seed)?;
+            sup.running_hashes
+                .insert(normalize(plugin.path()), plugin.hash().to_string());
+            loaded_generators.push(plugin);
         }
         let mut loaded_sinks = Vec::new();
         for s in &sinks {
-            loaded_sinks.push(
-                sup.load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None)
-                    .await?,
-            );
+            let compiled = find_compiled(&sink_compiled, &s.mapper);
+            let plugin = compiled.instantiate(&format!("sink {}", s.name), &s.mapper, None)?;
+            sup.running_hashes
+                .insert(normalize(plugin.path()), plugin.hash().to_string());
+            loaded_sinks.push(plugin);
         }
         sup.create_topics(&pipeline).await?;
         for (s, mapper) in sinks.into_iter().zip(loaded_sinks) {
@@ -155,6 +164,21 @@ impl Supervisor {
 
     fn wants_sink(&self, s: &SinkConfig) -> bool {
         self.options.sinks && self.options.topic.as_deref().is_none_or(|t| t == s.topic)
+    }
+
+    /// Starts compiling each distinct plugin file (with its limits) once, on
+    /// blocking threads of their own.
+    fn spawn_compiles<'a, W: World>(&self, configs: impl Iterator<Item = &'a PluginConfig>) -> Vec<CompileJob<W>> {
+        let mut jobs: Vec<CompileJob<W>> = Vec::new();
+        for config in configs {
+            if jobs.iter().any(|(p, l, _)| *p == config.path && *l == config.limits) {
+                continue;
+            }
+            let (runtime, path, limits) = (self.runtime.clone(), config.path.clone(), config.limits);
+            let task = tokio::task::spawn_blocking(move || runtime.compile::<W>(&path, &limits));
+            jobs.push((config.path.clone(), config.limits, task));
+        }
+        jobs
     }
 
     /// Compiles and configures a plugin on a blocking thread.
@@ -665,6 +689,29 @@ impl Supervisor {
             anyhow::bail!("{}", self.failures.join("\n"))
         }
     }
+}
+
+type CompileJob<W> = (PathBuf, PluginLimits, JoinHandle<Result<Compiled<W>, PluginError>>);
+
+async fn collect_compiles<W: World>(
+    jobs: Vec<CompileJob<W>>,
+) -> anyhow::Result<Vec<(PathBuf, PluginLimits, Compiled<W>)>> {
+    let mut done = Vec::new();
+    for (path, limits, task) in jobs {
+        done.push((path, limits, task.await??));
+    }
+    Ok(done)
+}
+
+fn find_compiled<'a, W: World>(
+    compiled: &'a [(PathBuf, PluginLimits, Compiled<W>)],
+    config: &PluginConfig,
+) -> &'a Compiled<W> {
+    compiled
+        .iter()
+        .find(|(p, l, _)| *p == config.path && *l == config.limits)
+        .map(|(_, _, c)| c)
+        .expect("every plugin config was compiled")
 }
 
 fn refused(path: &Path, e: &PluginError) {

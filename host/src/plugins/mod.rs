@@ -9,6 +9,10 @@
 //! instance a memory cap. A plugin that traps is re-instantiated and
 //! re-configured before its next call.
 
+mod cache;
+pub mod inspect;
+pub mod kit;
+pub mod scaffold;
 mod worlds;
 
 pub use worlds::{CheckWorld, GeneratorWorld, MapperWorld, World, check, generator, mapper};
@@ -25,6 +29,10 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// How often the epoch advances; call deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Components at least this large are kept in the compiled-code cache.
+const MIN_CACHED_BYTES: usize = 1 << 20;
+/// Compilations at least this long are logged at info level.
+const SLOW_COMPILE_MS: u128 = 500;
 /// How much of a plugin's stderr is kept for error messages.
 const STDERR_CAPTURE_BYTES: usize = 4096;
 
@@ -32,9 +40,10 @@ const STDERR_CAPTURE_BYTES: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
     #[error(
-        "cannot read plugin {path}: {source}\n  hint: build the plugins with `scripts/build`, or fix the path in the pipeline file"
+        "cannot read plugin {}: {error}\n  hint: a relative plugin path is resolved from the pipeline file's folder; fix the path, or build the plugin first (`cargo build --release` in its project, `scripts/build` for the plugins of the wasm-stream repository)",
+        shown(path)
     )]
-    Read { path: PathBuf, source: std::io::Error },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("plugin {path} did not compile within {timeout_ms} ms (limits.compile_timeout_ms)")]
     CompileTimeout { path: PathBuf, timeout_ms: u128 },
     #[error("plugin {path} is {size} bytes, over the limit of {max} bytes (plugins.max_plugin_bytes)")]
@@ -52,6 +61,14 @@ pub enum PluginError {
         found: String,
         expected: &'static str,
     },
+    #[error(
+        "plugin {path} imports {imports}, which the host does not provide: plugins get only wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets (with nothing granted)\n  hint: build the plugin without it: target one world of wit/plugin.wit alone, and drop the code or library that uses it (componentize-js: `--disable http`; Rust: a crate that pulls in wasi:http); `host plugin inspect` lists the imports"
+    )]
+    UnsupportedImport { path: PathBuf, imports: String },
+    #[error(
+        "{path} is not a plugin of this host: it exports [{found}], but a plugin exports one of the generator, mapper or check interfaces of wit/plugin.wit\n  hint: build it against the wit/plugin.wit of this host (`host plugin new` writes a project that does)"
+    )]
+    NoWorld { path: PathBuf, found: String },
     #[error("plugin {path} cannot be instantiated: {reason}")]
     Instantiate { path: PathBuf, reason: String },
     #[error("plugin {name} refused its settings: {message}\n  hint: fix the [settings] of {name} in the pipeline file")]
@@ -88,6 +105,8 @@ impl WasiView for PluginState {
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<PluginState>>,
+    /// Compiled components of earlier runs (see `cache`); `None` when off.
+    cache: Option<cache::Cache>,
 }
 
 impl Runtime {
@@ -107,6 +126,7 @@ impl Runtime {
             }
         })?;
         Ok(Self {
+            cache: cache::Cache::open(&engine),
             engine,
             linker: Arc::new(linker),
         })
@@ -139,9 +159,9 @@ impl Runtime {
 
     /// Reads and compiles a component, checking that it targets world `W`.
     pub fn compile<W: World>(&self, path: &Path, limits: &PluginLimits) -> Result<Compiled<W>, PluginError> {
-        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         self.compile_bytes(path, &bytes, limits)
     }
@@ -153,6 +173,33 @@ impl Runtime {
         bytes: &[u8],
         limits: &PluginLimits,
     ) -> Result<Compiled<W>, PluginError> {
+        let started = Instant::now();
+        let component = self.component(path, bytes, limits)?;
+        let compiled = self.prepare::<W>(path, &component, content_hash(bytes))?;
+        let compile_ms = started.elapsed().as_millis();
+        // Large components (Python's are 12-20 MB) take seconds: worth a line.
+        if compile_ms >= SLOW_COMPILE_MS {
+            tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+        } else {
+            tracing::debug!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+        }
+        Ok(compiled)
+    }
+
+    /// Compiles component bytes, whatever world they target, within the
+    /// size and time limits.
+    pub fn component(&self, path: &Path, bytes: &[u8], limits: &PluginLimits) -> Result<Component, PluginError> {
+        self.component_with(path, bytes, limits, true)
+    }
+
+    /// As [`Runtime::component`]; `use_cache: false` always compiles (to time it).
+    pub fn component_with(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        limits: &PluginLimits,
+        use_cache: bool,
+    ) -> Result<Component, PluginError> {
         if bytes.len() > limits.max_plugin_bytes {
             return Err(PluginError::TooLarge {
                 path: path.to_path_buf(),
@@ -160,37 +207,76 @@ impl Runtime {
                 max: limits.max_plugin_bytes,
             });
         }
-        let started = Instant::now();
         // Compile on a thread of its own so a pathological input cannot hold
         // the caller past the time limit (the thread is left to finish).
+        // Small components compile in well under a second: only large ones
+        // (Python's, JavaScript's) are worth the cache.
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| use_cache && bytes.len() >= MIN_CACHED_BYTES);
+        if let Some(component) = cache.and_then(|c| c.load(&self.engine, bytes)) {
+            tracing::debug!(path = %path.display(), "compiled code from the cache");
+            return Ok(component);
+        }
         let (tx, rx) = std::sync::mpsc::channel();
-        let (engine, owned) = (self.engine.clone(), bytes.to_vec());
+        let (engine, owned, cache) = (self.engine.clone(), bytes.to_vec(), cache.cloned());
         std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
-                let _ = tx.send(Component::new(&engine, owned));
+                let result = Component::new(&engine, &owned);
+                let keep = result.as_ref().ok().cloned();
+                let _ = tx.send(result);
+                // After the answer, so the caller does not wait for the write.
+                if let (Some(cache), Some(component)) = (cache, keep) {
+                    cache.store(&owned, &component);
+                }
             })
             .map_err(|e| PluginError::Instantiate {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-        let component = match rx.recv_timeout(limits.compile_timeout) {
+        match rx.recv_timeout(limits.compile_timeout) {
             Ok(result) => result.map_err(|e| PluginError::NotComponent {
                 path: path.to_path_buf(),
                 reason: format!("{e:#}"),
-            })?,
-            Err(_) => {
-                return Err(PluginError::CompileTimeout {
-                    path: path.to_path_buf(),
-                    timeout_ms: limits.compile_timeout.as_millis(),
-                });
-            }
-        };
-        let exports: Vec<String> = component
+            }),
+            Err(_) => Err(PluginError::CompileTimeout {
+                path: path.to_path_buf(),
+                timeout_ms: limits.compile_timeout.as_millis(),
+            }),
+        }
+    }
+
+    /// The names a component exports.
+    pub fn exports(&self, component: &Component) -> Vec<String> {
+        component
             .component_type()
             .exports(&self.engine)
             .map(|(name, _)| name.to_string())
-            .collect();
+            .collect()
+    }
+
+    /// What a component imports, and whether the host provides each.
+    pub fn imports(&self, component: &Component) -> Vec<Import> {
+        component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| Import {
+                provided: host_provides(name),
+                name: name.to_string(),
+            })
+            .collect()
+    }
+
+    /// Checks a compiled component against world `W` and links it.
+    pub fn prepare<W: World>(
+        &self,
+        path: &Path,
+        component: &Component,
+        hash: String,
+    ) -> Result<Compiled<W>, PluginError> {
+        let exports = self.exports(component);
         if !exports.iter().any(|e| e == W::EXPORT) {
             return Err(PluginError::WrongWorld {
                 path: path.to_path_buf(),
@@ -199,18 +285,29 @@ impl Runtime {
                 expected: W::EXPORT,
             });
         }
+        let missing: Vec<String> = self
+            .imports(component)
+            .into_iter()
+            .filter(|i| !i.provided)
+            .map(|i| i.name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(PluginError::UnsupportedImport {
+                path: path.to_path_buf(),
+                imports: missing.join(", "),
+            });
+        }
         let instantiate = |e: wasmtime::Error| PluginError::Instantiate {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
         };
-        let pre = self.linker.instantiate_pre(&component).map_err(instantiate)?;
+        let pre = self.linker.instantiate_pre(component).map_err(instantiate)?;
         let pre = W::pre(pre).map_err(instantiate)?;
-        tracing::debug!(path = %path.display(), bytes = bytes.len(), ms = started.elapsed().as_millis(), "compiled plugin");
         Ok(Compiled {
             runtime: self.clone(),
             path: path.to_path_buf(),
             pre,
-            hash: content_hash(bytes),
+            hash,
         })
     }
 
@@ -247,6 +344,7 @@ impl<W: World> Compiled<W> {
             settings: config.settings.clone(),
             limits: config.limits,
             seed,
+            restarts: 0,
             live: None,
             configured: None,
         };
@@ -265,6 +363,8 @@ pub struct Plugin<W: World> {
     settings: String,
     limits: PluginLimits,
     seed: Option<u64>,
+    /// Instances started after the first (each after a trap).
+    restarts: u64,
     live: Option<(Store<PluginState>, W)>,
     configured: Option<W::Configured>,
 }
@@ -289,9 +389,22 @@ impl<W: World> Plugin<W> {
             .expect("a plugin is configured when it is loaded")
     }
 
+    /// How many times a fresh instance replaced one that failed.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    /// The seed of the current instance: the configured one for the first,
+    /// then one derived from it per restart, so a seeded generator restarted
+    /// after a trap goes on with new messages (reproducibly) instead of
+    /// replaying the ones it already made.
+    fn instance_seed(&self) -> Option<u64> {
+        self.seed.map(|s| s ^ self.restarts.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
     /// Instantiates and configures a fresh instance.
     fn start(&mut self) -> Result<(), PluginError> {
-        let mut store = self.runtime.store(&self.limits, self.seed);
+        let mut store = self.runtime.store(&self.limits, self.instance_seed());
         store.set_epoch_deadline(self.deadline_ticks());
         let instance = W::instantiate(&self.pre, &mut store).map_err(|e| PluginError::Instantiate {
             path: self.path.clone(),
@@ -331,6 +444,7 @@ impl<W: World> Plugin<W> {
         f: impl FnOnce(&W, &mut Store<PluginState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         if self.live.is_none() {
+            self.restarts += 1;
             self.start()?;
         }
         let ticks = self.deadline_ticks();
@@ -377,6 +491,64 @@ impl<W: World> Plugin<W> {
         };
         PluginError::Trap { name, reason }
     }
+}
+
+/// A path as the user can find it: absolute when it can be made so.
+fn shown(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// One import of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Import {
+    pub name: String,
+    /// Whether the host's linker defines it.
+    pub provided: bool,
+}
+
+/// The WASI 0.2 interfaces the linker defines (`wasmtime_wasi::p2::add_to_linker_sync`).
+const PROVIDED_INTERFACES: &[&str] = &[
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
+
+/// Whether the host defines an import (`wasi:io/streams@0.2.3`: any 0.2.x).
+fn host_provides(import: &str) -> bool {
+    let (interface, version) = import.split_once('@').unwrap_or((import, ""));
+    if interface == "wasm-stream:plugin/types" {
+        // Types only, no functions: the world's exports use them.
+        return import.strip_prefix("wasm-stream:plugin/types@")
+            == GeneratorWorld::EXPORT.split_once('@').map(|(_, v)| v);
+    }
+    PROVIDED_INTERFACES.contains(&interface) && (version.is_empty() || version.starts_with("0.2."))
 }
 
 /// A short, stable hash of a plugin's bytes (FNV-1a, 64 bits), for logs.

@@ -1,0 +1,94 @@
+//! `host plugin inspect`: what a component is, and whether this host runs it.
+
+use super::kit::{Kind, contract_version, world_of};
+use super::{CheckWorld, GeneratorWorld, MapperWorld, Runtime, content_hash};
+use crate::config::PluginLimits;
+use anyhow::Context as _;
+use std::path::Path;
+use std::time::Instant;
+
+/// Prints the report; returns 0 when the host would load the component, 1 when not.
+pub fn run(path: &Path) -> anyhow::Result<u8> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let runtime = Runtime::new()?;
+    let limits = PluginLimits::default();
+    println!("plugin:   {}", path.display());
+    println!("size:     {} bytes", bytes.len());
+    println!("hash:     {} (the hash the reload log prints)", content_hash(&bytes));
+    let started = Instant::now();
+    let component = match runtime.component_with(path, &bytes, &limits, false) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("refused:  {e}");
+            return Ok(1);
+        }
+    };
+    println!("compile:  {} ms", started.elapsed().as_millis());
+    let exports = runtime.exports(&component);
+    let mut refusals = Vec::new();
+    match world_of(&exports) {
+        Some((kind, version)) => {
+            let supported = version == contract_version();
+            println!("world:    {} (exports {}@{version})", kind.world(), kind.unversioned());
+            println!(
+                "contract: {version}{}",
+                if supported {
+                    " (the version this host implements)".to_string()
+                } else {
+                    format!(
+                        " -- this host implements {}; rebuild against its wit/plugin.wit",
+                        contract_version()
+                    )
+                }
+            );
+            if supported {
+                // Link it as the pipeline would, to catch anything else.
+                let linked = match kind {
+                    Kind::Generator => runtime
+                        .prepare::<GeneratorWorld>(path, &component, String::new())
+                        .map(drop),
+                    Kind::Mapper => runtime
+                        .prepare::<MapperWorld>(path, &component, String::new())
+                        .map(drop),
+                    Kind::Check => runtime.prepare::<CheckWorld>(path, &component, String::new()).map(drop),
+                };
+                if let Err(e) = linked {
+                    refusals.push(e.to_string());
+                }
+            } else {
+                refusals.push(format!("contract version {version} is not {}", contract_version()));
+            }
+        }
+        None => {
+            println!("world:    none of generator-plugin, mapper-plugin, check-plugin");
+            refusals.push(format!("it exports [{}], no plugin interface", exports.join(", ")));
+        }
+    }
+    println!("exports:");
+    for e in &exports {
+        println!("  {e}");
+    }
+    println!("imports:");
+    for i in runtime.imports(&component) {
+        println!(
+            "  {} {}",
+            i.name,
+            if i.provided {
+                "(provided)"
+            } else {
+                "(NOT provided by this host)"
+            }
+        );
+    }
+    if refusals.is_empty() {
+        println!("verdict:  loads in this host");
+        Ok(0)
+    } else {
+        // A refusal may repeat what the lines above say; it is the one that counts.
+        refusals.dedup();
+        for r in refusals {
+            println!("verdict:  refused: {r}");
+        }
+        Ok(1)
+    }
+}

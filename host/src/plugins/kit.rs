@@ -1,0 +1,769 @@
+//! `host plugin ...`: the plugin author's loop without Kafka or PostgreSQL.
+//! `test` runs one component under the pipeline's sandbox and limits and
+//! prints what it makes, `inspect` says what a component is and whether this
+//! host can run it, `new` (in [`super::scaffold`]) writes a project.
+//!
+//! Exit codes of `test`: 0 all went as expected, 1 the output differs from
+//! `--expect`, 2 the plugin cannot load or the input is unusable.
+
+use super::{
+    CheckWorld, Compiled, GeneratorWorld, MapperWorld, PluginError, Runtime, World, check, content_hash, mapper,
+};
+use crate::config::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MEMORY_LIMIT_BYTES, PluginConfig, PluginLimits};
+use anyhow::{Context as _, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Most messages asked of a generator in one call, as `host run` does.
+const GENERATOR_CHUNK: u32 = 500;
+/// Most differences `--expect` prints.
+const DIFF_LINES: usize = 20;
+
+/// `host plugin ...`
+#[derive(clap::Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin once, with no Kafka and no PostgreSQL, under the same
+    /// sandbox and limits as a pipeline, and print what it makes.
+    ///
+    /// The world is read from the component. A generator prints --count
+    /// messages, one payload a line. A mapper maps each line of --input (a
+    /// payload per line, or JSON lines such as {"payload": "...", "key": "k",
+    /// "partition": 0, "offset": 7, "timestamp": 1700000000000}) and prints
+    /// its columns, the rows as a table and each rejection with its reason. A
+    /// check judges the --snapshot (JSON of the snapshot record of
+    /// wit/plugin.wit) and prints its findings.
+    ///
+    /// With --expect FILE the output is compared with the file: a difference
+    /// is printed and the exit code is 1, so plugins can be tested in CI.
+    /// Exit code 2: the plugin cannot load (wrong world, trap in configure,
+    /// refused settings) or the input cannot be read.
+    ///
+    /// Example: host plugin test my_generator.wasm --count 5 --seed 1
+    Test(TestArgs),
+    /// Say what a component is: the world and contract version it targets,
+    /// its imports and whether this host provides each, its size, the hash
+    /// the reload log prints, and how long it takes to compile.
+    ///
+    /// Exit code 1 when the host would refuse it.
+    ///
+    /// Example: host plugin inspect target/wasm32-wasip2/release/langs.wasm
+    Inspect {
+        /// The component (.wasm).
+        plugin: PathBuf,
+    },
+    /// Write a new plugin project (outside this repository) that builds
+    /// with its language's usual command.
+    ///
+    /// Example: host plugin new generator my-gen --lang rust --dir ~/src
+    New(super::scaffold::NewArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TestArgs {
+    /// The component (.wasm).
+    pub plugin: PathBuf,
+    /// Generator: how many messages to ask for.
+    #[arg(long, default_value_t = 10)]
+    pub count: u64,
+    /// Generator: seed `wasi:random`, as `seed` in pipeline.toml does.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The plugin's settings, as a JSON object (the [settings] table of pipeline.toml).
+    #[arg(long, default_value = "{}")]
+    pub settings: String,
+    /// Mapper: the messages, one a line (`-` for stdin).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Check: the snapshot, as JSON.
+    #[arg(long)]
+    pub snapshot: Option<PathBuf>,
+    /// Compare the output with this file; exit 1 on a difference.
+    #[arg(long)]
+    pub expect: Option<PathBuf>,
+    /// Print JSON instead of text (for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// The call deadline (limits.call_timeout_ms).
+    #[arg(long, default_value_t = DEFAULT_CALL_TIMEOUT_MS)]
+    pub call_timeout_ms: u64,
+    /// The memory cap (limits.memory_limit_bytes).
+    #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_BYTES)]
+    pub memory_limit_bytes: usize,
+}
+
+/// Why a command failed, and with which exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{error:#}")]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+fn unusable(error: anyhow::Error) -> Failure {
+    Failure { code: 2, error }
+}
+
+/// Runs a `host plugin` command; returns its exit code (0 or 1).
+pub fn execute(command: PluginCommand) -> Result<u8, Failure> {
+    match command {
+        PluginCommand::Test(args) => test(&args),
+        PluginCommand::Inspect { plugin } => super::inspect::run(&plugin).map_err(unusable),
+        PluginCommand::New(args) => super::scaffold::run(&args).map(|()| 0).map_err(unusable),
+    }
+}
+
+/// The world a component targets, read from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Generator,
+    Mapper,
+    Check,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Generator, Kind::Mapper, Kind::Check];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Generator => GeneratorWorld::KIND,
+            Kind::Mapper => MapperWorld::KIND,
+            Kind::Check => CheckWorld::KIND,
+        }
+    }
+
+    /// The world's name in wit/plugin.wit.
+    pub fn world(self) -> &'static str {
+        match self {
+            Kind::Generator => "generator-plugin",
+            Kind::Mapper => "mapper-plugin",
+            Kind::Check => "check-plugin",
+        }
+    }
+
+    /// The interface this host expects the component to export.
+    pub fn export(self) -> &'static str {
+        match self {
+            Kind::Generator => GeneratorWorld::EXPORT,
+            Kind::Mapper => MapperWorld::EXPORT,
+            Kind::Check => CheckWorld::EXPORT,
+        }
+    }
+
+    /// The interface name without version, e.g. `wasm-stream:plugin/generator`.
+    pub fn unversioned(self) -> &'static str {
+        let export = self.export();
+        export.split_once('@').map_or(export, |(name, _)| name)
+    }
+}
+
+/// The contract version this host implements, e.g. `0.1.0`.
+pub fn contract_version() -> &'static str {
+    let export = GeneratorWorld::EXPORT;
+    export.split_once('@').map_or("", |(_, v)| v)
+}
+
+/// Which world an export list targets, and at which contract version.
+pub fn world_of(exports: &[String]) -> Option<(Kind, String)> {
+    Kind::ALL.into_iter().find_map(|kind| {
+        exports.iter().find_map(|e| {
+            let (name, version) = e.split_once('@').unwrap_or((e.as_str(), ""));
+            (name == kind.unversioned()).then(|| (kind, version.to_string()))
+        })
+    })
+}
+
+/// A compiled component whose world has been read from it.
+struct Loaded {
+    runtime: Runtime,
+    path: PathBuf,
+    component: wasmtime::component::Component,
+    hash: String,
+    kind: Kind,
+}
+
+impl Loaded {
+    fn read(runtime: &Runtime, path: &Path, limits: &PluginLimits) -> Result<Self, PluginError> {
+        let bytes = std::fs::read(path).map_err(|error| PluginError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        let component = runtime.component(path, &bytes, limits)?;
+        let exports = runtime.exports(&component);
+        let Some((kind, _)) = world_of(&exports) else {
+            return Err(PluginError::NoWorld {
+                path: path.to_path_buf(),
+                found: exports.join(", "),
+            });
+        };
+        Ok(Self {
+            runtime: runtime.clone(),
+            path: path.to_path_buf(),
+            component,
+            hash: content_hash(&bytes),
+            kind,
+        })
+    }
+
+    fn prepare<W: World>(&self) -> Result<Compiled<W>, PluginError> {
+        self.runtime
+            .prepare::<W>(&self.path, &self.component, self.hash.clone())
+    }
+}
+
+fn test(args: &TestArgs) -> Result<u8, Failure> {
+    let limits = PluginLimits {
+        call_timeout: Duration::from_millis(args.call_timeout_ms),
+        memory_limit_bytes: args.memory_limit_bytes,
+        ..PluginLimits::default()
+    };
+    let settings: serde_json::Value = serde_json::from_str(&args.settings)
+        .with_context(|| format!("--settings is not JSON: {:?}", args.settings))
+        .map_err(unusable)?;
+    if !settings.is_object() {
+        return Err(unusable(anyhow::anyhow!(
+            "--settings must be a JSON object, like the [settings] table of pipeline.toml: {:?}",
+            args.settings
+        )));
+    }
+    let config = PluginConfig {
+        path: args.plugin.clone(),
+        settings: settings.to_string(),
+        limits,
+    };
+    let runtime = Runtime::new().map_err(unusable)?;
+    let load = |e: PluginError| {
+        let here =
+            matches!(e, PluginError::Configure { .. }).then_some("\n  (here, the settings are the --settings JSON)");
+        unusable(anyhow::anyhow!("{e}{}", here.unwrap_or_default()))
+    };
+    let loaded = Loaded::read(&runtime, &args.plugin, &limits).map_err(load)?;
+    let name = format!("{} {}", loaded.kind.name(), file_stem(&args.plugin));
+    let output = match loaded.kind {
+        Kind::Generator => {
+            let plugin = loaded
+                .prepare::<GeneratorWorld>()
+                .and_then(|c| c.instantiate(&name, &config, args.seed))
+                .map_err(load)?;
+            run_generator(plugin, args.count, args.json).map_err(unusable)?
+        }
+        Kind::Mapper => {
+            let input = args
+                .input
+                .as_ref()
+                .context("a mapper needs --input FILE (or `--input -` for stdin): one message a line")
+                .map_err(unusable)?;
+            let messages = read_messages(input).map_err(unusable)?;
+            let plugin = loaded
+                .prepare::<MapperWorld>()
+                .and_then(|c| c.instantiate(&name, &config, None))
+                .map_err(load)?;
+            run_mapper(plugin, &messages, args.json)
+        }
+        Kind::Check => {
+            let path = args
+                .snapshot
+                .as_ref()
+                .context("a check needs --snapshot FILE: the snapshot record of wit/plugin.wit, as JSON")
+                .map_err(unusable)?;
+            let snapshot = read_snapshot(path).map_err(unusable)?;
+            let plugin = loaded
+                .prepare::<CheckWorld>()
+                .and_then(|c| c.instantiate(&name, &config, None))
+                .map_err(load)?;
+            run_check(plugin, &snapshot, args.json).map_err(unusable)?
+        }
+    };
+    print!("{output}");
+    match &args.expect {
+        None => Ok(0),
+        Some(path) => {
+            let expected = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --expect file {}", path.display()))
+                .map_err(unusable)?;
+            match diff(&expected, &output) {
+                None => {
+                    eprintln!("output matches {}", path.display());
+                    Ok(0)
+                }
+                Some(diff) => {
+                    eprintln!("output differs from {} (- expected, + actual):\n{diff}", path.display());
+                    Ok(1)
+                }
+            }
+        }
+    }
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned())
+}
+
+fn run_generator(mut plugin: super::Plugin<GeneratorWorld>, count: u64, json: bool) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let (mut produced, mut calls, started) = (0u64, 0u64, Instant::now());
+    while produced < count {
+        let max = GENERATOR_CHUNK.min(u32::try_from(count - produced).unwrap_or(u32::MAX));
+        calls += 1;
+        let mut messages = plugin.next(max)?;
+        if messages.is_empty() {
+            eprintln!("the generator has no more messages after {produced}");
+            break;
+        }
+        if messages.len() > max as usize {
+            eprintln!(
+                "warning: contract broken: next({max}) returned {} messages; `host run` produces only the first {max}",
+                messages.len()
+            );
+            messages.truncate(max as usize);
+        }
+        for m in messages {
+            if m.payload.len() + m.key.as_ref().map_or(0, Vec::len) > 1_000_000 {
+                eprintln!(
+                    "warning: a message of {} bytes is over Kafka's default maximum message size (1,000,000 bytes); `host run` does not produce it",
+                    m.payload.len()
+                );
+            }
+            if json {
+                let line = serde_json::json!({
+                    "key": m.key.as_deref().map(bytes_json),
+                    "payload": bytes_json(&m.payload),
+                });
+                let _ = writeln!(out, "{line}");
+            } else {
+                match &m.key {
+                    Some(key) => {
+                        let _ = writeln!(
+                            out,
+                            "key={} {}",
+                            String::from_utf8_lossy(key),
+                            String::from_utf8_lossy(&m.payload)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "{}", String::from_utf8_lossy(&m.payload));
+                    }
+                }
+            }
+            produced += 1;
+        }
+    }
+    eprintln!(
+        "{produced} messages in {calls} calls, {} ms",
+        started.elapsed().as_millis()
+    );
+    Ok(out)
+}
+
+/// A payload as JSON: a string when it is UTF-8, the bytes otherwise.
+fn bytes_json(bytes: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => serde_json::Value::String(s.to_string()),
+        Err(_) => serde_json::Value::from(bytes.to_vec()),
+    }
+}
+
+/// Reads mapper input: each line a message, either a bare payload or a JSON
+/// object with `payload` and any of key, partition, offset, timestamp, topic.
+pub fn read_messages(path: &Path) -> anyhow::Result<Vec<mapper::Message>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the messages from stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --input file {}", path.display()))?
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| parse_message(i, line).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
+}
+
+const MESSAGE_FIELDS: [&str; 6] = ["payload", "key", "partition", "offset", "timestamp", "topic"];
+
+fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
+    let offset = i64::try_from(index).unwrap_or(i64::MAX);
+    let mut message = mapper::Message {
+        topic: "test".into(),
+        partition: 0,
+        offset,
+        timestamp: None,
+        key: None,
+        payload: Some(line.as_bytes().to_vec()),
+    };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line) else {
+        return Ok(message);
+    };
+    // A JSON line is a message record only when it has a payload and nothing
+    // else than a message's fields; any other JSON is itself the payload.
+    if !fields.contains_key("payload") || fields.keys().any(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
+        return Ok(message);
+    }
+    let bytes = |v: &serde_json::Value, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
+        Ok(match v {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+            serde_json::Value::Object(_) | serde_json::Value::Array(_) => Some(v.to_string().into_bytes()),
+            other => bail!("{what} must be a string, null or JSON: {other}"),
+        })
+    };
+    for (k, v) in &fields {
+        match k.as_str() {
+            "payload" => message.payload = bytes(v, "payload")?,
+            "key" => message.key = bytes(v, "key")?,
+            "topic" => message.topic = v.as_str().context("topic must be a string")?.to_string(),
+            "partition" => {
+                message.partition = v
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .context("partition must be a 32-bit integer")?;
+            }
+            "offset" => message.offset = v.as_i64().context("offset must be an integer")?,
+            "timestamp" => {
+                message.timestamp = match v {
+                    serde_json::Value::Null => None,
+                    v => Some(
+                        v.as_i64()
+                            .context("timestamp must be milliseconds since the Unix epoch")?,
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(message)
+}
+
+/// What became of one message in `plugin test`.
+enum Result1 {
+    Rows(Vec<Vec<mapper::Value>>),
+    Rejected(String),
+    /// The call trapped, timed out or ran out of memory: `host run` dead-letters it.
+    Failed(String),
+}
+
+fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Message], json: bool) -> String {
+    let columns = plugin.configured().clone();
+    // One message a call, so a trap is pinned to its message (as the sink
+    // does when a batch fails).
+    let results: Vec<Result1> = messages
+        .iter()
+        .map(|m| match plugin.map_batch(std::slice::from_ref(m)) {
+            Ok(mut out) => match out.pop() {
+                Some(mapper::Outcome::Rows(rows)) => match rows.iter().find(|r| r.len() != columns.len()) {
+                    Some(bad) => Result1::Failed(format!(
+                        "a row has {} values for {} columns (contract broken)",
+                        bad.len(),
+                        columns.len()
+                    )),
+                    None => Result1::Rows(rows),
+                },
+                Some(mapper::Outcome::Rejected(reason)) => Result1::Rejected(reason),
+                None => Result1::Failed("no outcome".into()),
+            },
+            Err(e) => Result1::Failed(e.to_string()),
+        })
+        .collect();
+    if json {
+        let columns_json: Vec<_> = columns
+            .iter()
+            .map(|c| serde_json::json!({"name": c.name, "type": sql_type(c.kind), "nullable": c.nullable}))
+            .collect();
+        let outcomes: Vec<_> = messages
+            .iter()
+            .zip(&results)
+            .map(|(m, r)| match r {
+                Result1::Rows(rows) => serde_json::json!({
+                    "offset": m.offset,
+                    "rows": rows.iter().map(|row| row.iter().map(value_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
+                }),
+                Result1::Rejected(reason) => serde_json::json!({"offset": m.offset, "rejected": reason}),
+                Result1::Failed(reason) => serde_json::json!({"offset": m.offset, "failed": reason}),
+            })
+            .collect();
+        let doc = serde_json::json!({"columns": columns_json, "messages": outcomes});
+        return format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    }
+    let mut out = String::from("columns:\n");
+    for c in &columns {
+        let _ = writeln!(
+            out,
+            "  {} {}{}",
+            c.name,
+            sql_type(c.kind),
+            if c.nullable { "" } else { " not null" }
+        );
+    }
+    let mut table = vec![
+        std::iter::once("offset".to_string())
+            .chain(columns.iter().map(|c| c.name.clone()))
+            .collect::<Vec<_>>(),
+    ];
+    let mut problems = String::new();
+    for (m, r) in messages.iter().zip(&results) {
+        match r {
+            Result1::Rows(rows) => {
+                for row in rows {
+                    table.push(
+                        std::iter::once(m.offset.to_string())
+                            .chain(row.iter().map(value_text))
+                            .collect(),
+                    );
+                }
+            }
+            Result1::Rejected(reason) => {
+                let _ = writeln!(problems, "offset {}: rejected: {reason}", m.offset);
+            }
+            Result1::Failed(reason) => {
+                let _ = writeln!(
+                    problems,
+                    "offset {}: failed (dead-lettered by `host run`): {reason}",
+                    m.offset
+                );
+            }
+        }
+    }
+    let rows = table.len() - 1;
+    let _ = writeln!(out, "rows: {rows}");
+    out.push_str(&render_table(&table));
+    if !problems.is_empty() {
+        out.push_str("rejections:\n");
+        for line in problems.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    out
+}
+
+fn render_table(table: &[Vec<String>]) -> String {
+    let width = table.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..width)
+        .map(|i| {
+            table
+                .iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (n, row) in table.iter().enumerate() {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "  {}", cells.join(" | ").trim_end());
+        if n == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            let _ = writeln!(out, "  {}", rule.join("-+-"));
+        }
+    }
+    out
+}
+
+fn sql_type(kind: mapper::ColumnType) -> &'static str {
+    match kind {
+        mapper::ColumnType::Text => "text",
+        mapper::ColumnType::Integer => "bigint",
+        mapper::ColumnType::Float => "double precision",
+        mapper::ColumnType::Boolean => "boolean",
+        mapper::ColumnType::Timestamp => "timestamptz",
+        mapper::ColumnType::Json => "jsonb",
+    }
+}
+
+fn value_text(v: &mapper::Value) -> String {
+    match v {
+        mapper::Value::Null => "null".into(),
+        mapper::Value::Text(s) | mapper::Value::Json(s) => s.replace('\n', "\\n"),
+        mapper::Value::Integer(i) => i.to_string(),
+        mapper::Value::Float(f) => f.to_string(),
+        mapper::Value::Boolean(b) => b.to_string(),
+        mapper::Value::Timestamp(us) => timestamp_text(*us),
+    }
+}
+
+fn value_json(v: &mapper::Value) -> serde_json::Value {
+    match v {
+        mapper::Value::Null => serde_json::Value::Null,
+        mapper::Value::Text(s) => s.clone().into(),
+        mapper::Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| s.clone().into()),
+        mapper::Value::Integer(i) => (*i).into(),
+        mapper::Value::Float(f) => (*f).into(),
+        mapper::Value::Boolean(b) => (*b).into(),
+        mapper::Value::Timestamp(us) => timestamp_text(*us).into(),
+    }
+}
+
+/// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn timestamp_text(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The snapshot record of wit/plugin.wit, as JSON (snake_case or kebab-case keys).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotJson {
+    #[serde(default, alias = "taken-at")]
+    taken_at: i64,
+    #[serde(default)]
+    partitions: Vec<PartitionJson>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionJson {
+    #[serde(default)]
+    sink: String,
+    topic: String,
+    partition: i32,
+    #[serde(default)]
+    table: String,
+    #[serde(default, alias = "consumer-group")]
+    consumer_group: String,
+    #[serde(default, alias = "end-offset")]
+    end_offset: Option<i64>,
+    #[serde(default, alias = "committed-offset")]
+    committed_offset: Option<i64>,
+    #[serde(default, alias = "stored-offset")]
+    stored_offset: Option<i64>,
+    #[serde(default, alias = "dead-letters")]
+    dead_letters: i64,
+}
+
+fn read_snapshot(path: &Path) -> anyhow::Result<check::Snapshot> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read --snapshot file {}", path.display()))?;
+    let s: SnapshotJson = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a snapshot: expected {{\"taken_at\": ms, \"partitions\": [{{\"topic\", \"partition\", \"end_offset\", \"committed_offset\", \"stored_offset\", \"dead_letters\", ...}}]}}",
+            path.display()
+        )
+    })?;
+    Ok(check::Snapshot {
+        taken_at: s.taken_at,
+        partitions: s
+            .partitions
+            .into_iter()
+            .map(|p| check::PartitionState {
+                sink: p.sink,
+                topic: p.topic,
+                partition: p.partition,
+                table: p.table,
+                consumer_group: p.consumer_group,
+                end_offset: p.end_offset,
+                committed_offset: p.committed_offset,
+                stored_offset: p.stored_offset,
+                dead_letters: p.dead_letters,
+            })
+            .collect(),
+    })
+}
+
+fn run_check(mut plugin: super::Plugin<CheckWorld>, snapshot: &check::Snapshot, json: bool) -> anyhow::Result<String> {
+    let findings = plugin.run(snapshot)?;
+    let severity = |s: check::Severity| match s {
+        check::Severity::Info => "info",
+        check::Severity::Warning => "warning",
+        check::Severity::Error => "error",
+    };
+    if json {
+        let list: Vec<_> = findings
+            .iter()
+            .map(|f| serde_json::json!({"severity": severity(f.severity), "subject": f.subject, "message": f.message}))
+            .collect();
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&list).unwrap_or_default()));
+    }
+    if findings.is_empty() {
+        eprintln!("no findings");
+    }
+    let mut out = String::new();
+    for f in &findings {
+        let _ = writeln!(out, "{} {}: {}", severity(f.severity), f.subject, f.message);
+    }
+    Ok(out)
+}
+
+/// The lines that differ between expected and actual output, or `None`
+/// when they are the same (line endings and trailing blank lines aside).
+pub fn diff(expected: &str, actual: &str) -> Option<String> {
+    let norm = |s: &str| -> Vec<String> {
+        let mut lines: Vec<String> = s.lines().map(|l| l.trim_end().to_string()).collect();
+        while lines.last().is_some_and(String::is_empty) {
+            lines.pop();
+        }
+        lines
+    };
+    let (e, a) = (norm(expected), norm(actual));
+    if e == a {
+        return None;
+    }
+    let mut out = String::new();
+    let mut shown = 0;
+    for i in 0..e.len().max(a.len()) {
+        let (el, al) = (e.get(i), a.get(i));
+        if el == al {
+            continue;
+        }
+        if shown == DIFF_LINES {
+            let _ = writeln!(out, "  ... (more differences)");
+            break;
+        }
+        shown += 1;
+        let _ = writeln!(out, "  line {}:", i + 1);
+        if let Some(l) = el {
+            let _ = writeln!(out, "  - {l}");
+        }
+        if let Some(l) = al {
+            let _ = writeln!(out, "  + {l}");
+        }
+    }
+    let _ = writeln!(out, "  ({} lines expected, {} lines actual)", e.len(), a.len());
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_in_utc() {
+        assert_eq!(timestamp_text(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(timestamp_text(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn json_lines_are_messages_only_with_message_fields() {
+        let m = parse_message(3, r#"{"payload": "x", "offset": 9, "key": "k"}"#).expect("parses");
+        assert_eq!(
+            (m.offset, m.payload.as_deref(), m.key.as_deref()),
+            (9, Some(&b"x"[..]), Some(&b"k"[..]))
+        );
+        let m = parse_message(3, r#"{"payload": "x", "name": "y"}"#).expect("parses");
+        assert_eq!(m.payload.as_deref(), Some(&br#"{"payload": "x", "name": "y"}"#[..]));
+        assert_eq!(m.offset, 3);
+        assert!(parse_message(0, r#"{"payload": 5}"#).is_err());
+    }
+
+    #[test]
+    fn diff_ignores_line_endings_only() {
+        assert!(diff("a\r\nb\n\n", "a\nb").is_none());
+        let d = diff("a\nb\n", "a\nc\n").expect("differs");
+        assert!(d.contains("- b") && d.contains("+ c"), "{d}");
+    }
+}

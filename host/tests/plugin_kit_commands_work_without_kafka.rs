@@ -1,0 +1,195 @@
+//! `host plugin test` and `host plugin inspect` run a component on its own:
+//! no Kafka, no PostgreSQL, the pipeline's sandbox and limits. A plugin that
+//! cannot load exits 2 with the message `host validate` gives; `--expect`
+//! exits 1 on a difference; a component importing what the host does not
+//! provide is refused everywhere it could be loaded.
+mod common;
+
+use common::{host, plugin, unique, write_pipeline};
+use std::path::{Path, PathBuf};
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("kit"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(name);
+    std::fs::write(&file, text).expect("write");
+    file
+}
+
+#[test]
+fn a_seeded_generator_prints_the_same_messages_and_expect_catches_a_change() {
+    let langs = plugin("langs");
+    let args = ["plugin", "test", path(&langs), "--count", "7", "--seed", "3"];
+    let first = host(&args);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let lines: Vec<String> = stdout(&first).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 7);
+    assert!(
+        lines.iter().all(|l| l.starts_with("{\"Favorite Language\":")),
+        "{lines:?}"
+    );
+    assert_eq!(stdout(&host(&args)), stdout(&first), "seeded runs agree");
+
+    let expected = temp_file("expected.txt", &stdout(&first));
+    let mut with_expect = args.to_vec();
+    with_expect.extend(["--expect", path(&expected)]);
+    assert_eq!(host(&with_expect).status.code(), Some(0));
+
+    let mut changed = stdout(&first);
+    changed = changed.replacen("Favorite Language", "Least Favorite", 1);
+    let wrong = temp_file("expected.txt", &changed);
+    let mut with_wrong = args.to_vec();
+    with_wrong.extend(["--expect", path(&wrong)]);
+    let out = host(&with_wrong);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 1:") && stderr(&out).contains("- {\"Least Favorite\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_mapper_prints_columns_rows_and_rejections() {
+    let input = temp_file(
+        "messages.txt",
+        "{\"a\": 1}\nnot json\n{\"payload\": \"{\\\"b\\\": 2}\", \"offset\": 41, \"timestamp\": 1700000000000}\n",
+    );
+    let json_row = plugin("json_row");
+    let out = host(&["plugin", "test", path(&json_row), "--input", path(&input), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let columns: Vec<&str> = doc["columns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(columns, ["message_text", "message_time", "offset_id", "partition_id"]);
+    let messages = doc["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[0]["rows"][0][0], "{\"a\": 1}");
+    assert!(messages[1]["rejected"].as_str().is_some_and(|r| !r.is_empty()), "{doc}");
+    assert_eq!(messages[2]["offset"], 41);
+    assert_eq!(messages[2]["rows"][0][1], "2023-11-14T22:13:20.000000Z");
+    assert_eq!(messages[2]["rows"][0][2], 41);
+
+    let text = host(&["plugin", "test", path(&json_row), "--input", path(&input)]);
+    let text = stdout(&text);
+    assert!(text.contains("message_text text not null"), "{text}");
+    assert!(text.contains("rows: 2"), "{text}");
+    assert!(text.contains("offset 1: rejected:"), "{text}");
+}
+
+#[test]
+fn a_check_prints_its_findings() {
+    let snapshot = temp_file(
+        "snapshot.json",
+        r#"{"taken_at": 1, "partitions": [{"sink": "s", "topic": "t", "partition": 0, "table": "x",
+            "consumer_group": "g", "end_offset": 10, "committed_offset": 10, "stored_offset": 10, "dead_letters": 3}]}"#,
+    );
+    let audit = plugin("dead_letter_audit");
+    let out = host(&["plugin", "test", path(&audit), "--snapshot", path(&snapshot)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("warning "), "{text}");
+    assert!(text.contains("3 dead letters"), "{text}");
+}
+
+#[test]
+fn a_plugin_that_cannot_load_exits_2_with_the_validate_message() {
+    let junk = temp_file("junk.wasm", "not wasm at all");
+    let out = host(&["plugin", "test", path(&junk)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("is not a WebAssembly component"),
+        "{}",
+        stderr(&out)
+    );
+
+    let langs = plugin("langs");
+    let out = host(&["plugin", "test", path(&langs), "--settings", r#"{"values": []}"#]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("refused its settings"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("settings.values must not be empty"),
+        "{}",
+        stderr(&out)
+    );
+
+    let hostile = plugin("hostile_generator");
+    let out = host(&[
+        "plugin",
+        "test",
+        path(&hostile),
+        "--settings",
+        r#"{"mode": "trap-in-configure"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("asked to trap in configure"), "{}", stderr(&out));
+}
+
+#[test]
+fn contract_breaches_are_reported_and_held_to_the_contract() {
+    let hostile = plugin("hostile_generator");
+    let out = host(&[
+        "plugin",
+        "test",
+        path(&hostile),
+        "--count",
+        "4",
+        "--settings",
+        r#"{"mode": "too-many", "every": 1}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 4, "never past the count");
+    assert!(stderr(&out).contains("next(4) returned 9 messages"), "{}", stderr(&out));
+}
+
+#[test]
+fn inspect_names_the_world_and_an_import_the_host_does_not_provide() {
+    let langs = plugin("langs");
+    let out = host(&["plugin", "inspect", path(&langs)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let bytes = std::fs::read(&langs).expect("read langs");
+    assert!(text.contains("world:    generator-plugin"), "{text}");
+    assert!(text.contains("contract: 0.1.0"), "{text}");
+    assert!(text.contains(&host::plugins::content_hash(&bytes)), "{text}");
+    assert!(text.contains("wasi:random/random@"), "{text}");
+
+    let http = plugin("http_importing_generator");
+    let out = host(&["plugin", "inspect", path(&http)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("wasi:http/client@0.3.0 (NOT provided by this host)"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Refused at load by validate (and so by run and reload, which load the same way).
+    let pipeline = write_pipeline(&format!(
+        "[[topics]]\nname = \"t\"\n\n[[generators]]\nname = \"g\"\ntopic = \"t\"\nplugin = \"{}\"\n",
+        http.display()
+    ));
+    let out = host(&["validate", path(&pipeline)]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("imports wasi:http/client@0.3.0, which the host does not provide"),
+        "{err}"
+    );
+    assert!(err.contains("hint: build the plugin without it"), "{err}");
+}
