@@ -48,7 +48,7 @@ pub struct Args {
 }
 
 const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory]
-                    [--sinks discard,copy,wasm,native,batch1,scraped]
+                    [--sinks discard,copy,wasm,native,batch1,scraped,python,javascript]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
 impl Args {

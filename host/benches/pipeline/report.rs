@@ -59,6 +59,10 @@ pub struct Figures {
     /// The WASM sink with the [http] server up and /metrics scraped every second.
     pub sink_scraped: Option<Measured>,
     pub sink_batch1: Option<Measured>,
+    /// The Python and JavaScript json-row ports (opt-in: `--sinks python,javascript`),
+    /// each with the time its component took to load (compile, instantiate, configure).
+    pub sink_python: Option<(Measured, Duration)>,
+    pub sink_javascript: Option<(Measured, Duration)>,
     pub latency: Option<Latency>,
 }
 
@@ -79,6 +83,8 @@ impl Figures {
             sink_native: None,
             sink_scraped: None,
             sink_batch1: None,
+            sink_python: None,
+            sink_javascript: None,
             latency: None,
         }
     }
@@ -220,6 +226,15 @@ pub fn partition_table(f: &Figures) {
         f.sink_scraped,
         times(f.scraped_ratio(), "(this / unscraped sink)"),
     );
+    for (what, figure) in [
+        ("  (f) host, Python json-row (componentize-py)", f.sink_python),
+        ("  (g) host, JavaScript json-row (componentize-js)", f.sink_javascript),
+    ] {
+        if let Some((m, load)) = figure {
+            let note = times(Figures::ratio(Some(m), f.sink_wasm), "(this / Rust WASM)");
+            line(what, Some(m), format!("{note}; loaded in {:.1} s", load.as_secs_f64()));
+        }
+    }
     if let Some(l) = f.latency {
         println!(
             "  latency at {} msg/s, produce to committed row: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} messages)",

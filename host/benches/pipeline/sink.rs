@@ -38,6 +38,12 @@ pub async fn run(
         )
     };
     let size = args.batch_size.map_or(String::new(), |b| format!("batch_size = {b}"));
+    // The Python and JavaScript ports run only when asked for by name: they
+    // are several times slower and need scripts/plugin-tools.
+    let ports: Vec<(&str, &str)> = [("python", "py_json_row"), ("javascript", "js_json_row")]
+        .into_iter()
+        .filter(|(mode, _)| args.sinks.iter().any(|s| s == mode))
+        .collect();
     f.batch_size = args.batch_size.unwrap_or(COPY_BATCH);
     let n = args.messages;
     let columns = json_row_columns();
@@ -50,7 +56,7 @@ pub async fn run(
             .iter()
             .map(|m| env.name(&format!("p{partitions}_{m}")))
             .collect();
-        let body = format!(
+        let mut body = format!(
             "{}{}{}{}{}{}",
             setup::topic_section(&topic, partitions),
             sink("wasm", &tables[0], &size),
@@ -59,6 +65,16 @@ pub async fn run(
             sink("batch1", &tables[3], "batch_size = 1"),
             sink("scraped", &tables[4], &size),
         );
+        let port_tables: Vec<String> = ports
+            .iter()
+            .map(|(mode, _)| env.name(&format!("p{partitions}_{mode}")))
+            .collect();
+        for ((mode, wasm), table) in ports.iter().zip(&port_tables) {
+            body += &format!(
+                "[[sinks]]\nname = \"{mode}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n{size}\n",
+                env.plugin(wasm).display()
+            );
+        }
         let pipeline = env.pipeline(&format!("sink_p{partitions}_{round}.toml"), &body)?;
         env.tables.extend(tables[5..].iter().cloned());
         let step = |what: &str| eprintln!("bench: {partitions} partition(s), round {round}: {what}");
@@ -114,6 +130,23 @@ pub async fn run(
             let m = sink_run(&pipeline, "native", mapper, Destination::Postgres, None).await?;
             verify(env, &tables[1], n).await?;
             f.sink_native = best(f.sink_native, m.steady);
+        }
+
+        for ((mode, _), table) in ports.iter().zip(&port_tables) {
+            step(&format!("sink, {mode} json-row"));
+            let started = Instant::now();
+            let mapper = load_mapper(env, &pipeline, mode).await?;
+            let load = started.elapsed();
+            let m = sink_run(&pipeline, mode, mapper, Destination::Postgres, None).await?;
+            verify(env, table, n).await?;
+            let slot = if *mode == "python" {
+                &mut f.sink_python
+            } else {
+                &mut f.sink_javascript
+            };
+            if slot.is_none_or(|(best, _)| m.steady.rate() > best.rate()) {
+                *slot = Some((m.steady, load));
+            }
         }
     }
 
