@@ -459,8 +459,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Validate { pipeline: path } => {
             let pipeline = Pipeline::load(&path)?;
             let report = tokio::task::spawn_blocking(move || {
-                let mut lines = host::tls::check_files(&pipeline)?;
-                lines.extend(pipeline::validate_plugins(&pipeline)?);
+                let mut lines = pipeline::validate_plugins(&pipeline)?;
+                lines.extend(host::tls::check_files(&pipeline)?);
                 lines.extend(audit::validate_checks(&pipeline)?);
                 anyhow::Ok(lines)
             })

@@ -39,16 +39,15 @@ pub fn check_files(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
 }
 
 fn read(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| {
-        let what = match e.kind() {
-            std::io::ErrorKind::NotFound => "does not exist".to_string(),
-            std::io::ErrorKind::PermissionDenied => "is not readable by this user".to_string(),
-            _ => format!("cannot be read ({e})"),
-        };
-        anyhow::anyhow!(
-            "{setting} {} {what}\n  hint: run `scripts/local-stack up` for local certificates, or `host aiven credentials` to fetch Aiven's (see certs/README.md)",
+    std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            anyhow::anyhow!("{setting} {}", crate::config::missing_file_hint(path))
+        }
+        std::io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "{setting} {} is not readable by this user\n  hint: make it readable by the user running the host (private keys: chmod 600, owned by that user)",
             path.display()
-        )
+        ),
+        _ => anyhow::anyhow!("{setting} {} cannot be read ({e})", path.display()),
     })
 }
 
