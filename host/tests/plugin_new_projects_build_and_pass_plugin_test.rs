@@ -153,13 +153,16 @@ fn invalid_names_and_non_empty_folders_are_refused() {
 
 /// The build command of a Python or JavaScript project: the first line of
 /// its README that runs componentize-py or componentize-js.
+/// The one build command the project's README gives: the first line after "Build (one command".
 fn build_command(project: &Path) -> String {
     let readme = std::fs::read_to_string(project.join("README.md")).expect("README");
     readme
         .lines()
+        .skip_while(|l| !l.starts_with("Build (one command"))
+        .skip(1)
         .map(|l| l.trim().trim_start_matches("$ "))
-        .find(|l| l.contains("componentize-py") || l.contains("componentize-js"))
-        .unwrap_or_else(|| panic!("{}: no componentize-py/-js command in README.md", project.display()))
+        .find(|l| !l.is_empty())
+        .unwrap_or_else(|| panic!("{}: no build command in README.md", project.display()))
         .to_string()
 }
 
@@ -209,6 +212,13 @@ fn python_and_javascript_projects_build_with_their_tools_and_pass_plugin_test() 
                 continue;
             }
             let project = new_project(kind, lang, &format!("my-{kind}"), &dir);
+            // The README's one-time install step, done with the repository's pinned tools
+            // (the same versions the templates pin) instead of a fresh download.
+            let (link, target) = match lang {
+                "python" => (".venv", root.join(".tools/python")),
+                _ => ("node_modules", root.join(".tools/node/node_modules")),
+            };
+            std::os::unix::fs::symlink(&target, project.join(link)).expect("link the tools");
             let command = build_command(&project);
             let started = Instant::now();
             let out = Command::new("sh")
