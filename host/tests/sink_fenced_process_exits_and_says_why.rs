@@ -4,28 +4,14 @@
 mod common;
 
 use common::chaos::SHARED;
-use common::{Running, plugin, unique};
+use common::{Running, unique};
 use std::time::{Duration, Instant};
 
 #[test]
 fn a_fenced_sink_exits_non_zero_naming_the_instance_id() {
     let topic = unique("fence");
     let table = unique("fence_rows");
-    SHARED.create_topic(&topic, 2);
-    let path = SHARED.write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SHARED.one_sink_pipeline(&topic, 2, &table);
     let path = path.to_str().expect("utf-8 path");
     let id = unique("twin");
     let group = format!("wasm-stream-{table}");

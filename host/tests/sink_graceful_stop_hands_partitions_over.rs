@@ -4,28 +4,14 @@
 mod common;
 
 use common::chaos::SHARED;
-use common::{Running, plugin, unique};
+use common::{Running, unique};
 use std::time::{Duration, Instant};
 
 #[test]
 fn the_remaining_host_holds_every_partition_once_the_other_stopped() {
     let topic = unique("handover");
     let table = unique("handover_rows");
-    SHARED.create_topic(&topic, 2);
-    let path = SHARED.write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SHARED.one_sink_pipeline(&topic, 2, &table);
     let path = path.to_str().expect("utf-8 path");
     let group = format!("wasm-stream-{table}");
     let leaving = Running::start(&[

@@ -110,6 +110,26 @@ ca = "{ca}"
         self.pipeline().kafka
     }
 
+    /// Creates `topic` with `partitions` and writes a pipeline with one json-row
+    /// sink from it into `table`, the set-up of the scale-out tests.
+    pub fn one_sink_pipeline(&self, topic: &str, partitions: i32, table: &str) -> PathBuf {
+        self.create_topic(topic, partitions);
+        self.write_pipeline(&format!(
+            r#"
+[[topics]]
+name = "{topic}"
+partitions = {partitions}
+
+[[sinks]]
+name = "rows"
+topic = "{topic}"
+table = "{table}"
+mapper = "{mapper}"
+"#,
+            mapper = super::plugin("json_row").display(),
+        ))
+    }
+
     pub fn create_topic(&self, name: &str, partitions: i32) {
         let topic = host::config::TopicConfig {
             name: name.to_string(),
