@@ -12,9 +12,11 @@
 //!   identical table, (c) the host with batch size 1, (d) the host with the
 //!   same `json-row` logic in native Rust;
 //! - end-to-end latency from produce to committed row at a moderate rate;
-//! - peak resident memory of the release `host` binary at default settings.
+//! - peak resident memory of the `host` binary at default settings.
 //!
-//! Run it with `scripts/bench [--messages N] [--partitions 1,4] [--only ...]`.
+//! Run it with `scripts/bench [--messages N] [--partitions 1,4] [--only ...]`:
+//! the dev profile (the dependencies as the demo and the tests built them)
+//! with the host crate at opt-level 2.
 
 mod latency;
 mod memory;

@@ -1,4 +1,5 @@
-//! Peak memory: the release `host` binary, `host run --once` at default
+//! Peak memory: the `host` binary cargo built with this benchmark (scripts/bench:
+//! the dev profile, the host crate optimized), `host run --once` at default
 //! settings, producing N messages with the `bench-json` generator flat out and
 //! sinking them with `json-row`, in one process. The peak is `VmHWM` from
 //! `/proc/<pid>/status`, read until the process exits (it only grows).
@@ -13,10 +14,11 @@ use std::time::{Duration, Instant};
 const SAMPLE: Duration = Duration::from_millis(50);
 
 pub async fn run(args: &Args, env: &mut Env, partitions: i32) -> anyhow::Result<Memory> {
-    let binary = env.root.join("target/release/host");
+    // Cargo builds the binary with the benchmark, in the same profile.
+    let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_host"));
     anyhow::ensure!(
         binary.is_file(),
-        "{} is missing\n  hint: `cargo build --release --bins` (scripts/bench does)",
+        "{} is missing\n  hint: run the benchmark with scripts/bench, which builds it",
         binary.display()
     );
     let topic = env.name(&format!("p{partitions}_mem"));
