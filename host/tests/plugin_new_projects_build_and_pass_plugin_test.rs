@@ -3,11 +3,12 @@
 //! invalid names and folders that are not empty.
 //!
 //! Rust: `cargo build --release` in each project (crates from the registry
-//! cache after the first fetch). Python and JavaScript: when this host was
-//! built with their templates (host/templates/python, .../javascript), with
-//! the tools `scripts/plugin-tools install` put in `.tools/`; the build
-//! command is the first line of the project's README.md that runs
-//! componentize-py or componentize-js.
+//! cache after the first fetch, compiled once into target/plugin-new-projects).
+//! Python and JavaScript: when this host was built with their templates
+//! (host/templates/python, .../javascript), with the tools
+//! `scripts/plugin-tools install` put in `.tools/`; the build command is the
+//! first line of the project's README.md that runs componentize-py or
+//! componentize-js.
 mod common;
 
 use common::{host, repo_root, unique};
@@ -88,8 +89,10 @@ fn plugin_test(wasm: &Path, kind: &str, project: &Path) -> String {
 fn rust_projects_build_with_cargo_and_pass_plugin_test() {
     let dir = std::env::temp_dir().join(unique("plugin_new"));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    // One target folder for the three projects, so the crates compile once.
-    let target = dir.join("shared-target");
+    // One target folder for the three projects, so the crates compile once,
+    // kept under the repository's target/ so later runs compile only the
+    // projects themselves (they stay outside the repository).
+    let target = repo_root().join("target/plugin-new-projects");
     for kind in ["generator", "mapper", "check"] {
         let name = format!("my-{kind}");
         let project = new_project(kind, "rust", &name, &dir);
@@ -183,57 +186,63 @@ fn newest_wasm(project: &Path) -> PathBuf {
     found.pop().map(|(_, p)| p).expect("the build made a .wasm")
 }
 
+/// Python and JavaScript projects, each in its own test so the two languages
+/// build at the same time.
 #[test]
-fn python_and_javascript_projects_build_with_their_tools_and_pass_plugin_test() {
+fn python_projects_build_with_componentize_py_and_pass_plugin_test() {
+    language_projects_build_and_pass_plugin_test("python", ".tools/python/bin");
+}
+
+#[test]
+fn javascript_projects_build_with_componentize_js_and_pass_plugin_test() {
+    language_projects_build_and_pass_plugin_test("javascript", ".tools/node/node_modules/.bin");
+}
+
+fn language_projects_build_and_pass_plugin_test(lang: &str, tools: &str) {
     let root = repo_root();
-    for (lang, tools) in [
-        ("python", ".tools/python/bin"),
-        ("javascript", ".tools/node/node_modules/.bin"),
-    ] {
-        if !root.join("host/templates").join(lang).is_dir() {
-            eprintln!("skipped {lang}: this host has no {lang} templates");
+    if !root.join("host/templates").join(lang).is_dir() {
+        eprintln!("skipped {lang}: this host has no {lang} templates");
+        return;
+    }
+    let status = Command::new(root.join("scripts/plugin-tools"))
+        .args(["install", lang])
+        .status()
+        .expect("run scripts/plugin-tools");
+    assert!(status.success(), "scripts/plugin-tools install {lang}");
+    let path = format!(
+        "{}:{}",
+        root.join(tools).display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let dir = std::env::temp_dir().join(unique(&format!("plugin_new_{lang}")));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for kind in ["generator", "mapper", "check"] {
+        if !root.join("host/templates").join(lang).join(kind).is_dir() {
+            eprintln!("skipped {lang} {kind}: no template");
             continue;
         }
-        let status = Command::new(root.join("scripts/plugin-tools"))
-            .args(["install", lang])
-            .status()
-            .expect("run scripts/plugin-tools");
-        assert!(status.success(), "scripts/plugin-tools install {lang}");
-        let path = format!(
-            "{}:{}",
-            root.join(tools).display(),
-            std::env::var("PATH").unwrap_or_default()
+        let project = new_project(kind, lang, &format!("my-{kind}"), &dir);
+        // The README's one-time install step, done with the repository's pinned tools
+        // (the same versions the templates pin) instead of a fresh download.
+        let (link, target) = match lang {
+            "python" => (".venv", root.join(".tools/python")),
+            _ => ("node_modules", root.join(".tools/node/node_modules")),
+        };
+        std::os::unix::fs::symlink(&target, project.join(link)).expect("link the tools");
+        let command = build_command(&project);
+        let started = Instant::now();
+        let out = Command::new("sh")
+            .args(["-c", &command])
+            .current_dir(&project)
+            .env("PATH", &path)
+            .output()
+            .expect("run the build command");
+        assert!(
+            out.status.success(),
+            "{lang} {kind}: `{command}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        let dir = std::env::temp_dir().join(unique(&format!("plugin_new_{lang}")));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        for kind in ["generator", "mapper", "check"] {
-            if !root.join("host/templates").join(lang).join(kind).is_dir() {
-                eprintln!("skipped {lang} {kind}: no template");
-                continue;
-            }
-            let project = new_project(kind, lang, &format!("my-{kind}"), &dir);
-            // The README's one-time install step, done with the repository's pinned tools
-            // (the same versions the templates pin) instead of a fresh download.
-            let (link, target) = match lang {
-                "python" => (".venv", root.join(".tools/python")),
-                _ => ("node_modules", root.join(".tools/node/node_modules")),
-            };
-            std::os::unix::fs::symlink(&target, project.join(link)).expect("link the tools");
-            let command = build_command(&project);
-            let started = Instant::now();
-            let out = Command::new("sh")
-                .args(["-c", &command])
-                .current_dir(&project)
-                .env("PATH", &path)
-                .output()
-                .expect("run the build command");
-            assert!(
-                out.status.success(),
-                "{lang} {kind}: `{command}` failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprintln!("{lang} {kind}: `{command}` took {:?}", started.elapsed());
-            plugin_test(&newest_wasm(&project), kind, &project);
-        }
+        eprintln!("{lang} {kind}: `{command}` took {:?}", started.elapsed());
+        plugin_test(&newest_wasm(&project), kind, &project);
     }
 }
