@@ -689,8 +689,9 @@ pub async fn dead_letter_counts(client: &Client, sink: &str, topic: &str) -> any
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// The binary COPY encoding (a module of its own so it merges beside other tests).
 #[cfg(test)]
-mod tests {
+mod copy_tests {
     use super::*;
 
     fn column(name: &str, kind: ColumnType) -> Column {
