@@ -4,6 +4,7 @@
 //! land with the right PostgreSQL types and values; messages that do not fit
 //! the schema, and a tombstone (a delete, which an append sink cannot apply),
 //! become dead letters with a reason naming the field and what it expected.
+//! `host plugin test` shows a tombstone as a delete by the JSON Kafka key.
 mod common;
 
 use common::{Db, create_topic, host_ok, kafka_config, plugin, unique, write_pipeline};
@@ -263,4 +264,79 @@ batch_size = 4
     for ((offset, reason), want) in dead.iter().zip(reasons) {
         assert!(reason.contains(want), "offset {offset}: {reason:?} lacks {want:?}");
     }
+}
+
+#[test]
+fn plugin_test_shows_a_tombstone_as_a_delete_by_the_json_kafka_key() {
+    let dir = std::env::temp_dir().join(unique("jsoncols_input"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let input = dir.join("messages.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"payload": null, "key": "{\"id\": \"0b7e5a3c-1234-4abc-8def-001122334455\", \"n\": 7}"}"#,
+            r#"{"payload": null, "key": "\"0b7e5a3c-1234-4abc-8def-001122334455\""}"#,
+            r#"{"payload": null, "key": "{\"other\": 1}"}"#,
+            r#"{"payload": null}"#,
+        ]
+        .join("\n"),
+    )
+    .expect("write input");
+    let settings =
+        r#"{"columns": [{"name": "id", "type": "uuid"}, {"name": "n", "type": "integer"}], "key": ["id", "n"]}"#;
+    let wasm = plugin("json_columns");
+    let run = |settings: &str| {
+        let out = common::host(&[
+            "plugin",
+            "test",
+            wasm.to_str().expect("utf-8"),
+            "--settings",
+            settings,
+            "--input",
+            input.to_str().expect("utf-8"),
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+        doc["messages"].as_array().expect("messages").clone()
+    };
+    let out = run(settings);
+    assert_eq!(
+        out[0]["delete"],
+        serde_json::json!(["0b7e5a3c-1234-4abc-8def-001122334455", 7])
+    );
+    // Two key columns: a bare key is not enough.
+    assert!(
+        out[1]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("not a JSON object with the key fields \"id\", \"n\"")),
+        "{out:?}"
+    );
+    assert!(
+        out[2]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("has no field \"id\"")),
+        "{out:?}"
+    );
+    assert!(
+        out[3]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("without a Kafka key")),
+        "{out:?}"
+    );
+
+    // One key column: the bare key is its value.
+    let out = run(r#"{"columns": [{"name": "id", "type": "uuid"}], "key": ["id"]}"#);
+    assert_eq!(
+        out[1]["delete"],
+        serde_json::json!(["0b7e5a3c-1234-4abc-8def-001122334455"])
+    );
+    // No key in the settings: a tombstone is rejected, saying how to delete by it.
+    let out = run(r#"{"columns": [{"name": "id", "type": "uuid"}]}"#);
+    assert!(
+        out[0]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("settings.key is not set")),
+        "{out:?}"
+    );
 }
