@@ -38,7 +38,7 @@ mod retry;
 mod sink;
 mod supervisor;
 
-pub use batch::{Mapped, map as map_messages};
+pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
 pub use generator::{Echo, GeneratorStats};
 pub use mapper::BatchMapper;
 pub use retry::MAX_BACKOFF;
