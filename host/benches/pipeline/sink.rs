@@ -301,7 +301,7 @@ async fn copy(
     let mut client = env.pg().await?;
     // Commits as the sink makes them.
     host::postgres::asynchronous_commits(&client).await?;
-    host::postgres::ensure_sink_table(&client, table, columns).await?;
+    host::postgres::ensure_sink_table(&client, table, columns, &[]).await?;
     let names: Vec<String> = columns.iter().map(|c| host::postgres::ident(&c.name)).collect();
     let sql = format!(
         "COPY {} ({}) FROM STDIN BINARY",

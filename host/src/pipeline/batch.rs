@@ -4,6 +4,7 @@
 //! letter.
 
 use super::sink::BatchMapper;
+use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
 use crate::postgres::{CopyRows, DeadLetter};
@@ -28,13 +29,26 @@ pub struct Mapped {
 /// checks and encodes the rows there too. Returns the mapper back. Fails only
 /// when the mapper cannot even be restarted.
 pub async fn map(
-    mut mapper: Box<dyn BatchMapper>,
+    mapper: Box<dyn BatchMapper>,
     columns: Vec<Column>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
+    map_keyed(mapper, columns, None, messages, echo).await
+}
+
+/// Like [`map`]; with `key` (the key columns' positions, `mode = "upsert"`)
+/// the rows become the staging rows of the batch: the last operation per
+/// key, in offset order (see `upsert`).
+pub async fn map_keyed(
+    mut mapper: Box<dyn BatchMapper>,
+    columns: Vec<Column>,
+    key: Option<Vec<usize>>,
+    messages: Vec<Message>,
+    echo: bool,
+) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
     tokio::task::spawn_blocking(move || {
-        let mapped = map_blocking(mapper.as_mut(), &columns, messages, echo);
+        let mapped = map_blocking(mapper.as_mut(), &columns, key, messages, echo);
         (mapper, mapped)
     })
     .await
@@ -44,6 +58,7 @@ pub async fn map(
 fn map_blocking(
     mapper: &mut dyn BatchMapper,
     columns: &[Column],
+    key: Option<Vec<usize>>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<Mapped> {
@@ -62,15 +77,30 @@ fn map_blocking(
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
+    let mut latest = key.map(|k| Latest::new(k, columns.len()));
     for (message, outcome) in messages.into_iter().zip(outcomes) {
         let rejected = match outcome {
             Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
-                Ok(()) => {
-                    for row in rows {
-                        mapped.rows.push(row);
+                Ok(()) => match latest.as_mut() {
+                    None => {
+                        for row in rows {
+                            mapped.rows.push(row);
+                        }
+                        None
                     }
-                    None
-                }
+                    Some(latest) => match rows
+                        .iter()
+                        .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r))
+                    {
+                        Ok(()) => {
+                            for row in rows {
+                                latest.upsert(row);
+                            }
+                            None
+                        }
+                        Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
+                    },
+                },
                 Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
             },
             Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
@@ -88,6 +118,9 @@ fn map_blocking(
                 reason,
             });
         }
+    }
+    if let Some(latest) = latest {
+        mapped.rows = latest.finish(columns);
     }
     Ok(mapped)
 }
@@ -122,7 +155,7 @@ fn fatal_or(e: PluginError) -> anyhow::Result<Result<Outcome, PluginError>> {
     }
 }
 
-fn value_fits(kind: ColumnType, v: &Value) -> bool {
+pub(super) fn value_fits(kind: ColumnType, v: &Value) -> bool {
     matches!(
         (kind, v),
         (_, Value::Null)

@@ -35,6 +35,7 @@ mod generator;
 mod reload;
 mod sink;
 mod supervisor;
+mod upsert;
 
 pub use batch::{Mapped, map as map_messages};
 pub use generator::{Echo, GeneratorStats};
@@ -214,7 +215,10 @@ pub fn validate_plugins(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|p| format!("{}: {} (hash {})", p.name(), p.path().display(), p.hash()))
         .collect();
-    for p in &loaded.mappers {
+    for (p, s) in loaded.mappers.iter().zip(&pipeline.sinks) {
+        s.mode
+            .check_columns(&s.name, p.configured())
+            .map_err(anyhow::Error::msg)?;
         let columns: Vec<String> = p.configured().iter().map(|c| c.name.clone()).collect();
         report.push(format!(
             "{}: {} (hash {}), columns {}",

@@ -5,7 +5,7 @@
 //! previous one is committed, so offsets still move one transaction at a time.
 
 use super::batch::{self, Mapped};
-use super::{Swap, next_backoff};
+use super::{Swap, next_backoff, upsert};
 use crate::config::{Pipeline, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
 use crate::plugins::mapper::{Column, Message, Outcome};
@@ -200,8 +200,12 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
 
     let client = connect_with_retry(&pipeline, &config.instance_id, &mut stop).await?;
     postgres::ensure_host_tables(&client).await?;
-    postgres::ensure_sink_table(&client, &config.table, &columns).await?;
-    let statements = SinkStatements::prepare(&client, &config.table, &columns).await?;
+    config
+        .mode
+        .check_columns(&config.name, &columns)
+        .map_err(anyhow::Error::msg)?;
+    postgres::ensure_sink_table(&client, &config.table, &columns, config.mode.key()).await?;
+    let statements = SinkStatements::prepare(&client, &config.table, &columns, config.mode.key()).await?;
     postgres::asynchronous_commits(&client).await?;
     crate::ops::state::sink_connected(&config.name, true);
 
@@ -355,9 +359,10 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
 
             let taken = std::mem::replace(&mut batch, Vec::with_capacity(sink.config.batch_size));
             let generation = sink.generation;
-            let (m, mapped) = batch::map(
+            let (m, mapped) = batch::map_keyed(
                 mapper.take().expect("the mapper is back between batches"),
                 sink.columns.clone(),
+                upsert::key_positions(&sink.config.mode, &sink.columns),
                 taken,
                 echo,
             )
@@ -628,9 +633,16 @@ impl Sink {
             .as_mut()
             .context("a mapper is swapped while a batch is written")?;
         let new_columns = swap.plugin.configured().clone();
+        let (table, key) = (&self.config.table, self.config.mode.key());
+        // The key must survive the swap; new nullable columns are added here,
+        // between batches; any other change is refused (see `ensure_sink_table`).
         let fits = async {
-            postgres::ensure_sink_table(&writer.client, &self.config.table, &new_columns).await?;
-            SinkStatements::prepare(&writer.client, &self.config.table, &new_columns).await
+            self.config
+                .mode
+                .check_columns(&self.config.name, &new_columns)
+                .map_err(anyhow::Error::msg)?;
+            postgres::ensure_sink_table(&writer.client, table, &new_columns, key).await?;
+            SinkStatements::prepare(&writer.client, table, &new_columns, key).await
         };
         match fits.await {
             Ok(statements) => {
@@ -667,7 +679,8 @@ impl Sink {
             let client = connect_with_retry(&self.pipeline, &self.config.instance_id, &mut self.stop).await?;
             let ready = async {
                 let stored = postgres::stored_offsets(&client, &self.config.table, &self.config.topic).await?;
-                let statements = SinkStatements::prepare(&client, &self.config.table, &self.columns).await?;
+                let statements =
+                    SinkStatements::prepare(&client, &self.config.table, &self.columns, self.config.mode.key()).await?;
                 postgres::asynchronous_commits(&client).await?;
                 anyhow::Ok((stored, statements))
             };
