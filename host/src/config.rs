@@ -259,14 +259,29 @@ impl SinkMode {
         let SinkMode::Upsert { key, at } = self else {
             return Ok(());
         };
+        use crate::plugins::mapper::ColumnType;
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-        match key.iter().find(|k| !names.contains(&k.as_str())) {
-            None => Ok(()),
-            Some(missing) => Err(format!(
-                "{at}: sinks.key {missing:?} of sink {sink:?} is not a column of its mapper (columns: {})\n  hint: name columns the mapper declares in key, or change the mapper's settings so it declares {missing:?}",
-                names.join(", ")
-            )),
+        for k in key {
+            let Some(column) = columns.iter().find(|c| &c.name == k) else {
+                return Err(format!(
+                    "{at}: sinks.key {k:?} of sink {sink:?} is not a column of its mapper (columns: {})\n  hint: name columns the mapper declares in key, or change the mapper's settings so it declares {k:?}",
+                    names.join(", ")
+                ));
+            };
+            // Equal values must look equal to the host, which keeps one
+            // operation per key and batch: PostgreSQL's equality of these
+            // types is coarser than their text (1.0 = 1, key order in JSON).
+            let refused = match column.kind {
+                ColumnType::Json => "jsonb",
+                ColumnType::Float => "double precision",
+                ColumnType::Numeric => "numeric",
+                _ => continue,
+            };
+            return Err(format!(
+                "{at}: sinks.key {k:?} of sink {sink:?} is a {refused} column, which cannot be a key\n  hint: key on text, integer, uuid, date, timestamp, boolean or bytea columns; have the mapper write this value as text if it identifies the row"
+            ));
         }
+        Ok(())
     }
 }
 
@@ -1125,6 +1140,12 @@ mod tests {
         assert!(e.starts_with("p.toml:15:7: sinks.key \"id\" of sink \"s\""), "{e}");
         assert!(e.contains("columns: v") && e.contains("hint:"), "{e}");
         assert!(SinkMode::Append.check_columns("s", &[]).is_ok());
+        let json = crate::plugins::mapper::Column {
+            kind: crate::plugins::mapper::ColumnType::Json,
+            ..column("id")
+        };
+        let e = mode.check_columns("s", &[json]).unwrap_err();
+        assert!(e.contains("is a jsonb column, which cannot be a key"), "{e}");
     }
 
     #[test]

@@ -154,3 +154,63 @@ fn a_key_the_mapper_does_not_declare_is_refused_at_load_with_its_location() {
         "{stderr}"
     );
 }
+
+#[test]
+fn tombstones_delete_in_offset_order_with_the_upserts_of_their_batch() {
+    let topic = unique("upsert_delete");
+    let table = unique("upsert_delete_rows");
+    create_topic(&topic, 2);
+    let put = |k: &str, v: &str| (0, k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()));
+    let tombstone = |k: &str| (0, k.as_bytes().to_vec(), None);
+    // Batches of 37: every case falls inside one batch, and again across two.
+    let mut messages = vec![
+        put("a", "1"),
+        tombstone("a"), // deleted in its batch
+        put("b", "1"),
+        tombstone("b"),
+        put("b", "2"),      // back after its delete
+        tombstone("never"), // deleting a key with no row is no error
+        put("c", "1"),
+    ];
+    messages.extend((0..40).map(|i| put("filler", &i.to_string())));
+    messages.extend([tombstone("c"), put("d", "1")]); // c deleted in a later batch
+    produce_keyed(&topic, &messages);
+    let out = consume(&pipeline(&topic, &table, "\"k\""));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let db = Db::connect();
+    let rows: BTreeMap<String, String> = db
+        .query(&format!("SELECT k, v FROM \"{table}\""), &[])
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: BTreeMap<String, String> = [("b", "2"), ("d", "1"), ("filler", "39")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(rows, expected);
+    assert!(db.dead_letters(&topic).is_empty(), "no dead letters");
+}
+
+#[test]
+fn a_tombstone_in_an_append_sink_is_a_dead_letter_saying_why() {
+    let topic = unique("append_delete");
+    let table = unique("append_delete_rows");
+    create_topic(&topic, 1);
+    produce_keyed(
+        &topic,
+        &[(0, b"a".to_vec(), Some(b"1".to_vec())), (0, b"a".to_vec(), None)],
+    );
+    let path = write_pipeline(&format!(
+        "[[topics]]\nname = \"{topic}\"\n\n[[sinks]]\nname = \"rows\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n",
+        plugin("kv_mapper").display()
+    ));
+    let out = consume(&path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let db = Db::connect();
+    assert_eq!(db.query(&format!("SELECT k FROM \"{table}\""), &[]).len(), 1);
+    let dead = db.dead_letters(&topic);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, 1);
+    assert!(dead[0].2.contains("mode = \"upsert\""), "{}", dead[0].2);
+}

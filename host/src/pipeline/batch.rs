@@ -7,11 +7,24 @@ use super::sink::BatchMapper;
 use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
-use crate::postgres::{CopyRows, DeadLetter};
+use crate::postgres::{CopyRows, DeadLetter, binary};
 use anyhow::Context as _;
 
 /// A guess at what a row takes in `COPY` besides the payload's bytes.
 const ROW_OVERHEAD_BYTES: usize = 64;
+/// How much of a bad value a dead letter's reason shows.
+const SHOWN_CHARS: usize = 80;
+/// The dead-letter reason of a delete in a sink that cannot apply it.
+pub const DELETE_NEEDS_KEY: &str = "delete outcome needs a sink with mode = \"upsert\" and a key";
+
+/// A delete a mapper asked for (outcome `delete` of wit/plugin.wit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delete {
+    /// The message that asked for it: an index into [`Mapped::positions`].
+    pub message: usize,
+    /// The values of the key columns, in the key's order; checked against them.
+    pub key: Vec<Value>,
+}
 
 /// A batch mapped and encoded, ready to be written.
 pub struct Mapped {
@@ -19,6 +32,9 @@ pub struct Mapped {
     pub positions: Vec<(i32, i64)>,
     pub rows: CopyRows,
     pub dead_letters: Vec<DeadLetter>,
+    /// Deletes, in consumed order (so in offset order within a partition);
+    /// only when the sink has a key ([`map_keyed`]), else they are dead letters.
+    pub deletes: Vec<Delete>,
     /// The payloads, kept only when they are printed after the commit.
     pub echo: Vec<Vec<u8>>,
     /// The mapper, as the dead-letter table records it.
@@ -27,7 +43,8 @@ pub struct Mapped {
 
 /// Maps `messages` on a blocking thread (mapper calls are synchronous), then
 /// checks and encodes the rows there too. Returns the mapper back. Fails only
-/// when the mapper cannot even be restarted.
+/// when the mapper cannot even be restarted. Deletes become dead letters
+/// (an append sink has no key to delete by).
 pub async fn map(
     mapper: Box<dyn BatchMapper>,
     columns: Vec<Column>,
@@ -37,18 +54,19 @@ pub async fn map(
     map_keyed(mapper, columns, None, messages, echo).await
 }
 
-/// Like [`map`]; with `key` (the key columns' positions, `mode = "upsert"`)
-/// the rows become the staging rows of the batch: the last operation per
-/// key, in offset order (see `upsert`).
+/// As [`map`], for a sink with a key: `key` holds the key columns in the
+/// key's order, and deletes whose values fit them go to [`Mapped::deletes`].
+/// The rows are then the staging rows of the batch: the last upsert or
+/// delete per key, in consumed (offset) order (see `upsert`).
 pub async fn map_keyed(
     mut mapper: Box<dyn BatchMapper>,
     columns: Vec<Column>,
-    key: Option<Vec<usize>>,
+    key: Option<Vec<Column>>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
     tokio::task::spawn_blocking(move || {
-        let mapped = map_blocking(mapper.as_mut(), &columns, key, messages, echo);
+        let mapped = map_blocking(mapper.as_mut(), &columns, key.as_deref(), messages, echo);
         (mapper, mapped)
     })
     .await
@@ -58,7 +76,7 @@ pub async fn map_keyed(
 fn map_blocking(
     mapper: &mut dyn BatchMapper,
     columns: &[Column],
-    key: Option<Vec<usize>>,
+    key: Option<&[Column]>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<Mapped> {
@@ -74,11 +92,19 @@ fn map_blocking(
                 .sum(),
         ),
         dead_letters: Vec::new(),
+        deletes: Vec::new(),
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
-    let mut latest = key.map(|k| Latest::new(k, columns.len()));
-    for (message, outcome) in messages.into_iter().zip(outcomes) {
+    let mut latest = match key {
+        None => None,
+        Some(key) => Some(Latest::new(
+            Latest::positions(columns, &key.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+                .context("a key column is not among the mapper's columns")?,
+            columns.len(),
+        )),
+    };
+    for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
         let rejected = match outcome {
             Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
                 Ok(()) => match latest.as_mut() {
@@ -104,6 +130,22 @@ fn map_blocking(
                 Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
             },
             Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
+            Ok(Outcome::Delete(values)) => match key {
+                None => Some(DELETE_NEEDS_KEY.to_string()),
+                Some(key) => match check_delete(key, &values) {
+                    Ok(()) => {
+                        if let Some(latest) = latest.as_mut() {
+                            latest.delete(values.clone());
+                        }
+                        mapped.deletes.push(Delete {
+                            message: index,
+                            key: values,
+                        });
+                        None
+                    }
+                    Err(reason) => Some(format!("mapper returned a bad delete: {reason}")),
+                },
+            },
             Err(e) => Some(e.to_string()),
         };
         if echo {
@@ -165,6 +207,10 @@ pub(super) fn value_fits(kind: ColumnType, v: &Value) -> bool {
             | (ColumnType::Boolean, Value::Boolean(_))
             | (ColumnType::Timestamp, Value::Timestamp(_))
             | (ColumnType::Json, Value::Json(_))
+            | (ColumnType::Uuid, Value::Uuid(_))
+            | (ColumnType::Numeric, Value::Numeric(_) | Value::Integer(_))
+            | (ColumnType::Bytea, Value::Bytea(_))
+            | (ColumnType::Date, Value::Date(_))
     )
 }
 
@@ -174,35 +220,67 @@ fn check_rows(columns: &[Column], rows: &[Vec<Value>]) -> Result<(), String> {
             return Err(format!("{} values for {} columns", row.len(), columns.len()));
         }
         for (c, v) in columns.iter().zip(row) {
-            if matches!(v, Value::Null) && !c.nullable {
-                return Err(format!("column {:?} is not nullable", c.name));
-            }
-            if !value_fits(c.kind, v) {
-                return Err(format!("column {:?} is {:?}, got {v:?}", c.name, c.kind));
-            }
-            if let Value::Json(text) = v
-                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
-            {
-                return Err(format!("column {:?} got text that is not JSON", c.name));
-            }
-            // PostgreSQL refuses NUL in text and \u0000 in jsonb, and would
-            // refuse the whole batch: catch it here, for this message only.
-            match v {
-                Value::Text(t) | Value::Json(t) if t.contains('\0') => {
-                    return Err(format!(
-                        "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
-                        c.name
-                    ));
-                }
-                Value::Json(t) if t.contains("\\u0000") => {
-                    return Err(format!(
-                        "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
-                        c.name
-                    ));
-                }
-                _ => {}
-            }
+            check_value(c, v)?;
         }
+    }
+    Ok(())
+}
+
+/// Whether a value fits its column and PostgreSQL will take it: a value it
+/// refuses would fail the whole batch's `COPY`, so it is caught here, for
+/// its message only.
+fn check_value(c: &Column, v: &Value) -> Result<(), String> {
+    if matches!(v, Value::Null) && !c.nullable {
+        return Err(format!("column {:?} is not nullable", c.name));
+    }
+    if !value_fits(c.kind, v) {
+        return Err(format!("column {:?} is {:?}, got {}", c.name, c.kind, shown(v)));
+    }
+    let column = |reason: String| format!("column {:?}: {reason}", c.name);
+    match v {
+        Value::Json(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() => {
+            Err(format!("column {:?} got text that is not JSON", c.name))
+        }
+        // PostgreSQL refuses NUL in text and \u0000 in jsonb.
+        Value::Text(t) | Value::Json(t) if t.contains('\0') => Err(format!(
+            "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
+            c.name
+        )),
+        Value::Json(t) if t.contains("\\u0000") => Err(format!(
+            "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
+            c.name
+        )),
+        Value::Uuid(t) => binary::uuid(t).map(drop).map_err(column),
+        Value::Numeric(t) => binary::numeric(t).map(drop).map_err(column),
+        Value::Date(days) => binary::date(*days).map(drop).map_err(column),
+        _ => Ok(()),
+    }
+}
+
+/// A value for a message: its start when it is long.
+fn shown(v: &Value) -> String {
+    let text = format!("{v:?}");
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
+
+/// Why a delete cannot be applied: its values do not fit the key columns.
+fn check_delete(key: &[Column], values: &[Value]) -> Result<(), String> {
+    if values.len() != key.len() {
+        return Err(format!(
+            "{} values for the {} key columns ({})",
+            values.len(),
+            key.len(),
+            key.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for (c, v) in key.iter().zip(values) {
+        if matches!(v, Value::Null) {
+            return Err(format!("key column {:?} got null", c.name));
+        }
+        check_value(c, v)?;
     }
     Ok(())
 }

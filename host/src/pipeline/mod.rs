@@ -37,7 +37,7 @@ mod sink;
 mod supervisor;
 mod upsert;
 
-pub use batch::{Mapped, map as map_messages};
+pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
 pub use generator::{Echo, GeneratorStats};
 pub use sink::{BatchMapper, Destination, SinkStats};
 

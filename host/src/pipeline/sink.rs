@@ -362,7 +362,7 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
             let (m, mapped) = batch::map_keyed(
                 mapper.take().expect("the mapper is back between batches"),
                 sink.columns.clone(),
-                upsert::key_positions(&sink.config.mode, &sink.columns),
+                upsert::key_columns(&sink.config.mode, &sink.columns),
                 taken,
                 echo,
             )

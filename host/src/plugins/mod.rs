@@ -15,7 +15,7 @@ pub mod kit;
 pub mod scaffold;
 mod worlds;
 
-pub use worlds::{CheckWorld, GeneratorWorld, MapperWorld, World, check, generator, mapper};
+pub use worlds::{CONTRACT_VERSION, CheckWorld, GeneratorWorld, MapperWorld, World, check, generator, mapper};
 
 use crate::config::{PluginConfig, PluginLimits};
 use rand::SeedableRng as _;

@@ -5,6 +5,16 @@ use super::{Plugin, PluginError, PluginState};
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
+/// The version of `wit/plugin.wit`, the contract new plugins are built against.
+macro_rules! contract_version {
+    () => {
+        "0.2.0"
+    };
+}
+
+/// The contract version of `wit/plugin.wit`.
+pub const CONTRACT_VERSION: &str = contract_version!();
+
 mod bindings {
     pub mod generator {
         wasmtime::component::bindgen!({ path: "../wit", world: "generator-plugin" });
@@ -60,7 +70,7 @@ impl World for GeneratorWorld {
     type Pre = bindings::generator::GeneratorPluginPre<PluginState>;
     type Configured = ();
     const KIND: &'static str = "generator";
-    const EXPORT: &'static str = "wasm-stream:plugin/generator@0.1.0";
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/generator@", contract_version!());
 
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
         Self::Pre::new(pre)
@@ -77,7 +87,7 @@ impl World for MapperWorld {
     type Pre = bindings::mapper::MapperPluginPre<PluginState>;
     type Configured = Vec<mapper::Column>;
     const KIND: &'static str = "mapper";
-    const EXPORT: &'static str = "wasm-stream:plugin/mapper@0.1.0";
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/mapper@", contract_version!());
 
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
         Self::Pre::new(pre)
@@ -98,7 +108,7 @@ impl World for CheckWorld {
     type Pre = bindings::check::CheckPluginPre<PluginState>;
     type Configured = ();
     const KIND: &'static str = "check";
-    const EXPORT: &'static str = "wasm-stream:plugin/check@0.1.0";
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/check@", contract_version!());
 
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
         Self::Pre::new(pre)

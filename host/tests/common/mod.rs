@@ -349,9 +349,12 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-/// Produces keyed messages (a `None` payload is a tombstone), each to the
-/// partition given, in order, and waits for delivery.
-pub fn produce_keyed(topic: &str, messages: &[(i32, Vec<u8>, Option<Vec<u8>>)]) {
+/// A keyed message: partition, key, payload (`None`: a tombstone).
+pub type Keyed = (i32, Vec<u8>, Option<Vec<u8>>);
+
+/// Produces keyed messages, each to the partition given, in order, and
+/// waits for delivery.
+pub fn produce_keyed(topic: &str, messages: &[Keyed]) {
     let producer: BaseProducer = host::kafka::client_config(&kafka_config())
         .expect("client config")
         .set("enable.idempotence", "true")
