@@ -616,6 +616,9 @@ pub struct Batch {
     pub group: String,
     pub plugin: String,
     pub rows: CopyRows,
+    /// How many deletes the mapper asked for (keyed sinks): with none, the
+    /// batch needs no `DELETE`.
+    pub deletes: usize,
     pub dead_letters: Vec<DeadLetter>,
     /// Per partition: the next offset the database held when the batch was
     /// read (`None`: nothing stored yet) and the next offset after it.
@@ -651,8 +654,17 @@ pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch
         sink.finish().await?;
         // Keyed: one row per key in the staging table, so neither statement
         // touches a row twice; they go out together.
-        if let Some(k) = &statements.keyed {
-            futures_util::future::try_join(tx.execute(&k.delete, &[]), tx.execute(&k.upsert, &[])).await?;
+        match &statements.keyed {
+            None => {}
+            Some(k) if batch.deletes == 0 => drop(tx.execute(&k.upsert, &[]).await?),
+            // The staging table's statistics let the planner probe the key
+            // index for a few deletes instead of scanning the whole table.
+            Some(k) => {
+                let analyze = tx.batch_execute(&k.analyze);
+                let delete = tx.execute(&k.delete, &[]);
+                let upsert = tx.execute(&k.upsert, &[]);
+                futures_util::future::try_join3(analyze, delete, upsert).await?;
+            }
         }
         Ok::<(), tokio_postgres::Error>(())
     };

@@ -529,6 +529,7 @@ impl Sink {
             group: self.config.group.clone(),
             plugin: mapped.plugin,
             rows: mapped.rows,
+            deletes: mapped.deletes.len(),
             dead_letters: mapped.dead_letters,
             offsets,
         };

@@ -65,6 +65,8 @@ pub struct Sql {
     /// columns plus the delete flag, emptied at every commit.
     pub stage: String,
     pub copy: String,
+    /// Fresh statistics of the staging table, before a `DELETE`.
+    pub analyze: String,
     pub delete: String,
     pub upsert: String,
 }
@@ -95,6 +97,7 @@ impl Sql {
                  SELECT {list}, false AS {flag} FROM {target} WITH NO DATA"
             ),
             copy: format!("COPY pg_temp.{stage} ({list}, {flag}) FROM STDIN BINARY"),
+            analyze: format!("ANALYZE pg_temp.{stage}"),
             delete: format!(
                 "DELETE FROM {target} AS t USING pg_temp.{stage} AS s WHERE s.{flag} AND {}",
                 matches.join(" AND ")
@@ -110,6 +113,7 @@ impl Sql {
 
 /// The prepared statements of a keyed sink, on one session.
 pub struct Statements {
+    pub analyze: String,
     pub copy: Statement,
     pub delete: Statement,
     pub upsert: Statement,
@@ -125,6 +129,7 @@ impl Statements {
             .with_context(|| format!("cannot create the staging table of table {table:?}"))?;
         let context = || format!("cannot prepare the upsert statements of table {table:?}");
         Ok(Self {
+            analyze: sql.analyze,
             copy: client.prepare(&sql.copy).await.with_context(context)?,
             delete: client.prepare(&sql.delete).await.with_context(context)?,
             upsert: client.prepare(&sql.upsert).await.with_context(context)?,
