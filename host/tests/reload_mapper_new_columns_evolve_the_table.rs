@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-fn sink(topic: &str, table: &str, extra: &str) -> String {
+fn sink(topic: &str, table: &str, mode: &str, extra: &str) -> String {
     format!(
         r#"
 [[topics]]
@@ -23,6 +23,7 @@ table = "{table}"
 mapper = "{mapper}"
 batch_size = 50
 flush_interval_ms = 20
+{mode}
 settings = {{ extra = [{extra}] }}
 "#,
         mapper = plugin("kv_mapper").display(),
@@ -30,10 +31,10 @@ settings = {{ extra = [{extra}] }}
 }
 
 /// Saves the pipeline file with other mapper settings.
-fn save(path: &std::path::Path, topic: &str, table: &str, extra: &str) {
+fn save(path: &std::path::Path, topic: &str, table: &str, mode: &str, extra: &str) {
     let text = std::fs::read_to_string(path).expect("read pipeline");
     let head = text.split("\n[[topics]]").next().expect("head");
-    replace_atomically(path, format!("{head}{}", sink(topic, table, extra)).as_bytes());
+    replace_atomically(path, format!("{head}{}", sink(topic, table, mode, extra)).as_bytes());
 }
 
 fn max_seq(db: &Db, table: &str) -> i64 {
@@ -42,10 +43,21 @@ fn max_seq(db: &Db, table: &str) -> i64 {
 
 #[test]
 fn a_new_nullable_column_is_added_and_unsafe_changes_keep_the_old_mapper() {
+    evolve("");
+}
+
+/// The same through an upsert sink, whose staging table follows the columns
+/// (every message has a key of its own, so every message is a row).
+#[test]
+fn an_upsert_sink_evolves_its_table_and_staging_table_alike() {
+    evolve("mode = \"upsert\"\nkey = [\"k\"]");
+}
+
+fn evolve(mode: &str) {
     let topic = unique("evolve");
     let table = unique("evolve_rows");
     create_topic(&topic, 1);
-    let path = write_pipeline(&sink(&topic, &table, ""));
+    let path = write_pipeline(&sink(&topic, &table, mode, ""));
     let host = Running::start(&["run", path.to_str().expect("utf-8")]);
 
     // A steady stream, 10 messages every 20 ms, until told to stop.
@@ -71,7 +83,7 @@ fn a_new_nullable_column_is_added_and_unsafe_changes_keep_the_old_mapper() {
     });
 
     // 1. A new nullable column: added, filled from the swap on.
-    save(&path, &topic, &table, r#"{ name = "note", type = "text" }"#);
+    save(&path, &topic, &table, mode, r#"{ name = "note", type = "text" }"#);
     wait_for("rows with a note", Duration::from_secs(60), || {
         let has = db.query(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = 'note'",
@@ -84,7 +96,7 @@ fn a_new_nullable_column_is_added_and_unsafe_changes_keep_the_old_mapper() {
     });
 
     // 2. The same column as another type: refused, the old mapper goes on.
-    save(&path, &topic, &table, r#"{ name = "note", type = "integer" }"#);
+    save(&path, &topic, &table, mode, r#"{ name = "note", type = "integer" }"#);
     wait_for("the type change refused", Duration::from_secs(60), || {
         host.log()
             .contains("has column \"note\" of type text, but the mapper writes bigint")
@@ -99,6 +111,7 @@ fn a_new_nullable_column_is_added_and_unsafe_changes_keep_the_old_mapper() {
         &path,
         &topic,
         &table,
+        mode,
         r#"{ name = "note", type = "text" }, { name = "must", type = "text", nullable = false }"#,
     );
     wait_for("the NOT NULL column refused", Duration::from_secs(60), || {
