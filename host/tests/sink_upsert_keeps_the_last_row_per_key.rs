@@ -79,6 +79,10 @@ fn the_last_row_per_key_wins_across_batches_and_partitions() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(stored, vec![300, 300], "every message settled once");
+    // An update moves message_id on, so the highest is the row written last:
+    // every key was updated after the first batch inserted ids 1 to 30.
+    let first_id: i64 = db.query(&format!("SELECT min(message_id) FROM \"{table}\""), &[])[0].get(0);
+    assert!(first_id > 30, "message_id renumbered by updates: {first_id}");
 
     // Run again over the same messages from scratch: the same table.
     db.execute(&format!(

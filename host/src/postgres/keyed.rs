@@ -72,18 +72,24 @@ pub struct Sql {
 }
 
 impl Sql {
-    pub fn new(table: &str, columns: &[Column], key: &[String]) -> Self {
+    /// `renumber`: the table has the host's `message_id` serial, which an
+    /// update moves to a fresh number, so the highest is the row written last
+    /// (what `host status` and the audit show as the last row).
+    pub fn new(table: &str, columns: &[Column], key: &[String], renumber: bool) -> Self {
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let list = idents(&names);
         let stage = ident(STAGE_TABLE);
         let flag = ident(DELETE_COLUMN);
         let target = ident(table);
         let matches: Vec<String> = key.iter().map(|k| format!("t.{k} = s.{k}", k = ident(k))).collect();
-        let updates: Vec<String> = names
+        let mut updates: Vec<String> = names
             .iter()
             .filter(|n| !key.contains(n))
             .map(|n| format!("{n} = EXCLUDED.{n}", n = ident(n)))
             .collect();
+        if renumber && !updates.is_empty() {
+            updates.push("message_id = EXCLUDED.message_id".into());
+        }
         // With every column in the key, there is nothing to update.
         let action = if updates.is_empty() {
             "DO NOTHING".to_string()
@@ -122,7 +128,17 @@ pub struct Statements {
 impl Statements {
     /// Creates the session's staging table and prepares the statements.
     pub async fn prepare(client: &Client, table: &str, columns: &[Column], key: &[String]) -> anyhow::Result<Self> {
-        let sql = Sql::new(table, columns, key);
+        let renumber = client
+            .query_opt(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
+                 AND table_name = $1 AND column_name = 'message_id' AND column_default LIKE 'nextval(%'",
+                &[&table],
+            )
+            .await
+            .with_context(|| format!("cannot read the columns of table {table:?}"))?
+            .is_some()
+            && !columns.iter().any(|c| c.name == "message_id");
+        let sql = Sql::new(table, columns, key, renumber);
         client
             .batch_execute(&sql.stage)
             .await
@@ -152,7 +168,7 @@ mod tests {
 
     #[test]
     fn upsert_updates_the_columns_outside_the_key() {
-        let sql = Sql::new("t", &[column("id"), column("v"), column("w")], &["id".into()]);
+        let sql = Sql::new("t", &[column("id"), column("v"), column("w")], &["id".into()], false);
         assert_eq!(
             sql.upsert.split_whitespace().collect::<Vec<_>>().join(" "),
             "INSERT INTO \"t\" (\"id\", \"v\", \"w\") SELECT \"id\", \"v\", \"w\" FROM pg_temp.\"wasm_stream_stage\" WHERE NOT \"wasm_stream_delete\" ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\", \"w\" = EXCLUDED.\"w\""
@@ -168,8 +184,19 @@ mod tests {
     }
 
     #[test]
+    fn an_update_renumbers_message_id_when_the_table_has_the_serial() {
+        let sql = Sql::new("t", &[column("id"), column("v")], &["id".into()], true);
+        assert!(
+            sql.upsert
+                .ends_with("DO UPDATE SET \"v\" = EXCLUDED.\"v\", message_id = EXCLUDED.message_id"),
+            "{}",
+            sql.upsert
+        );
+    }
+
+    #[test]
     fn upsert_does_nothing_when_every_column_is_in_the_key() {
-        let sql = Sql::new("t", &[column("a"), column("b")], &["b".into(), "a".into()]);
+        let sql = Sql::new("t", &[column("a"), column("b")], &["b".into(), "a".into()], true);
         assert!(
             sql.upsert.ends_with("ON CONFLICT (\"b\", \"a\") DO NOTHING"),
             "{}",
@@ -184,7 +211,7 @@ mod tests {
 
     #[test]
     fn names_are_quoted() {
-        let sql = Sql::new("t", &[column("id")], &["id".into()]);
+        let sql = Sql::new("t", &[column("id")], &["id".into()], false);
         assert!(sql.stage.contains("FROM \"t\" WITH NO DATA"));
         assert_eq!(
             add_unique_sql("t", &["a".into(), "b".into()]),
