@@ -3,7 +3,7 @@
 //! encoded for `COPY`; what the mapper rejects, or cannot map, becomes a dead
 //! letter.
 
-use super::sink::BatchMapper;
+use super::mapper::BatchMapper;
 use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};

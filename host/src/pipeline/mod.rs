@@ -32,14 +32,18 @@
 
 mod batch;
 mod generator;
+mod mapper;
 mod reload;
+mod retry;
 mod sink;
 mod supervisor;
 mod upsert;
 
 pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
 pub use generator::{Echo, GeneratorStats};
-pub use sink::{BatchMapper, Destination, SinkStats};
+pub use mapper::BatchMapper;
+pub use retry::MAX_BACKOFF;
+pub use sink::{Destination, SinkStats};
 
 use crate::config::{GeneratorConfig, KafkaConfig, Pipeline, SinkConfig};
 use crate::plugins::{GeneratorWorld, MapperWorld, Plugin, Runtime};
@@ -48,8 +52,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Longest pause between retries of a failed database or broker operation.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -68,11 +70,6 @@ pub struct RunOptions {
     pub echo_consumed: bool,
     /// Reload the pipeline file and plugins when they change.
     pub watch: bool,
-}
-
-/// Doubles a backoff up to [`MAX_BACKOFF`].
-pub fn next_backoff(current: Duration) -> Duration {
-    (current * 2).min(MAX_BACKOFF)
 }
 
 /// A reloaded plugin on its way to the unit that runs it.
