@@ -27,6 +27,10 @@
 //! - A batch is written by a task of its own while the next one is consumed
 //!   and mapped; the next write starts only once the previous one committed,
 //!   and one whose partitions were reassigned meanwhile makes the sink rewind.
+//! - A sink with `mode = "upsert"` writes the same way: its batch's last
+//!   upsert or delete per key (in offset order, see `upsert`) is staged and
+//!   applied by one `DELETE` and one `INSERT ... ON CONFLICT` inside that
+//!   same transaction, so its deletes and updates are exactly once too.
 //!
 //! So every message lands exactly once, through crashes and restarts.
 
