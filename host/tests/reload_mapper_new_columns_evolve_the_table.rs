@@ -153,3 +153,55 @@ fn evolve(mode: &str) {
     assert_eq!(kinds.len(), 1, "no column must");
     assert_eq!(kinds[0].get::<_, String>(1), "text");
 }
+
+/// A reloaded mapper that no longer declares a key column is refused; the
+/// old one keeps writing.
+#[test]
+fn a_mapper_that_drops_a_key_column_keeps_the_old_one() {
+    let topic = unique("evolve_key");
+    let table = unique("evolve_key_rows");
+    create_topic(&topic, 1);
+    let mode = "mode = \"upsert\"\nkey = [\"k\", \"tag\"]";
+    let tag = r#"{ name = "tag", type = "text", nullable = false }"#;
+    let path = write_pipeline(&sink(&topic, &table, mode, tag));
+    let messages = |from: i64| -> Vec<_> {
+        (from..from + 100)
+            .map(|i| (0, format!("m{i}").into_bytes(), Some(format!("p{i}").into_bytes())))
+            .collect()
+    };
+    produce_keyed(&topic, &messages(0));
+    let host = Running::start(&["run", path.to_str().expect("utf-8")]);
+    let db = Db::connect();
+    let exists = || db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")])[0].get::<_, bool>(0);
+    wait_for("the first 100 rows", Duration::from_secs(60), || {
+        exists() && max_seq(&db, &table) == 99
+    });
+
+    // The swap waits for the next batch boundary: the next messages.
+    save(&path, &topic, &table, mode, "");
+    wait_for("the reload", Duration::from_secs(60), || {
+        host.log().contains("pipeline file reloaded")
+    });
+    produce_keyed(&topic, &messages(100));
+    wait_for(
+        "the mapper without the key column refused",
+        Duration::from_secs(60),
+        || {
+            host.log()
+                .contains("sinks.key \"tag\" of sink \"rows\" is not a column of its mapper (columns: k, v, seq)")
+        },
+    );
+    wait_for("200 rows", Duration::from_secs(60), || max_seq(&db, &table) == 199);
+    host.terminate();
+
+    let rows: Vec<(i64, String, String)> = db
+        .query(&format!("SELECT seq, v, tag FROM \"{table}\" ORDER BY seq"), &[])
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(rows.len(), 200);
+    assert!(
+        rows.iter().enumerate().all(|(i, r)| r.0 == i as i64 && r.1 == r.2),
+        "the old mapper wrote every row"
+    );
+}
