@@ -228,6 +228,9 @@ fn mapper_columns(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Column>>> {
         .iter()
         .map(|s| {
             let plugin = runtime.load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None)?;
+            s.mode
+                .check_columns(&s.name, plugin.configured())
+                .map_err(anyhow::Error::msg)?;
             Ok(plugin.configured().clone())
         })
         .collect()
