@@ -867,3 +867,110 @@ mod tests {
         );
     }
 }
+
+/// The binary COPY encoding (a module of its own so it merges beside other tests).
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    fn column(name: &str, kind: ColumnType) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            nullable: true,
+        }
+    }
+
+    /// The fields of the one row of a finished COPY: each `None` for NULL.
+    fn fields(bytes: &[u8]) -> Vec<Option<Vec<u8>>> {
+        assert_eq!(&bytes[..COPY_HEADER.len()], COPY_HEADER);
+        assert_eq!(&bytes[bytes.len() - 2..], &(-1i16).to_be_bytes(), "trailer");
+        let mut at = COPY_HEADER.len();
+        let count = i16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        at += 2;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let len = i32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            at += 4;
+            if len < 0 {
+                out.push(None);
+            } else {
+                out.push(Some(bytes[at..at + len as usize].to_vec()));
+                at += len as usize;
+            }
+        }
+        assert_eq!(at, bytes.len() - 2, "nothing after the row");
+        out
+    }
+
+    #[test]
+    fn new_types_encode_in_postgres_binary_copy_format() {
+        let columns = [
+            column("u", ColumnType::Uuid),
+            column("n", ColumnType::Numeric),
+            column("i", ColumnType::Numeric),
+            column("b", ColumnType::Bytea),
+            column("d", ColumnType::Date),
+            column("e", ColumnType::Bytea),
+            column("z", ColumnType::Uuid),
+        ];
+        let mut rows = CopyRows::with_capacity(&columns, 0);
+        rows.push(vec![
+            Value::Uuid("0b7e5a3c-1234-4abc-8def-001122334455".into()),
+            Value::Numeric("-12.50".into()),
+            Value::Integer(10_000),
+            Value::Bytea(vec![0, 0xff, b'\\']),
+            Value::Date(0),
+            Value::Bytea(Vec::new()),
+            Value::Null,
+        ]);
+        assert_eq!(rows.len(), 1);
+        let f = fields(&rows.finish());
+        assert_eq!(
+            f[0].as_deref(),
+            Some(
+                &[
+                    0x0b, 0x7e, 0x5a, 0x3c, 0x12, 0x34, 0x4a, 0xbc, 0x8d, 0xef, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55
+                ][..]
+            )
+        );
+        // ndigits 2, weight 0, negative, dscale 2, digits 12 and 5000.
+        assert_eq!(
+            f[1].as_deref(),
+            Some(&[0, 2, 0, 0, 0x40, 0, 0, 2, 0, 12, 0x13, 0x88][..])
+        );
+        // An integer in a numeric column: 10000 is one digit of weight 1.
+        assert_eq!(f[2].as_deref(), Some(&[0, 1, 0, 1, 0, 0, 0, 0, 0, 1][..]));
+        assert_eq!(
+            f[3].as_deref(),
+            Some(&[0, 0xff, b'\\'][..]),
+            "bytea: the bytes as they are"
+        );
+        // 1970-01-01 is 10957 days before 2000-01-01.
+        assert_eq!(f[4].as_deref(), Some(&(-10_957i32).to_be_bytes()[..]));
+        assert_eq!(f[5].as_deref(), Some(&[][..]), "an empty bytea is not NULL");
+        assert_eq!(f[6], None);
+    }
+
+    #[test]
+    fn the_new_types_have_their_postgres_names() {
+        let names: Vec<(&str, &str)> = [
+            ColumnType::Uuid,
+            ColumnType::Numeric,
+            ColumnType::Bytea,
+            ColumnType::Date,
+        ]
+        .into_iter()
+        .map(|k| (sql_type(k), udt_name(k)))
+        .collect();
+        assert_eq!(
+            names,
+            [
+                ("uuid", "uuid"),
+                ("numeric", "numeric"),
+                ("bytea", "bytea"),
+                ("date", "date")
+            ]
+        );
+    }
+}

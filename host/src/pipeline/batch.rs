@@ -284,3 +284,146 @@ fn check_delete(key: &[Column], values: &[Value]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mapper that answers each message with the outcome queued for it.
+    struct Scripted(Vec<Outcome>, Vec<Column>);
+
+    impl BatchMapper for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn hash(&self) -> &str {
+            "0"
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn columns(&self) -> &[Column] {
+            &self.1
+        }
+        fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+            Ok(self.0.drain(..messages.len()).collect())
+        }
+    }
+
+    fn column(name: &str, kind: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            nullable,
+        }
+    }
+
+    fn message(offset: i64) -> Message {
+        Message {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: Some(b"k".to_vec()),
+            payload: None,
+        }
+    }
+
+    fn columns() -> Vec<Column> {
+        vec![
+            column("id", ColumnType::Uuid, false),
+            column("n", ColumnType::Numeric, true),
+        ]
+    }
+
+    fn run(outcomes: Vec<Outcome>, key: Option<&[Column]>) -> Mapped {
+        let messages: Vec<Message> = (0..outcomes.len() as i64).map(message).collect();
+        let mut mapper = Scripted(outcomes, columns());
+        map_blocking(&mut mapper, &columns(), key, messages, false).expect("maps")
+    }
+
+    const ID: &str = "0b7e5a3c-1234-4abc-8def-001122334455";
+
+    #[test]
+    fn an_append_sink_dead_letters_deletes_with_the_reason() {
+        let mapped = run(
+            vec![
+                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Null]]),
+                Outcome::Delete(vec![Value::Uuid(ID.into())]),
+            ],
+            None,
+        );
+        assert_eq!(mapped.rows.len(), 1);
+        assert!(mapped.deletes.is_empty());
+        let dead: Vec<(i64, &str)> = mapped
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason.as_str()))
+            .collect();
+        assert_eq!(dead, [(1, DELETE_NEEDS_KEY)]);
+        assert_eq!(
+            mapped.dead_letters[0].key.as_deref(),
+            Some(&b"k"[..]),
+            "the key is kept"
+        );
+    }
+
+    #[test]
+    fn a_keyed_sink_gets_deletes_in_order_and_dead_letters_misfits() {
+        let key = [column("id", ColumnType::Uuid, false)];
+        let mapped = run(
+            vec![
+                Outcome::Delete(vec![Value::Uuid(ID.into())]),
+                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Numeric("1.5".into())]]),
+                Outcome::Delete(vec![Value::Null]),
+                Outcome::Delete(vec![Value::Uuid(ID.into()), Value::Integer(1)]),
+                Outcome::Delete(vec![Value::Text(ID.into())]),
+                Outcome::Delete(vec![Value::Uuid("nope".into())]),
+                Outcome::Delete(vec![Value::Uuid(ID.to_uppercase())]),
+            ],
+            Some(&key),
+        );
+        let deletes: Vec<usize> = mapped.deletes.iter().map(|d| d.message).collect();
+        assert_eq!(deletes, [0, 6]);
+        assert_eq!(mapped.deletes[0].key, [Value::Uuid(ID.into())]);
+        assert_eq!(mapped.rows.len(), 1);
+        let dead: Vec<(i64, &str)> = mapped
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason.as_str()))
+            .collect();
+        assert_eq!(dead.len(), 4, "{dead:?}");
+        assert!(dead[0].1.contains("key column \"id\" got null"), "{dead:?}");
+        assert!(dead[1].1.contains("2 values for the 1 key columns (id)"), "{dead:?}");
+        assert!(
+            dead[2].1.contains("column \"id\" is ColumnType::Uuid, got Value::Text"),
+            "{dead:?}"
+        );
+        assert!(dead[3].1.contains("is not a UUID"), "{dead:?}");
+        assert!(dead.iter().all(|d| d.1.starts_with("mapper returned a bad delete: ")));
+    }
+
+    #[test]
+    fn values_postgres_would_refuse_dead_letter_their_message_only() {
+        let date = [column("d", ColumnType::Date, false)];
+        assert!(check_rows(&date, &[vec![Value::Date(0)]]).is_ok());
+        let e = check_rows(&date, &[vec![Value::Date(i32::MAX)]]).unwrap_err();
+        assert!(
+            e.contains("column \"d\"") && e.contains("outside PostgreSQL's range"),
+            "{e}"
+        );
+        let numeric = [column("n", ColumnType::Numeric, false)];
+        assert!(check_rows(&numeric, &[vec![Value::Integer(5)]]).is_ok());
+        let e = check_rows(&numeric, &[vec![Value::Numeric("1,5".into())]]).unwrap_err();
+        assert!(
+            e.contains("column \"n\"") && e.contains("\"1,5\" is not a number"),
+            "{e}"
+        );
+        let bytes = [column("b", ColumnType::Bytea, false)];
+        assert!(check_rows(&bytes, &[vec![Value::Bytea(vec![0; 3])]]).is_ok());
+        let e = check_rows(&bytes, &[vec![Value::Text("x".into())]]).unwrap_err();
+        assert!(e.contains("column \"b\" is ColumnType::Bytea, got Value::Text"), "{e}");
+        let e = check_rows(&date, &[vec![Value::Bytea(vec![7; 1000])]]).unwrap_err();
+        assert!(e.len() < 200, "a long value is shortened: {e}");
+    }
+}

@@ -189,10 +189,11 @@ impl Runtime {
         let compiled = self.prepare::<W>(path, &component, content_hash(bytes))?;
         let compile_ms = started.elapsed().as_millis();
         // Large components (Python's are 12-20 MB) take seconds: worth a line.
+        let contract = compiled.version().as_str();
         if compile_ms >= SLOW_COMPILE_MS {
-            tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+            tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, contract, "compiled plugin");
         } else {
-            tracing::debug!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+            tracing::debug!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, contract, "compiled plugin");
         }
         Ok(compiled)
     }
