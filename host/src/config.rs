@@ -254,6 +254,14 @@ impl SinkMode {
         }
     }
 
+    /// `file:line:column` of the `key` setting; `None` in append mode.
+    pub fn at(&self) -> Option<&str> {
+        match self {
+            SinkMode::Append => None,
+            SinkMode::Upsert { at, .. } => Some(at),
+        }
+    }
+
     /// Checks that every key column is one the mapper declares.
     pub fn check_columns(&self, sink: &str, columns: &[crate::plugins::mapper::Column]) -> Result<(), String> {
         let SinkMode::Upsert { key, at } = self else {

@@ -469,7 +469,9 @@ impl Supervisor {
                         }
                     }
                 }
-                if *before != config
+                // A key that moved in the file is no change of mode, but its
+                // errors must name its new line.
+                if (*before != config || before.mode.at() != config.mode.at())
                     && let Some(unit) = self.sinks.get(&name)
                 {
                     let _ = unit.config.send(config);
