@@ -35,7 +35,7 @@ pub async fn connect(cfg: &PostgresConfig) -> anyhow::Result<Client> {
 /// Like [`connect`], naming the session (`application_name`, unless the URL
 /// sets one) so `pg_stat_activity` tells which process it belongs to.
 pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) -> anyhow::Result<Client> {
-    let mut config: Config = cfg.url.parse().context("postgres.url is not a valid connection URL")?;
+    let mut config: Config = cfg.url.config().clone();
     if let Some(name) = application_name
         && config.get_application_name().is_none()
     {
@@ -158,13 +158,7 @@ where
 
 /// `host:port/database` of a connection configuration, for messages (never the password).
 pub fn describe(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
+    crate::config::PgUrl::describe(config)
 }
 
 /// Creates the host's own tables when missing.

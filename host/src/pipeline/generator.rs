@@ -103,7 +103,7 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         if live.has_changed().unwrap_or(false) {
             config = live.borrow_and_update().clone();
             (epoch, epoch_count) = (Instant::now(), produced);
-            tracing::info!(generator = config.name, topic = config.topic, interval_ms = config.interval.as_millis(), count = ?config.count, "generator settings changed");
+            tracing::info!(generator = config.name, topic = %config.topic, interval_ms = config.interval.as_millis(), count = ?config.count, "generator settings changed");
         }
         if let Ok(new) = swaps.try_recv() {
             plugin = new;

@@ -296,8 +296,8 @@ impl Sink {
             .with_context(|| format!("cannot subscribe to topic {:?}", config.topic))?;
         tracing::info!(
             sink = config.name,
-            topic = config.topic,
-            table = config.table,
+            topic = %config.topic,
+            table = %config.table,
             group = config.group,
             member = config.instance_id,
             pid = std::process::id(),
@@ -367,7 +367,7 @@ impl Sink {
             Err(e) => Received::Error(e),
             Ok(m) if m.topic() != self.config.topic => Received::Foreign,
             Ok(m) => Received::Message(Message {
-                topic: self.config.topic.clone(),
+                topic: self.config.topic.to_string(),
                 partition: m.partition(),
                 offset: m.offset(),
                 timestamp: match m.timestamp() {
@@ -639,8 +639,8 @@ impl Sink {
         );
         let batch = Batch {
             sink: self.config.name.clone(),
-            table: self.config.table.clone(),
-            topic: self.config.topic.clone(),
+            table: self.config.table.to_string(),
+            topic: self.config.topic.to_string(),
             group: self.config.group.clone(),
             plugin: mapped.plugin,
             rows: mapped.rows,
@@ -884,7 +884,7 @@ fn offset_loader(pipeline: &Pipeline, config: &SinkConfig) -> kafka::OffsetLoade
                 let Ok(stored) = stored else {
                     unreachable!("stored offsets are retried until they are read")
                 };
-                tracing::debug!(table, topic, ?stored, "stored offsets for the assignment");
+                tracing::debug!(%table, topic, ?stored, "stored offsets for the assignment");
                 partitions.iter().map(|p| (*p, stored.get(p).copied())).collect()
             })
         })

@@ -404,7 +404,7 @@ impl Supervisor {
                     .await
                 {
                     Ok(plugin) => {
-                        tracing::info!(generator = name, topic = config.topic, "generator added");
+                        tracing::info!(generator = name, topic = %config.topic, "generator added");
                         self.spawn_generator(config, plugin);
                     }
                     Err(e) => {
@@ -484,8 +484,8 @@ impl Supervisor {
                     Ok(mapper) => {
                         tracing::info!(
                             sink = name,
-                            topic = config.topic,
-                            table = config.table,
+                            topic = %config.topic,
+                            table = %config.table,
                             "sink started by reload"
                         );
                         self.spawn_sink(config, mapper);

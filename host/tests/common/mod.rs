@@ -127,7 +127,7 @@ pub fn host_ok(args: &[&str]) -> Output {
 
 pub fn create_topic(name: &str, partitions: i32) {
     let topic = host::config::TopicConfig {
-        name: name.to_string(),
+        name: name.parse().expect("valid topic name"),
         partitions,
         replication: 1,
     };
