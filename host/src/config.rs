@@ -241,6 +241,81 @@ pub struct SinkConfig {
     pub mapper: PluginConfig,
     pub batch_size: usize,
     pub flush_interval: Duration,
+    /// How rows reach the table: appended, or upserted on a key.
+    pub mode: SinkMode,
+}
+
+/// How a sink writes rows (`mode` and `key` of a `[[sinks]]` entry).
+#[derive(Debug, Clone, Eq, Default)]
+pub enum SinkMode {
+    /// Every row is a new row (the default).
+    #[default]
+    Append,
+    /// A row replaces the one with the same key; a delete removes it.
+    Upsert {
+        /// The key columns, in the order the file gives them (the order of a
+        /// mapper's delete values).
+        key: Vec<String>,
+        /// `file:line:column` of the `key` setting, for errors found when
+        /// the mapper is loaded.
+        at: String,
+    },
+}
+
+// Where `key` stands in the file is not part of the mode: an edit above it
+// must not look like a change of mode.
+impl PartialEq for SinkMode {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key() && matches!(self, SinkMode::Upsert { .. }) == matches!(other, SinkMode::Upsert { .. })
+    }
+}
+
+impl SinkMode {
+    /// The key columns; empty in append mode.
+    pub fn key(&self) -> &[String] {
+        match self {
+            SinkMode::Append => &[],
+            SinkMode::Upsert { key, .. } => key,
+        }
+    }
+
+    /// `file:line:column` of the `key` setting; `None` in append mode.
+    pub fn at(&self) -> Option<&str> {
+        match self {
+            SinkMode::Append => None,
+            SinkMode::Upsert { at, .. } => Some(at),
+        }
+    }
+
+    /// Checks that every key column is one the mapper declares.
+    pub fn check_columns(&self, sink: &str, columns: &[crate::plugins::mapper::Column]) -> Result<(), String> {
+        let SinkMode::Upsert { key, at } = self else {
+            return Ok(());
+        };
+        use crate::plugins::mapper::ColumnType;
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        for k in key {
+            let Some(column) = columns.iter().find(|c| &c.name == k) else {
+                return Err(format!(
+                    "{at}: sinks.key {k:?} of sink {sink:?} is not a column of its mapper (columns: {})\n  hint: name columns the mapper declares in key, or change the mapper's settings so it declares {k:?}",
+                    names.join(", ")
+                ));
+            };
+            // Equal values must look equal to the host, which keeps one
+            // operation per key and batch: PostgreSQL's equality of these
+            // types is coarser than their text (1.0 = 1, key order in JSON).
+            let refused = match column.kind {
+                ColumnType::Json => "jsonb",
+                ColumnType::Float => "double precision",
+                ColumnType::Numeric => "numeric",
+                _ => continue,
+            };
+            return Err(format!(
+                "{at}: sinks.key {k:?} of sink {sink:?} is a {refused} column, which cannot be a key\n  hint: key on text, integer, uuid, date, timestamp, boolean or bytea columns; have the mapper write this value as text if it identifies the row"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A check plugin, run by `host check` and by the periodic audit of `host run`.
@@ -541,6 +616,8 @@ struct RawSink {
     instance_id: Option<Spanned<String>>,
     batch_size: Option<Spanned<usize>>,
     flush_interval_ms: Option<Spanned<u64>>,
+    mode: Option<Spanned<String>>,
+    key: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -564,6 +641,14 @@ impl Source<'_> {
             line,
             column,
             message: message.into(),
+        }
+    }
+
+    /// `file:line:column` of a span, for errors found after parsing.
+    fn location(&self, span: std::ops::Range<usize>) -> String {
+        match self.error(span, "") {
+            ConfigError::Invalid { path, line, column, .. } => format!("{}:{line}:{column}", path.display()),
+            ConfigError::Read { path, .. } => path.display().to_string(),
         }
     }
 
@@ -714,6 +799,7 @@ impl Pipeline {
                 DEFAULT_FLUSH_INTERVAL_MS,
             )?;
             let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(&src, "sinks", defaults)?)?;
+            let mode = check_mode(&src, &s.name, s.mode.as_ref(), s.key.as_ref())?;
             sinks.push(SinkConfig {
                 name,
                 topic,
@@ -723,6 +809,7 @@ impl Pipeline {
                 mapper,
                 batch_size,
                 flush_interval: Duration::from_millis(flush_interval_ms),
+                mode,
             });
         }
 
@@ -766,6 +853,68 @@ impl Pipeline {
     /// The topic's declaration.
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+/// `mode` and `key` of a sink: `key` is required for upsert and refused for
+/// append, each name a valid column name, none twice.
+fn check_mode(
+    src: &Source<'_>,
+    name: &Spanned<String>,
+    mode: Option<&Spanned<String>>,
+    key: Option<&Spanned<Vec<Spanned<String>>>>,
+) -> Result<SinkMode, ConfigError> {
+    let upsert = match mode.map(|m| m.get_ref().as_str()) {
+        None | Some("append") => false,
+        Some("upsert") => true,
+        Some(other) => {
+            let span = mode.map_or(0..0, Spanned::span);
+            return Err(src.error(
+                span,
+                format!("sinks.mode {other:?} is not a mode; use \"append\" (the default: every message adds rows) or \"upsert\" (rows replace those with the same key; needs key = [\"column\", ...])"),
+            ));
+        }
+    };
+    match (upsert, key) {
+        (false, None) => Ok(SinkMode::Append),
+        (false, Some(k)) => Err(src.error(
+            k.span(),
+            format!(
+                "sinks.key is set but sink {:?} appends; add mode = \"upsert\" to write rows by key, or remove key",
+                name.get_ref()
+            ),
+        )),
+        (true, None) => Err(src.error(
+            mode.map_or(0..0, Spanned::span),
+            format!(
+                "sink {:?} has mode = \"upsert\" but no key; add key = [\"column\", ...] naming the columns that identify a row",
+                name.get_ref()
+            ),
+        )),
+        (true, Some(k)) => {
+            if k.get_ref().is_empty() {
+                return Err(src.error(
+                    k.span(),
+                    "sinks.key is empty; name at least one column, e.g. key = [\"id\"]",
+                ));
+            }
+            let mut names: Vec<String> = Vec::new();
+            for column in k.get_ref() {
+                check_name(column.get_ref(), MAX_PG_IDENT_LEN, false)
+                    .map_err(|m| src.error(column.span(), format!("sinks.key: {m}")))?;
+                if names.contains(column.get_ref()) {
+                    return Err(src.error(
+                        column.span(),
+                        format!("sinks.key names {:?} twice; name each column once", column.get_ref()),
+                    ));
+                }
+                names.push(column.get_ref().clone());
+            }
+            Ok(SinkMode::Upsert {
+                key: names,
+                at: src.location(k.span()),
+            })
+        }
     }
 }
 
@@ -996,4 +1145,94 @@ pub fn missing_file_hint(path: &Path) -> String {
         "relative paths in the pipeline file are resolved from the pipeline file's folder: copy the certificates there, or give absolute paths (e.g. to the certs/ folder of your wasm-stream checkout, or the files downloaded from the Aiven console)"
     };
     format!("{} does not exist\n  hint: {hint}", shown.display())
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    fn parse(sink: &str) -> Result<Pipeline, String> {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"localhost:9092\"\nsecurity_protocol = \"plaintext\"\n\
+             [postgres]\nurl = \"postgres://u@localhost/db\"\ntls = \"disable\"\n\
+             [[topics]]\nname = \"t\"\n\
+             [[sinks]]\nname = \"s\"\ntopic = \"t\"\ntable = \"rows\"\nmapper = \"m.wasm\"\n{sink}"
+        );
+        Pipeline::parse(Path::new("p.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    fn column(name: &str) -> crate::plugins::mapper::Column {
+        crate::plugins::mapper::Column {
+            name: name.into(),
+            kind: crate::plugins::mapper::ColumnType::Text,
+            nullable: false,
+        }
+    }
+
+    #[test]
+    fn a_sink_appends_by_default() {
+        let p = parse("").unwrap();
+        assert_eq!(p.sinks[0].mode, SinkMode::Append);
+        assert_eq!(parse("mode = \"append\"").unwrap().sinks[0].mode, SinkMode::Append);
+    }
+
+    #[test]
+    fn upsert_takes_its_key_in_order_and_locates_it() {
+        let p = parse("mode = \"upsert\"\nkey = [\"b\", \"a\"]").unwrap();
+        assert_eq!(p.sinks[0].mode.key(), ["b", "a"]);
+        let SinkMode::Upsert { at, .. } = &p.sinks[0].mode else {
+            panic!("not upsert")
+        };
+        assert_eq!(at, "p.toml:15:7");
+    }
+
+    #[test]
+    fn mode_and_key_errors_name_the_line_and_the_fix() {
+        let e = parse("mode = \"upsert\"").unwrap_err();
+        assert!(e.starts_with("p.toml:14:8: ") && e.contains("key = [\"column\""), "{e}");
+        let e = parse("key = [\"id\"]").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:14:7: ") && e.contains("add mode = \"upsert\""),
+            "{e}"
+        );
+        let e = parse("mode = \"merge\"").unwrap_err();
+        assert!(e.contains("\"append\"") && e.contains("\"upsert\""), "{e}");
+        let e = parse("mode = \"upsert\"\nkey = []").unwrap_err();
+        assert!(e.contains("sinks.key is empty"), "{e}");
+        let e = parse("mode = \"upsert\"\nkey = [\"id\", \"id\"]").unwrap_err();
+        assert!(e.starts_with("p.toml:15:14: ") && e.contains("twice"), "{e}");
+        let e = parse("mode = \"upsert\"\nkey = [\"Id\"]").unwrap_err();
+        assert!(e.contains("sinks.key") && e.contains("\"id\""), "{e}");
+    }
+
+    #[test]
+    fn a_key_the_mapper_does_not_declare_is_refused_with_its_location() {
+        let p = parse("mode = \"upsert\"\nkey = [\"id\"]").unwrap();
+        let mode = &p.sinks[0].mode;
+        assert!(mode.check_columns("s", &[column("id"), column("v")]).is_ok());
+        let e = mode.check_columns("s", &[column("v")]).unwrap_err();
+        assert!(e.starts_with("p.toml:15:7: sinks.key \"id\" of sink \"s\""), "{e}");
+        assert!(e.contains("columns: v") && e.contains("hint:"), "{e}");
+        assert!(SinkMode::Append.check_columns("s", &[]).is_ok());
+        let json = crate::plugins::mapper::Column {
+            kind: crate::plugins::mapper::ColumnType::Json,
+            ..column("id")
+        };
+        let e = mode.check_columns("s", &[json]).unwrap_err();
+        assert!(e.contains("is a jsonb column, which cannot be a key"), "{e}");
+    }
+
+    #[test]
+    fn moving_the_key_in_the_file_is_not_a_change_of_mode() {
+        let a = SinkMode::Upsert {
+            key: vec!["id".into()],
+            at: "p.toml:1:1".into(),
+        };
+        let b = SinkMode::Upsert {
+            key: vec!["id".into()],
+            at: "p.toml:9:1".into(),
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, SinkMode::Append);
+    }
 }

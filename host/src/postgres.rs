@@ -16,6 +16,8 @@ use std::collections::HashMap;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
+pub mod keyed;
+
 /// Next offset per (table, topic, partition): the truth about what a sink table holds.
 pub const OFFSETS_TABLE: &str = "wasm_stream_offsets";
 /// Messages a mapper rejected or could not map, with the reason.
@@ -246,52 +248,123 @@ pub async fn table_exists(client: &Client, table: &str) -> anyhow::Result<bool> 
     Ok(row.is_some())
 }
 
-/// Creates a sink table from a mapper's columns (with a `message_id` serial
-/// primary key in front) when missing, and checks an existing one has them.
-/// Returns whether it created the table.
-pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<bool> {
+/// Creates a sink table from a mapper's columns when missing, and checks an
+/// existing one fits them. Without a key the table gets a `message_id`
+/// serial primary key in front; with one (`mode = "upsert"`) the key is the
+/// primary key and `message_id` stays, unique per insert, for the readers
+/// that order by it. A column the mapper declares and the table lacks is
+/// added when it is nullable; anything else that does not fit is refused with
+/// what to do. Returns whether it created the table.
+pub async fn ensure_sink_table(
+    client: &Client,
+    table: &str,
+    columns: &[Column],
+    key: &[String],
+) -> anyhow::Result<bool> {
     for c in columns {
         crate::config::check_name(&c.name, crate::config::MAX_PG_IDENT_LEN, false)
             .map_err(|m| anyhow::anyhow!("the mapper declares an invalid column name: {m}"))?;
     }
-    let defs: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}{}",
-                ident(&c.name),
-                sql_type(c.kind),
-                if c.nullable { "" } else { " NOT NULL" }
-            )
-        })
-        .collect();
     let existed = table_exists(client, table).await?;
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} (message_id bigserial PRIMARY KEY, {})",
-        ident(table),
-        defs.join(", ")
-    );
+    let mut defs: Vec<String> = vec![if key.is_empty() {
+        "message_id bigserial PRIMARY KEY".to_string()
+    } else {
+        "message_id bigserial NOT NULL".to_string()
+    }];
+    defs.extend(columns.iter().map(column_def));
+    if !key.is_empty() {
+        defs.push(format!(
+            "PRIMARY KEY ({})",
+            key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let sql = format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(table), defs.join(", "));
     batch_ddl(client, &sql)
         .await
         .with_context(|| format!("cannot create table {table:?}"))?;
 
     let rows = client
         .query(
-            "SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            "SELECT column_name::text, udt_name::text, is_nullable = 'YES', column_default IS NOT NULL
+             FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
             &[&table],
         )
         .await?;
-    let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let existing: Vec<Existing> = rows
+        .iter()
+        .map(|r| Existing {
+            name: r.get(0),
+            udt: r.get(1),
+            nullable: r.get(2),
+            has_default: r.get(3),
+        })
+        .collect();
+    let added = schema_changes(table, &existing, columns)?;
+    if !added.is_empty() {
+        let sql = format!(
+            "ALTER TABLE {} {}",
+            ident(table),
+            added
+                .iter()
+                .map(|c| format!("ADD COLUMN IF NOT EXISTS {}", column_def(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("cannot add columns to table {table:?}"))?;
+        let names: Vec<&str> = added.iter().map(|c| c.name.as_str()).collect();
+        tracing::info!(table, columns = ?names, "added the mapper's new nullable columns to the table");
+    }
+    if !key.is_empty() {
+        keyed::check_unique_key(client, table, key).await?;
+    }
+    Ok(!existed)
+}
+
+fn column_def(c: &Column) -> String {
+    format!(
+        "{} {}{}",
+        ident(&c.name),
+        sql_type(c.kind),
+        if c.nullable { "" } else { " NOT NULL" }
+    )
+}
+
+/// A column of an existing table, as information_schema tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub name: String,
+    pub udt: String,
+    pub nullable: bool,
+    pub has_default: bool,
+}
+
+/// What it takes for `existing` to fit the mapper's `columns`: the columns to
+/// add (the mapper's nullable ones the table lacks), or why that cannot be
+/// done safely, and what to do.
+pub fn schema_changes<'a>(
+    table: &str,
+    existing: &[Existing],
+    columns: &'a [Column],
+) -> anyhow::Result<Vec<&'a Column>> {
+    let mut added = Vec::new();
     for c in columns {
-        match existing.get(&c.name) {
-            Some(t) if t == udt_name(c.kind) => {}
-            Some(t) => bail!(
-                "table {table:?} has column {:?} of type {t}, but the mapper writes {}\n  hint: migrate or drop the table, or point the sink at a new table",
+        match existing.iter().find(|e| e.name == c.name) {
+            Some(e) if e.udt == udt_name(c.kind) => {}
+            Some(e) => bail!(
+                "table {table:?} has column {:?} of type {}, but the mapper writes {}\n  hint: the host does not change column types; migrate the column yourself (ALTER TABLE {} ALTER COLUMN {} TYPE {} USING ...), keep the mapper's old type, or point the sink at a new table",
                 c.name,
+                e.udt,
+                sql_type(c.kind),
+                ident(table),
+                ident(&c.name),
                 sql_type(c.kind)
             ),
+            None if c.nullable => added.push(c),
             None => bail!(
-                "table {table:?} has no column {:?}, which the mapper writes\n  hint: add it (ALTER TABLE {} ADD COLUMN {} {}) or point the sink at a new table",
+                "table {table:?} has no column {:?}, which the mapper writes as NOT NULL; the host adds only nullable columns, since the rows already there have no value\n  hint: declare the column nullable in the mapper, or add it with a default yourself (ALTER TABLE {} ADD COLUMN {} {} NOT NULL DEFAULT ...)",
                 c.name,
                 ident(table),
                 ident(&c.name),
@@ -299,7 +372,19 @@ pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column])
             ),
         }
     }
-    Ok(!existed)
+    // A NOT NULL column the mapper no longer writes would fail every batch.
+    if let Some(e) = existing
+        .iter()
+        .find(|e| !e.nullable && !e.has_default && !columns.iter().any(|c| c.name == e.name))
+    {
+        bail!(
+            "table {table:?} has column {:?} NOT NULL without a default, and the mapper does not write it\n  hint: keep the column in the mapper, or allow NULL in it (ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL)",
+            e.name,
+            ident(table),
+            ident(&e.name)
+        );
+    }
+    Ok(added)
 }
 
 /// The next offsets stored for a table's partitions of a topic.
@@ -425,10 +510,14 @@ pub struct SinkStatements {
     copy: Statement,
     update_offset: Statement,
     insert_offset: Statement,
+    /// With a key (`mode = "upsert"`): rows go through the staging table.
+    keyed: Option<keyed::Statements>,
 }
 
 impl SinkStatements {
-    pub async fn prepare(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<Self> {
+    /// Prepares the statements that write `table`; with a `key`, also creates
+    /// the session's staging table.
+    pub async fn prepare(client: &Client, table: &str, columns: &[Column], key: &[String]) -> anyhow::Result<Self> {
         let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
         let copy = format!("COPY {} ({}) FROM STDIN BINARY", ident(table), names.join(", "));
         let update_offset = format!(
@@ -446,6 +535,11 @@ impl SinkStatements {
             copy: client.prepare(&copy).await.with_context(context)?,
             update_offset: client.prepare(&update_offset).await.with_context(context)?,
             insert_offset: client.prepare(&insert_offset).await.with_context(context)?,
+            keyed: if key.is_empty() {
+                None
+            } else {
+                Some(keyed::Statements::prepare(client, table, columns, key).await?)
+            },
         })
     }
 }
@@ -518,6 +612,9 @@ pub struct Batch {
     pub group: String,
     pub plugin: String,
     pub rows: CopyRows,
+    /// How many deletes the mapper asked for (keyed sinks): with none, the
+    /// batch needs no `DELETE`.
+    pub deletes: usize,
     pub dead_letters: Vec<DeadLetter>,
     /// Per partition: the next offset the database held when the batch was
     /// read (`None`: nothing stored yet) and the next offset after it.
@@ -546,10 +643,26 @@ pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch
         if batch.rows.is_empty() {
             return Ok(());
         }
-        let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(&statements.copy).await?;
+        let copy = statements.keyed.as_ref().map_or(&statements.copy, |k| &k.copy);
+        let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(copy).await?;
         futures_util::pin_mut!(sink);
         futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(batch.rows.finish())).await?;
-        sink.finish().await.map(drop)
+        sink.finish().await?;
+        // Keyed: one row per key in the staging table, so neither statement
+        // touches a row twice; they go out together.
+        match &statements.keyed {
+            None => {}
+            Some(k) if batch.deletes == 0 => drop(tx.execute(&k.upsert, &[]).await?),
+            // The staging table's statistics let the planner probe the key
+            // index for a few deletes instead of scanning the whole table.
+            Some(k) => {
+                let analyze = tx.batch_execute(&k.analyze);
+                let delete = tx.execute(&k.delete, &[]);
+                let upsert = tx.execute(&k.upsert, &[]);
+                futures_util::future::try_join3(analyze, delete, upsert).await?;
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
     };
     if !batch.dead_letters.is_empty() {
         let d = &batch.dead_letters;
@@ -683,6 +796,72 @@ pub async fn dead_letter_counts(client: &Client, sink: &str, topic: &str) -> any
         .await
         .with_context(|| format!("cannot count the dead letters of sink {sink:?}"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, kind: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            nullable,
+        }
+    }
+
+    fn existing(name: &str, udt: &str, nullable: bool) -> Existing {
+        Existing {
+            name: name.into(),
+            udt: udt.into(),
+            nullable,
+            has_default: false,
+        }
+    }
+
+    #[test]
+    fn a_new_nullable_column_is_added_and_nothing_else() {
+        let table = [
+            Existing {
+                has_default: true,
+                ..existing("message_id", "int8", false)
+            },
+            existing("id", "text", false),
+        ];
+        let columns = [
+            column("id", ColumnType::Text, false),
+            column("extra", ColumnType::Integer, true),
+        ];
+        let added = schema_changes("t", &table, &columns).unwrap();
+        assert_eq!(added, vec![&columns[1]]);
+        assert!(schema_changes("t", &table, &columns[..1]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsafe_changes_are_refused_naming_table_column_and_fix() {
+        let table = [existing("id", "text", false), existing("n", "int8", true)];
+        let retyped = [
+            column("id", ColumnType::Text, false),
+            column("n", ColumnType::Text, true),
+        ];
+        let e = schema_changes("t", &table, &retyped).unwrap_err().to_string();
+        assert!(
+            e.contains("table \"t\" has column \"n\" of type int8") && e.contains("ALTER COLUMN"),
+            "{e}"
+        );
+        let not_null = [
+            column("id", ColumnType::Text, false),
+            column("m", ColumnType::Text, false),
+        ];
+        let e = schema_changes("t", &table, &not_null).unwrap_err().to_string();
+        assert!(e.contains("no column \"m\"") && e.contains("nullable"), "{e}");
+        let dropped = [column("n", ColumnType::Integer, true)];
+        let e = schema_changes("t", &table, &dropped).unwrap_err().to_string();
+        assert!(
+            e.contains("column \"id\" NOT NULL") && e.contains("DROP NOT NULL"),
+            "{e}"
+        );
+    }
 }
 
 /// The binary COPY encoding (a module of its own so it merges beside other tests).

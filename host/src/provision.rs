@@ -114,7 +114,7 @@ pub async fn run(pipeline: &Pipeline, mut report: impl FnMut(&Line)) -> anyhow::
         emit(table_line(table, !existed, &in_database));
     }
     for (sink, columns) in pipeline.sinks.iter().zip(&columns) {
-        let created = postgres::ensure_sink_table(&client, &sink.table, columns)
+        let created = postgres::ensure_sink_table(&client, &sink.table, columns, sink.mode.key())
             .await
             .with_context(|| format!("cannot provision table {:?} of sink {}", sink.table, sink.name))?;
         emit(table_line(&sink.table, created, &in_database));
@@ -228,6 +228,9 @@ fn mapper_columns(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Column>>> {
         .iter()
         .map(|s| {
             let plugin = runtime.load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None)?;
+            s.mode
+                .check_columns(&s.name, plugin.configured())
+                .map_err(anyhow::Error::msg)?;
             Ok(plugin.configured().clone())
         })
         .collect()

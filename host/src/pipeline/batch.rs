@@ -4,6 +4,7 @@
 //! letter.
 
 use super::mapper::BatchMapper;
+use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
 use crate::postgres::{CopyRows, DeadLetter, binary};
@@ -58,6 +59,8 @@ pub async fn map(
 
 /// As [`map`], for a sink with a key: `key` holds the key columns in the
 /// key's order, and deletes whose values fit them go to [`Mapped::deletes`].
+/// The rows are then the staging rows of the batch: the last upsert or
+/// delete per key, in consumed (offset) order (see `upsert`).
 pub async fn map_keyed(
     mut mapper: Box<dyn BatchMapper>,
     columns: Vec<Column>,
@@ -96,15 +99,37 @@ fn map_blocking(
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
+    let mut latest = match key {
+        None => None,
+        Some(key) => Some(Latest::new(
+            Latest::positions(columns, &key.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+                .context("a key column is not among the mapper's columns")?,
+            columns.len(),
+        )),
+    };
     for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
         let rejected = match outcome {
             Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
-                Ok(()) => {
-                    for row in rows {
-                        mapped.rows.push(row);
+                Ok(()) => match latest.as_mut() {
+                    None => {
+                        for row in rows {
+                            mapped.rows.push(row);
+                        }
+                        None
                     }
-                    None
-                }
+                    Some(latest) => match rows
+                        .iter()
+                        .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r))
+                    {
+                        Ok(()) => {
+                            for row in rows {
+                                latest.upsert(row);
+                            }
+                            None
+                        }
+                        Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
+                    },
+                },
                 Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
             },
             Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
@@ -112,6 +137,9 @@ fn map_blocking(
                 None => Some(DELETE_NEEDS_KEY.to_string()),
                 Some(key) => match check_delete(key, &values) {
                     Ok(()) => {
+                        if let Some(latest) = latest.as_mut() {
+                            latest.delete(values.clone());
+                        }
                         mapped.deletes.push(Delete {
                             message: index,
                             key: values,
@@ -135,6 +163,9 @@ fn map_blocking(
                 reason,
             });
         }
+    }
+    if let Some(latest) = latest {
+        mapped.rows = latest.finish(columns);
     }
     Ok(mapped)
 }
@@ -169,7 +200,7 @@ fn fatal_or(e: PluginError) -> anyhow::Result<Result<Outcome, PluginError>> {
     }
 }
 
-fn value_fits(kind: ColumnType, v: &Value) -> bool {
+pub(super) fn value_fits(kind: ColumnType, v: &Value) -> bool {
     matches!(
         (kind, v),
         (_, Value::Null)

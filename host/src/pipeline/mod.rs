@@ -27,6 +27,10 @@
 //! - A batch is written by a task of its own while the next one is consumed
 //!   and mapped; the next write starts only once the previous one committed,
 //!   and one whose partitions were reassigned meanwhile makes the sink rewind.
+//! - A sink with `mode = "upsert"` writes the same way: its batch's last
+//!   upsert or delete per key (in offset order, see `upsert`) is staged and
+//!   applied by one `DELETE` and one `INSERT ... ON CONFLICT` inside that
+//!   same transaction, so its deletes and updates are exactly once too.
 //!
 //! So every message lands exactly once, through crashes and restarts.
 
@@ -37,6 +41,7 @@ mod reload;
 mod retry;
 mod sink;
 mod supervisor;
+mod upsert;
 
 pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
 pub use generator::{Echo, GeneratorStats};
@@ -211,7 +216,10 @@ pub fn validate_plugins(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|p| format!("{}: {} (hash {})", p.name(), p.path().display(), p.hash()))
         .collect();
-    for p in &loaded.mappers {
+    for (p, s) in loaded.mappers.iter().zip(&pipeline.sinks) {
+        s.mode
+            .check_columns(&s.name, p.configured())
+            .map_err(anyhow::Error::msg)?;
         let columns: Vec<String> = p.configured().iter().map(|c| c.name.clone()).collect();
         report.push(format!(
             "{}: {} (hash {}), columns {}",

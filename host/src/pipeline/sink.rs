@@ -13,6 +13,7 @@ use super::Swap;
 use super::batch::{self, Mapped};
 use super::mapper::BatchMapper;
 use super::retry::{self, Backoff, Verdict};
+use super::upsert;
 use crate::config::{Pipeline, PostgresConfig, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
 use crate::plugins::MapperWorld;
@@ -277,8 +278,12 @@ impl Sink {
 
         let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;
         postgres::ensure_host_tables(&client).await?;
-        postgres::ensure_sink_table(&client, &config.table, &columns).await?;
-        let statements = SinkStatements::prepare(&client, &config.table, &columns).await?;
+        config
+            .mode
+            .check_columns(&config.name, &columns)
+            .map_err(anyhow::Error::msg)?;
+        postgres::ensure_sink_table(&client, &config.table, &columns, config.mode.key()).await?;
+        let statements = SinkStatements::prepare(&client, &config.table, &columns, config.mode.key()).await?;
         postgres::asynchronous_commits(&client).await?;
         crate::ops::state::sink_connected(&config.name, true);
 
@@ -488,7 +493,8 @@ impl Sink {
             .mapper
             .take()
             .context("the mapper is away while a batch is mapped")?;
-        let (mapper, mapped) = batch::map(mapper, self.columns.clone(), messages, self.echo).await?;
+        let key = upsert::key_columns(&self.config.mode, &self.columns);
+        let (mapper, mapped) = batch::map_keyed(mapper, self.columns.clone(), key, messages, self.echo).await?;
         self.mapper = Some(mapper);
         mapped
     }
@@ -641,6 +647,7 @@ impl Sink {
             group: self.config.group.clone(),
             plugin: mapped.plugin,
             rows: mapped.rows,
+            deletes: mapped.deletes.len(),
             dead_letters: mapped.dead_letters,
             offsets,
         };
@@ -740,9 +747,16 @@ impl Sink {
             .as_mut()
             .context("a mapper is swapped while a batch is written")?;
         let new_columns = swap.plugin.configured().clone();
+        let (table, key) = (&self.config.table, self.config.mode.key());
+        // The key must survive the swap; new nullable columns are added here,
+        // between batches; any other change is refused (see `ensure_sink_table`).
         let fits = async {
-            postgres::ensure_sink_table(&writer.client, &self.config.table, &new_columns).await?;
-            SinkStatements::prepare(&writer.client, &self.config.table, &new_columns).await
+            self.config
+                .mode
+                .check_columns(&self.config.name, &new_columns)
+                .map_err(anyhow::Error::msg)?;
+            postgres::ensure_sink_table(&writer.client, table, &new_columns, key).await?;
+            SinkStatements::prepare(&writer.client, table, &new_columns, key).await
         };
         match fits.await {
             Ok(statements) => {
@@ -784,7 +798,8 @@ impl Sink {
                 async move {
                     let client = connect_with_retry(pg, &config.instance_id, &mut stop).await?;
                     let stored = postgres::stored_offsets(&client, &config.table, &config.topic).await?;
-                    let statements = SinkStatements::prepare(&client, &config.table, columns).await?;
+                    let statements =
+                        SinkStatements::prepare(&client, &config.table, columns, config.mode.key()).await?;
                     postgres::asynchronous_commits(&client).await?;
                     anyhow::Ok((client, stored, statements))
                 }

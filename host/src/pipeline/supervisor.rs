@@ -112,6 +112,9 @@ impl Supervisor {
         for s in &sinks {
             let compiled = find_compiled(&sink_compiled, &s.mapper);
             let plugin = compiled.instantiate(&format!("sink {}", s.name), &s.mapper, None)?;
+            s.mode
+                .check_columns(&s.name, plugin.configured())
+                .map_err(anyhow::Error::msg)?;
             sup.running_hashes
                 .insert(normalize(plugin.path()), plugin.hash().to_string());
             loaded_sinks.push(plugin);
@@ -422,8 +425,10 @@ impl Supervisor {
         for name in &running {
             let restart = match (old.sinks.iter().find(|s| &s.name == name), wanted.get(name)) {
                 (_, None) => true,
+                // A new mode or key needs the table checked again.
                 (Some(o), Some(n)) => {
-                    (&o.topic, &o.table, &o.group, &o.instance_id) != (&n.topic, &n.table, &n.group, &n.instance_id)
+                    (&o.topic, &o.table, &o.group, &o.instance_id, &o.mode)
+                        != (&n.topic, &n.table, &n.group, &n.instance_id, &n.mode)
                 }
                 (None, Some(_)) => false,
             };
@@ -464,7 +469,9 @@ impl Supervisor {
                         }
                     }
                 }
-                if *before != config
+                // A key that moved in the file is no change of mode, but its
+                // errors must name its new line.
+                if (*before != config || before.mode.at() != config.mode.at())
                     && let Some(unit) = self.sinks.get(&name)
                 {
                     let _ = unit.config.send(config);
