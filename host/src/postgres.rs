@@ -412,8 +412,6 @@ pub struct CopyRows {
 
 /// The binary `COPY` header: signature, flags, header extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 impl CopyRows {
     /// Empty, with room for `bytes` of encoded rows.
@@ -450,9 +448,10 @@ impl CopyRows {
                     buf.extend_from_slice(s.as_bytes());
                 }
                 (_, Value::Text(s) | Value::Json(s)) => field(buf, s.as_bytes()),
-                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => {
-                    field(buf, &us.saturating_sub(PG_EPOCH_MICROS).to_be_bytes())
-                }
+                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => match binary::timestamp(us) {
+                    Ok(pg) => field(buf, &pg.to_be_bytes()),
+                    Err(_) => refused_field(buf),
+                },
                 (ColumnType::Float, Value::Integer(i)) => field(buf, &(i as f64).to_be_bytes()),
                 (ColumnType::Numeric, Value::Integer(i)) => numeric_field(buf, &i.to_string()),
                 (_, Value::Integer(i) | Value::Timestamp(i)) => field(buf, &i.to_be_bytes()),

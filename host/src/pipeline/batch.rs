@@ -256,6 +256,8 @@ fn check_value(c: &Column, v: &Value) -> Result<(), String> {
         Value::Uuid(t) => binary::uuid(t).map(drop).map_err(column),
         Value::Numeric(t) => binary::numeric(t).map(drop).map_err(column),
         Value::Date(days) => binary::date(*days).map(drop).map_err(column),
+        Value::Timestamp(us) => binary::timestamp(*us).map(drop).map_err(column),
+        Value::Json(t) => binary::json(t).map_err(column),
         _ => Ok(()),
     }
 }

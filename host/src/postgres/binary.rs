@@ -9,6 +9,26 @@ pub const MIN_DATE_DAYS: i32 = -2_440_588;
 /// One past the last date PostgreSQL holds (5874897-12-31 AD), in days since 1970-01-01.
 pub const END_DATE_DAYS: i32 = 2_145_042_906;
 
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+pub const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+/// The first instant PostgreSQL's `timestamptz` holds (4714-11-24 BC), in
+/// microseconds since 1970-01-01. Every later `i64` fits: PostgreSQL's end
+/// (294277 AD) lies beyond `i64::MAX` counted from 1970.
+pub const MIN_TIMESTAMP_MICROS: i64 = -211_813_488_000_000_000 + PG_EPOCH_MICROS;
+
+/// A timestamp as PostgreSQL's binary form (microseconds since 2000-01-01),
+/// or why it does not fit: `timestamptz_recv` refuses an earlier one, which
+/// would fail the whole batch.
+pub fn timestamp(micros_since_1970: i64) -> Result<i64, String> {
+    if micros_since_1970 >= MIN_TIMESTAMP_MICROS {
+        Ok(micros_since_1970 - PG_EPOCH_MICROS)
+    } else {
+        Err(format!(
+            "timestamp {micros_since_1970} (microseconds since 1970-01-01) is outside PostgreSQL's range, which starts in 4714 BC"
+        ))
+    }
+}
+
 /// A date as PostgreSQL's binary form (days since 2000-01-01), or why it does
 /// not fit.
 pub fn date(days_since_1970: i32) -> Result<i32, String> {
@@ -61,8 +81,10 @@ const NUMERIC_PINF: u16 = 0xD000;
 const NUMERIC_NINF: u16 = 0xF000;
 /// The largest display scale PostgreSQL keeps (`NUMERIC_DSCALE_MAX`).
 const MAX_DSCALE: usize = 0x3FFF;
-/// The largest exponent `numeric_in` accepts (`NUMERIC_MAX_PRECISION`).
-const MAX_EXPONENT: i64 = 1000;
+/// The largest exponent looked at: beyond it no number fits PostgreSQL's
+/// numeric (131,072 digits before the point, 16,383 after), and moving the
+/// point that far would only allocate.
+const MAX_EXPONENT: i64 = 140_000;
 /// The largest weight of a base-10000 digit (`NUMERIC_WEIGHT_MAX`).
 const MAX_WEIGHT: i64 = 0x7FFF;
 
@@ -104,7 +126,7 @@ pub fn numeric(text: &str) -> Result<Vec<u8>, String> {
             // Many digits: out of range either way.
             let exponent: i64 = e.parse().unwrap_or(i64::MAX);
             if exponent.abs() > MAX_EXPONENT {
-                return Err(format!("{:?} has an exponent beyond ±{MAX_EXPONENT}", shorten(text)));
+                return Err(overflow(text));
             }
             (&unsigned[..i], exponent)
         }
@@ -160,7 +182,7 @@ pub fn numeric(text: &str) -> Result<Vec<u8>, String> {
         return Ok(header(0, 0, NUMERIC_POS, dscale as u16));
     }
     if weight > MAX_WEIGHT || groups.len() > i16::MAX as usize {
-        return Err(format!("{:?} is too large for PostgreSQL's numeric", shorten(text)));
+        return Err(overflow(text));
     }
     let sign = if negative { NUMERIC_NEG } else { NUMERIC_POS };
     let mut out = header(groups.len() as u16, weight as i16, sign, dscale as u16);
@@ -168,6 +190,71 @@ pub fn numeric(text: &str) -> Result<Vec<u8>, String> {
         out.extend_from_slice(&g.to_be_bytes());
     }
     Ok(out)
+}
+
+fn overflow(text: &str) -> String {
+    format!(
+        "{:?} is too large or too precise for PostgreSQL's numeric (at most 131072 digits before the point, 16383 after)",
+        shorten(text)
+    )
+}
+
+/// Why PostgreSQL's `jsonb` would refuse a document that is valid JSON (a
+/// lone UTF-16 surrogate in an escape, a number its `numeric` cannot hold),
+/// or `Ok` when it takes it. The text must already parse as JSON.
+pub fn json(text: &str) -> Result<(), String> {
+    let b = text.as_bytes();
+    let hex4 = |at: usize| {
+        b.get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u16::from_str_radix(h, 16).ok())
+    };
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    if b[i] != b'\\' {
+                        i += 1;
+                        continue;
+                    }
+                    if b.get(i + 1) != Some(&b'u') {
+                        i += 2;
+                        continue;
+                    }
+                    match hex4(i + 2) {
+                        Some(0xD800..=0xDBFF)
+                            if b.get(i + 6..i + 8) == Some(b"\\u") && matches!(hex4(i + 8), Some(0xDC00..=0xDFFF)) =>
+                        {
+                            i += 12
+                        }
+                        Some(0xD800..=0xDFFF) => {
+                            return Err(format!(
+                                "JSON escape \\u{} is half of a UTF-16 surrogate pair, which PostgreSQL's jsonb refuses",
+                                &text[i + 2..i + 6]
+                            ));
+                        }
+                        _ => i += 6,
+                    }
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < b.len() && matches!(b[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                    i += 1;
+                }
+                let number = &text[start..i];
+                // Only an exponent or a great many digits can overflow.
+                if (number.len() > 1000 || number.contains(['e', 'E'])) && numeric(number).is_err() {
+                    return Err(format!("JSON number {}", overflow(number)));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Ok(())
 }
 
 fn header(ndigits: u16, weight: i16, sign: u16, dscale: u16) -> Vec<u8> {
@@ -236,14 +323,56 @@ mod tests {
     #[test]
     fn numeric_text_that_is_not_a_number_is_refused() {
         for bad in [
-            "", " ", "-", ".", "1.2.3", "1e", "e5", "abc", "1_000", "0x1F", "--1", "1e1001", "- 1", "NaN1",
+            "", " ", "-", ".", "1.2.3", "1e", "e5", "abc", "1_000", "0x1F", "--1", "- 1", "NaN1", "-NaN", "+NaN",
         ] {
             let e = numeric(bad).expect_err(bad);
-            assert!(e.contains(&format!("{bad:?}")) || e.contains("exponent"), "{bad}: {e}");
+            assert!(e.contains(&format!("{bad:?}")), "{bad}: {e}");
         }
         assert!(numeric("1e-1000").is_ok());
         let long = format!("0.{}", "1".repeat(MAX_DSCALE + 1));
         assert!(numeric(&long).unwrap_err().contains("digits after the point"));
+    }
+
+    /// PostgreSQL 15 takes any exponent whose number fits: 131072 digits
+    /// before the point, 16383 after (`SELECT '1e131071'::numeric` works,
+    /// `'1e131072'` and `'1e-16384'` overflow).
+    #[test]
+    fn numeric_exponents_reach_as_far_as_postgres_holds() {
+        assert_eq!(parts(&numeric("1e1001").unwrap()).1, 250);
+        assert_eq!(parts(&numeric("1e131071").unwrap()).1, 0x7FFF);
+        assert_eq!(parts(&numeric("1e-16383").unwrap()).3, 16383);
+        assert_eq!(parts(&numeric("-1.5e-1001").unwrap()).3, 1002);
+        for over in [
+            "1e131072",
+            "1e-16384",
+            "0.0e-16383",
+            "0e-300000",
+            "1e999999999999999999999",
+        ] {
+            assert!(numeric(over).unwrap_err().contains("PostgreSQL's numeric"), "{over}");
+        }
+    }
+
+    #[test]
+    fn json_postgres_refuses_is_told_apart_from_json_it_takes() {
+        for ok in [
+            "{}",
+            "[1, -2.5, 1e3, 1E-3, 1e131071]",
+            "\"\\ud83d\\ude00 \\u00e9\"",
+            "{\"e\": \"1e999999 is only text\"}",
+            "\"\\\\ud800 is an escaped backslash\"",
+        ] {
+            assert_eq!(json(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "1e1000000",
+            "[1e-20000]",
+            "\"\\ud800\"",
+            "\"\\udc00x\"",
+            "\"\\uD800\\u0041\"",
+        ] {
+            assert!(json(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

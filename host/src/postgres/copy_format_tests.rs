@@ -133,7 +133,7 @@ fn timestamps_count_microseconds_from_2000() {
     );
     assert_eq!(
         one(ColumnType::Timestamp, Value::Timestamp(1_700_000_000_123_456)),
-        micros(1_700_000_000_123_456 - PG_EPOCH_MICROS)
+        micros(1_700_000_000_123_456 - binary::PG_EPOCH_MICROS)
     );
     // An integer in a timestamp column is taken as Unix microseconds too.
     assert_eq!(

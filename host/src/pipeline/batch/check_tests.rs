@@ -130,3 +130,28 @@ fn one_bad_row_among_good_ones_fails_the_message() {
     let rows = vec![vec![Value::Integer(1)], vec![Value::Null], vec![Value::Integer(3)]];
     assert!(check_rows(&columns, &rows).is_err());
 }
+
+/// PostgreSQL refuses these in a binary COPY ("timestamp out of range",
+/// "value overflows numeric format", "invalid input syntax for type json"),
+/// which would fail every attempt at the batch: each stays with its message.
+#[test]
+fn timestamps_and_json_postgres_would_refuse_are_caught() {
+    let ts = [column("at", ColumnType::Timestamp, true)];
+    assert!(check_rows(&ts, &[vec![Value::Timestamp(0)]]).is_ok());
+    assert!(check_rows(&ts, &[vec![Value::Timestamp(i64::MAX)]]).is_ok());
+    // 4714-11-24 BC, the first instant PostgreSQL holds, and one before it.
+    assert!(check_rows(&ts, &[vec![Value::Timestamp(binary::MIN_TIMESTAMP_MICROS)]]).is_ok());
+    for early in [binary::MIN_TIMESTAMP_MICROS - 1, -300_000_000_000_000_000, i64::MIN] {
+        let e = check_rows(&ts, &[vec![Value::Timestamp(early)]]).unwrap_err();
+        assert!(
+            e.contains("column \"at\"") && e.contains("outside PostgreSQL's range"),
+            "{e}"
+        );
+    }
+    let json = [column("doc", ColumnType::Json, true)];
+    assert!(check_rows(&json, &[vec![Value::Json("[1e131071, -1.5e-3, \"\\u00e9\"]".into())]]).is_ok());
+    for bad in ["1e1000000", "{\"a\": 1e-20000}", "\"\\ud800\"", "[\"\\udc00x\"]"] {
+        let e = check_rows(&json, &[vec![Value::Json(bad.into())]]).unwrap_err();
+        assert!(e.contains("column \"doc\""), "{bad}: {e}");
+    }
+}
