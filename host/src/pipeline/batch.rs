@@ -287,7 +287,7 @@ fn check_delete(key: &[Column], values: &[Value]) -> Result<(), String> {
         }
         check_value(c, v)?;
     }
-    Ok(())
+    upsert::check_key_size(values.iter())
 }
 
 #[cfg(test)]

@@ -184,15 +184,38 @@ fn tagged(id: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     id.extend_from_slice(bytes);
 }
 
-/// Checks that a row's key values are not null (a key identifies the row).
+/// Checks that a row's key values are not null (a key identifies the row)
+/// and fit the key's index.
 pub fn check_key_present(columns: &[Column], key: &[usize], row: &[Value]) -> Result<(), String> {
     match key.iter().find(|i| matches!(row.get(**i), Some(Value::Null) | None)) {
         Some(i) => Err(format!(
             "key column {:?} got NULL; a row needs its key",
             columns.get(*i).map_or("?", |c| c.name.as_str())
         )),
-        None => Ok(()),
+        None => check_key_size(key.iter().filter_map(|i| row.get(*i))),
     }
+}
+
+/// The most bytes of key values the host lets through: PostgreSQL's btree
+/// refuses an index entry over 2704 bytes ("index row size exceeds btree
+/// version 4 maximum"), which would fail every attempt at the batch.
+pub const MAX_KEY_BYTES: usize = 2600;
+
+/// Checks that key values fit PostgreSQL's key index.
+pub fn check_key_size<'a>(values: impl Iterator<Item = &'a Value>) -> Result<(), String> {
+    let bytes: usize = values
+        .map(|v| match v {
+            Value::Text(t) | Value::Json(t) | Value::Uuid(t) | Value::Numeric(t) => t.len(),
+            Value::Bytea(b) => b.len(),
+            _ => 8,
+        })
+        .sum();
+    if bytes > MAX_KEY_BYTES {
+        return Err(format!(
+            "key values of {bytes} bytes; PostgreSQL's key index takes at most about {MAX_KEY_BYTES}\n  hint: key on a shorter value (an id, or a hash of the long one)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -281,6 +304,20 @@ mod tests {
         );
         expected.push(vec![Value::Null, Value::Text("k".into()), Value::Boolean(true)]);
         assert_eq!(latest.finish(&columns).finish(), expected.finish());
+    }
+
+    #[test]
+    fn keys_too_long_for_postgres_index_are_refused() {
+        let columns = columns();
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let e = check_key_present(&columns, &[0], &row(&long, "v")).unwrap_err();
+        assert!(e.contains("key values of 2601 bytes") && e.contains("hint:"), "{e}");
+        let fits = "k".repeat(MAX_KEY_BYTES);
+        assert!(
+            check_key_present(&columns, &[0], &row(&fits, &long)).is_ok(),
+            "only the key counts"
+        );
+        assert!(check_key_size([Value::Bytea(vec![0; MAX_KEY_BYTES + 1])].iter()).is_err());
     }
 
     #[test]

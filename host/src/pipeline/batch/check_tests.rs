@@ -155,3 +155,12 @@ fn timestamps_and_json_postgres_would_refuse_are_caught() {
         assert!(e.contains("column \"doc\""), "{bad}: {e}");
     }
 }
+
+/// A key PostgreSQL's btree cannot index fails every attempt at the batch.
+#[test]
+fn a_delete_by_a_key_too_long_to_index_is_refused() {
+    let key = [column("id", ColumnType::Text, false)];
+    assert!(check_delete(&key, &[Value::Text("k".repeat(100))]).is_ok());
+    let e = check_delete(&key, &[Value::Text("k".repeat(3000))]).unwrap_err();
+    assert!(e.contains("key values of 3000 bytes"), "{e}");
+}
