@@ -20,12 +20,13 @@ pub const DELETE_COLUMN: &str = "wasm_stream_delete";
 /// `key` columns, which `ON CONFLICT` needs.
 pub async fn check_unique_key(client: &Client, table: &str, key: &[String]) -> anyhow::Result<()> {
     // Non-partial, immediate unique indexes (constraints make one each);
-    // their column names, sorted.
+    // the names of their key columns, sorted (INCLUDE columns come after
+    // the first indnkeyatts and are no part of what ON CONFLICT matches).
     let rows = client
         .query(
             "SELECT array_agg(a.attname::text ORDER BY a.attname)
              FROM pg_index i
-             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1])
              WHERE i.indrelid = to_regclass(quote_ident($1)) AND i.indisunique AND i.indimmediate
                AND i.indpred IS NULL AND i.indexprs IS NULL
              GROUP BY i.indexrelid",
