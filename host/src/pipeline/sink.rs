@@ -480,7 +480,11 @@ impl Sink {
         if changed {
             self.config = self.live.borrow_and_update().clone();
         }
-        while let Ok(swap) = self.swaps.try_recv() {
+        // A swap sent after the look above finds the write still in flight
+        // (`swap` would fail the sink): it waits for the next boundary.
+        while self.in_flight.is_none()
+            && let Ok(swap) = self.swaps.try_recv()
+        {
             self.swap(swap).await?;
         }
         Ok(false)
