@@ -209,6 +209,9 @@ struct Sink {
     live: watch::Receiver<SinkConfig>,
     /// Reloaded mappers, swapped in at the next batch boundary.
     swaps: mpsc::UnboundedReceiver<Swap<MapperWorld>>,
+    /// A swap the database could not take yet (a lock held past the lock
+    /// timeout, a lost connection): tried again at the next batch boundary.
+    pending: Option<Swap<MapperWorld>>,
     /// `None` only while a batch is being mapped.
     mapper: Option<Box<dyn BatchMapper>>,
     columns: Vec<Column>,
@@ -312,6 +315,7 @@ impl Sink {
             config,
             live,
             swaps,
+            pending: None,
             mapper: Some(mapper),
             columns,
             consumer,
@@ -474,7 +478,8 @@ impl Sink {
     /// settling made the sink rewind.
     async fn apply_changes(&mut self) -> anyhow::Result<bool> {
         let changed = self.live.has_changed().unwrap_or(false);
-        if (changed || !self.swaps.is_empty()) && self.in_flight.is_some() && self.settle().await? {
+        let swapping = self.pending.is_some() || !self.swaps.is_empty();
+        if (changed || swapping) && self.in_flight.is_some() && self.settle().await? {
             return Ok(true);
         }
         if changed {
@@ -482,10 +487,22 @@ impl Sink {
         }
         // A swap sent after the look above finds the write still in flight
         // (`swap` would fail the sink): it waits for the next boundary.
-        while self.in_flight.is_none()
-            && let Ok(swap) = self.swaps.try_recv()
-        {
+        while self.in_flight.is_none() {
+            // A newer mapper replaces one still waiting.
+            let swap = match self.swaps.try_recv() {
+                Ok(newer) => {
+                    self.pending = None;
+                    newer
+                }
+                Err(_) => match self.pending.take() {
+                    Some(waiting) => waiting,
+                    None => break,
+                },
+            };
             self.swap(swap).await?;
+            if self.pending.is_some() {
+                break;
+            }
         }
         Ok(false)
     }
@@ -775,6 +792,17 @@ impl Sink {
                 writer.statements = statements;
                 self.columns = new_columns;
                 self.mapper = Some(Box::new(swap.plugin));
+            }
+            // The database did not answer (a lock held past the lock
+            // timeout, a lost connection): no verdict on the mapper.
+            Err(e) if e.chain().any(|c| c.is::<tokio_postgres::Error>()) => {
+                tracing::warn!(
+                    sink = self.config.name,
+                    path = %swap.plugin.path().display(),
+                    error = %format!("{e:#}"),
+                    "cannot apply the new mapper's table changes yet; the old mapper writes this batch, the swap is tried again at the next one"
+                );
+                self.pending = Some(swap);
             }
             Err(e) => {
                 tracing::error!(
