@@ -294,6 +294,13 @@ impl SinkMode {
         };
         use crate::plugins::mapper::ColumnType;
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        // The staging table has a column of the host's own by that name.
+        let flag = crate::postgres::keyed::DELETE_COLUMN;
+        if names.contains(&flag) {
+            return Err(format!(
+                "{at}: sink {sink:?} upserts through a staging table with a column {flag:?} of its own, and its mapper declares a column of that name\n  hint: rename the mapper's column"
+            ));
+        }
         for k in key {
             let Some(column) = columns.iter().find(|c| &c.name == k) else {
                 return Err(format!(
@@ -1220,6 +1227,13 @@ mod mode_tests {
         };
         let e = mode.check_columns("s", &[json]).unwrap_err();
         assert!(e.contains("is a jsonb column, which cannot be a key"), "{e}");
+        let e = mode
+            .check_columns("s", &[column("id"), column("wasm_stream_delete")])
+            .unwrap_err();
+        assert!(
+            e.starts_with("p.toml:15:7: sink \"s\" upserts") && e.contains("rename"),
+            "{e}"
+        );
     }
 
     #[test]
