@@ -353,6 +353,35 @@ mod tests {
         }
     }
 
+    /// The bytes PostgreSQL 15's `numeric_send` gives for the same text
+    /// (`SELECT encode(numeric_send('...'::numeric), 'hex')`).
+    #[test]
+    fn numerics_match_postgres_numeric_send_byte_for_byte() {
+        for (text, hex) in [
+            ("0", "0000000000000000"),
+            ("-0", "0000000000000000"),
+            ("-0.000", "0000000000000003"),
+            ("00012.3400", "0002000000000004000c0d48"),
+            ("1e1001", "000100fa00000000000a"),
+            ("-1.5e-1001", "0001ff05400003ea05dc"),
+            ("9999.9999", "0002000000000004270f270f"),
+            ("10000.0001", "0003000100000004000100000001"),
+            ("0.00000001", "0001fffe000000080001"),
+            ("123456789.123456789", "0006000200000009000109291a8504d2162e2328"),
+            ("NaN", "00000000c0000000"),
+            ("1.23E+2", "0001000000000000007b"),
+            ("1.230e-2", "0001ffff00000005007b"),
+            (".000", "0000000000000003"),
+            ("5e-0", "00010000000000000005"),
+            ("100000000", "00010002000000000001"),
+            ("0.1234e4", "000100000000000004d2"),
+        ] {
+            let bytes = numeric(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(got, hex, "{text}");
+        }
+    }
+
     #[test]
     fn json_postgres_refuses_is_told_apart_from_json_it_takes() {
         for ok in [
