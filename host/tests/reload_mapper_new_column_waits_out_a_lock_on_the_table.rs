@@ -68,19 +68,28 @@ fn a_new_column_blocked_by_a_lock_is_added_once_the_lock_is_gone() {
     });
     reader.execute("COMMIT");
 
-    produce_keyed(&topic, &messages(200));
-    wait_for("rows with a note", Duration::from_secs(60), || {
-        db.query(
+    // The swap is retried at a batch boundary after a pause: keep messages
+    // coming until rows carry the note.
+    let mut produced = 200;
+    wait_for("rows with a note", Duration::from_secs(90), || {
+        produce_keyed(&topic, &messages(produced)[..10]);
+        produced += 10;
+        std::thread::sleep(Duration::from_millis(200));
+        let has_note = db.query(
             "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = 'note'",
             &[&table],
         )[0]
         .get::<_, i64>(0)
-            == 1
+            == 1;
+        has_note
             && db.query(&format!("SELECT count(*) FROM \"{table}\" WHERE note IS NOT NULL"), &[])[0].get::<_, i64>(0)
                 > 0
     });
-    produce_keyed(&topic, &messages(300));
-    wait_for("400 rows", Duration::from_secs(60), || max_seq(&db, &table) == 399);
+    produce_keyed(&topic, &messages(produced));
+    produced += 100;
+    wait_for("every row", Duration::from_secs(60), || {
+        max_seq(&db, &table) == produced - 1
+    });
     let log = host.terminate();
 
     let rows: Vec<(i64, String, Option<String>)> = db
@@ -89,7 +98,11 @@ fn a_new_column_blocked_by_a_lock_is_added_once_the_lock_is_gone() {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(seqs, (0..400).collect::<Vec<_>>(), "every offset exactly once\n{log}");
+    assert_eq!(
+        seqs,
+        (0..produced).collect::<Vec<_>>(),
+        "every offset exactly once\n{log}"
+    );
     let first_note = rows.iter().position(|r| r.2.is_some()).expect("a note");
     assert!(first_note >= 100, "no note before the swap");
     assert!(

@@ -174,6 +174,19 @@ struct InFlight {
     started: Instant,
 }
 
+/// A swap waiting for the database. Its retries back off: each attempt at
+/// `ALTER TABLE` queues every other session's access to the table behind it
+/// for up to the lock timeout.
+struct PendingSwap {
+    swap: Swap<MapperWorld>,
+    retry_at: Instant,
+    backoff: Backoff,
+}
+
+/// The first and the longest pause before a pending swap is tried again.
+const SWAP_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SWAP_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// What one receive step got from the consumer.
 enum Received {
     Message(Message),
@@ -210,8 +223,8 @@ struct Sink {
     /// Reloaded mappers, swapped in at the next batch boundary.
     swaps: mpsc::UnboundedReceiver<Swap<MapperWorld>>,
     /// A swap the database could not take yet (a lock held past the lock
-    /// timeout, a lost connection): tried again at the next batch boundary.
-    pending: Option<Swap<MapperWorld>>,
+    /// timeout, a lost connection): tried again at a later batch boundary.
+    pending: Option<PendingSwap>,
     /// `None` only while a batch is being mapped.
     mapper: Option<Box<dyn BatchMapper>>,
     columns: Vec<Column>,
@@ -478,7 +491,8 @@ impl Sink {
     /// settling made the sink rewind.
     async fn apply_changes(&mut self) -> anyhow::Result<bool> {
         let changed = self.live.has_changed().unwrap_or(false);
-        let swapping = self.pending.is_some() || !self.swaps.is_empty();
+        let due = |p: &PendingSwap| Instant::now() >= p.retry_at;
+        let swapping = self.pending.as_ref().is_some_and(due) || !self.swaps.is_empty();
         if (changed || swapping) && self.in_flight.is_some() && self.settle().await? {
             return Ok(true);
         }
@@ -489,17 +503,17 @@ impl Sink {
         // (`swap` would fail the sink): it waits for the next boundary.
         while self.in_flight.is_none() {
             // A newer mapper replaces one still waiting.
-            let swap = match self.swaps.try_recv() {
+            let (swap, backoff) = match self.swaps.try_recv() {
                 Ok(newer) => {
                     self.pending = None;
-                    newer
+                    (newer, None)
                 }
-                Err(_) => match self.pending.take() {
-                    Some(waiting) => waiting,
+                Err(_) => match self.pending.take_if(|p| due(p)) {
+                    Some(waiting) => (waiting.swap, Some(waiting.backoff)),
                     None => break,
                 },
             };
-            self.swap(swap).await?;
+            self.swap(swap, backoff).await?;
             if self.pending.is_some() {
                 break;
             }
@@ -756,7 +770,8 @@ impl Sink {
     /// Swaps in a reloaded mapper when the table fits its columns, or keeps
     /// the old one when it does not. Runs between batches, with no write in
     /// flight.
-    async fn swap(&mut self, swap: Swap<MapperWorld>) -> anyhow::Result<()> {
+    /// `backoff`: the retry pauses of a swap that was pending.
+    async fn swap(&mut self, swap: Swap<MapperWorld>, backoff: Option<Backoff>) -> anyhow::Result<()> {
         let old_hash = self
             .mapper
             .as_deref()
@@ -796,13 +811,20 @@ impl Sink {
             // The database did not answer (a lock held past the lock
             // timeout, a lost connection): no verdict on the mapper.
             Err(e) if e.chain().any(|c| c.is::<tokio_postgres::Error>()) => {
+                let mut backoff = backoff.unwrap_or_else(|| Backoff::new(SWAP_RETRY_FIRST, SWAP_RETRY_MAX));
+                let pause = backoff.next_pause();
                 tracing::warn!(
                     sink = self.config.name,
                     path = %swap.plugin.path().display(),
                     error = %format!("{e:#}"),
-                    "cannot apply the new mapper's table changes yet; the old mapper writes this batch, the swap is tried again at the next one"
+                    retry_in_ms = pause.as_millis(),
+                    "cannot apply the new mapper's table changes yet; the old mapper keeps writing, the swap is tried again at a batch boundary after the pause"
                 );
-                self.pending = Some(swap);
+                self.pending = Some(PendingSwap {
+                    swap,
+                    retry_at: Instant::now() + pause,
+                    backoff,
+                });
             }
             Err(e) => {
                 tracing::error!(
