@@ -37,6 +37,30 @@ fn save(path: &std::path::Path, topic: &str, table: &str, mode: &str, extra: &st
     replace_atomically(path, format!("{head}{}", sink(topic, table, mode, extra)).as_bytes());
 }
 
+/// Whether the table has the column `note` and a row with a value in it.
+fn rows_with_a_note(db: &Db, table: &str) -> bool {
+    let has = db.query(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = 'note'",
+        &[&table],
+    )[0]
+    .get::<_, i64>(0)
+        == 1;
+    has && db.query(&format!("SELECT count(*) FROM \"{table}\" WHERE note IS NOT NULL"), &[])[0].get::<_, i64>(0) > 0
+}
+
+/// (seq, v, note) of every row, checked to hold each of the `total`
+/// messages exactly once.
+fn rows_once(db: &Db, table: &str, total: i64, log: &str) -> Vec<(i64, String, Option<String>)> {
+    let rows: Vec<(i64, String, Option<String>)> = db
+        .query(&format!("SELECT seq, v, note FROM \"{table}\" ORDER BY seq"), &[])
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, (0..total).collect::<Vec<_>>(), "every offset exactly once\n{log}");
+    rows
+}
+
 fn max_seq(db: &Db, table: &str) -> i64 {
     db.query(&format!("SELECT coalesce(max(seq), -1) FROM \"{table}\""), &[])[0].get(0)
 }
@@ -85,14 +109,7 @@ fn evolve(mode: &str) {
     // 1. A new nullable column: added, filled from the swap on.
     save(&path, &topic, &table, mode, r#"{ name = "note", type = "text" }"#);
     wait_for("rows with a note", Duration::from_secs(60), || {
-        let has = db.query(
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = $1 AND column_name = 'note'",
-            &[&table],
-        )[0]
-        .get::<_, i64>(0)
-            == 1;
-        has && db.query(&format!("SELECT count(*) FROM \"{table}\" WHERE note IS NOT NULL"), &[])[0].get::<_, i64>(0)
-            > 0
+        rows_with_a_note(&db, &table)
     });
 
     // 2. The same column as another type: refused, the old mapper goes on.
@@ -133,13 +150,7 @@ fn evolve(mode: &str) {
     });
     let log = host.terminate();
 
-    let rows: Vec<(i64, String, Option<String>)> = db
-        .query(&format!("SELECT seq, v, note FROM \"{table}\" ORDER BY seq"), &[])
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    let seqs: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    assert_eq!(seqs, (0..total).collect::<Vec<_>>(), "every offset exactly once\n{log}");
+    let rows = rows_once(&db, &table, total, &log);
     // NULL before the swap, the payload after it, and never again NULL:
     // the refused mappers never ran.
     let first_note = rows.iter().position(|r| r.2.is_some()).expect("a note");
@@ -164,12 +175,7 @@ fn a_mapper_that_drops_a_key_column_keeps_the_old_one() {
     let mode = "mode = \"upsert\"\nkey = [\"k\", \"tag\"]";
     let tag = r#"{ name = "tag", type = "text", nullable = false }"#;
     let path = write_pipeline(&sink(&topic, &table, mode, tag));
-    let messages = |from: i64| -> Vec<_> {
-        (from..from + 100)
-            .map(|i| (0, format!("m{i}").into_bytes(), Some(format!("p{i}").into_bytes())))
-            .collect()
-    };
-    produce_keyed(&topic, &messages(0));
+    produce_keyed(&topic, &hundred(0));
     let host = Running::start(&["run", path.to_str().expect("utf-8")]);
     let db = Db::connect();
     let exists = || db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")])[0].get::<_, bool>(0);
@@ -182,7 +188,7 @@ fn a_mapper_that_drops_a_key_column_keeps_the_old_one() {
     wait_for("the reload", Duration::from_secs(60), || {
         host.log().contains("pipeline file reloaded")
     });
-    produce_keyed(&topic, &messages(100));
+    produce_keyed(&topic, &hundred(100));
     wait_for(
         "the mapper without the key column refused",
         Duration::from_secs(60),
@@ -203,5 +209,70 @@ fn a_mapper_that_drops_a_key_column_keeps_the_old_one() {
     assert!(
         rows.iter().enumerate().all(|(i, r)| r.0 == i as i64 && r.1 == r.2),
         "the old mapper wrote every row"
+    );
+}
+
+/// Messages `m{from}`..: 100 of them, on partition 0.
+fn hundred(from: i64) -> Vec<(i32, Vec<u8>, Option<Vec<u8>>)> {
+    (from..from + 100)
+        .map(|i| (0, format!("m{i}").into_bytes(), Some(format!("p{i}").into_bytes())))
+        .collect()
+}
+
+/// A new nullable column needs `ALTER TABLE`, which waits for every other
+/// lock on the table. When a long query holds one past the sink's lock
+/// timeout, the swap is not refused for good: it is tried again at a batch
+/// boundary after a pause that grows with each failed attempt, and the new
+/// column arrives once the query is over. Every message lands exactly once.
+#[test]
+fn a_new_column_blocked_by_a_lock_is_added_once_the_lock_is_gone() {
+    let topic = unique("evolve_lock");
+    let table = unique("evolve_lock_rows");
+    create_topic(&topic, 1);
+    let path = write_pipeline(&sink(&topic, &table, "", ""));
+    produce_keyed(&topic, &hundred(0));
+    let host = Running::start(&["run", path.to_str().expect("utf-8")]);
+    let db = Db::connect();
+    let exists = || db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")])[0].get::<_, bool>(0);
+    wait_for("the first 100 rows", Duration::from_secs(60), || {
+        exists() && max_seq(&db, &table) == 99
+    });
+
+    // A long reader of the table: ALTER TABLE must wait for it.
+    let reader = Db::connect();
+    reader.execute(&format!("BEGIN; LOCK TABLE \"{table}\" IN ACCESS SHARE MODE"));
+    save(&path, &topic, &table, "", r#"{ name = "note", type = "text" }"#);
+    wait_for("the reload", Duration::from_secs(60), || {
+        host.log().contains("pipeline file reloaded")
+    });
+    // The next batch boundary tries the swap, which times out on the lock.
+    produce_keyed(&topic, &hundred(100));
+    wait_for("the lock timeout", Duration::from_secs(60), || {
+        host.log().contains("lock timeout")
+    });
+    reader.execute("COMMIT");
+
+    // The swap is retried at a batch boundary after a pause: keep messages
+    // coming until rows carry the note.
+    let mut produced = 200;
+    wait_for("rows with a note", Duration::from_secs(90), || {
+        produce_keyed(&topic, &hundred(produced)[..10]);
+        produced += 10;
+        std::thread::sleep(Duration::from_millis(200));
+        rows_with_a_note(&db, &table)
+    });
+    produce_keyed(&topic, &hundred(produced));
+    produced += 100;
+    wait_for("every row", Duration::from_secs(60), || {
+        max_seq(&db, &table) == produced - 1
+    });
+    let log = host.terminate();
+
+    let rows = rows_once(&db, &table, produced, &log);
+    let first_note = rows.iter().position(|r| r.2.is_some()).expect("a note");
+    assert!(first_note >= 100, "no note before the swap");
+    assert!(
+        rows[first_note..].iter().all(|r| r.2.as_deref() == Some(r.1.as_str())),
+        "the new mapper wrote every row after the swap"
     );
 }
