@@ -289,7 +289,8 @@ pub async fn ensure_sink_table(
              FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
             &[&table],
         )
-        .await?;
+        .await
+        .with_context(|| format!("cannot read the columns of table {table:?}"))?;
     let existing: Vec<Existing> = rows
         .iter()
         .map(|r| Existing {
