@@ -32,6 +32,7 @@
 
 mod batch;
 mod generator;
+mod plan;
 mod reload;
 mod sink;
 mod supervisor;

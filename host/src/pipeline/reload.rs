@@ -28,6 +28,18 @@ pub fn normalize(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether a file event can mean new content. Reading a file is not a
+/// change: the periodic audit opening the check plugins every round once made
+/// them look changed 30 s after start. Closing a file written to is one.
+pub fn counts_as_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 pub struct Watcher {
     inner: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<PathBuf>,
@@ -41,11 +53,12 @@ impl Watcher {
     pub fn new(debounce: Duration) -> anyhow::Result<Self> {
         let (tx, events) = mpsc::unbounded_channel();
         let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
+            Ok(event) if counts_as_change(&event.kind) => {
                 for path in event.paths {
                     let _ = tx.send(path);
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
         })
         .context("cannot start the file watcher")?;
@@ -110,5 +123,57 @@ impl Watcher {
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind, RenameMode,
+    };
+
+    #[test]
+    fn reading_a_file_is_not_a_change() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+        ] {
+            assert!(!counts_as_change(&kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn writing_creating_renaming_and_removing_are_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(counts_as_change(&kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_compared_with_the_folder_resolved() {
+        let dir = std::env::temp_dir();
+        let resolved = dir.canonicalize().expect("temp dir");
+        assert_eq!(normalize(&dir.join("x.wasm")), resolved.join("x.wasm"));
+        assert_eq!(normalize(&dir.join(".").join("x.wasm")), resolved.join("x.wasm"));
+        // A folder that does not exist is kept as written.
+        assert_eq!(
+            normalize(Path::new("/nowhere/at/all/x.wasm")),
+            PathBuf::from("/nowhere/at/all/x.wasm")
+        );
+        // A bare file name is in the current folder.
+        let here = Path::new(".").canonicalize().expect("current dir");
+        assert_eq!(normalize(Path::new("x.wasm")), here.join("x.wasm"));
     }
 }
