@@ -87,20 +87,12 @@ pub struct SyncRow {
     /// Stored − committed: above 0 the database is ahead, below 0 Kafka is.
     pub difference: Option<i64>,
     pub dead_letters: i64,
-    pub in_sync: bool,
-    pub verdict: String,
-}
-
-/// "in sync", or which side is ahead and by how many.
-pub fn verdict(stored: Option<i64>, committed: Option<i64>) -> String {
-    match (stored, committed) {
-        (None, None) => "in sync (nothing stored yet)".into(),
-        (Some(s), Some(c)) if s == c => "in sync".into(),
-        (Some(s), Some(c)) if s > c => format!("database ahead by {}", s - c),
-        (Some(s), Some(c)) => format!("Kafka ahead by {}", c - s),
-        (Some(_), None) => "database ahead (nothing committed to Kafka)".into(),
-        (None, Some(_)) => "Kafka ahead (nothing stored)".into(),
-    }
+    /// Whether no check plugin reported an error about this partition;
+    /// `None` when none reported on it. The host gathers, the checks judge.
+    pub in_sync: Option<bool>,
+    /// The headline of the most severe finding a check plugin made about this
+    /// partition (`database ahead by 1`); `None` when none reported on it.
+    pub verdict: Option<String>,
 }
 
 /// Runs `what` within `timeout`, flattening its error to a message.
@@ -382,8 +374,9 @@ pub(super) async fn sync(
                 lag: end.map(|e| e - stored.unwrap_or(0)),
                 difference: stored.zip(committed).map(|(s, c)| s - c),
                 dead_letters: dead.get(&p).copied().unwrap_or(0),
-                in_sync: stored == committed,
-                verdict: verdict(stored, committed),
+                // Filled in from the check plugins' findings (`audit::judged`).
+                in_sync: None,
+                verdict: None,
             });
         }
     }
