@@ -204,7 +204,7 @@ fn assert_authorized(r: &Request) {
 
 fn topic(name: &str, partitions: i32, replication: i32) -> TopicConfig {
     TopicConfig {
-        name: name.into(),
+        name: name.parse().expect("valid topic name"),
         partitions,
         replication,
     }

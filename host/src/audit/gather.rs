@@ -108,9 +108,7 @@ async fn within<T>(timeout: Duration, what: impl Future<Output = anyhow::Result<
 }
 
 fn server_of(cfg: &PostgresConfig) -> String {
-    cfg.url
-        .parse::<tokio_postgres::Config>()
-        .map_or_else(|_| "postgres.url".into(), |c| postgres::describe(&c))
+    cfg.url.target()
 }
 
 pub(super) async fn connect_postgres(cfg: &PostgresConfig, timeout: Duration) -> Result<Client, String> {
@@ -167,7 +165,7 @@ pub(super) async fn db(
     for sink in sinks {
         let mut table = TableReport {
             sink: sink.name.clone(),
-            table: sink.table.clone(),
+            table: sink.table.to_string(),
             exists: false,
             rows: None,
             last_row: None,
@@ -227,7 +225,7 @@ pub(super) fn kafka(
         .collect();
     let chosen: Vec<String> = match topic {
         Some(t) => vec![t.to_string()],
-        None => pipeline.topics.iter().map(|t| t.name.clone()).collect(),
+        None => pipeline.topics.iter().map(|t| t.name.to_string()).collect(),
     };
     for name in chosen {
         let declared = pipeline.topic(&name).map(|t| t.partitions);
@@ -296,7 +294,7 @@ async fn kafka_side(
     timeout: Duration,
     findings: &mut Vec<Finding>,
 ) -> Result<Vec<GroupPartition>, String> {
-    let partitions: Vec<i32> = match cluster.topics.get(&sink.topic) {
+    let partitions: Vec<i32> = match cluster.topics.get(sink.topic.as_str()) {
         Some(Ok(p)) => p.iter().map(|p| p.id).collect(),
         Some(Err(e)) => {
             findings.push(Finding::host(
@@ -380,9 +378,9 @@ fn partition_rows(
             let stored = stored.get(&p).copied();
             SyncRow {
                 sink: sink.name.clone(),
-                topic: sink.topic.clone(),
+                topic: sink.topic.to_string(),
                 partition: p,
-                table: sink.table.clone(),
+                table: sink.table.to_string(),
                 consumer_group: sink.group.clone(),
                 end_offset: end,
                 committed_offset: committed,

@@ -119,14 +119,26 @@ impl UnitConfig {
     }
 
     /// Whether going from `self` to `new` needs a new unit: a sink joins its
-    /// group for one topic and writes one table, so those are fixed for its
-    /// life. A generator takes a new topic live.
+    /// group for one topic and writes one table in one mode, so those are
+    /// fixed for its life (a new mode or key needs the table checked again).
+    /// A generator takes a new topic live.
     fn needs_restart(&self, new: &UnitConfig) -> bool {
         match (self, new) {
             (UnitConfig::Sink(o), UnitConfig::Sink(n)) => {
-                (&o.topic, &o.table, &o.group, &o.instance_id) != (&n.topic, &n.table, &n.group, &n.instance_id)
+                (&o.topic, &o.table, &o.group, &o.instance_id, &o.mode)
+                    != (&n.topic, &n.table, &n.group, &n.instance_id, &n.mode)
             }
             _ => false,
+        }
+    }
+
+    /// Whether the unit needs its settings handed over again. A sink's key
+    /// that only moved in the file is no change of mode, but the sink's
+    /// errors must name its new line.
+    fn needs_settings(&self, new: &UnitConfig) -> bool {
+        match (self, new) {
+            (UnitConfig::Sink(o), UnitConfig::Sink(n)) => o != n || o.mode.at() != n.mode.at(),
+            _ => self != new,
         }
     }
 }
@@ -202,7 +214,7 @@ pub fn pipeline_changed(
             if o.needs_new_plugin(config) {
                 actions.push(Action::SwapPlugin(id.clone()));
             }
-            if o != config {
+            if o.needs_settings(config) {
                 actions.push(Action::UpdateSettings(id.clone()));
             }
         }
@@ -382,6 +394,23 @@ name = "t2"
         for after in cases {
             assert_eq!(plan(&before, &after), [Action::Restart(s("r"))], "{after}");
         }
+    }
+
+    #[test]
+    fn a_sink_restarts_when_its_mode_or_key_changes() {
+        let append = sink("r", "");
+        let upsert = sink("r", "mode = \"upsert\"\nkey = [\"id\"]");
+        let other_key = sink("r", "mode = \"upsert\"\nkey = [\"name\"]");
+        assert_eq!(plan(&append, &upsert), [Action::Restart(s("r"))]);
+        assert_eq!(plan(&upsert, &other_key), [Action::Restart(s("r"))]);
+        assert_eq!(plan(&upsert, &append), [Action::Restart(s("r"))]);
+    }
+
+    #[test]
+    fn a_sink_key_that_only_moved_in_the_file_is_handed_over_for_its_messages() {
+        let upsert = sink("r", "mode = \"upsert\"\nkey = [\"id\"]");
+        let moved = format!("# a comment line moves the key down\n{upsert}");
+        assert_eq!(plan(&upsert, &moved), [Action::UpdateSettings(s("r"))]);
     }
 
     #[test]

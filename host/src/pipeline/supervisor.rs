@@ -247,7 +247,11 @@ impl Supervisor {
                     find_compiled(&generator_compiled, &g.plugin).instantiate(&name, &g.plugin, g.seed)?,
                 ),
                 UnitConfig::Sink(s) => {
-                    Instance::Mapper(find_compiled(&sink_compiled, &s.mapper).instantiate(&name, &s.mapper, None)?)
+                    let plugin = find_compiled(&sink_compiled, &s.mapper).instantiate(&name, &s.mapper, None)?;
+                    s.mode
+                        .check_columns(&s.name, plugin.configured())
+                        .map_err(anyhow::Error::msg)?;
+                    Instance::Mapper(plugin)
                 }
             };
             sup.running_hashes
@@ -675,11 +679,11 @@ impl Supervisor {
         match self.load(&config).await {
             Ok(instance) => {
                 match &config {
-                    UnitConfig::Generator(g) => tracing::info!(generator = g.name, topic = g.topic, "generator added"),
+                    UnitConfig::Generator(g) => tracing::info!(generator = g.name, topic = %g.topic, "generator added"),
                     UnitConfig::Sink(s) => tracing::info!(
                         sink = s.name,
-                        topic = s.topic,
-                        table = s.table,
+                        topic = %s.topic,
+                        table = %s.table,
                         "sink started by reload"
                     ),
                 }

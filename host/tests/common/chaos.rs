@@ -132,7 +132,7 @@ mapper = "{mapper}"
 
     pub fn create_topic(&self, name: &str, partitions: i32) {
         let topic = host::config::TopicConfig {
-            name: name.to_string(),
+            name: name.parse().expect("valid topic name"),
             partitions,
             replication: 1,
         };

@@ -127,7 +127,7 @@ pub fn host_ok(args: &[&str]) -> Output {
 
 pub fn create_topic(name: &str, partitions: i32) {
     let topic = host::config::TopicConfig {
-        name: name.to_string(),
+        name: name.parse().expect("valid topic name"),
         partitions,
         replication: 1,
     };
@@ -347,4 +347,39 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp-save");
     std::fs::write(&tmp, bytes).expect("write temp");
     std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A keyed message: partition, key, payload (`None`: a tombstone).
+pub type Keyed = (i32, Vec<u8>, Option<Vec<u8>>);
+
+/// Produces keyed messages, each to the partition given, in order, and
+/// waits for delivery.
+pub fn produce_keyed(topic: &str, messages: &[Keyed]) {
+    let producer: BaseProducer = host::kafka::client_config(&kafka_config())
+        .expect("client config")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (partition, key, payload) in messages {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(*partition).key(key.as_slice());
+        if let Some(p) = payload {
+            record = record.payload(p.as_slice());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
 }
