@@ -222,6 +222,21 @@ pub fn pipeline_changed(
     actions
 }
 
+/// A save of the pipeline file: `None` when its text is the one last applied
+/// (a touch, an editor saving unchanged), an error when it is invalid (then
+/// nothing changes: the running pipeline keeps going), else the new pipeline
+/// to plan with [`pipeline_changed`].
+pub fn pipeline_file_saved(
+    applied_text: Option<&str>,
+    path: &Path,
+    text: &str,
+) -> Result<Option<Pipeline>, crate::config::ConfigError> {
+    if applied_text == Some(text) {
+        return Ok(None);
+    }
+    Pipeline::parse(path, text).map(Some)
+}
+
 /// Whether a plugin file whose bytes now hash to `new` needs handling:
 /// not when the running version has these bytes (a touch, a save of the same
 /// file), nor when these bytes were already looked at (and refused).
@@ -519,11 +534,37 @@ name = "t2"
     }
 
     #[test]
-    fn an_invalid_new_file_never_reaches_the_plan() {
-        // The supervisor plans only from a parsed pipeline: a broken file is
-        // an error here, so the running pipeline has nothing to do.
-        let broken = format!("{HEAD}\n[[generators]\nname = \"c\"\n");
-        assert!(Pipeline::parse(Path::new("/nowhere/pipeline.toml"), &broken).is_err());
+    fn an_invalid_new_file_is_an_error_and_plans_nothing() {
+        let path = Path::new("/nowhere/pipeline.toml");
+        let applied = format!("{HEAD}\n{}", generator("a", ""));
+        for broken in [
+            format!("{applied}[[generators]\nname = \"c\"\n"),
+            format!("{applied}{}", generator("a", "")),
+            applied.replace("interval_ms = 20", "interval_ms = \"fast\""),
+            applied.replace("[kafka]", "[kafak]"),
+        ] {
+            let result = pipeline_file_saved(Some(&applied), path, &broken);
+            assert!(result.is_err(), "{broken}");
+        }
+    }
+
+    #[test]
+    fn a_save_of_the_same_text_plans_nothing_and_a_new_text_is_parsed() {
+        let path = Path::new("/nowhere/pipeline.toml");
+        let applied = format!("{HEAD}\n{}", generator("a", ""));
+        assert!(matches!(pipeline_file_saved(Some(&applied), path, &applied), Ok(None)));
+        let added = format!("{applied}{}", generator("b", ""));
+        let new = pipeline_file_saved(Some(&applied), path, &added)
+            .expect("valid")
+            .expect("changed");
+        assert_eq!(new.generators.len(), 2);
+        // Only a comment changed: parsed, and the plan is empty.
+        let commented = format!("# a note\n{applied}");
+        let new = pipeline_file_saved(Some(&applied), path, &commented)
+            .expect("valid")
+            .expect("changed");
+        let old = pipeline(&generator("a", ""));
+        assert_eq!(pipeline_changed(&old, &new, &running(&old), &everything()), []);
     }
 
     #[test]

@@ -472,11 +472,9 @@ impl Supervisor {
                 return;
             }
         };
-        if self.pipeline_text.as_deref() == Some(text.as_str()) {
-            return;
-        }
-        let new = match Pipeline::parse(&path, &text) {
-            Ok(p) => p,
+        let new = match plan::pipeline_file_saved(self.pipeline_text.as_deref(), &path, &text) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
             Err(e) => {
                 tracing::error!("{e}\n  the running pipeline is unchanged; fix the file and save it again");
                 return;
