@@ -4,6 +4,8 @@
 //! exactly once.
 
 pub mod binary;
+#[cfg(test)]
+mod copy_format_tests;
 
 use crate::config::{PgTls, PostgresConfig};
 use crate::plugins::mapper::{Column, ColumnType, Value};

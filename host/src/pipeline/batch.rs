@@ -10,6 +10,9 @@ use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
 use crate::postgres::{CopyRows, DeadLetter, binary};
 use anyhow::Context as _;
 
+#[cfg(test)]
+mod check_tests;
+
 /// A guess at what a row takes in `COPY` besides the payload's bytes.
 const ROW_OVERHEAD_BYTES: usize = 64;
 /// How much of a bad value a dead letter's reason shows.

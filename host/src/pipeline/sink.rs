@@ -200,7 +200,8 @@ enum Received {
 /// the new assignment's start offsets may have been read before the commit
 /// landed, so the sink rewinds to what PostgreSQL now holds. [`Sink::flush`]
 /// launches a mapped batch only if no rebalance came between consuming and
-/// launching it.
+/// launching it. A rewind keeps the generation but starts over the same way:
+/// positions reset from PostgreSQL, whatever is not written dropped.
 struct Sink {
     pipeline: Pipeline,
     config: SinkConfig,
@@ -231,6 +232,8 @@ struct Sink {
     _registered: crate::ops::state::Registered,
 }
 
+/// Runs a sink until it is stopped or, with `once`, until it has caught up
+/// with the end of its topic; each step is a method of [`Sink`].
 pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<()> {
     let mut sink = Sink::start(run, mapper).await?;
     loop {
