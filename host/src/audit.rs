@@ -258,11 +258,14 @@ pub async fn check_with(
 /// has no verdict.
 fn judged(rows: &mut [SyncRow], findings: &[Finding]) {
     for row in rows {
+        // `sink:topic/partition` is how a check names one sink's partition
+        // when several sinks read the topic; `topic/partition` otherwise.
         let subject = format!("{}/{}", row.topic, row.partition);
+        let of_sink = format!("{}:{subject}", row.sink);
         let about = || {
             findings
                 .iter()
-                .filter(|f| f.subject == subject && f.source.starts_with("check "))
+                .filter(|f| (f.subject == subject || f.subject == of_sink) && f.source.starts_with("check "))
         };
         // `max_by_key` keeps the last of equals; the first is wanted.
         let top = about().rev().max_by_key(|f| f.severity);
@@ -421,6 +424,26 @@ mod tests {
         judged(&mut rows, &findings);
         assert_eq!(rows[0].verdict, None);
         assert_eq!(rows[0].in_sync, None);
+    }
+
+    #[test]
+    fn a_finding_about_one_sink_judges_only_that_sinks_partition() {
+        let mut rows = [
+            row("langs", 0),
+            SyncRow {
+                sink: "t".into(),
+                ..row("langs", 0)
+            },
+        ];
+        let findings = [
+            by("sync-audit", Severity::Info, "s:langs/0", "in sync at offset 10"),
+            by("sync-audit", Severity::Error, "t:langs/0", "Kafka ahead by 2: ..."),
+        ];
+        judged(&mut rows, &findings);
+        assert_eq!(rows[0].verdict.as_deref(), Some("in sync at offset 10"));
+        assert_eq!(rows[0].in_sync, Some(true));
+        assert_eq!(rows[1].verdict.as_deref(), Some("Kafka ahead by 2"));
+        assert_eq!(rows[1].in_sync, Some(false));
     }
 
     #[test]
