@@ -37,6 +37,7 @@
 mod batch;
 mod generator;
 mod mapper;
+mod plan;
 mod reload;
 mod retry;
 mod sink;
