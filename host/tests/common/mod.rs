@@ -383,3 +383,65 @@ pub fn produce_keyed(topic: &str, messages: &[Keyed]) {
     }
     producer.flush(Duration::from_secs(60)).expect("flush");
 }
+
+/// A small xorshift generator seeded from the clock (the seed is printed, to
+/// replay a failure): random kill moments and test data.
+pub struct Random(u64);
+
+impl Random {
+    pub fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(42);
+        println!("seed {}", nanos | 1);
+        Self(nanos | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+impl Default for Random {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Starts `host consume PIPELINE --once` `kills` times and SIGKILLs it at a
+/// random moment once `progress` has moved (or after 20 s), then finishes the
+/// run with one clean `consume --once`. Returns `progress` at each kill.
+pub fn consume_through_sigkills(
+    pipeline: &str,
+    kills: usize,
+    random: &mut Random,
+    mut progress: impl FnMut() -> i64,
+) -> Vec<i64> {
+    let mut at_kills = Vec::new();
+    for _ in 0..kills {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["consume", pipeline, "--once", "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn host");
+        let before = progress();
+        let started = Instant::now();
+        while progress() == before
+            && child.try_wait().expect("poll child").is_none()
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(random.below(150)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        at_kills.push(progress());
+    }
+    host_ok(&["consume", pipeline, "--once", "--quiet"]);
+    at_kills
+}
