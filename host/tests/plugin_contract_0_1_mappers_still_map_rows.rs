@@ -5,7 +5,7 @@
 //! is refused naming the versions it runs.
 mod common;
 
-use common::{Db, create_topic, host, host_ok, plugin, produce_raw, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host, host_ok, plugin, produce_raw, unique, write_pipeline};
 
 #[test]
 fn a_mapper_built_for_0_1_0_maps_rows_and_rejections_through_a_pipeline() {
@@ -20,20 +20,10 @@ fn a_mapper_built_for_0_1_0_maps_rows_and_rejections_through_a_pipeline() {
         Some(br#""just a string""#.to_vec()),
     ];
     produce_raw(&topic, &payloads);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "old"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 2
-"#,
-        mapper = plugin("mapper_v0_1").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "mapper_v0_1")
+        .name("old")
+        .batch_size(2)
+        .write();
     host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
 
     let db = Db::connect();

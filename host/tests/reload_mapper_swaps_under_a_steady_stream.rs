@@ -4,7 +4,7 @@
 //! pipeline; a file written slowly is loaded once.
 mod common;
 
-use common::{Db, Running, plugin, replace_atomically, unique, wait_for, write_pipeline};
+use common::{Db, Running, SinkPipeline, plugin, replace_atomically, unique, wait_for};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,29 +22,12 @@ fn setup(count: u64, interval_ms: u64) -> Setup {
     std::fs::create_dir_all(&dir).expect("dir");
     let mapper = dir.join("mapper.wasm");
     std::fs::copy(plugin("versioned_mapper_v1"), &mapper).expect("copy v1");
-    let pipeline = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[generators]]
-name = "steady"
-topic = "{topic}"
-plugin = "{langs}"
-interval_ms = {interval_ms}
-count = {count}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 20
-flush_interval_ms = 20
-"#,
-        langs = plugin("langs").display(),
-        mapper = mapper.display(),
-    ));
+    let pipeline = SinkPipeline::new(&topic, &table, "versioned_mapper_v1")
+        .mapper_path(&mapper)
+        .batch_size(20)
+        .sink_line("flush_interval_ms = 20")
+        .generator(count, interval_ms)
+        .write();
     Setup {
         mapper,
         pipeline,

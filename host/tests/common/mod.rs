@@ -73,6 +73,115 @@ pub fn write_pipeline(body: &str) -> PathBuf {
     path
 }
 
+/// A pipeline with one topic and one sink reading it into a table: the
+/// set-up most sink tests share. Keys and sections beyond that are added as
+/// TOML text.
+pub struct SinkPipeline {
+    topic: String,
+    table: String,
+    mapper: PathBuf,
+    name: String,
+    partitions: Option<u32>,
+    sink_lines: Vec<String>,
+    extra: Vec<String>,
+}
+
+impl SinkPipeline {
+    /// A sink named `rows` from `topic` into `table` through the built plugin `mapper`.
+    pub fn new(topic: &str, table: &str, mapper: &str) -> Self {
+        Self {
+            topic: topic.to_string(),
+            table: table.to_string(),
+            mapper: plugin(mapper),
+            name: "rows".to_string(),
+            partitions: None,
+            sink_lines: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// A mapper file outside the built plugins (a copy a test swaps, say).
+    pub fn mapper_path(mut self, path: &Path) -> Self {
+        self.mapper = path.to_path_buf();
+        self
+    }
+
+    /// `partitions = N` in the `[[topics]]` table.
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// One more `key = value` line in the `[[sinks]]` table.
+    pub fn sink_line(mut self, line: &str) -> Self {
+        self.sink_lines.push(line.to_string());
+        self
+    }
+
+    pub fn batch_size(self, rows: usize) -> Self {
+        self.sink_line(&format!("batch_size = {rows}"))
+    }
+
+    /// `mode = "upsert"` with the key columns given.
+    pub fn upsert(self, key: &[&str]) -> Self {
+        let key: Vec<String> = key.iter().map(|k| format!("{k:?}")).collect();
+        self.sink_line("mode = \"upsert\"")
+            .sink_line(&format!("key = [{}]", key.join(", ")))
+    }
+
+    /// A `[[generators]]` of the `langs` plugin writing `count` messages into the topic.
+    pub fn generator(self, count: impl std::fmt::Display, interval_ms: u64) -> Self {
+        let text = format!(
+            "[[generators]]\nname = \"gen\"\ntopic = \"{}\"\nplugin = \"{}\"\ninterval_ms = {interval_ms}\ncount = {count}\n",
+            self.topic,
+            plugin("langs").display()
+        );
+        self.extra(&text)
+    }
+
+    /// TOML placed after the sink; it must open with a table header
+    /// (`[sinks.settings]`, `[http]`, ...) so its keys do not join the sink.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push(toml.to_string());
+        self
+    }
+
+    /// The pipeline text, without the connection sections.
+    pub fn body(&self) -> String {
+        let mut body = format!(
+            "[[topics]]\nname = \"{topic}\"\n{partitions}\n[[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{mapper}\"\n",
+            topic = self.topic,
+            partitions = self
+                .partitions
+                .map(|p| format!("partitions = {p}\n"))
+                .unwrap_or_default(),
+            name = self.name,
+            table = self.table,
+            mapper = self.mapper.display(),
+        );
+        for line in &self.sink_lines {
+            body.push_str(line);
+            body.push('\n');
+        }
+        for toml in &self.extra {
+            body.push('\n');
+            body.push_str(toml);
+            body.push('\n');
+        }
+        body
+    }
+
+    /// Writes the pipeline, with the connection sections, into a fresh folder.
+    pub fn write(&self) -> PathBuf {
+        write_pipeline(&self.body())
+    }
+}
+
 pub fn load(path: &Path) -> Pipeline {
     Pipeline::load(path).expect("test pipeline is valid")
 }
