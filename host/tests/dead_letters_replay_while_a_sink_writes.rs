@@ -19,7 +19,7 @@ fn replaying_while_a_sink_writes_neither_loses_nor_doubles() {
         .name(&sink)
         .batch_size(20)
         .sink_line("flush_interval_ms = 5")
-        .generator(messages, 1)
+        .generator("gen", messages, 1)
         .extra("[http]\nlisten = \"\"\n\n[audit]\ninterval_ms = 0")
         .write();
     let path = path.to_str().expect("utf-8");

@@ -17,7 +17,7 @@ fn metrics_counters_match_the_rows_in_postgres() {
     let path = SinkPipeline::new(&topic, &table, "json_row")
         .partitions(2)
         .batch_size(7)
-        .generator(count, 0)
+        .generator("gen", count, 0)
         .extra(&format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\ninterval_ms = 0"
         ))
@@ -122,7 +122,7 @@ fn a_port_in_use_leaves_the_pipeline_running() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
     let path = SinkPipeline::new(&topic, &table, "json_row")
-        .generator(5, 0)
+        .generator("gen", 5, 0)
         .extra(&format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\ninterval_ms = 0"
         ))

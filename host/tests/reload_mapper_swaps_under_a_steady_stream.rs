@@ -26,7 +26,7 @@ fn setup(count: u64, interval_ms: u64) -> Setup {
         .mapper_path(&mapper)
         .batch_size(20)
         .sink_line("flush_interval_ms = 20")
-        .generator(count, interval_ms)
+        .generator("steady", count, interval_ms)
         .write();
     Setup {
         mapper,

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    Db, Random, assert_each_offset_once, consume_through_sigkills, create_topic, host_ok, plugin, read_topic, unique,
-    write_pipeline,
+    Db, Random, SinkPipeline, assert_each_offset_once, consume_through_sigkills, create_topic, host_ok, read_topic,
+    unique,
 };
 
 const MESSAGES: u64 = 20_000;
@@ -16,29 +16,12 @@ fn every_offset_lands_once_through_repeated_sigkills() {
     let topic = unique("kill");
     let table = unique("kill_rows");
     create_topic(&topic, 2);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[generators]]
-name = "load"
-topic = "{topic}"
-plugin = "{langs}"
-count = {MESSAGES}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 50
-flush_interval_ms = 50
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .partitions(2)
+        .batch_size(50)
+        .sink_line("flush_interval_ms = 50")
+        .generator("load", MESSAGES, 0)
+        .write();
     let path = path.to_str().expect("utf-8 path");
 
     // Produce everything first (the producer is not what this test kills).

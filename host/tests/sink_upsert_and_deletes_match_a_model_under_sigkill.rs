@@ -5,8 +5,7 @@
 mod common;
 
 use common::{
-    Db, Keyed, Random, consume_through_sigkills, create_topic, plugin, produce_keyed, read_topic, unique,
-    write_pipeline,
+    Db, Keyed, Random, SinkPipeline, consume_through_sigkills, create_topic, produce_keyed, read_topic, unique,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,24 +20,12 @@ fn the_table_equals_the_model_through_repeated_sigkills() {
     let topic = unique("upsert_kill");
     let table = unique("upsert_kill_rows");
     create_topic(&topic, 2);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-mode = "upsert"
-key = ["k"]
-batch_size = 50
-flush_interval_ms = 50
-"#,
-        mapper = plugin("kv_mapper").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "kv_mapper")
+        .partitions(2)
+        .upsert(&["k"])
+        .batch_size(50)
+        .sink_line("flush_interval_ms = 50")
+        .write();
     let path = path.to_str().expect("utf-8 path");
 
     // Each key lives on one partition, so produce order is its offset order.

@@ -13,7 +13,7 @@ fn status_reports_the_rows_and_whether_the_host_runs() {
     let table = unique("status_rows");
     let port = free_port();
     let path = SinkPipeline::new(&topic, &table, "json_row")
-        .generator(12, 0)
+        .generator("gen", 12, 0)
         .extra(&format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\ninterval_ms = 0"
         ))

@@ -338,33 +338,18 @@ fn signal(child: &std::process::Child, sig: &str) {
 /// stopped (its session's idle-in-transaction bound frees the locks); the
 /// zombie, continued, must not write its stale batch.
 pub fn zombie_scenario(stack: Stack, count: i64, limit: Duration) -> ZombieOutcome {
-    use super::{Running, plugin};
+    use super::Running;
     let topic = unique("zombie");
     let table = unique("zombie_rows");
     stack.create_topic(&topic, 4);
     let half = count / 2;
     let pipeline = |n: i64| {
-        stack.write_pipeline(&format!(
-            r#"
-[[topics]]
-name = "{topic}"
-partitions = 4
-
-[[generators]]
-name = "load"
-topic = "{topic}"
-plugin = "{langs}"
-count = {n}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-            langs = plugin("langs").display(),
-            mapper = plugin("json_row").display(),
-        ))
+        stack.write_pipeline(
+            &super::SinkPipeline::new(&topic, &table, "json_row")
+                .partitions(4)
+                .generator("load", n, 0)
+                .body(),
+        )
     };
     let first = pipeline(half);
     let first = first.to_str().expect("utf-8 path");

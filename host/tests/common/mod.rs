@@ -134,10 +134,11 @@ impl SinkPipeline {
             .sink_line(&format!("key = [{}]", key.join(", ")))
     }
 
-    /// A `[[generators]]` of the `langs` plugin writing `count` messages into the topic.
-    pub fn generator(self, count: impl std::fmt::Display, interval_ms: u64) -> Self {
+    /// A `[[generators]]` of the `langs` plugin writing `count` messages
+    /// into the topic, one every `interval_ms`.
+    pub fn generator(self, name: &str, count: impl std::fmt::Display, interval_ms: u64) -> Self {
         let text = format!(
-            "[[generators]]\nname = \"gen\"\ntopic = \"{}\"\nplugin = \"{}\"\ninterval_ms = {interval_ms}\ncount = {count}\n",
+            "[[generators]]\nname = \"{name}\"\ntopic = \"{}\"\nplugin = \"{}\"\ninterval_ms = {interval_ms}\ncount = {count}\n",
             self.topic,
             plugin("langs").display()
         );
