@@ -114,20 +114,11 @@ ca = "{ca}"
     /// sink from it into `table`, the set-up of the scale-out tests.
     pub fn one_sink_pipeline(&self, topic: &str, partitions: i32, table: &str) -> PathBuf {
         self.create_topic(topic, partitions);
-        self.write_pipeline(&format!(
-            r#"
-[[topics]]
-name = "{topic}"
-partitions = {partitions}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-            mapper = super::plugin("json_row").display(),
-        ))
+        self.write_pipeline(
+            &super::SinkPipeline::new(topic, table, "json_row")
+                .partitions(partitions)
+                .body(),
+        )
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32) {

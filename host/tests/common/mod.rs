@@ -81,7 +81,7 @@ pub struct SinkPipeline {
     table: String,
     mapper: PathBuf,
     name: String,
-    partitions: Option<u32>,
+    partitions: Option<i32>,
     sink_lines: Vec<String>,
     extra: Vec<String>,
 }
@@ -112,7 +112,7 @@ impl SinkPipeline {
     }
 
     /// `partitions = N` in the `[[topics]]` table.
-    pub fn partitions(mut self, partitions: u32) -> Self {
+    pub fn partitions(mut self, partitions: i32) -> Self {
         self.partitions = Some(partitions);
         self
     }
