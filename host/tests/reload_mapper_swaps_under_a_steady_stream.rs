@@ -4,7 +4,7 @@
 //! pipeline; a file written slowly is loaded once.
 mod common;
 
-use common::{Db, Running, SinkPipeline, plugin, replace_atomically, unique, wait_for};
+use common::{Db, Running, SinkPipeline, plugin, replace_atomically, unique, versions, wait_for};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,20 +48,6 @@ fn start(s: &Setup, once: bool) -> (Running, Db) {
         latest_version(&db, &s.table).is_some()
     });
     (host, db)
-}
-
-fn versions(db: &Db, table: &str) -> Vec<(i64, String)> {
-    let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
-    if !exists[0].get::<_, bool>(0) {
-        return Vec::new();
-    }
-    db.query(
-        &format!("SELECT offset_id, version FROM \"{table}\" ORDER BY offset_id"),
-        &[],
-    )
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
 }
 
 fn latest_version(db: &Db, table: &str) -> Option<String> {

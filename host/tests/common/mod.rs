@@ -361,6 +361,22 @@ impl Db {
     }
 }
 
+/// (offset, version) of every row of a table a versioned mapper filled, in
+/// offset order; empty before the table exists.
+pub fn versions(db: &Db, table: &str) -> Vec<(i64, String)> {
+    let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
+    if !exists[0].get::<_, bool>(0) {
+        return Vec::new();
+    }
+    db.query(
+        &format!("SELECT offset_id, version FROM \"{table}\" ORDER BY offset_id"),
+        &[],
+    )
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 /// Asserts every offset of a partition from 0 to `count - 1` appears exactly once.
 pub fn assert_each_offset_once(offsets: &[(i64, i64)], partition: i64, count: i64) {
     let mine: Vec<i64> = offsets
