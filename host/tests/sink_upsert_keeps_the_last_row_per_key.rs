@@ -18,6 +18,14 @@ fn pipeline(topic: &str, table: &str, key: &str) -> std::path::PathBuf {
         .write()
 }
 
+/// (k, v) of every row of the table.
+fn key_values(db: &Db, table: &str) -> BTreeMap<String, String> {
+    db.query(&format!("SELECT k, v FROM \"{table}\""), &[])
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
 fn consume(path: &std::path::Path) -> std::process::Output {
     host_within(
         &["consume", path.to_str().expect("utf-8"), "--once", "--quiet"],
@@ -47,11 +55,7 @@ fn the_last_row_per_key_wins_across_batches_and_partitions() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let db = Db::connect();
-    let rows: BTreeMap<String, String> = db
-        .query(&format!("SELECT k, v FROM \"{table}\""), &[])
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows = key_values(&db, &table);
     assert_eq!(rows, model);
     let pk = db.query(
         "SELECT array_agg(a.attname::text) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
@@ -171,11 +175,7 @@ fn tombstones_delete_in_offset_order_with_the_upserts_of_their_batch() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let db = Db::connect();
-    let rows: BTreeMap<String, String> = db
-        .query(&format!("SELECT k, v FROM \"{table}\""), &[])
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows = key_values(&db, &table);
     let expected: BTreeMap<String, String> = [("b", "2"), ("d", "1"), ("filler", "39")]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
