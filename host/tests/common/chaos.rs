@@ -352,15 +352,7 @@ pub fn zombie_scenario(stack: Stack, count: i64, limit: Duration) -> ZombieOutco
     let db = stack.db();
     let locker = stack.db();
 
-    let mut zombie = Running::start(&[
-        "consume",
-        first,
-        "--topic",
-        &topic,
-        "--quiet",
-        "--instance-id",
-        "zombie",
-    ]);
+    let mut zombie = Running::member(first, &topic, "zombie");
     super::host_ok(&["produce", first, "--quiet"]);
     super::wait_for("the zombie to store the first half", limit, || db.count(&table) >= half);
 
@@ -382,15 +374,7 @@ pub fn zombie_scenario(stack: Stack, count: i64, limit: Duration) -> ZombieOutco
             .any(|(state, _)| state == "idle in transaction")
     });
 
-    let successor = Running::start(&[
-        "consume",
-        first,
-        "--topic",
-        &topic,
-        "--quiet",
-        "--instance-id",
-        "successor",
-    ]);
+    let successor = Running::member(first, &topic, "successor");
     let deadline = std::time::Instant::now() + limit;
     while db.count(&table) < count && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -419,6 +419,19 @@ impl Running {
         Self { child, log }
     }
 
+    /// `host consume PIPELINE --topic TOPIC` as the static group member `instance_id`.
+    pub fn member(pipeline: &str, topic: &str, instance_id: &str) -> Self {
+        Self::start(&[
+            "consume",
+            pipeline,
+            "--topic",
+            topic,
+            "--quiet",
+            "--instance-id",
+            instance_id,
+        ])
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
