@@ -5,7 +5,7 @@
 //! is refused naming the versions it runs.
 mod common;
 
-use common::{Db, SinkPipeline, create_topic, host, host_ok, plugin, produce_raw, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host, host_ok, plugin, produce_raw, unique};
 
 #[test]
 fn a_mapper_built_for_0_1_0_maps_rows_and_rejections_through_a_pipeline() {
@@ -108,11 +108,9 @@ fn inspect_names_the_contract_version_a_plugin_targets() {
 #[test]
 fn a_plugin_of_a_version_the_host_does_not_run_is_refused_naming_both_versions() {
     let future = plugin("future_mapper");
-    let path = write_pipeline(&format!(
-        "[[topics]]\nname = \"t\"\n\n[[sinks]]\nname = \"s\"\ntopic = \"t\"\ntable = \"{}\"\nmapper = \"{}\"\n",
-        unique("never"),
-        future.display()
-    ));
+    let path = SinkPipeline::new("t", &unique("never"), "future_mapper")
+        .name("s")
+        .write();
     let out = host(&["validate", path.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
