@@ -5,7 +5,7 @@
 //! is refused naming the versions it runs.
 mod common;
 
-use common::{Db, create_topic, host, host_ok, plugin, produce_raw, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host, host_ok, plugin, produce_raw, unique};
 
 #[test]
 fn a_mapper_built_for_0_1_0_maps_rows_and_rejections_through_a_pipeline() {
@@ -20,20 +20,10 @@ fn a_mapper_built_for_0_1_0_maps_rows_and_rejections_through_a_pipeline() {
         Some(br#""just a string""#.to_vec()),
     ];
     produce_raw(&topic, &payloads);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "old"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 2
-"#,
-        mapper = plugin("mapper_v0_1").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "mapper_v0_1")
+        .name("old")
+        .batch_size(2)
+        .write();
     host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
 
     let db = Db::connect();
@@ -118,11 +108,9 @@ fn inspect_names_the_contract_version_a_plugin_targets() {
 #[test]
 fn a_plugin_of_a_version_the_host_does_not_run_is_refused_naming_both_versions() {
     let future = plugin("future_mapper");
-    let path = write_pipeline(&format!(
-        "[[topics]]\nname = \"t\"\n\n[[sinks]]\nname = \"s\"\ntopic = \"t\"\ntable = \"{}\"\nmapper = \"{}\"\n",
-        unique("never"),
-        future.display()
-    ));
+    let path = SinkPipeline::new("t", &unique("never"), "future_mapper")
+        .name("s")
+        .write();
     let out = host(&["validate", path.to_str().expect("utf-8")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -7,7 +7,7 @@
 //! `host plugin test` shows a tombstone as a delete by the JSON Kafka key.
 mod common;
 
-use common::{Db, create_topic, host_ok, kafka_config, plugin, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host_ok, kafka_config, plugin, unique};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::time::Duration;
 
@@ -122,20 +122,11 @@ fn every_type_lands_with_its_postgres_type_and_misfits_are_dead_letters() {
         (Some(r#"{"id": "0b7e5a3c-1234-4abc-8def-001122334455"}"#), None),
     ];
     produce_keyed(&topic, &messages);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "typed"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 4
-{SETTINGS}"#,
-        mapper = plugin("json_columns").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_columns")
+        .name("typed")
+        .batch_size(4)
+        .extra(SETTINGS)
+        .write();
     host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
 
     let db = Db::connect();

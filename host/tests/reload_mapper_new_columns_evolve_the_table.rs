@@ -5,29 +5,21 @@
 //! lands exactly once throughout.
 mod common;
 
-use common::{Db, Running, create_topic, plugin, produce_keyed, replace_atomically, unique, wait_for, write_pipeline};
+use common::{
+    Db, Running, SinkPipeline, create_topic, produce_keyed, replace_atomically, unique, wait_for, write_pipeline,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 fn sink(topic: &str, table: &str, mode: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 50
-flush_interval_ms = 20
-{mode}
-settings = {{ extra = [{extra}] }}
-"#,
-        mapper = plugin("kv_mapper").display(),
-    )
+    let body = SinkPipeline::new(topic, table, "kv_mapper")
+        .batch_size(50)
+        .sink_line("flush_interval_ms = 20")
+        .sink_line(mode)
+        .sink_line(&format!("settings = {{ extra = [{extra}] }}"))
+        .body();
+    format!("\n{body}")
 }
 
 /// Saves the pipeline file with other mapper settings.

@@ -6,7 +6,7 @@
 //! matches its rows.
 mod common;
 
-use common::{Db, Running, plugin, replace_atomically, unique, wait_for, write_pipeline};
+use common::{Db, Running, plugin, replace_atomically, unique, versions, wait_for, write_pipeline};
 use std::path::Path;
 use std::time::Duration;
 
@@ -35,21 +35,6 @@ fn sink(name: &str, topic: &str, table: &str, mapper: &Path, batch_size: u32) ->
     )
 }
 
-/// (offset, version) of every row of a table, in offset order; empty before it exists.
-fn rows(db: &Db, table: &str) -> Vec<(i64, String)> {
-    let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
-    if !exists[0].get::<_, bool>(0) {
-        return Vec::new();
-    }
-    db.query(
-        &format!("SELECT offset_id, version FROM \"{table}\" ORDER BY offset_id"),
-        &[],
-    )
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
 fn stored_offset(db: &Db, table: &str) -> i64 {
     db.query(
         "SELECT COALESCE(MAX(next_offset), 0) FROM wasm_stream_offsets WHERE table_name = $1",
@@ -60,7 +45,7 @@ fn stored_offset(db: &Db, table: &str) -> i64 {
 
 /// The table holds offsets 0.. each once, without a gap, as many as its stored offset says.
 fn assert_prefix_once(db: &Db, table: &str) -> Vec<(i64, String)> {
-    let rows = rows(db, table);
+    let rows = versions(db, table);
     let stored = stored_offset(db, table);
     let offsets: Vec<(i64, i64)> = rows.iter().map(|(o, _)| (0, *o)).collect();
     common::assert_each_offset_once(&offsets, 0, stored);
@@ -99,13 +84,13 @@ fn sinks_are_changed_added_moved_and_removed_while_running() {
     };
     let db = Db::connect();
     wait_for("the first rows", Duration::from_secs(30), || {
-        !rows(&db, &names.first).is_empty()
+        !versions(&db, &names.first).is_empty()
     });
 
     // Settings and mapper: rows go on in the same table, now mapped by v2.
     save(format!("{head}{}", sink("rows", &names.topic, &names.first, &v2, 50)));
     wait_for("rows mapped by v2", Duration::from_secs(30), || {
-        rows(&db, &names.first).last().is_some_and(|(_, v)| v == "v2")
+        versions(&db, &names.first).last().is_some_and(|(_, v)| v == "v2")
     });
 
     // Added: a second sink fills its own table from offset 0.
@@ -115,19 +100,19 @@ fn sinks_are_changed_added_moved_and_removed_while_running() {
         sink("extra", &names.topic, &names.extra, &v1, 20)
     ));
     wait_for("rows of the added sink", Duration::from_secs(30), || {
-        !rows(&db, &names.extra).is_empty()
+        !versions(&db, &names.extra).is_empty()
     });
 
     // Removed: its table stops growing.
     save(format!("{head}{rows_v2}"));
-    let extra_after_stop = rows(&db, &names.extra).len();
+    let extra_after_stop = versions(&db, &names.extra).len();
 
     // Moved to another table: a restart that fills the new table from offset 0.
     save(format!("{head}{}", sink("rows", &names.topic, &names.moved, &v2, 50)));
     wait_for("rows in the new table", Duration::from_secs(30), || {
-        !rows(&db, &names.moved).is_empty()
+        !versions(&db, &names.moved).is_empty()
     });
-    let first_after_move = rows(&db, &names.first).len();
+    let first_after_move = versions(&db, &names.first).len();
 
     let log = host.wait(Duration::from_secs(180));
 

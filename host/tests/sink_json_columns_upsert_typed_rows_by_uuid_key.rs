@@ -3,7 +3,7 @@
 //! and tombstones (the key in the Kafka message key) deleting rows.
 mod common;
 
-use common::{Db, create_topic, host_within, plugin, produce_keyed, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host_within, produce_keyed, unique};
 use std::time::Duration;
 
 const A: &str = "0b7e5a3c-1234-4321-abcd-0123456789ab";
@@ -39,32 +39,21 @@ fn typed_rows_are_upserted_by_uuid_and_tombstones_delete_them() {
             (0, format!("\"{C}\"").into_bytes(), None),
         ],
     );
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-mode = "upsert"
-key = ["id"]
-batch_size = 5  # one batch: A twice, written two ways
-
-[sinks.settings]
+    let path = SinkPipeline::new(&topic, &table, "json_columns")
+        .upsert(&["id"])
+        .batch_size(5) // one batch: A twice, written two ways
+        .extra(
+            r#"[sinks.settings]
 key = ["id"]
 columns = [
-  {{ name = "id", type = "uuid" }},
-  {{ name = "price", type = "numeric", nullable = true }},
-  {{ name = "day", type = "date", nullable = true }},
-  {{ name = "doc", type = "json", nullable = true }},
-  {{ name = "blob", type = "bytea", nullable = true }},
-]
-"#,
-        mapper = plugin("json_columns").display(),
-    ));
+  { name = "id", type = "uuid" },
+  { name = "price", type = "numeric", nullable = true },
+  { name = "day", type = "date", nullable = true },
+  { name = "doc", type = "json", nullable = true },
+  { name = "blob", type = "bytea", nullable = true },
+]"#,
+        )
+        .write();
     let out = host_within(
         &["consume", path.to_str().expect("utf-8"), "--once", "--quiet"],
         Duration::from_secs(120),

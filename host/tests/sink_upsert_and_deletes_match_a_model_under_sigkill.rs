@@ -4,10 +4,10 @@
 //! in offset order, deleted keys absent) exactly.
 mod common;
 
-use common::{Db, Keyed, create_topic, host_ok, plugin, produce_keyed, read_topic, unique, write_pipeline};
+use common::{
+    Db, Keyed, Random, SinkPipeline, consume_through_sigkills, create_topic, produce_keyed, read_topic, unique,
+};
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const MESSAGES: usize = 20_000;
 const KEYS: u64 = 700;
@@ -15,49 +15,17 @@ const KEYS: u64 = 700;
 const TOMBSTONE_EVERY: u64 = 8;
 const KILLS: usize = 6;
 
-/// A small xorshift generator seeded from the clock (printed, to replay a failure).
-struct Random(u64);
-
-impl Random {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(42);
-        println!("seed {}", nanos | 1);
-        Self(nanos | 1)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 #[test]
 fn the_table_equals_the_model_through_repeated_sigkills() {
     let topic = unique("upsert_kill");
     let table = unique("upsert_kill_rows");
     create_topic(&topic, 2);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-mode = "upsert"
-key = ["k"]
-batch_size = 50
-flush_interval_ms = 50
-"#,
-        mapper = plugin("kv_mapper").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "kv_mapper")
+        .partitions(2)
+        .upsert(&["k"])
+        .batch_size(50)
+        .sink_line("flush_interval_ms = 50")
+        .write();
     let path = path.to_str().expect("utf-8 path");
 
     // Each key lives on one partition, so produce order is its offset order.
@@ -93,29 +61,8 @@ flush_interval_ms = 50
     assert!(deleted > 0, "some keys end deleted");
 
     let db = Db::connect();
-    let mut settled_at_kills = Vec::new();
-    for _ in 0..KILLS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(["consume", path, "--once", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn host");
-        // Wait until it has settled something new (or a moment), then kill it at a random point.
-        let before = settled(&db, &table);
-        let started = Instant::now();
-        while settled(&db, &table) == before
-            && child.try_wait().expect("poll child").is_none()
-            && started.elapsed() < Duration::from_secs(20)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(random.below(150)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        settled_at_kills.push(settled(&db, &table));
-    }
-    host_ok(&["consume", path, "--once", "--quiet"]);
+    // Kill it at random points once it has settled something new, then finish the run.
+    let settled_at_kills = consume_through_sigkills(path, KILLS, &mut random, || settled(&db, &table));
 
     let mid_run = settled_at_kills
         .iter()

@@ -5,29 +5,25 @@
 //! refused when the mapper is loaded, naming the file, line and key.
 mod common;
 
-use common::{Db, create_topic, host_within, plugin, produce_keyed, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host_within, produce_keyed, unique};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn pipeline(topic: &str, table: &str, key: &str) -> std::path::PathBuf {
-    write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
+    SinkPipeline::new(topic, table, "kv_mapper")
+        .partitions(2)
+        .upsert(&[key])
+        .batch_size(37)
+        .sink_line("flush_interval_ms = 20")
+        .write()
+}
 
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-mode = "upsert"
-key = [{key}]
-batch_size = 37
-flush_interval_ms = 20
-"#,
-        mapper = plugin("kv_mapper").display(),
-    ))
+/// (k, v) of every row of the table.
+fn key_values(db: &Db, table: &str) -> BTreeMap<String, String> {
+    db.query(&format!("SELECT k, v FROM \"{table}\""), &[])
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 fn consume(path: &std::path::Path) -> std::process::Output {
@@ -54,16 +50,12 @@ fn the_last_row_per_key_wins_across_batches_and_partitions() {
         }
     }
     produce_keyed(&topic, &messages);
-    let path = pipeline(&topic, &table, "\"k\"");
+    let path = pipeline(&topic, &table, "k");
     let out = consume(&path);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let db = Db::connect();
-    let rows: BTreeMap<String, String> = db
-        .query(&format!("SELECT k, v FROM \"{table}\""), &[])
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows = key_values(&db, &table);
     assert_eq!(rows, model);
     let pk = db.query(
         "SELECT array_agg(a.attname::text) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
@@ -107,7 +99,7 @@ fn a_table_without_a_unique_key_is_refused_with_the_fix() {
     db.execute(&format!(
         "CREATE TABLE \"{table}\" (message_id bigserial PRIMARY KEY, k text NOT NULL, v text NOT NULL, seq bigint NOT NULL)"
     ));
-    let out = consume(&pipeline(&topic, &table, "\"k\""));
+    let out = consume(&pipeline(&topic, &table, "k"));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -129,7 +121,7 @@ fn a_table_without_a_unique_key_is_refused_with_the_fix() {
             (0, b"a".to_vec(), Some(b"2".to_vec())),
         ],
     );
-    let out = consume(&pipeline(&topic, &table, "\"k\""));
+    let out = consume(&pipeline(&topic, &table, "k"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows = db.query(&format!("SELECT k, v FROM \"{table}\""), &[]);
     assert_eq!(rows.len(), 1);
@@ -140,7 +132,7 @@ fn a_table_without_a_unique_key_is_refused_with_the_fix() {
 fn a_key_the_mapper_does_not_declare_is_refused_at_load_with_its_location() {
     let topic = unique("upsert_badkey");
     let table = unique("upsert_badkey_rows");
-    let path = pipeline(&topic, &table, "\"id\"");
+    let path = pipeline(&topic, &table, "id");
     let out = host_within(&["validate", path.to_str().expect("utf-8")], Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
@@ -179,15 +171,11 @@ fn tombstones_delete_in_offset_order_with_the_upserts_of_their_batch() {
     messages.extend((0..40).map(|i| put("filler", &i.to_string())));
     messages.extend([tombstone("c"), put("d", "1")]); // c deleted in a later batch
     produce_keyed(&topic, &messages);
-    let out = consume(&pipeline(&topic, &table, "\"k\""));
+    let out = consume(&pipeline(&topic, &table, "k"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let db = Db::connect();
-    let rows: BTreeMap<String, String> = db
-        .query(&format!("SELECT k, v FROM \"{table}\""), &[])
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows = key_values(&db, &table);
     let expected: BTreeMap<String, String> = [("b", "2"), ("d", "1"), ("filler", "39")]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -205,10 +193,7 @@ fn a_tombstone_in_an_append_sink_is_a_dead_letter_saying_why() {
         &topic,
         &[(0, b"a".to_vec(), Some(b"1".to_vec())), (0, b"a".to_vec(), None)],
     );
-    let path = write_pipeline(&format!(
-        "[[topics]]\nname = \"{topic}\"\n\n[[sinks]]\nname = \"rows\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n",
-        plugin("kv_mapper").display()
-    ));
+    let path = SinkPipeline::new(&topic, &table, "kv_mapper").write();
     let out = consume(&path);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let db = Db::connect();
