@@ -233,10 +233,12 @@ pub async fn check_with(
         report.kafka = Some(gather::kafka(pipeline, cluster.as_ref(), topic, &mut report.findings));
     }
     if scope.sync() {
-        let rows = gather::sync(pipeline, pg.as_ref(), cluster.as_ref(), &sinks, &mut report).await;
+        let mut rows = gather::sync(pipeline, pg.as_ref(), cluster.as_ref(), &sinks, &mut report).await;
         if report.unreachable.is_empty() {
             let snapshot = gather::snapshot(&rows, report.taken_at_ms);
-            report.findings.extend(checks.run(snapshot).await);
+            let found = checks.run(snapshot).await;
+            judged(&mut rows, &found);
+            report.findings.extend(found);
         } else {
             report.findings.push(Finding::host(
                 Severity::Info,
@@ -247,6 +249,35 @@ pub async fn check_with(
         report.sync = Some(rows);
     }
     Ok(report.finish())
+}
+
+/// Fills each row's verdict from what the check plugins said about its
+/// `topic/partition`: the headline (the text before the first `": "`) of the
+/// most severe finding, the first of equals; in sync unless one is an error.
+/// The host adds no judgement of its own: a partition no check reported on
+/// has no verdict.
+fn judged(rows: &mut [SyncRow], findings: &[Finding]) {
+    for row in rows {
+        // `sink:topic/partition` is how a check names one sink's partition
+        // when several sinks read the topic; `topic/partition` otherwise.
+        let subject = format!("{}/{}", row.topic, row.partition);
+        let of_sink = format!("{}:{subject}", row.sink);
+        let about = || {
+            findings
+                .iter()
+                .filter(|f| (f.subject == subject || f.subject == of_sink) && f.source.starts_with("check "))
+        };
+        // `max_by_key` keeps the last of equals; the first is wanted.
+        let top = about().rev().max_by_key(|f| f.severity);
+        row.verdict = top.map(|f| headline(&f.message).to_string());
+        row.in_sync = top.map(|_| !about().any(|f| f.severity == Severity::Error));
+    }
+}
+
+/// A message's first clause: `database ahead by 1` of `database ahead by 1: PostgreSQL holds ...`.
+fn headline(message: &str) -> &str {
+    let first_line = message.lines().next().unwrap_or_default();
+    first_line.split_once(": ").map_or(first_line, |(head, _)| head)
 }
 
 /// Runs the sync audit every `interval` until `stop` turns true (or its
@@ -306,4 +337,124 @@ fn log_findings(findings: &[Finding]) {
         infos = count(Severity::Info),
         "audit round done"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(topic: &str, partition: i32) -> SyncRow {
+        SyncRow {
+            sink: "s".into(),
+            topic: topic.into(),
+            partition,
+            table: "t".into(),
+            consumer_group: "g".into(),
+            end_offset: Some(10),
+            committed_offset: Some(9),
+            stored_offset: Some(10),
+            lag: Some(0),
+            difference: Some(1),
+            dead_letters: 0,
+            in_sync: None,
+            verdict: None,
+        }
+    }
+
+    fn by(check: &str, severity: Severity, subject: &str, message: &str) -> Finding {
+        Finding {
+            severity,
+            subject: subject.into(),
+            message: message.into(),
+            source: format!("check {check}"),
+        }
+    }
+
+    #[test]
+    fn the_verdict_is_the_headline_of_the_most_severe_check_finding() {
+        let mut rows = [row("langs", 0), row("langs", 1)];
+        let findings = [
+            by("sync-audit", Severity::Info, "langs/0", "in sync at offset 10"),
+            by(
+                "sync-audit",
+                Severity::Error,
+                "langs/1",
+                "database ahead by 1: PostgreSQL holds 10, Kafka's committed offset of group g is 9",
+            ),
+            by("sync-audit", Severity::Warning, "langs/1", "lag of 2000 messages"),
+        ];
+        judged(&mut rows, &findings);
+        assert_eq!(rows[0].verdict.as_deref(), Some("in sync at offset 10"));
+        assert_eq!(rows[0].in_sync, Some(true));
+        assert_eq!(rows[1].verdict.as_deref(), Some("database ahead by 1"));
+        assert_eq!(rows[1].in_sync, Some(false));
+    }
+
+    #[test]
+    fn a_warning_is_the_verdict_but_the_partition_stays_in_sync() {
+        let mut rows = [row("langs", 0)];
+        let findings = [
+            by("sync-audit", Severity::Info, "langs/0", "in sync at offset 10"),
+            by(
+                "sync-audit",
+                Severity::Warning,
+                "langs/0",
+                "lag of 2000 messages (end offset 3000), above lag_warning = 1000",
+            ),
+            by("dead-letter-audit", Severity::Warning, "langs/0", "3 dead letters"),
+        ];
+        judged(&mut rows, &findings);
+        // The first of equally severe findings.
+        assert_eq!(
+            rows[0].verdict.as_deref(),
+            Some("lag of 2000 messages (end offset 3000), above lag_warning = 1000")
+        );
+        assert_eq!(rows[0].in_sync, Some(true));
+    }
+
+    #[test]
+    fn the_host_judges_nothing_itself() {
+        // Out of sync by the numbers, but no check said so: no verdict.
+        let mut rows = [row("langs", 0)];
+        let findings = [
+            Finding::host(Severity::Error, "langs/0", "a host finding about the same subject"),
+            by("sync-audit", Severity::Error, "other/0", "Kafka ahead by 2: ..."),
+            by("sync-audit", Severity::Error, "langs/00", "not this partition"),
+        ];
+        judged(&mut rows, &findings);
+        assert_eq!(rows[0].verdict, None);
+        assert_eq!(rows[0].in_sync, None);
+    }
+
+    #[test]
+    fn a_finding_about_one_sink_judges_only_that_sinks_partition() {
+        let mut rows = [
+            row("langs", 0),
+            SyncRow {
+                sink: "t".into(),
+                ..row("langs", 0)
+            },
+        ];
+        let findings = [
+            by("sync-audit", Severity::Info, "s:langs/0", "in sync at offset 10"),
+            by("sync-audit", Severity::Error, "t:langs/0", "Kafka ahead by 2: ..."),
+        ];
+        judged(&mut rows, &findings);
+        assert_eq!(rows[0].verdict.as_deref(), Some("in sync at offset 10"));
+        assert_eq!(rows[0].in_sync, Some(true));
+        assert_eq!(rows[1].verdict.as_deref(), Some("Kafka ahead by 2"));
+        assert_eq!(rows[1].in_sync, Some(false));
+    }
+
+    #[test]
+    fn a_headline_is_the_first_clause_of_the_first_line() {
+        assert_eq!(
+            headline("database ahead by 1: PostgreSQL holds 10"),
+            "database ahead by 1"
+        );
+        assert_eq!(headline("in sync at offset 4"), "in sync at offset 4");
+        assert_eq!(headline("two lines\nsecond: line"), "two lines");
+        assert_eq!(headline("a: b: c"), "a");
+        assert_eq!(headline(""), "");
+    }
 }

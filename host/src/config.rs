@@ -4,9 +4,16 @@
 //! validated and every reference points at something that exists. Errors name
 //! the file, the line and the key, and say what to do.
 
+mod names;
+mod pg_url;
+#[cfg(test)]
+mod tests;
+
+pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
+pub use pg_url::{PgUrl, PgUrlError};
+
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -30,6 +37,33 @@ pub const DEFAULT_AUDIT_INTERVAL_MS: u64 = 30_000;
 pub const MIN_AUDIT_INTERVAL_MS: u64 = 1_000;
 /// Default longest time the audit waits for Kafka or PostgreSQL to answer.
 pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 5_000;
+
+/// Most messages a sink writes in one transaction (`sinks.batch_size`).
+pub const MAX_BATCH_SIZE: usize = 100_000;
+/// Longest `sinks.flush_interval_ms`: a minute.
+pub const MAX_FLUSH_INTERVAL_MS: u64 = 60_000;
+/// Longest `generators.interval_ms`: a day.
+pub const MAX_GENERATOR_INTERVAL_MS: u64 = 86_400_000;
+/// Most messages one generator produces (`generators.count`).
+pub const MAX_GENERATOR_COUNT: u64 = 1_000_000_000_000;
+/// Most partitions of one topic (`topics.partitions`).
+pub const MAX_PARTITIONS: i32 = 10_000;
+/// Most copies of a partition (`topics.replication`).
+pub const MAX_REPLICATION: i32 = 32;
+/// Longest plugin call or compile deadline (`call_timeout_ms`,
+/// `compile_timeout_ms`): ten minutes.
+pub const MAX_PLUGIN_TIMEOUT_MS: u64 = 600_000;
+/// Least memory of a plugin instance (`memory_limit_bytes`): 1 MiB.
+pub const MIN_MEMORY_LIMIT_BYTES: usize = 1 << 20;
+/// Most memory of a plugin instance: 4 GiB, all a 32-bit WebAssembly memory can address.
+pub const MAX_MEMORY_LIMIT_BYTES: usize = 4 << 30;
+/// Largest `max_plugin_bytes`: 1 GiB.
+pub const MAX_MAX_PLUGIN_BYTES: usize = 1 << 30;
+/// Longest time between two audit rounds (`audit.interval_ms`): a day.
+pub const MAX_AUDIT_INTERVAL_MS: u64 = 86_400_000;
+/// Shortest and longest `audit.timeout_ms`.
+pub const MIN_AUDIT_TIMEOUT_MS: u64 = 100;
+pub const MAX_AUDIT_TIMEOUT_MS: u64 = 600_000;
 
 /// Default address of the `[http]` server (metrics, health, status).
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9187";
@@ -138,27 +172,18 @@ pub enum PgTls {
     Disable,
 }
 
-#[derive(Clone, PartialEq, Eq)]
+/// `[postgres]`. Its `Debug` never shows the password (see [`PgUrl`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
     /// The connection URL, with the password from `password_env` filled in.
-    pub url: String,
+    pub url: PgUrl,
     pub tls: PgTls,
     pub ca: Option<PathBuf>,
 }
 
-impl fmt::Debug for PostgresConfig {
-    // The URL may hold a password: never print it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("tls", &self.tls)
-            .field("ca", &self.ca)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
-    pub name: String,
+    pub name: TopicName,
     pub partitions: i32,
     pub replication: i32,
 }
@@ -195,7 +220,7 @@ pub struct PluginConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GeneratorConfig {
     pub name: String,
-    pub topic: String,
+    pub topic: TopicName,
     pub plugin: PluginConfig,
     pub interval: Duration,
     /// How many messages to produce; `None` means until stopped.
@@ -206,8 +231,8 @@ pub struct GeneratorConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkConfig {
     pub name: String,
-    pub topic: String,
-    pub table: String,
+    pub topic: TopicName,
+    pub table: TableName,
     pub group: String,
     /// Kafka static membership (`group.instance.id`): a restarted host takes
     /// its partitions back at once instead of waiting for the session to expire.
@@ -216,6 +241,88 @@ pub struct SinkConfig {
     pub mapper: PluginConfig,
     pub batch_size: usize,
     pub flush_interval: Duration,
+    /// How rows reach the table: appended, or upserted on a key.
+    pub mode: SinkMode,
+}
+
+/// How a sink writes rows (`mode` and `key` of a `[[sinks]]` entry).
+#[derive(Debug, Clone, Eq, Default)]
+pub enum SinkMode {
+    /// Every row is a new row (the default).
+    #[default]
+    Append,
+    /// A row replaces the one with the same key; a delete removes it.
+    Upsert {
+        /// The key columns, in the order the file gives them (the order of a
+        /// mapper's delete values).
+        key: Vec<String>,
+        /// `file:line:column` of the `key` setting, for errors found when
+        /// the mapper is loaded.
+        at: String,
+    },
+}
+
+// Where `key` stands in the file is not part of the mode: an edit above it
+// must not look like a change of mode.
+impl PartialEq for SinkMode {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key() && matches!(self, SinkMode::Upsert { .. }) == matches!(other, SinkMode::Upsert { .. })
+    }
+}
+
+impl SinkMode {
+    /// The key columns; empty in append mode.
+    pub fn key(&self) -> &[String] {
+        match self {
+            SinkMode::Append => &[],
+            SinkMode::Upsert { key, .. } => key,
+        }
+    }
+
+    /// `file:line:column` of the `key` setting; `None` in append mode.
+    pub fn at(&self) -> Option<&str> {
+        match self {
+            SinkMode::Append => None,
+            SinkMode::Upsert { at, .. } => Some(at),
+        }
+    }
+
+    /// Checks that every key column is one the mapper declares.
+    pub fn check_columns(&self, sink: &str, columns: &[crate::plugins::mapper::Column]) -> Result<(), String> {
+        let SinkMode::Upsert { key, at } = self else {
+            return Ok(());
+        };
+        use crate::plugins::mapper::ColumnType;
+        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        // The staging table has a column of the host's own by that name.
+        let flag = crate::postgres::keyed::DELETE_COLUMN;
+        if names.contains(&flag) {
+            return Err(format!(
+                "{at}: sink {sink:?} upserts through a staging table with a column {flag:?} of its own, and its mapper declares a column of that name\n  hint: rename the mapper's column"
+            ));
+        }
+        for k in key {
+            let Some(column) = columns.iter().find(|c| &c.name == k) else {
+                return Err(format!(
+                    "{at}: sinks.key {k:?} of sink {sink:?} is not a column of its mapper (columns: {})\n  hint: name columns the mapper declares in key, or change the mapper's settings so it declares {k:?}",
+                    names.join(", ")
+                ));
+            };
+            // Equal values must look equal to the host, which keeps one
+            // operation per key and batch: PostgreSQL's equality of these
+            // types is coarser than their text (1.0 = 1, key order in JSON).
+            let refused = match column.kind {
+                ColumnType::Json => "jsonb",
+                ColumnType::Float => "double precision",
+                ColumnType::Numeric => "numeric",
+                _ => continue,
+            };
+            return Err(format!(
+                "{at}: sinks.key {k:?} of sink {sink:?} is a {refused} column, which cannot be a key\n  hint: key on text, integer, uuid, date, timestamp, boolean or bytea columns; have the mapper write this value as text if it identifies the row"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A check plugin, run by `host check` and by the periodic audit of `host run`.
@@ -343,27 +450,136 @@ fn default_pg_tls() -> Spanned<PgTls> {
     Spanned::new(0..0, PgTls::VerifyFull)
 }
 
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
-    call_timeout_ms: Option<u64>,
-    memory_limit_bytes: Option<usize>,
-    max_plugin_bytes: Option<usize>,
-    compile_timeout_ms: Option<u64>,
+    call_timeout_ms: Option<Spanned<u64>>,
+    memory_limit_bytes: Option<Spanned<usize>>,
+    max_plugin_bytes: Option<Spanned<usize>>,
+    compile_timeout_ms: Option<Spanned<u64>>,
 }
 
 impl RawLimits {
-    fn over(self, defaults: PluginLimits) -> PluginLimits {
-        PluginLimits {
-            call_timeout: self
-                .call_timeout_ms
-                .map_or(defaults.call_timeout, Duration::from_millis),
-            memory_limit_bytes: self.memory_limit_bytes.unwrap_or(defaults.memory_limit_bytes),
-            max_plugin_bytes: self.max_plugin_bytes.unwrap_or(defaults.max_plugin_bytes),
-            compile_timeout: self
-                .compile_timeout_ms
-                .map_or(defaults.compile_timeout, Duration::from_millis),
+    /// These limits over `defaults`, each checked against its bounds;
+    /// `section` names where they are (`plugins`, `sinks`, ...).
+    fn over(&self, src: &Source<'_>, section: &str, defaults: PluginLimits) -> Result<PluginLimits, ConfigError> {
+        let key = |name: &str| match section {
+            "plugins" => format!("plugins.{name}"),
+            _ => format!("{section}.limits.{name}"),
+        };
+        let ms = |v: &Option<Spanned<u64>>, name: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let default = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+            PLUGIN_TIMEOUT_MS
+                .or(src, &key(name), v.as_ref(), default)
+                .map(Duration::from_millis)
+        };
+        Ok(PluginLimits {
+            call_timeout: ms(&self.call_timeout_ms, "call_timeout_ms", defaults.call_timeout)?,
+            memory_limit_bytes: MEMORY_LIMIT_BYTES.or(
+                src,
+                &key("memory_limit_bytes"),
+                self.memory_limit_bytes.as_ref(),
+                defaults.memory_limit_bytes,
+            )?,
+            max_plugin_bytes: MAX_PLUGIN_BYTES.or(
+                src,
+                &key("max_plugin_bytes"),
+                self.max_plugin_bytes.as_ref(),
+                defaults.max_plugin_bytes,
+            )?,
+            compile_timeout: ms(&self.compile_timeout_ms, "compile_timeout_ms", defaults.compile_timeout)?,
+        })
+    }
+}
+
+/// The bounds of a numeric setting, and what it is, for its error.
+struct Bound<T> {
+    min: T,
+    max: T,
+    what: &'static str,
+}
+
+const PARTITIONS: Bound<i32> = Bound {
+    min: 1,
+    max: MAX_PARTITIONS,
+    what: "the number of partitions of the topic",
+};
+const REPLICATION: Bound<i32> = Bound {
+    min: 1,
+    max: MAX_REPLICATION,
+    what: "copies of each partition; at most the number of brokers",
+};
+const GENERATOR_INTERVAL_MS: Bound<u64> = Bound {
+    min: 0,
+    max: MAX_GENERATOR_INTERVAL_MS,
+    what: "the time between two messages; 0 produces flat out",
+};
+const GENERATOR_COUNT: Bound<u64> = Bound {
+    min: 1,
+    max: MAX_GENERATOR_COUNT,
+    what: "how many messages to produce; leave count out to produce until stopped",
+};
+const BATCH_SIZE: Bound<usize> = Bound {
+    min: 1,
+    max: MAX_BATCH_SIZE,
+    what: "messages written in one transaction",
+};
+const FLUSH_INTERVAL_MS: Bound<u64> = Bound {
+    min: 1,
+    max: MAX_FLUSH_INTERVAL_MS,
+    what: "the longest wait to fill a batch",
+};
+const PLUGIN_TIMEOUT_MS: Bound<u64> = Bound {
+    min: 1,
+    max: MAX_PLUGIN_TIMEOUT_MS,
+    what: "a deadline in milliseconds",
+};
+const MEMORY_LIMIT_BYTES: Bound<usize> = Bound {
+    min: MIN_MEMORY_LIMIT_BYTES,
+    max: MAX_MEMORY_LIMIT_BYTES,
+    what: "a plugin instance's memory; a 32-bit WebAssembly memory ends at 4 GiB",
+};
+const MAX_PLUGIN_BYTES: Bound<usize> = Bound {
+    min: 1,
+    max: MAX_MAX_PLUGIN_BYTES,
+    what: "the largest plugin file to compile",
+};
+const AUDIT_INTERVAL_MS: Bound<u64> = Bound {
+    min: MIN_AUDIT_INTERVAL_MS,
+    max: MAX_AUDIT_INTERVAL_MS,
+    what: "the time between two audit rounds; 0 turns the periodic audit off",
+};
+const AUDIT_TIMEOUT_MS: Bound<u64> = Bound {
+    min: MIN_AUDIT_TIMEOUT_MS,
+    max: MAX_AUDIT_TIMEOUT_MS,
+    what: "the longest wait for Kafka or PostgreSQL to answer",
+};
+
+impl<T: Copy + PartialOrd + std::fmt::Display> Bound<T> {
+    /// The number set for `key`, within bounds. The error names the key and
+    /// the limit it crossed, says what the setting is, and how to fix it.
+    fn check(&self, src: &Source<'_>, key: &str, v: &Spanned<T>) -> Result<T, ConfigError> {
+        let (n, min, max) = (*v.get_ref(), self.min, self.max);
+        if n >= min && n <= max {
+            return Ok(n);
         }
+        let crossed = if n < min {
+            format!("below its minimum of {min}")
+        } else {
+            format!("over its limit of {max}")
+        };
+        Err(src.error(
+            v.span(),
+            format!(
+                "{key} = {n} is {crossed} ({}); set it between {min} and {max}",
+                self.what
+            ),
+        ))
+    }
+
+    /// Like [`Bound::check`], with `default` when the key is left out.
+    fn or(&self, src: &Source<'_>, key: &str, v: Option<&Spanned<T>>, default: T) -> Result<T, ConfigError> {
+        v.map_or(Ok(default), |v| self.check(src, key, v))
     }
 }
 
@@ -387,9 +603,8 @@ struct RawGenerator {
     name: Spanned<String>,
     topic: Spanned<String>,
     plugin: Spanned<String>,
-    #[serde(default)]
-    interval_ms: u64,
-    count: Option<u64>,
+    interval_ms: Option<Spanned<u64>>,
+    count: Option<Spanned<u64>>,
     seed: Option<u64>,
     #[serde(default)]
     settings: toml::Table,
@@ -407,7 +622,9 @@ struct RawSink {
     group: Option<Spanned<String>>,
     instance_id: Option<Spanned<String>>,
     batch_size: Option<Spanned<usize>>,
-    flush_interval_ms: Option<u64>,
+    flush_interval_ms: Option<Spanned<u64>>,
+    mode: Option<Spanned<String>>,
+    key: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -434,53 +651,19 @@ impl Source<'_> {
         }
     }
 
+    /// `file:line:column` of a span, for errors found after parsing.
+    fn location(&self, span: std::ops::Range<usize>) -> String {
+        match self.error(span, "") {
+            ConfigError::Invalid { path, line, column, .. } => format!("{}:{line}:{column}", path.display()),
+            ConfigError::Read { path, .. } => path.display().to_string(),
+        }
+    }
+
     fn resolve(&self, relative: &str) -> PathBuf {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         dir.join(relative)
     }
 }
-
-/// Checks a name used for a topic, table, database or consumer group: lowercase
-/// letters, digits and underscores, starting with a letter. Topics, tables and
-/// databases take no hyphens (`allow_hyphen = false`), so one name is valid in
-/// Kafka and PostgreSQL alike; consumer groups and Aiven project and service
-/// names may keep them.
-pub fn check_name(name: &str, max_len: usize, allow_hyphen: bool) -> Result<(), String> {
-    let valid_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_hyphen && c == '-');
-    let extra = if allow_hyphen {
-        ", underscores and hyphens"
-    } else {
-        " and underscores"
-    };
-    if name.is_empty() || name.len() > max_len {
-        return Err(format!("{name:?} must be 1 to {max_len} characters long"));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || !name.chars().all(valid_char) {
-        let fixed: String = name
-            .chars()
-            .map(|c| c.to_ascii_lowercase())
-            .map(|c| match c {
-                c if valid_char(c) => c,
-                _ if allow_hyphen => '-',
-                _ => '_',
-            })
-            .collect();
-        let suggestion = if fixed.starts_with(|c: char| c.is_ascii_lowercase()) {
-            format!(", e.g. {fixed:?}")
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "{name:?} must start with a lowercase letter and hold only lowercase letters, digits{extra}{suggestion}"
-        ));
-    }
-    Ok(())
-}
-
-/// Longest Kafka topic name.
-pub const MAX_TOPIC_LEN: usize = 249;
-/// Longest PostgreSQL identifier.
-pub const MAX_PG_IDENT_LEN: usize = 63;
 
 impl Pipeline {
     /// Reads and checks a pipeline file.
@@ -504,31 +687,26 @@ impl Pipeline {
             };
             src.error(e.span().unwrap_or(0..0), format!("{message}{hint}"))
         })?;
-        let defaults = raw.plugins.over(PluginLimits::default());
+        let defaults = raw.plugins.over(&src, "plugins", PluginLimits::default())?;
         let kafka = check_kafka(&src, raw.kafka)?;
         let postgres = check_postgres(&src, raw.postgres)?;
 
         let mut topics: Vec<TopicConfig> = Vec::new();
         for t in raw.topics {
-            check_name(t.name.get_ref(), MAX_TOPIC_LEN, false)
+            let name = TopicName::new(t.name.get_ref().as_str())
                 .map_err(|m| src.error(t.name.span(), format!("topics.name: {m}")))?;
-            if topics.iter().any(|x| &x.name == t.name.get_ref()) {
+            if topics.iter().any(|x| x.name == name) {
                 return Err(src.error(t.name.span(), format!("topic {:?} is declared twice", t.name.get_ref())));
             }
-            for (key, v) in [("partitions", &t.partitions), ("replication", &t.replication)] {
-                if *v.get_ref() < 1 {
-                    return Err(src.error(v.span(), format!("topics.{key} must be at least 1")));
-                }
-            }
             topics.push(TopicConfig {
-                name: t.name.into_inner(),
-                partitions: t.partitions.into_inner(),
-                replication: t.replication.into_inner(),
+                name,
+                partitions: PARTITIONS.check(&src, "topics.partitions", &t.partitions)?,
+                replication: REPLICATION.check(&src, "topics.replication", &t.replication)?,
             });
         }
-        let known_topic = |t: &Spanned<String>, section: &str| -> Result<String, ConfigError> {
-            if topics.iter().any(|x| &x.name == t.get_ref()) {
-                Ok(t.get_ref().clone())
+        let known_topic = |t: &Spanned<String>, section: &str| -> Result<TopicName, ConfigError> {
+            if let Some(declared) = topics.iter().find(|x| x.name == *t.get_ref()) {
+                Ok(declared.name.clone())
             } else {
                 let names: Vec<&str> = topics.iter().map(|x| x.name.as_str()).collect();
                 Err(src.error(
@@ -562,13 +740,23 @@ impl Pipeline {
         for g in raw.generators {
             let name = unique(&g.name, "generators")?;
             let topic = known_topic(&g.topic, "generators")?;
-            let plugin = plugin_config(&src, &g.plugin, &g.settings, g.limits.over(defaults))?;
+            let plugin = plugin_config(
+                &src,
+                &g.plugin,
+                &g.settings,
+                g.limits.over(&src, "generators", defaults)?,
+            )?;
+            let interval_ms = GENERATOR_INTERVAL_MS.or(&src, "generators.interval_ms", g.interval_ms.as_ref(), 0)?;
+            let count = match &g.count {
+                Some(v) => Some(GENERATOR_COUNT.check(&src, "generators.count", v)?),
+                None => None,
+            };
             generators.push(GeneratorConfig {
                 name,
                 topic,
                 plugin,
-                interval: Duration::from_millis(g.interval_ms),
-                count: g.count,
+                interval: Duration::from_millis(interval_ms),
+                count,
                 seed: g.seed,
             });
         }
@@ -578,9 +766,9 @@ impl Pipeline {
         for s in raw.sinks {
             let name = unique(&s.name, "sinks")?;
             let topic = known_topic(&s.topic, "sinks")?;
-            check_name(s.table.get_ref(), MAX_PG_IDENT_LEN, false)
+            let table = TableName::new(s.table.get_ref().as_str())
                 .map_err(|m| src.error(s.table.span(), format!("sinks.table: {m}")))?;
-            if !tables.insert(s.table.get_ref().clone()) {
+            if !tables.insert(table.clone()) {
                 return Err(src.error(
                     s.table.span(),
                     format!(
@@ -610,30 +798,32 @@ impl Pipeline {
                 Some(id) => id.get_ref().clone(),
                 None => format!("{group}-{}", crate::member::name()),
             };
-            let batch_size = match &s.batch_size {
-                Some(b) if *b.get_ref() == 0 || *b.get_ref() > 100_000 => {
-                    return Err(src.error(b.span(), "sinks.batch_size must be between 1 and 100000"));
-                }
-                Some(b) => *b.get_ref(),
-                None => DEFAULT_BATCH_SIZE,
-            };
-            let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(defaults))?;
+            let batch_size = BATCH_SIZE.or(&src, "sinks.batch_size", s.batch_size.as_ref(), DEFAULT_BATCH_SIZE)?;
+            let flush_interval_ms = FLUSH_INTERVAL_MS.or(
+                &src,
+                "sinks.flush_interval_ms",
+                s.flush_interval_ms.as_ref(),
+                DEFAULT_FLUSH_INTERVAL_MS,
+            )?;
+            let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(&src, "sinks", defaults)?)?;
+            let mode = check_mode(&src, &s.name, s.mode.as_ref(), s.key.as_ref())?;
             sinks.push(SinkConfig {
                 name,
                 topic,
-                table: s.table.into_inner(),
+                table,
                 group,
                 instance_id,
                 mapper,
                 batch_size,
-                flush_interval: Duration::from_millis(s.flush_interval_ms.unwrap_or(DEFAULT_FLUSH_INTERVAL_MS)),
+                flush_interval: Duration::from_millis(flush_interval_ms),
+                mode,
             });
         }
 
         let mut checks = Vec::new();
         for c in raw.checks {
             let name = unique(&c.name, "checks")?;
-            let plugin = plugin_config(&src, &c.plugin, &c.settings, c.limits.over(defaults))?;
+            let plugin = plugin_config(&src, &c.plugin, &c.settings, c.limits.over(&src, "checks", defaults)?)?;
             checks.push(CheckConfig { name, plugin });
         }
         let audit = check_audit(&src, raw.audit)?;
@@ -670,6 +860,68 @@ impl Pipeline {
     /// The topic's declaration.
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
+    }
+}
+
+/// `mode` and `key` of a sink: `key` is required for upsert and refused for
+/// append, each name a valid column name, none twice.
+fn check_mode(
+    src: &Source<'_>,
+    name: &Spanned<String>,
+    mode: Option<&Spanned<String>>,
+    key: Option<&Spanned<Vec<Spanned<String>>>>,
+) -> Result<SinkMode, ConfigError> {
+    let upsert = match mode.map(|m| m.get_ref().as_str()) {
+        None | Some("append") => false,
+        Some("upsert") => true,
+        Some(other) => {
+            let span = mode.map_or(0..0, Spanned::span);
+            return Err(src.error(
+                span,
+                format!("sinks.mode {other:?} is not a mode; use \"append\" (the default: every message adds rows) or \"upsert\" (rows replace those with the same key; needs key = [\"column\", ...])"),
+            ));
+        }
+    };
+    match (upsert, key) {
+        (false, None) => Ok(SinkMode::Append),
+        (false, Some(k)) => Err(src.error(
+            k.span(),
+            format!(
+                "sinks.key is set but sink {:?} appends; add mode = \"upsert\" to write rows by key, or remove key",
+                name.get_ref()
+            ),
+        )),
+        (true, None) => Err(src.error(
+            mode.map_or(0..0, Spanned::span),
+            format!(
+                "sink {:?} has mode = \"upsert\" but no key; add key = [\"column\", ...] naming the columns that identify a row",
+                name.get_ref()
+            ),
+        )),
+        (true, Some(k)) => {
+            if k.get_ref().is_empty() {
+                return Err(src.error(
+                    k.span(),
+                    "sinks.key is empty; name at least one column, e.g. key = [\"id\"]",
+                ));
+            }
+            let mut names: Vec<String> = Vec::new();
+            for column in k.get_ref() {
+                check_name(column.get_ref(), MAX_PG_IDENT_LEN, false)
+                    .map_err(|m| src.error(column.span(), format!("sinks.key: {m}")))?;
+                if names.contains(column.get_ref()) {
+                    return Err(src.error(
+                        column.span(),
+                        format!("sinks.key names {:?} twice; name each column once", column.get_ref()),
+                    ));
+                }
+                names.push(column.get_ref().clone());
+            }
+            Ok(SinkMode::Upsert {
+                key: names,
+                at: src.location(k.span()),
+            })
+        }
     }
 }
 
@@ -735,27 +987,19 @@ fn check_kafka(src: &Source<'_>, raw: RawKafka) -> Result<KafkaConfig, ConfigErr
 
 fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {
     let tls = *raw.tls.get_ref();
-    let mut config: tokio_postgres::Config = raw.url.get_ref().parse().map_err(|e| {
-        src.error(
-            raw.url.span(),
-            format!("postgres.url is not a PostgreSQL URL ({e}); expected postgres://user:password@host:5432/database"),
-        )
+    let mut url = PgUrl::parse(raw.url.get_ref()).map_err(|e| {
+        let message = match e {
+            PgUrlError::Database(_) => format!("postgres.url: {e}"),
+            _ => format!("postgres.url {e}"),
+        };
+        src.error(raw.url.span(), message)
     })?;
-    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable && tls != PgTls::Disable {
+    if url.ssl_mode() == tokio_postgres::config::SslMode::Disable && tls != PgTls::Disable {
         return Err(src.error(
             raw.url.span(),
             "postgres.url has sslmode=disable but TLS is required; remove sslmode from the URL, or set postgres.tls = \"disable\" if the server really cannot do TLS",
         ));
     }
-    let Some(dbname) = config.get_dbname() else {
-        return Err(src.error(
-            raw.url.span(),
-            "postgres.url names no database; add it to the path, e.g. postgres://...:5432/info",
-        ));
-    };
-    check_name(dbname, MAX_PG_IDENT_LEN, false)
-        .map_err(|m| src.error(raw.url.span(), format!("postgres.url: the database name {m}")))?;
-    let mut url = raw.url.get_ref().clone();
     if let Some(var) = &raw.password_env {
         let password = std::env::var(var.get_ref()).map_err(|_| {
             src.error(
@@ -766,8 +1010,7 @@ fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, 
                 ),
             )
         })?;
-        config.password(password.as_bytes());
-        url = replace_password(&url, &password);
+        url = url.with_password(&password);
     }
     Ok(PostgresConfig {
         url,
@@ -787,17 +1030,15 @@ fn check_audit(src: &Source<'_>, raw: RawAudit) -> Result<AuditConfig, ConfigErr
                 format!("audit.interval_ms must be 0 (no periodic audit) or at least {MIN_AUDIT_INTERVAL_MS}"),
             ));
         }
-        Some(v) => Some(Duration::from_millis(*v.get_ref())),
+        Some(v) => Some(Duration::from_millis(AUDIT_INTERVAL_MS.check(
+            src,
+            "audit.interval_ms",
+            v,
+        )?)),
     };
     let timeout = match &raw.timeout_ms {
         None => defaults.timeout,
-        Some(v) if !(100..=600_000).contains(v.get_ref()) => {
-            return Err(src.error(
-                v.span(),
-                format!("audit.timeout_ms must be between 100 and 600000 (default {DEFAULT_AUDIT_TIMEOUT_MS})"),
-            ));
-        }
-        Some(v) => Duration::from_millis(*v.get_ref()),
+        Some(v) => Duration::from_millis(AUDIT_TIMEOUT_MS.check(src, "audit.timeout_ms", v)?),
     };
     Ok(AuditConfig { interval, timeout })
 }
@@ -859,25 +1100,6 @@ fn check_aiven(src: &Source<'_>, raw: RawAiven) -> Result<AivenConfig, ConfigErr
     })
 }
 
-/// Puts `password` (percent-encoded) into a `postgres://user[:old]@host` URL.
-fn replace_password(url: &str, password: &str) -> String {
-    let encoded: String = password
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
-    };
-    let user = userinfo.split(':').next().unwrap_or(userinfo);
-    format!("{scheme}://{user}:{encoded}@{host}")
-}
-
 fn plugin_config(
     src: &Source<'_>,
     path: &Spanned<String>,
@@ -930,4 +1152,101 @@ pub fn missing_file_hint(path: &Path) -> String {
         "relative paths in the pipeline file are resolved from the pipeline file's folder: copy the certificates there, or give absolute paths (e.g. to the certs/ folder of your wasm-stream checkout, or the files downloaded from the Aiven console)"
     };
     format!("{} does not exist\n  hint: {hint}", shown.display())
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    fn parse(sink: &str) -> Result<Pipeline, String> {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"localhost:9092\"\nsecurity_protocol = \"plaintext\"\n\
+             [postgres]\nurl = \"postgres://u@localhost/db\"\ntls = \"disable\"\n\
+             [[topics]]\nname = \"t\"\n\
+             [[sinks]]\nname = \"s\"\ntopic = \"t\"\ntable = \"rows\"\nmapper = \"m.wasm\"\n{sink}"
+        );
+        Pipeline::parse(Path::new("p.toml"), &text).map_err(|e| e.to_string())
+    }
+
+    fn column(name: &str) -> crate::plugins::mapper::Column {
+        crate::plugins::mapper::Column {
+            name: name.into(),
+            kind: crate::plugins::mapper::ColumnType::Text,
+            nullable: false,
+        }
+    }
+
+    #[test]
+    fn a_sink_appends_by_default() {
+        let p = parse("").unwrap();
+        assert_eq!(p.sinks[0].mode, SinkMode::Append);
+        assert_eq!(parse("mode = \"append\"").unwrap().sinks[0].mode, SinkMode::Append);
+    }
+
+    #[test]
+    fn upsert_takes_its_key_in_order_and_locates_it() {
+        let p = parse("mode = \"upsert\"\nkey = [\"b\", \"a\"]").unwrap();
+        assert_eq!(p.sinks[0].mode.key(), ["b", "a"]);
+        let SinkMode::Upsert { at, .. } = &p.sinks[0].mode else {
+            panic!("not upsert")
+        };
+        assert_eq!(at, "p.toml:15:7");
+    }
+
+    #[test]
+    fn mode_and_key_errors_name_the_line_and_the_fix() {
+        let e = parse("mode = \"upsert\"").unwrap_err();
+        assert!(e.starts_with("p.toml:14:8: ") && e.contains("key = [\"column\""), "{e}");
+        let e = parse("key = [\"id\"]").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:14:7: ") && e.contains("add mode = \"upsert\""),
+            "{e}"
+        );
+        let e = parse("mode = \"merge\"").unwrap_err();
+        assert!(e.contains("\"append\"") && e.contains("\"upsert\""), "{e}");
+        let e = parse("mode = \"upsert\"\nkey = []").unwrap_err();
+        assert!(e.contains("sinks.key is empty"), "{e}");
+        let e = parse("mode = \"upsert\"\nkey = [\"id\", \"id\"]").unwrap_err();
+        assert!(e.starts_with("p.toml:15:14: ") && e.contains("twice"), "{e}");
+        let e = parse("mode = \"upsert\"\nkey = [\"Id\"]").unwrap_err();
+        assert!(e.contains("sinks.key") && e.contains("\"id\""), "{e}");
+    }
+
+    #[test]
+    fn a_key_the_mapper_does_not_declare_is_refused_with_its_location() {
+        let p = parse("mode = \"upsert\"\nkey = [\"id\"]").unwrap();
+        let mode = &p.sinks[0].mode;
+        assert!(mode.check_columns("s", &[column("id"), column("v")]).is_ok());
+        let e = mode.check_columns("s", &[column("v")]).unwrap_err();
+        assert!(e.starts_with("p.toml:15:7: sinks.key \"id\" of sink \"s\""), "{e}");
+        assert!(e.contains("columns: v") && e.contains("hint:"), "{e}");
+        assert!(SinkMode::Append.check_columns("s", &[]).is_ok());
+        let json = crate::plugins::mapper::Column {
+            kind: crate::plugins::mapper::ColumnType::Json,
+            ..column("id")
+        };
+        let e = mode.check_columns("s", &[json]).unwrap_err();
+        assert!(e.contains("is a jsonb column, which cannot be a key"), "{e}");
+        let e = mode
+            .check_columns("s", &[column("id"), column("wasm_stream_delete")])
+            .unwrap_err();
+        assert!(
+            e.starts_with("p.toml:15:7: sink \"s\" upserts") && e.contains("rename"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn moving_the_key_in_the_file_is_not_a_change_of_mode() {
+        let a = SinkMode::Upsert {
+            key: vec!["id".into()],
+            at: "p.toml:1:1".into(),
+        };
+        let b = SinkMode::Upsert {
+            key: vec!["id".into()],
+            at: "p.toml:9:1".into(),
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, SinkMode::Append);
+    }
 }

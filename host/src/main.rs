@@ -133,11 +133,12 @@ enum Command {
     /// the partitions of the chosen topic (or of every declared topic). sync:
     /// per topic and partition, Kafka's end offset, the committed offset of the
     /// sink's consumer group, the next offset stored in PostgreSQL, the lag
-    /// (end - stored: messages waiting to be stored), the dead letters and a
-    /// verdict (in sync, or which side is ahead and by how many); then every
-    /// check plugin of [[checks]] (sync-audit, dead-letter-audit or your own)
-    /// judges that snapshot and reports findings. all (the default) does the
-    /// three.
+    /// (end - stored: messages waiting to be stored) and the dead letters;
+    /// then every check plugin of [[checks]] (sync-audit, dead-letter-audit or
+    /// your own) judges that snapshot and reports findings, and each
+    /// partition's verdict is the headline of the most severe finding about it
+    /// (sync-audit: in sync, or which side is ahead and by how many). all (the
+    /// default) does the three.
     ///
     /// Without a mode, on a terminal, it shows the old demo's numbered menu,
     /// which can also simulate the two out-of-sync cases (see `host simulate`).

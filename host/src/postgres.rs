@@ -3,6 +3,10 @@
 //! mapper's columns, and the one transaction per batch that makes delivery
 //! exactly once.
 
+pub mod binary;
+#[cfg(test)]
+mod copy_format_tests;
+
 use crate::config::{PgTls, PostgresConfig};
 use crate::plugins::mapper::{Column, ColumnType, Value};
 use anyhow::{Context as _, bail};
@@ -11,6 +15,8 @@ use postgres_openssl::MakeTlsConnector;
 use std::collections::HashMap;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls, Statement};
+
+pub mod keyed;
 
 /// Next offset per (table, topic, partition): the truth about what a sink table holds.
 pub const OFFSETS_TABLE: &str = "wasm_stream_offsets";
@@ -31,7 +37,7 @@ pub async fn connect(cfg: &PostgresConfig) -> anyhow::Result<Client> {
 /// Like [`connect`], naming the session (`application_name`, unless the URL
 /// sets one) so `pg_stat_activity` tells which process it belongs to.
 pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) -> anyhow::Result<Client> {
-    let mut config: Config = cfg.url.parse().context("postgres.url is not a valid connection URL")?;
+    let mut config: Config = cfg.url.config().clone();
     if let Some(name) = application_name
         && config.get_application_name().is_none()
     {
@@ -154,13 +160,7 @@ where
 
 /// `host:port/database` of a connection configuration, for messages (never the password).
 pub fn describe(config: &Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
+    crate::config::PgUrl::describe(config)
 }
 
 /// Creates the host's own tables when missing.
@@ -213,6 +213,10 @@ fn sql_type(kind: ColumnType) -> &'static str {
         ColumnType::Boolean => "boolean",
         ColumnType::Timestamp => "timestamptz",
         ColumnType::Json => "jsonb",
+        ColumnType::Uuid => "uuid",
+        ColumnType::Numeric => "numeric",
+        ColumnType::Bytea => "bytea",
+        ColumnType::Date => "date",
     }
 }
 
@@ -225,6 +229,10 @@ fn udt_name(kind: ColumnType) -> &'static str {
         ColumnType::Boolean => "bool",
         ColumnType::Timestamp => "timestamptz",
         ColumnType::Json => "jsonb",
+        ColumnType::Uuid => "uuid",
+        ColumnType::Numeric => "numeric",
+        ColumnType::Bytea => "bytea",
+        ColumnType::Date => "date",
     }
 }
 
@@ -240,52 +248,124 @@ pub async fn table_exists(client: &Client, table: &str) -> anyhow::Result<bool> 
     Ok(row.is_some())
 }
 
-/// Creates a sink table from a mapper's columns (with a `message_id` serial
-/// primary key in front) when missing, and checks an existing one has them.
-/// Returns whether it created the table.
-pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<bool> {
+/// Creates a sink table from a mapper's columns when missing, and checks an
+/// existing one fits them. Without a key the table gets a `message_id`
+/// serial primary key in front; with one (`mode = "upsert"`) the key is the
+/// primary key and `message_id` stays, unique per insert, for the readers
+/// that order by it. A column the mapper declares and the table lacks is
+/// added when it is nullable; anything else that does not fit is refused with
+/// what to do. Returns whether it created the table.
+pub async fn ensure_sink_table(
+    client: &Client,
+    table: &str,
+    columns: &[Column],
+    key: &[String],
+) -> anyhow::Result<bool> {
     for c in columns {
         crate::config::check_name(&c.name, crate::config::MAX_PG_IDENT_LEN, false)
             .map_err(|m| anyhow::anyhow!("the mapper declares an invalid column name: {m}"))?;
     }
-    let defs: Vec<String> = columns
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {}{}",
-                ident(&c.name),
-                sql_type(c.kind),
-                if c.nullable { "" } else { " NOT NULL" }
-            )
-        })
-        .collect();
     let existed = table_exists(client, table).await?;
-    let sql = format!(
-        "CREATE TABLE IF NOT EXISTS {} (message_id bigserial PRIMARY KEY, {})",
-        ident(table),
-        defs.join(", ")
-    );
+    let mut defs: Vec<String> = vec![if key.is_empty() {
+        "message_id bigserial PRIMARY KEY".to_string()
+    } else {
+        "message_id bigserial NOT NULL".to_string()
+    }];
+    defs.extend(columns.iter().map(column_def));
+    if !key.is_empty() {
+        defs.push(format!(
+            "PRIMARY KEY ({})",
+            key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let sql = format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(table), defs.join(", "));
     batch_ddl(client, &sql)
         .await
         .with_context(|| format!("cannot create table {table:?}"))?;
 
     let rows = client
         .query(
-            "SELECT column_name, udt_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            "SELECT column_name::text, udt_name::text, is_nullable = 'YES', column_default IS NOT NULL
+             FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
             &[&table],
         )
-        .await?;
-    let existing: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        .await
+        .with_context(|| format!("cannot read the columns of table {table:?}"))?;
+    let existing: Vec<Existing> = rows
+        .iter()
+        .map(|r| Existing {
+            name: r.get(0),
+            udt: r.get(1),
+            nullable: r.get(2),
+            has_default: r.get(3),
+        })
+        .collect();
+    let added = schema_changes(table, &existing, columns)?;
+    if !added.is_empty() {
+        let sql = format!(
+            "ALTER TABLE {} {}",
+            ident(table),
+            added
+                .iter()
+                .map(|c| format!("ADD COLUMN IF NOT EXISTS {}", column_def(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("cannot add columns to table {table:?}"))?;
+        let names: Vec<&str> = added.iter().map(|c| c.name.as_str()).collect();
+        tracing::info!(table, columns = ?names, "added the mapper's new nullable columns to the table");
+    }
+    if !key.is_empty() {
+        keyed::check_unique_key(client, table, key).await?;
+    }
+    Ok(!existed)
+}
+
+fn column_def(c: &Column) -> String {
+    format!(
+        "{} {}{}",
+        ident(&c.name),
+        sql_type(c.kind),
+        if c.nullable { "" } else { " NOT NULL" }
+    )
+}
+
+/// A column of an existing table, as information_schema tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Existing {
+    pub name: String,
+    pub udt: String,
+    pub nullable: bool,
+    pub has_default: bool,
+}
+
+/// What it takes for `existing` to fit the mapper's `columns`: the columns to
+/// add (the mapper's nullable ones the table lacks), or why that cannot be
+/// done safely, and what to do.
+pub fn schema_changes<'a>(
+    table: &str,
+    existing: &[Existing],
+    columns: &'a [Column],
+) -> anyhow::Result<Vec<&'a Column>> {
+    let mut added = Vec::new();
     for c in columns {
-        match existing.get(&c.name) {
-            Some(t) if t == udt_name(c.kind) => {}
-            Some(t) => bail!(
-                "table {table:?} has column {:?} of type {t}, but the mapper writes {}\n  hint: migrate or drop the table, or point the sink at a new table",
+        match existing.iter().find(|e| e.name == c.name) {
+            Some(e) if e.udt == udt_name(c.kind) => {}
+            Some(e) => bail!(
+                "table {table:?} has column {:?} of type {}, but the mapper writes {}\n  hint: the host does not change column types; migrate the column yourself (ALTER TABLE {} ALTER COLUMN {} TYPE {} USING ...), keep the mapper's old type, or point the sink at a new table",
                 c.name,
+                e.udt,
+                sql_type(c.kind),
+                ident(table),
+                ident(&c.name),
                 sql_type(c.kind)
             ),
+            None if c.nullable => added.push(c),
             None => bail!(
-                "table {table:?} has no column {:?}, which the mapper writes\n  hint: add it (ALTER TABLE {} ADD COLUMN {} {}) or point the sink at a new table",
+                "table {table:?} has no column {:?}, which the mapper writes as NOT NULL; the host adds only nullable columns, since the rows already there have no value\n  hint: declare the column nullable in the mapper, or add it with a default yourself (ALTER TABLE {} ADD COLUMN {} {} NOT NULL DEFAULT ...)",
                 c.name,
                 ident(table),
                 ident(&c.name),
@@ -293,7 +373,19 @@ pub async fn ensure_sink_table(client: &Client, table: &str, columns: &[Column])
             ),
         }
     }
-    Ok(!existed)
+    // A NOT NULL column the mapper no longer writes would fail every batch.
+    if let Some(e) = existing
+        .iter()
+        .find(|e| !e.nullable && !e.has_default && !columns.iter().any(|c| c.name == e.name))
+    {
+        bail!(
+            "table {table:?} has column {:?} NOT NULL without a default, and the mapper does not write it\n  hint: keep the column in the mapper, or allow NULL in it (ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL)",
+            e.name,
+            ident(table),
+            ident(&e.name)
+        );
+    }
+    Ok(added)
 }
 
 /// The next offsets stored for a table's partitions of a topic.
@@ -321,8 +413,6 @@ pub struct CopyRows {
 
 /// The binary `COPY` header: signature, flags, header extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 impl CopyRows {
     /// Empty, with room for `bytes` of encoded rows.
@@ -359,13 +449,25 @@ impl CopyRows {
                     buf.extend_from_slice(s.as_bytes());
                 }
                 (_, Value::Text(s) | Value::Json(s)) => field(buf, s.as_bytes()),
-                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => {
-                    field(buf, &us.saturating_sub(PG_EPOCH_MICROS).to_be_bytes())
-                }
+                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => match binary::timestamp(us) {
+                    Ok(pg) => field(buf, &pg.to_be_bytes()),
+                    Err(_) => refused_field(buf),
+                },
                 (ColumnType::Float, Value::Integer(i)) => field(buf, &(i as f64).to_be_bytes()),
+                (ColumnType::Numeric, Value::Integer(i)) => numeric_field(buf, &i.to_string()),
                 (_, Value::Integer(i) | Value::Timestamp(i)) => field(buf, &i.to_be_bytes()),
                 (_, Value::Float(f)) => field(buf, &f.to_be_bytes()),
                 (_, Value::Boolean(b)) => field(buf, &[u8::from(b)]),
+                (_, Value::Uuid(s)) => match binary::uuid(&s) {
+                    Ok(bytes) => field(buf, &bytes),
+                    Err(_) => refused_field(buf),
+                },
+                (_, Value::Numeric(s)) => numeric_field(buf, &s),
+                (_, Value::Bytea(bytes)) => field(buf, &bytes),
+                (_, Value::Date(days)) => match binary::date(days) {
+                    Ok(pg_days) => field(buf, &pg_days.to_be_bytes()),
+                    Err(_) => refused_field(buf),
+                },
             }
         }
         self.rows += 1;
@@ -376,6 +478,21 @@ impl CopyRows {
         self.buf.extend_from_slice(&(-1i16).to_be_bytes());
         self.buf
     }
+}
+
+fn numeric_field(buf: &mut Vec<u8>, text: &str) {
+    match binary::numeric(text) {
+        Ok(bytes) => field(buf, &bytes),
+        Err(_) => refused_field(buf),
+    }
+}
+
+/// A field PostgreSQL refuses (a 3-byte value fits none of the types that
+/// need one), written for a value the sink's checks should have stopped:
+/// the batch fails loudly instead of storing something else.
+fn refused_field(buf: &mut Vec<u8>) {
+    tracing::error!("a value reached COPY unchecked; PostgreSQL will refuse the batch");
+    field(buf, &[0xff, 0xff, 0xff]);
 }
 
 fn field_len(buf: &mut Vec<u8>, len: usize) {
@@ -393,10 +510,14 @@ pub struct SinkStatements {
     copy: Statement,
     update_offset: Statement,
     insert_offset: Statement,
+    /// With a key (`mode = "upsert"`): rows go through the staging table.
+    keyed: Option<keyed::Statements>,
 }
 
 impl SinkStatements {
-    pub async fn prepare(client: &Client, table: &str, columns: &[Column]) -> anyhow::Result<Self> {
+    /// Prepares the statements that write `table`; with a `key`, also creates
+    /// the session's staging table.
+    pub async fn prepare(client: &Client, table: &str, columns: &[Column], key: &[String]) -> anyhow::Result<Self> {
         let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
         let copy = format!("COPY {} ({}) FROM STDIN BINARY", ident(table), names.join(", "));
         let update_offset = format!(
@@ -414,6 +535,11 @@ impl SinkStatements {
             copy: client.prepare(&copy).await.with_context(context)?,
             update_offset: client.prepare(&update_offset).await.with_context(context)?,
             insert_offset: client.prepare(&insert_offset).await.with_context(context)?,
+            keyed: if key.is_empty() {
+                None
+            } else {
+                Some(keyed::Statements::prepare(client, table, columns, key).await?)
+            },
         })
     }
 }
@@ -486,6 +612,9 @@ pub struct Batch {
     pub group: String,
     pub plugin: String,
     pub rows: CopyRows,
+    /// How many deletes the mapper asked for (keyed sinks): with none, the
+    /// batch needs no `DELETE`.
+    pub deletes: usize,
     pub dead_letters: Vec<DeadLetter>,
     /// Per partition: the next offset the database held when the batch was
     /// read (`None`: nothing stored yet) and the next offset after it.
@@ -514,10 +643,26 @@ pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch
         if batch.rows.is_empty() {
             return Ok(());
         }
-        let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(&statements.copy).await?;
+        let copy = statements.keyed.as_ref().map_or(&statements.copy, |k| &k.copy);
+        let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(copy).await?;
         futures_util::pin_mut!(sink);
         futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(batch.rows.finish())).await?;
-        sink.finish().await.map(drop)
+        sink.finish().await?;
+        // Keyed: one row per key in the staging table, so neither statement
+        // touches a row twice; they go out together.
+        match &statements.keyed {
+            None => {}
+            Some(k) if batch.deletes == 0 => drop(tx.execute(&k.upsert, &[]).await?),
+            // The staging table's statistics let the planner probe the key
+            // index for a few deletes instead of scanning the whole table.
+            Some(k) => {
+                let analyze = tx.batch_execute(&k.analyze);
+                let delete = tx.execute(&k.delete, &[]);
+                let upsert = tx.execute(&k.upsert, &[]);
+                futures_util::future::try_join3(analyze, delete, upsert).await?;
+            }
+        }
+        Ok::<(), tokio_postgres::Error>(())
     };
     if !batch.dead_letters.is_empty() {
         let d = &batch.dead_letters;
@@ -651,4 +796,177 @@ pub async fn dead_letter_counts(client: &Client, sink: &str, topic: &str) -> any
         .await
         .with_context(|| format!("cannot count the dead letters of sink {sink:?}"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(name: &str, kind: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            nullable,
+        }
+    }
+
+    fn existing(name: &str, udt: &str, nullable: bool) -> Existing {
+        Existing {
+            name: name.into(),
+            udt: udt.into(),
+            nullable,
+            has_default: false,
+        }
+    }
+
+    #[test]
+    fn a_new_nullable_column_is_added_and_nothing_else() {
+        let table = [
+            Existing {
+                has_default: true,
+                ..existing("message_id", "int8", false)
+            },
+            existing("id", "text", false),
+        ];
+        let columns = [
+            column("id", ColumnType::Text, false),
+            column("extra", ColumnType::Integer, true),
+        ];
+        let added = schema_changes("t", &table, &columns).unwrap();
+        assert_eq!(added, vec![&columns[1]]);
+        assert!(schema_changes("t", &table, &columns[..1]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn unsafe_changes_are_refused_naming_table_column_and_fix() {
+        let table = [existing("id", "text", false), existing("n", "int8", true)];
+        let retyped = [
+            column("id", ColumnType::Text, false),
+            column("n", ColumnType::Text, true),
+        ];
+        let e = schema_changes("t", &table, &retyped).unwrap_err().to_string();
+        assert!(
+            e.contains("table \"t\" has column \"n\" of type int8") && e.contains("ALTER COLUMN"),
+            "{e}"
+        );
+        let not_null = [
+            column("id", ColumnType::Text, false),
+            column("m", ColumnType::Text, false),
+        ];
+        let e = schema_changes("t", &table, &not_null).unwrap_err().to_string();
+        assert!(e.contains("no column \"m\"") && e.contains("nullable"), "{e}");
+        let dropped = [column("n", ColumnType::Integer, true)];
+        let e = schema_changes("t", &table, &dropped).unwrap_err().to_string();
+        assert!(
+            e.contains("column \"id\" NOT NULL") && e.contains("DROP NOT NULL"),
+            "{e}"
+        );
+    }
+}
+
+/// The binary COPY encoding (a module of its own so it merges beside other tests).
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    fn column(name: &str, kind: ColumnType) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            nullable: true,
+        }
+    }
+
+    /// The fields of the one row of a finished COPY: each `None` for NULL.
+    fn fields(bytes: &[u8]) -> Vec<Option<Vec<u8>>> {
+        assert_eq!(&bytes[..COPY_HEADER.len()], COPY_HEADER);
+        assert_eq!(&bytes[bytes.len() - 2..], &(-1i16).to_be_bytes(), "trailer");
+        let mut at = COPY_HEADER.len();
+        let count = i16::from_be_bytes([bytes[at], bytes[at + 1]]);
+        at += 2;
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let len = i32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+            at += 4;
+            if len < 0 {
+                out.push(None);
+            } else {
+                out.push(Some(bytes[at..at + len as usize].to_vec()));
+                at += len as usize;
+            }
+        }
+        assert_eq!(at, bytes.len() - 2, "nothing after the row");
+        out
+    }
+
+    #[test]
+    fn new_types_encode_in_postgres_binary_copy_format() {
+        let columns = [
+            column("u", ColumnType::Uuid),
+            column("n", ColumnType::Numeric),
+            column("i", ColumnType::Numeric),
+            column("b", ColumnType::Bytea),
+            column("d", ColumnType::Date),
+            column("e", ColumnType::Bytea),
+            column("z", ColumnType::Uuid),
+        ];
+        let mut rows = CopyRows::with_capacity(&columns, 0);
+        rows.push(vec![
+            Value::Uuid("0b7e5a3c-1234-4abc-8def-001122334455".into()),
+            Value::Numeric("-12.50".into()),
+            Value::Integer(10_000),
+            Value::Bytea(vec![0, 0xff, b'\\']),
+            Value::Date(0),
+            Value::Bytea(Vec::new()),
+            Value::Null,
+        ]);
+        assert_eq!(rows.len(), 1);
+        let f = fields(&rows.finish());
+        assert_eq!(
+            f[0].as_deref(),
+            Some(
+                &[
+                    0x0b, 0x7e, 0x5a, 0x3c, 0x12, 0x34, 0x4a, 0xbc, 0x8d, 0xef, 0x00, 0x11, 0x22, 0x33, 0x44, 0x55
+                ][..]
+            )
+        );
+        // ndigits 2, weight 0, negative, dscale 2, digits 12 and 5000.
+        assert_eq!(
+            f[1].as_deref(),
+            Some(&[0, 2, 0, 0, 0x40, 0, 0, 2, 0, 12, 0x13, 0x88][..])
+        );
+        // An integer in a numeric column: 10000 is one digit of weight 1.
+        assert_eq!(f[2].as_deref(), Some(&[0, 1, 0, 1, 0, 0, 0, 0, 0, 1][..]));
+        assert_eq!(
+            f[3].as_deref(),
+            Some(&[0, 0xff, b'\\'][..]),
+            "bytea: the bytes as they are"
+        );
+        // 1970-01-01 is 10957 days before 2000-01-01.
+        assert_eq!(f[4].as_deref(), Some(&(-10_957i32).to_be_bytes()[..]));
+        assert_eq!(f[5].as_deref(), Some(&[][..]), "an empty bytea is not NULL");
+        assert_eq!(f[6], None);
+    }
+
+    #[test]
+    fn the_new_types_have_their_postgres_names() {
+        let names: Vec<(&str, &str)> = [
+            ColumnType::Uuid,
+            ColumnType::Numeric,
+            ColumnType::Bytea,
+            ColumnType::Date,
+        ]
+        .into_iter()
+        .map(|k| (sql_type(k), udt_name(k)))
+        .collect();
+        assert_eq!(
+            names,
+            [
+                ("uuid", "uuid"),
+                ("numeric", "numeric"),
+                ("bytea", "bytea"),
+                ("date", "date")
+            ]
+        );
+    }
 }

@@ -15,7 +15,7 @@
 pub mod credentials;
 
 use crate::aiven::{self, Created};
-use crate::config::{KafkaConfig, Pipeline, PostgresConfig, ProvisionMethod};
+use crate::config::{DatabaseName, KafkaConfig, Pipeline, PostgresConfig, ProvisionMethod};
 use crate::kafka;
 use crate::plugins::mapper::Column;
 use crate::plugins::{MapperWorld, Runtime};
@@ -92,7 +92,7 @@ pub async fn run(pipeline: &Pipeline, mut report: impl FnMut(&Line)) -> anyhow::
         }
     };
 
-    let database = database_name(&pipeline.postgres)?;
+    let database = pipeline.postgres.url.database().to_string();
     let (client, created) = ensure_database(&pipeline.postgres, &database, aiven.as_ref())
         .await
         .with_context(|| format!("cannot provision database {database:?}"))?;
@@ -114,7 +114,7 @@ pub async fn run(pipeline: &Pipeline, mut report: impl FnMut(&Line)) -> anyhow::
         emit(table_line(table, !existed, &in_database));
     }
     for (sink, columns) in pipeline.sinks.iter().zip(&columns) {
-        let created = postgres::ensure_sink_table(&client, &sink.table, columns)
+        let created = postgres::ensure_sink_table(&client, &sink.table, columns, sink.mode.key())
             .await
             .with_context(|| format!("cannot provision table {:?} of sink {}", sink.table, sink.name))?;
         emit(table_line(&sink.table, created, &in_database));
@@ -145,7 +145,7 @@ pub async fn run(pipeline: &Pipeline, mut report: impl FnMut(&Line)) -> anyhow::
                     None => client.create_topic(topic).await? == Created::Created,
                 };
                 let partitions = found.map(|t| t.partitions);
-                existing_or_created(&mut emit, pipeline, topic.name.clone(), created, &place, partitions);
+                existing_or_created(&mut emit, pipeline, topic.name.to_string(), created, &place, partitions);
             }
         }
     }
@@ -228,17 +228,12 @@ fn mapper_columns(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Column>>> {
         .iter()
         .map(|s| {
             let plugin = runtime.load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None)?;
+            s.mode
+                .check_columns(&s.name, plugin.configured())
+                .map_err(anyhow::Error::msg)?;
             Ok(plugin.configured().clone())
         })
         .collect()
-}
-
-fn database_name(cfg: &PostgresConfig) -> anyhow::Result<String> {
-    let config: tokio_postgres::Config = cfg.url.parse().context("postgres.url is not a valid connection URL")?;
-    config
-        .get_dbname()
-        .map(str::to_string)
-        .context("postgres.url names no database")
 }
 
 /// Connects to the configured database, creating it first when the server
@@ -275,7 +270,7 @@ async fn create_database_sql(cfg: &PostgresConfig, database: &str) -> anyhow::Re
     let mut maintenance = None;
     for name in MAINTENANCE_DATABASES {
         let other = PostgresConfig {
-            url: with_database(&cfg.url, name),
+            url: cfg.url.with_database(&DatabaseName::new(name)?),
             ..cfg.clone()
         };
         match postgres::connect(&other).await {
@@ -308,73 +303,5 @@ async fn create_database_sql(cfg: &PostgresConfig, database: &str) -> anyhow::Re
             "the user may not create databases\n  hint: grant it CREATEDB, create the database by hand, or use [provision] method = \"aiven\"",
         )),
         Err(e) => Err(anyhow::Error::new(e).context("CREATE DATABASE failed")),
-    }
-}
-
-/// The parts of a `postgres://user[:password]@host[:port][/database][?query]`
-/// URL that are kept when the database is swapped.
-pub(crate) struct PgUrl<'a> {
-    scheme: &'a str,
-    user: Option<&'a str>,
-    password: Option<&'a str>,
-    host: &'a str,
-    query: Option<&'a str>,
-}
-
-impl<'a> PgUrl<'a> {
-    /// `None` for the key=value form (`host=... dbname=...`).
-    pub(crate) fn parse(url: &'a str) -> Option<Self> {
-        let (scheme, rest) = url.split_once("://")?;
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
-        };
-        let (userinfo, rest) = match rest.rfind('@') {
-            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
-            None => (None, rest),
-        };
-        let host = rest.split_once('/').map_or(rest, |(host, _database)| host);
-        let (user, password) = match userinfo.map(|u| u.split_once(':')) {
-            Some(Some((u, p))) => (Some(u), Some(p)),
-            Some(None) => (userinfo, None),
-            None => (None, None),
-        };
-        Some(Self {
-            scheme,
-            user,
-            password,
-            host,
-            query,
-        })
-    }
-
-    /// The URL with another database and, with `keep_password = false`, no password.
-    pub(crate) fn render(&self, database: &str, keep_password: bool) -> String {
-        let mut out = format!("{}://", self.scheme);
-        if let Some(user) = self.user {
-            out.push_str(user);
-            if let Some(p) = self.password.filter(|_| keep_password) {
-                out.push(':');
-                out.push_str(p);
-            }
-            out.push('@');
-        }
-        out.push_str(self.host);
-        out.push('/');
-        out.push_str(database);
-        if let Some(q) = self.query {
-            out.push('?');
-            out.push_str(q);
-        }
-        out
-    }
-}
-
-/// The connection URL with another database.
-fn with_database(url: &str, database: &str) -> String {
-    match PgUrl::parse(url) {
-        Some(parts) => parts.render(database, true),
-        // key=value form: a later key wins.
-        None => format!("{url} dbname={database}"),
     }
 }

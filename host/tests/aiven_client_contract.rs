@@ -204,7 +204,7 @@ fn assert_authorized(r: &Request) {
 
 fn topic(name: &str, partitions: i32, replication: i32) -> TopicConfig {
     TopicConfig {
-        name: name.into(),
+        name: name.parse().expect("valid topic name"),
         partitions,
         replication,
     }
@@ -686,10 +686,7 @@ fn invalid_names_are_refused_before_any_request_or_statement() {
             _ => ("fine_topic".to_string(), bad.to_string()),
         };
         let database = unique("never_created");
-        let body = format!(
-            "[[topics]]\nname = \"{topic}\"\n\n[[sinks]]\nname = \"s\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n",
-            common::plugin("json_row").display()
-        );
+        let body = common::SinkPipeline::new(&topic, &table, "json_row").name("s").body();
         let aiven = pipeline_with(&server.url, &database, &body);
         // The same names with the default method (Kafka Admin API, CREATE DATABASE).
         let kafka = write_temp_pipeline(

@@ -6,7 +6,7 @@
 //! stay with the new reason and a replay count.
 mod common;
 
-use common::{Db, Running, assert_each_offset_once, host_ok, plugin, unique, write_pipeline};
+use common::{Db, Running, SinkPipeline, assert_each_offset_once, host_ok, unique};
 use std::time::Duration;
 
 #[test]
@@ -15,35 +15,13 @@ fn replaying_while_a_sink_writes_neither_loses_nor_doubles() {
     let table = unique("replay_rows");
     let sink = unique("replay_sink");
     let messages = 4000;
-    let path = write_pipeline(&format!(
-        r#"
-[http]
-listen = ""
-
-[audit]
-interval_ms = 0
-
-[[topics]]
-name = "{topic}"
-
-[[generators]]
-name = "gen"
-topic = "{topic}"
-plugin = "{langs}"
-interval_ms = 1
-count = {messages}
-
-[[sinks]]
-name = "{sink}"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 20
-flush_interval_ms = 5
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("hostile_mapper").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "hostile_mapper")
+        .name(&sink)
+        .batch_size(20)
+        .sink_line("flush_interval_ms = 5")
+        .generator("gen", messages, 1)
+        .extra("[http]\nlisten = \"\"\n\n[audit]\ninterval_ms = 0")
+        .write();
     let path = path.to_str().expect("utf-8");
 
     // Letters an older mapper rejected: offsets past the topic's end, so the
@@ -143,20 +121,9 @@ flush_interval_ms = 5
 fn list_and_show_filter_by_sink_id_and_time() {
     let sink = unique("listed");
     let topic = unique("listed_topic");
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "{sink}"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        table = unique("listed_rows"),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &unique("listed_rows"), "json_row")
+        .name(&sink)
+        .write();
     let path = path.to_str().expect("utf-8");
     host_ok(&["dead-letters", "list", path]);
     let db = Db::connect();

@@ -4,7 +4,7 @@
 mod common;
 mod ops_support;
 
-use common::{Db, Running, plugin, unique, wait_for, write_pipeline};
+use common::{Db, Running, SinkPipeline, unique, wait_for, write_pipeline};
 use ops_support::{count_rows, free_port, get, sample, wait_for_code};
 use std::time::Duration;
 
@@ -14,35 +14,14 @@ fn metrics_counters_match_the_rows_in_postgres() {
     let table = unique("metrics_rows");
     let port = free_port();
     let count = 60;
-    let path = write_pipeline(&format!(
-        r#"
-[http]
-listen = "127.0.0.1:{port}"
-
-[audit]
-interval_ms = 0
-
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[generators]]
-name = "gen"
-topic = "{topic}"
-plugin = "{langs}"
-interval_ms = 0
-count = {count}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 7
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .partitions(2)
+        .batch_size(7)
+        .generator("gen", count, 0)
+        .extra(&format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\ninterval_ms = 0"
+        ))
+        .write();
     let host = Running::start(&["run", path.to_str().expect("utf-8"), "--no-watch"]);
 
     let live = wait_for_code(port, "/health/live", 200, Duration::from_secs(60));
@@ -116,23 +95,9 @@ batch_size = 7
 fn unreachable_postgres_makes_the_host_not_ready_with_the_cause() {
     let topic = unique("unready");
     let port = free_port();
-    let path = write_pipeline(&format!(
-        r#"
-[http]
-listen = "127.0.0.1:{port}"
-
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        table = unique("unready_rows"),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &unique("unready_rows"), "json_row")
+        .extra(&format!("[http]\nlisten = \"127.0.0.1:{port}\""))
+        .write();
     // Point PostgreSQL at a port where nothing listens.
     let text = std::fs::read_to_string(&path).expect("read");
     let dead_port = free_port();
@@ -156,33 +121,12 @@ fn a_port_in_use_leaves_the_pipeline_running() {
     let table = unique("busy_rows");
     let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
-    let path = write_pipeline(&format!(
-        r#"
-[http]
-listen = "127.0.0.1:{port}"
-
-[audit]
-interval_ms = 0
-
-[[topics]]
-name = "{topic}"
-
-[[generators]]
-name = "gen"
-topic = "{topic}"
-plugin = "{langs}"
-interval_ms = 0
-count = 5
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .generator("gen", 5, 0)
+        .extra(&format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\ninterval_ms = 0"
+        ))
+        .write();
     let out = common::host_ok(&["run", path.to_str().expect("utf-8"), "--once", "--no-watch"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

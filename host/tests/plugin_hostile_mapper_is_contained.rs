@@ -4,7 +4,7 @@
 //! dead-lettered too, instead of failing the whole batch.
 mod common;
 
-use common::{Db, create_topic, host_ok, plugin, produce_raw, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host_ok, produce_raw, unique};
 
 #[test]
 fn traps_loops_and_memory_hogs_become_dead_letters() {
@@ -16,23 +16,11 @@ fn traps_loops_and_memory_hogs_become_dead_letters() {
         &topic,
         &words.iter().map(|w| Some(w.as_bytes().to_vec())).collect::<Vec<_>>(),
     );
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "hostile"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 100
-[sinks.limits]
-call_timeout_ms = 300
-memory_limit_bytes = 33554432
-"#,
-        mapper = plugin("hostile_mapper").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "hostile_mapper")
+        .name("hostile")
+        .batch_size(100)
+        .extra("[sinks.limits]\ncall_timeout_ms = 300\nmemory_limit_bytes = 33554432")
+        .write();
     let out = host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
 
     let db = Db::connect();

@@ -4,7 +4,7 @@
 //! pipeline; a file written slowly is loaded once.
 mod common;
 
-use common::{Db, Running, plugin, replace_atomically, unique, wait_for, write_pipeline};
+use common::{Db, Running, SinkPipeline, plugin, replace_atomically, unique, versions, wait_for};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,29 +22,12 @@ fn setup(count: u64, interval_ms: u64) -> Setup {
     std::fs::create_dir_all(&dir).expect("dir");
     let mapper = dir.join("mapper.wasm");
     std::fs::copy(plugin("versioned_mapper_v1"), &mapper).expect("copy v1");
-    let pipeline = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[generators]]
-name = "steady"
-topic = "{topic}"
-plugin = "{langs}"
-interval_ms = {interval_ms}
-count = {count}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 20
-flush_interval_ms = 20
-"#,
-        langs = plugin("langs").display(),
-        mapper = mapper.display(),
-    ));
+    let pipeline = SinkPipeline::new(&topic, &table, "versioned_mapper_v1")
+        .mapper_path(&mapper)
+        .batch_size(20)
+        .sink_line("flush_interval_ms = 20")
+        .generator("steady", count, interval_ms)
+        .write();
     Setup {
         mapper,
         pipeline,
@@ -65,20 +48,6 @@ fn start(s: &Setup, once: bool) -> (Running, Db) {
         latest_version(&db, &s.table).is_some()
     });
     (host, db)
-}
-
-fn versions(db: &Db, table: &str) -> Vec<(i64, String)> {
-    let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
-    if !exists[0].get::<_, bool>(0) {
-        return Vec::new();
-    }
-    db.query(
-        &format!("SELECT offset_id, version FROM \"{table}\" ORDER BY offset_id"),
-        &[],
-    )
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
 }
 
 fn latest_version(db: &Db, table: &str) -> Option<String> {

@@ -3,7 +3,7 @@
 //! the table.
 mod common;
 
-use common::{Db, create_topic, host_ok, plugin, produce_raw, unique, write_pipeline};
+use common::{Db, SinkPipeline, create_topic, host_ok, produce_raw, unique};
 
 #[test]
 fn exactly_the_malformed_messages_are_dead_lettered() {
@@ -24,20 +24,7 @@ fn exactly_the_malformed_messages_are_dead_lettered() {
         good(9),
     ];
     produce_raw(&topic, &payloads);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 4
-"#,
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_row").batch_size(4).write();
     host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
 
     let db = Db::connect();

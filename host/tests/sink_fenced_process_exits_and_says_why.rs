@@ -15,11 +15,11 @@ fn a_fenced_sink_exits_non_zero_naming_the_instance_id() {
     let path = path.to_str().expect("utf-8 path");
     let id = unique("twin");
     let group = format!("wasm-stream-{table}");
-    let mut first = Running::start(&["consume", path, "--topic", &topic, "--quiet", "--instance-id", &id]);
+    let mut first = Running::member(path, &topic, &id);
     common::wait_for("the first process to join", Duration::from_secs(60), || {
         SHARED.group_members(&group).len() == 1
     });
-    let second = Running::start(&["consume", path, "--topic", &topic, "--quiet", "--instance-id", &id]);
+    let second = Running::member(path, &topic, &id);
 
     let deadline = Instant::now() + Duration::from_secs(90);
     let status = loop {

@@ -14,24 +14,8 @@ fn the_remaining_host_holds_every_partition_once_the_other_stopped() {
     let path = SHARED.one_sink_pipeline(&topic, 2, &table);
     let path = path.to_str().expect("utf-8 path");
     let group = format!("wasm-stream-{table}");
-    let leaving = Running::start(&[
-        "consume",
-        path,
-        "--topic",
-        &topic,
-        "--quiet",
-        "--instance-id",
-        "leaving",
-    ]);
-    let staying = Running::start(&[
-        "consume",
-        path,
-        "--topic",
-        &topic,
-        "--quiet",
-        "--instance-id",
-        "staying",
-    ]);
+    let leaving = Running::member(path, &topic, "leaving");
+    let staying = Running::member(path, &topic, "staying");
     common::wait_for("both hosts to hold a partition", Duration::from_secs(60), || {
         let m = SHARED.group_members(&group);
         m.len() == 2 && m.iter().all(|(_, p)| p.len() == 1)

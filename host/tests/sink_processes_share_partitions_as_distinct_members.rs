@@ -5,7 +5,7 @@
 mod common;
 
 use common::chaos::SHARED;
-use common::{Running, plugin, unique};
+use common::{Running, SinkPipeline, unique};
 use std::time::Duration;
 
 const MESSAGES: i64 = 6_000;
@@ -15,27 +15,12 @@ fn three_processes_each_hold_two_of_six_partitions() {
     let topic = unique("scale");
     let table = unique("scale_rows");
     SHARED.create_topic(&topic, 6);
-    let path = SHARED.write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 6
-
-[[generators]]
-name = "load"
-topic = "{topic}"
-plugin = "{langs}"
-count = {MESSAGES}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SHARED.write_pipeline(
+        &SinkPipeline::new(&topic, &table, "json_row")
+            .partitions(6)
+            .generator("load", MESSAGES, 0)
+            .body(),
+    );
     let path = path.to_str().expect("utf-8 path");
     common::host_ok(&["produce", path, "--quiet"]);
 

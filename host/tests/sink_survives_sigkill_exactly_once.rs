@@ -3,60 +3,25 @@
 //! the table exactly once.
 mod common;
 
-use common::{Db, assert_each_offset_once, create_topic, host_ok, plugin, read_topic, unique, write_pipeline};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use common::{
+    Db, Random, SinkPipeline, assert_each_offset_once, consume_through_sigkills, create_topic, host_ok, read_topic,
+    unique,
+};
 
 const MESSAGES: u64 = 20_000;
 const KILLS: usize = 6;
-
-/// A small xorshift generator seeded from the clock: random kill moments.
-struct Random(u64);
-
-impl Random {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(42);
-        Self(nanos | 1)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 #[test]
 fn every_offset_lands_once_through_repeated_sigkills() {
     let topic = unique("kill");
     let table = unique("kill_rows");
     create_topic(&topic, 2);
-    let path = write_pipeline(&format!(
-        r#"
-[[topics]]
-name = "{topic}"
-partitions = 2
-
-[[generators]]
-name = "load"
-topic = "{topic}"
-plugin = "{langs}"
-count = {MESSAGES}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-batch_size = 50
-flush_interval_ms = 50
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .partitions(2)
+        .batch_size(50)
+        .sink_line("flush_interval_ms = 50")
+        .generator("load", MESSAGES, 0)
+        .write();
     let path = path.to_str().expect("utf-8 path");
 
     // Produce everything first (the producer is not what this test kills).
@@ -66,30 +31,8 @@ flush_interval_ms = 50
 
     let db = Db::connect();
     let mut random = Random::new();
-    let mut rows_at_kills = Vec::new();
-    for _ in 0..KILLS {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(["consume", path, "--once", "--quiet"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn host");
-        // Wait until it has written something new (or a moment), then kill it at a random point.
-        let before = count(&db, &table);
-        let started = Instant::now();
-        while count(&db, &table) == before
-            && child.try_wait().expect("poll child").is_none()
-            && started.elapsed() < Duration::from_secs(20)
-        {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::thread::sleep(Duration::from_millis(random.below(150)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        rows_at_kills.push(count(&db, &table));
-    }
-    // Finish the run.
-    host_ok(&["consume", path, "--once", "--quiet"]);
+    // Kill it at random points once it has written something new, then finish the run.
+    let rows_at_kills = consume_through_sigkills(path, KILLS, &mut random, || count(&db, &table));
 
     let mid_run = rows_at_kills
         .iter()

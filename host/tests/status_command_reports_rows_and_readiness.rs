@@ -3,7 +3,7 @@
 mod common;
 mod ops_support;
 
-use common::{Db, Running, host, plugin, unique, wait_for, write_pipeline};
+use common::{Db, Running, SinkPipeline, host, unique, wait_for};
 use ops_support::{count_rows, free_port, wait_for_code};
 use std::time::Duration;
 
@@ -12,33 +12,12 @@ fn status_reports_the_rows_and_whether_the_host_runs() {
     let topic = unique("status");
     let table = unique("status_rows");
     let port = free_port();
-    let path = write_pipeline(&format!(
-        r#"
-[http]
-listen = "127.0.0.1:{port}"
-
-[audit]
-interval_ms = 0
-
-[[topics]]
-name = "{topic}"
-
-[[generators]]
-name = "gen"
-topic = "{topic}"
-plugin = "{langs}"
-interval_ms = 0
-count = 12
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-        langs = plugin("langs").display(),
-        mapper = plugin("json_row").display(),
-    ));
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .generator("gen", 12, 0)
+        .extra(&format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[audit]\ninterval_ms = 0"
+        ))
+        .write();
     let path = path.to_str().expect("utf-8");
     let running = Running::start(&["run", path, "--no-watch"]);
     let db = Db::connect();

@@ -10,7 +10,8 @@
 //!   exactly once, against (a) the host's consumer with a sink that maps
 //!   nothing and discards, (b) one binary `COPY` of the same rows into an
 //!   identical table, (c) the host with batch size 1, (d) the host with the
-//!   same `json-row` logic in native Rust;
+//!   same `json-row` logic in native Rust; (h) `mode = "upsert"` on
+//!   (partition, offset mod half the partition), so every key comes twice;
 //! - end-to-end latency from produce to committed row at a moderate rate;
 //! - peak resident memory of the `host` binary at default settings.
 //!
@@ -34,7 +35,7 @@ pub struct Args {
     pub messages: u64,
     pub partitions: Vec<i32>,
     pub only: Vec<String>,
-    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped.
+    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped, upsert.
     pub sinks: Vec<String>,
     /// Messages per second of the latency run.
     pub latency_rate: u64,
@@ -50,7 +51,7 @@ pub struct Args {
 }
 
 const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory]
-                    [--sinks discard,copy,wasm,native,batch1,scraped,python,javascript]
+                    [--sinks discard,copy,wasm,native,batch1,scraped,upsert,python,javascript]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
 impl Args {

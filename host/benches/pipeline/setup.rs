@@ -79,8 +79,8 @@ impl Env {
         let text = format!("{}\n{body}", connection_sections(&self.root));
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         let pipeline = parse(&path, &text)?;
-        self.topics.extend(pipeline.topics.iter().map(|t| t.name.clone()));
-        self.tables.extend(pipeline.sinks.iter().map(|s| s.table.clone()));
+        self.topics.extend(pipeline.topics.iter().map(|t| t.name.to_string()));
+        self.tables.extend(pipeline.sinks.iter().map(|s| s.table.to_string()));
         Ok(pipeline)
     }
 

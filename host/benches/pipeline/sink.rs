@@ -52,18 +52,25 @@ pub async fn run(
     // Each mode runs `repeat` times, interleaved, into fresh tables; the best
     // run counts (the machine is shared with a broker and a database).
     for round in 1..=args.repeat {
-        let tables: Vec<String> = ["wasm", "native", "discard", "batch1", "scraped", "copy", "copyb"]
-            .iter()
-            .map(|m| env.name(&format!("p{partitions}_{m}")))
-            .collect();
+        let tables: Vec<String> = [
+            "wasm", "native", "discard", "batch1", "scraped", "upsert", "copy", "copyb",
+        ]
+        .iter()
+        .map(|m| env.name(&format!("p{partitions}_{m}")))
+        .collect();
         let mut body = format!(
-            "{}{}{}{}{}{}",
+            "{}{}{}{}{}{}{}",
             setup::topic_section(&topic, partitions),
             sink("wasm", &tables[0], &size),
             sink("native", &tables[1], &size),
             sink("discard", &tables[2], &size),
             sink("batch1", &tables[3], "batch_size = 1"),
             sink("scraped", &tables[4], &size),
+            sink(
+                "upsert",
+                &tables[5],
+                &format!("{size}\nmode = \"upsert\"\nkey = [\"partition_id\", \"offset_id\"]")
+            ),
         );
         let port_tables: Vec<String> = ports
             .iter()
@@ -76,7 +83,7 @@ pub async fn run(
             );
         }
         let pipeline = env.pipeline(&format!("sink_p{partitions}_{round}.toml"), &body)?;
-        env.tables.extend(tables[5..].iter().cloned());
+        env.tables.extend(tables[6..].iter().cloned());
         let step = |what: &str| eprintln!("bench: {partitions} partition(s), round {round}: {what}");
         if round == 1 {
             batch1 = Some((pipeline.clone(), tables[3].clone()));
@@ -92,10 +99,10 @@ pub async fn run(
 
         if args.wants_sink("copy") {
             step("(b) PostgreSQL ceiling, one COPY");
-            let m = copy(env, &tables[5], &columns, payloads, partitions, payloads.len()).await?;
+            let m = copy(env, &tables[6], &columns, payloads, partitions, payloads.len()).await?;
             f.copy_ceiling = best(f.copy_ceiling, m);
             step(&format!("COPY, {} rows per transaction", f.batch_size));
-            let m = copy(env, &tables[6], &columns, payloads, partitions, f.batch_size).await?;
+            let m = copy(env, &tables[7], &columns, payloads, partitions, f.batch_size).await?;
             f.copy_batched = best(f.copy_batched, m);
         }
 
@@ -122,6 +129,18 @@ pub async fn run(
             let m = m?;
             verify(env, &tables[4], n).await?;
             f.sink_scraped = best(f.sink_scraped, m.steady);
+        }
+
+        if args.wants_sink("upsert") {
+            step("(h) sink, WASM json-row, upsert, every key twice");
+            // Offsets past half of a partition repeat the keys of its first half.
+            let half = (n / partitions as u64).div_ceil(2) as i64;
+            let inner = load_mapper(env, &pipeline, "upsert").await?;
+            let mapper = Box::new(RepeatingKeys { inner, half });
+            let m = sink_run(&pipeline, "upsert", mapper, Destination::Postgres, None).await?;
+            anyhow::ensure!(m.total == n, "the upsert sink settled {} of {n} messages", m.total);
+            verify_upsert(env, &tables[5], half).await?;
+            f.sink_upsert = best(f.sink_upsert, m.steady);
         }
 
         if args.wants_sink("native") {
@@ -287,6 +306,68 @@ async fn verify(env: &Env, table: &str, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Checks that an upsert table holds one row per key: per partition, as many
+/// as the partition had messages, up to `half`.
+async fn verify_upsert(env: &Env, table: &str, half: i64) -> anyhow::Result<()> {
+    let client = env.pg().await?;
+    let expected: i64 = client
+        .query(
+            &format!(
+                "SELECT next_offset FROM {} WHERE table_name = $1",
+                host::postgres::ident(host::postgres::OFFSETS_TABLE)
+            ),
+            &[&table],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get::<_, i64>(0).min(half))
+        .sum();
+    let rows: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {}", host::postgres::ident(table)), &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        rows == expected,
+        "upsert table {table} holds {rows} rows, expected {expected} keys"
+    );
+    Ok(())
+}
+
+/// The WASM mapper, with `offset_id` folded onto the first half of its
+/// partition, so the key (partition, offset) of every message comes twice.
+struct RepeatingKeys {
+    inner: Box<dyn BatchMapper>,
+    half: i64,
+}
+
+impl BatchMapper for RepeatingKeys {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn hash(&self) -> &str {
+        self.inner.hash()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn columns(&self) -> &[Column] {
+        self.inner.columns()
+    }
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+        let mut outcomes = self.inner.map_batch(messages)?;
+        for outcome in &mut outcomes {
+            if let Outcome::Rows(rows) = outcome {
+                for row in rows {
+                    if let Some(Value::Integer(offset)) = row.get_mut(2) {
+                        *offset %= self.half;
+                    }
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
 /// `COPY ... FROM STDIN BINARY` of the rows the sink writes for the same
 /// messages, `per_transaction` rows per transaction, into a table made like
 /// the sink's.
@@ -301,7 +382,7 @@ async fn copy(
     let mut client = env.pg().await?;
     // Commits as the sink makes them.
     host::postgres::asynchronous_commits(&client).await?;
-    host::postgres::ensure_sink_table(&client, table, columns).await?;
+    host::postgres::ensure_sink_table(&client, table, columns, &[]).await?;
     let names: Vec<String> = columns.iter().map(|c| host::postgres::ident(&c.name)).collect();
     let sql = format!(
         "COPY {} ({}) FROM STDIN BINARY",

@@ -87,20 +87,12 @@ pub struct SyncRow {
     /// Stored − committed: above 0 the database is ahead, below 0 Kafka is.
     pub difference: Option<i64>,
     pub dead_letters: i64,
-    pub in_sync: bool,
-    pub verdict: String,
-}
-
-/// "in sync", or which side is ahead and by how many.
-pub fn verdict(stored: Option<i64>, committed: Option<i64>) -> String {
-    match (stored, committed) {
-        (None, None) => "in sync (nothing stored yet)".into(),
-        (Some(s), Some(c)) if s == c => "in sync".into(),
-        (Some(s), Some(c)) if s > c => format!("database ahead by {}", s - c),
-        (Some(s), Some(c)) => format!("Kafka ahead by {}", c - s),
-        (Some(_), None) => "database ahead (nothing committed to Kafka)".into(),
-        (None, Some(_)) => "Kafka ahead (nothing stored)".into(),
-    }
+    /// Whether no check plugin reported an error about this partition;
+    /// `None` when none reported on it. The host gathers, the checks judge.
+    pub in_sync: Option<bool>,
+    /// The headline of the most severe finding a check plugin made about this
+    /// partition (`database ahead by 1`); `None` when none reported on it.
+    pub verdict: Option<String>,
 }
 
 /// Runs `what` within `timeout`, flattening its error to a message.
@@ -116,9 +108,7 @@ async fn within<T>(timeout: Duration, what: impl Future<Output = anyhow::Result<
 }
 
 fn server_of(cfg: &PostgresConfig) -> String {
-    cfg.url
-        .parse::<tokio_postgres::Config>()
-        .map_or_else(|_| "postgres.url".into(), |c| postgres::describe(&c))
+    cfg.url.target()
 }
 
 pub(super) async fn connect_postgres(cfg: &PostgresConfig, timeout: Duration) -> Result<Client, String> {
@@ -175,7 +165,7 @@ pub(super) async fn db(
     for sink in sinks {
         let mut table = TableReport {
             sink: sink.name.clone(),
-            table: sink.table.clone(),
+            table: sink.table.to_string(),
             exists: false,
             rows: None,
             last_row: None,
@@ -235,7 +225,7 @@ pub(super) fn kafka(
         .collect();
     let chosen: Vec<String> = match topic {
         Some(t) => vec![t.to_string()],
-        None => pipeline.topics.iter().map(|t| t.name.clone()).collect(),
+        None => pipeline.topics.iter().map(|t| t.name.to_string()).collect(),
     };
     for name in chosen {
         let declared = pipeline.topic(&name).map(|t| t.partitions);
@@ -304,7 +294,7 @@ async fn kafka_side(
     timeout: Duration,
     findings: &mut Vec<Finding>,
 ) -> Result<Vec<GroupPartition>, String> {
-    let partitions: Vec<i32> = match cluster.topics.get(&sink.topic) {
+    let partitions: Vec<i32> = match cluster.topics.get(sink.topic.as_str()) {
         Some(Ok(p)) => p.iter().map(|p| p.id).collect(),
         Some(Err(e)) => {
             findings.push(Finding::host(
@@ -360,21 +350,37 @@ pub(super) async fn sync(
             },
             None => Vec::new(),
         };
-        let partitions: BTreeSet<i32> = in_kafka
-            .iter()
-            .map(|g| g.partition)
-            .chain(stored.keys().copied())
-            .collect();
-        for p in partitions {
+        rows.extend(partition_rows(sink, &in_kafka, &stored, &dead));
+    }
+    rows
+}
+
+/// One row per partition either side knows of: Kafka's offsets next to the
+/// ones stored in PostgreSQL, the lag and the difference (figures only; the
+/// check plugins judge them).
+fn partition_rows(
+    sink: &SinkConfig,
+    in_kafka: &[GroupPartition],
+    stored: &HashMap<i32, i64>,
+    dead: &HashMap<i32, i64>,
+) -> Vec<SyncRow> {
+    let partitions: BTreeSet<i32> = in_kafka
+        .iter()
+        .map(|g| g.partition)
+        .chain(stored.keys().copied())
+        .collect();
+    partitions
+        .into_iter()
+        .map(|p| {
             let kafka = in_kafka.iter().find(|g| g.partition == p);
             let end = kafka.map(|g| g.end);
             let committed = kafka.and_then(|g| g.committed);
             let stored = stored.get(&p).copied();
-            rows.push(SyncRow {
+            SyncRow {
                 sink: sink.name.clone(),
-                topic: sink.topic.clone(),
+                topic: sink.topic.to_string(),
                 partition: p,
-                table: sink.table.clone(),
+                table: sink.table.to_string(),
                 consumer_group: sink.group.clone(),
                 end_offset: end,
                 committed_offset: committed,
@@ -382,12 +388,12 @@ pub(super) async fn sync(
                 lag: end.map(|e| e - stored.unwrap_or(0)),
                 difference: stored.zip(committed).map(|(s, c)| s - c),
                 dead_letters: dead.get(&p).copied().unwrap_or(0),
-                in_sync: stored == committed,
-                verdict: verdict(stored, committed),
-            });
-        }
-    }
-    rows
+                // Filled in from the check plugins' findings (`audit::judged`).
+                in_sync: None,
+                verdict: None,
+            }
+        })
+        .collect()
 }
 
 /// The snapshot the check plugins judge.
@@ -408,5 +414,125 @@ pub(super) fn snapshot(rows: &[SyncRow], taken_at_ms: i64) -> Snapshot {
                 dead_letters: r.dead_letters,
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Pipeline;
+    use std::path::Path;
+
+    /// A sink as the pipeline file makes it (so these tests follow the config's shape).
+    fn sink() -> SinkConfig {
+        let text = r#"
+[kafka]
+bootstrap_servers = "localhost:9093"
+security_protocol = "ssl"
+ca = "/nowhere/ca.pem"
+cert = "/nowhere/service.cert"
+key = "/nowhere/service.key"
+
+[postgres]
+url = "postgres://u:p@localhost:5432/db?sslmode=require"
+ca = "/nowhere/ca.pem"
+
+[[topics]]
+name = "langs"
+
+[[sinks]]
+name = "rows"
+topic = "langs"
+table = "langs_rows"
+group = "g"
+mapper = "/nowhere/json_row.wasm"
+"#;
+        let pipeline = Pipeline::parse(Path::new("/nowhere/pipeline.toml"), text)
+            .unwrap_or_else(|e| panic!("test pipeline is valid: {e}"));
+        pipeline.sinks[0].clone()
+    }
+
+    fn kafka(partition: i32, end: i64, committed: Option<i64>) -> GroupPartition {
+        GroupPartition {
+            partition,
+            end,
+            committed,
+        }
+    }
+
+    #[test]
+    fn rows_put_both_sides_of_each_partition_side_by_side() {
+        let in_kafka = [kafka(0, 50, Some(49)), kafka(1, 20, None), kafka(2, 0, None)];
+        let stored = HashMap::from([(0, 50), (1, 18)]);
+        let dead = HashMap::from([(1, 3)]);
+        let rows = partition_rows(&sink(), &in_kafka, &stored, &dead);
+        let figures: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.partition,
+                    r.end_offset,
+                    r.committed_offset,
+                    r.stored_offset,
+                    r.lag,
+                    r.difference,
+                    r.dead_letters,
+                )
+            })
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                (0, Some(50), Some(49), Some(50), Some(0), Some(1), 0),
+                (1, Some(20), None, Some(18), Some(2), None, 3),
+                (2, Some(0), None, None, Some(0), None, 0),
+            ]
+        );
+        let r = &rows[0];
+        assert_eq!(
+            (r.sink.as_str(), r.topic.as_str(), r.table.as_str()),
+            ("rows", "langs", "langs_rows")
+        );
+        assert!(r.consumer_group.starts_with('g'), "{}", r.consumer_group);
+        // No judgement here: the check plugins give the verdict.
+        assert!(rows.iter().all(|r| r.verdict.is_none() && r.in_sync.is_none()));
+    }
+
+    #[test]
+    fn a_partition_only_the_database_knows_still_gets_a_row() {
+        // Kafka unreachable, or the topic recreated with fewer partitions.
+        let stored = HashMap::from([(3, 7)]);
+        let rows = partition_rows(&sink(), &[], &stored, &HashMap::new());
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            (r.partition, r.end_offset, r.committed_offset, r.stored_offset, r.lag),
+            (3, None, None, Some(7), None)
+        );
+    }
+
+    #[test]
+    fn the_snapshot_carries_every_row_s_figures() {
+        let rows = partition_rows(
+            &sink(),
+            &[kafka(0, 50, Some(49))],
+            &HashMap::from([(0, 50)]),
+            &HashMap::from([(0, 2)]),
+        );
+        let snapshot = snapshot(&rows, 1234);
+        assert_eq!(snapshot.taken_at, 1234);
+        assert_eq!(snapshot.partitions.len(), 1);
+        let p = &snapshot.partitions[0];
+        assert_eq!(
+            (
+                p.topic.as_str(),
+                p.partition,
+                p.end_offset,
+                p.committed_offset,
+                p.stored_offset,
+                p.dead_letters
+            ),
+            ("langs", 0, Some(50), Some(49), Some(50), 2)
+        );
     }
 }

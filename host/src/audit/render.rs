@@ -153,7 +153,7 @@ fn sync_section(out: &mut String, rows: &[SyncRow]) {
                 number(r.stored_offset),
                 number(r.lag),
                 r.dead_letters.to_string(),
-                r.verdict.clone(),
+                r.verdict.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();

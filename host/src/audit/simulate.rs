@@ -207,6 +207,16 @@ async fn commit_when_group_empty(
     }
 }
 
+/// Which side the move left ahead, and by how many: a description of what
+/// was done, not an audit (the check plugins judge; `host check` shows them).
+fn difference(stored: i64, committed: i64) -> String {
+    match stored.cmp(&committed) {
+        std::cmp::Ordering::Equal => "in sync".into(),
+        std::cmp::Ordering::Greater => format!("database ahead by {}", stored - committed),
+        std::cmp::Ordering::Less => format!("Kafka ahead by {}", committed - stored),
+    }
+}
+
 /// What was done, the state it left, and how to see, undo or heal it.
 pub fn summary(pipeline: &Pipeline, case: Case, topic: &str, moves: &[Move]) -> String {
     let path = pipeline.path.display();
@@ -220,7 +230,7 @@ pub fn summary(pipeline: &Pipeline, case: Case, topic: &str, moves: &[Move]) -> 
             m.group,
             m.after,
             m.stored,
-            gather::verdict(Some(m.stored), Some(m.after))
+            difference(m.stored, m.after)
         ));
     }
     let state = if moves.iter().all(|m| m.after == m.stored) {

@@ -196,7 +196,15 @@ pub async fn replay(
             .await?
             .with_context(|| format!("cannot load the mapper of sink {}", sink.name))?;
         let columns = plugin.configured().clone();
-        postgres::ensure_sink_table(client, &sink.table, &columns).await?;
+        // A replayed message is older than what the table holds by its key:
+        // writing it would undo later updates.
+        if !sink.mode.key().is_empty() {
+            anyhow::bail!(
+                "sink {} upserts by key; replaying its dead letters would overwrite newer rows with older messages\n  hint: fix the mapper and produce the messages again, or replay into an append sink",
+                sink.name
+            );
+        }
+        postgres::ensure_sink_table(client, &sink.table, &columns, &[]).await?;
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         let copy = format!(
             "COPY {} ({}) FROM STDIN BINARY",

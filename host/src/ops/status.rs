@@ -223,12 +223,12 @@ pub async fn build(
         let running = l.sinks.get(&s.name);
         let stored_offsets = stored
             .as_ref()
-            .and_then(|st| st.offsets.get(&(s.table.clone(), s.topic.clone())).cloned())
+            .and_then(|st| st.offsets.get(&(s.table.to_string(), s.topic.to_string())).cloned())
             .or_else(|| running.map(|r| r.stored.clone()))
             .unwrap_or_default();
         let end: BTreeMap<i32, i64> = match &ends {
             Some(Ok(e)) => e
-                .get(&s.topic)
+                .get(s.topic.as_str())
                 .map(|m| m.iter().map(|(p, o)| (*p, *o)).collect())
                 .unwrap_or_default(),
             _ => running.map(|r| r.end.clone()).unwrap_or_default(),
@@ -250,8 +250,8 @@ pub async fn build(
             .collect();
         sinks.push(SinkStatus {
             name: s.name.clone(),
-            topic: s.topic.clone(),
-            table: s.table.clone(),
+            topic: s.topic.to_string(),
+            table: s.table.to_string(),
             running: running.is_some_and(|r| !r.finished),
             connected: running.is_some_and(|r| r.connected),
             assigned: running.and_then(|r| r.assigned.clone()),
@@ -272,7 +272,7 @@ pub async fn build(
             let running = l.generators.get(&g.name);
             GeneratorStatus {
                 name: g.name.clone(),
-                topic: g.topic.clone(),
+                topic: g.topic.to_string(),
                 running: running.is_some_and(|r| !r.finished),
                 produced: running.map_or(0, |r| r.produced),
                 delivery_errors: running.map_or(0, |r| r.delivery_errors),
@@ -367,7 +367,7 @@ pub async fn offline(pipeline: &Pipeline) -> Status {
         Ok(Err(e)) => (None, Some(format!("{e:#}"))),
         Err(_) => (None, Some(format!("no answer within {} ms", timeout.as_millis()))),
     };
-    let mut topics: Vec<String> = pipeline.sinks.iter().map(|s| s.topic.clone()).collect();
+    let mut topics: Vec<String> = pipeline.sinks.iter().map(|s| s.topic.to_string()).collect();
     topics.sort();
     topics.dedup();
     let ends = end_offsets(pipeline, topics, timeout).await;

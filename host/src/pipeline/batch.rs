@@ -3,14 +3,31 @@
 //! encoded for `COPY`; what the mapper rejects, or cannot map, becomes a dead
 //! letter.
 
-use super::sink::BatchMapper;
+use super::mapper::BatchMapper;
+use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
-use crate::postgres::{CopyRows, DeadLetter};
+use crate::postgres::{CopyRows, DeadLetter, binary};
 use anyhow::Context as _;
+
+#[cfg(test)]
+mod check_tests;
 
 /// A guess at what a row takes in `COPY` besides the payload's bytes.
 const ROW_OVERHEAD_BYTES: usize = 64;
+/// How much of a bad value a dead letter's reason shows.
+const SHOWN_CHARS: usize = 80;
+/// The dead-letter reason of a delete in a sink that cannot apply it.
+pub const DELETE_NEEDS_KEY: &str = "delete outcome needs a sink with mode = \"upsert\" and a key";
+
+/// A delete a mapper asked for (outcome `delete` of wit/plugin.wit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delete {
+    /// The message that asked for it: an index into [`Mapped::positions`].
+    pub message: usize,
+    /// The values of the key columns, in the key's order; checked against them.
+    pub key: Vec<Value>,
+}
 
 /// A batch mapped and encoded, ready to be written.
 pub struct Mapped {
@@ -18,6 +35,9 @@ pub struct Mapped {
     pub positions: Vec<(i32, i64)>,
     pub rows: CopyRows,
     pub dead_letters: Vec<DeadLetter>,
+    /// Deletes, in consumed order (so in offset order within a partition);
+    /// only when the sink has a key ([`map_keyed`]), else they are dead letters.
+    pub deletes: Vec<Delete>,
     /// The payloads, kept only when they are printed after the commit.
     pub echo: Vec<Vec<u8>>,
     /// The mapper, as the dead-letter table records it.
@@ -26,15 +46,30 @@ pub struct Mapped {
 
 /// Maps `messages` on a blocking thread (mapper calls are synchronous), then
 /// checks and encodes the rows there too. Returns the mapper back. Fails only
-/// when the mapper cannot even be restarted.
+/// when the mapper cannot even be restarted. Deletes become dead letters
+/// (an append sink has no key to delete by).
 pub async fn map(
-    mut mapper: Box<dyn BatchMapper>,
+    mapper: Box<dyn BatchMapper>,
     columns: Vec<Column>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
+    map_keyed(mapper, columns, None, messages, echo).await
+}
+
+/// As [`map`], for a sink with a key: `key` holds the key columns in the
+/// key's order, and deletes whose values fit them go to [`Mapped::deletes`].
+/// The rows are then the staging rows of the batch: the last upsert or
+/// delete per key, in consumed (offset) order (see `upsert`).
+pub async fn map_keyed(
+    mut mapper: Box<dyn BatchMapper>,
+    columns: Vec<Column>,
+    key: Option<Vec<Column>>,
+    messages: Vec<Message>,
+    echo: bool,
+) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
     tokio::task::spawn_blocking(move || {
-        let mapped = map_blocking(mapper.as_mut(), &columns, messages, echo);
+        let mapped = map_blocking(mapper.as_mut(), &columns, key.as_deref(), messages, echo);
         (mapper, mapped)
     })
     .await
@@ -44,6 +79,7 @@ pub async fn map(
 fn map_blocking(
     mapper: &mut dyn BatchMapper,
     columns: &[Column],
+    key: Option<&[Column]>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<Mapped> {
@@ -59,21 +95,60 @@ fn map_blocking(
                 .sum(),
         ),
         dead_letters: Vec::new(),
+        deletes: Vec::new(),
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
-    for (message, outcome) in messages.into_iter().zip(outcomes) {
+    let mut latest = match key {
+        None => None,
+        Some(key) => Some(Latest::new(
+            Latest::positions(columns, &key.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
+                .context("a key column is not among the mapper's columns")?,
+            columns.len(),
+        )),
+    };
+    for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
         let rejected = match outcome {
             Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
-                Ok(()) => {
-                    for row in rows {
-                        mapped.rows.push(row);
+                Ok(()) => match latest.as_mut() {
+                    None => {
+                        for row in rows {
+                            mapped.rows.push(row);
+                        }
+                        None
                     }
-                    None
-                }
+                    Some(latest) => match rows
+                        .iter()
+                        .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r))
+                    {
+                        Ok(()) => {
+                            for row in rows {
+                                latest.upsert(row);
+                            }
+                            None
+                        }
+                        Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
+                    },
+                },
                 Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
             },
             Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
+            Ok(Outcome::Delete(values)) => match key {
+                None => Some(DELETE_NEEDS_KEY.to_string()),
+                Some(key) => match check_delete(key, &values) {
+                    Ok(()) => {
+                        if let Some(latest) = latest.as_mut() {
+                            latest.delete(values.clone());
+                        }
+                        mapped.deletes.push(Delete {
+                            message: index,
+                            key: values,
+                        });
+                        None
+                    }
+                    Err(reason) => Some(format!("mapper returned a bad delete: {reason}")),
+                },
+            },
             Err(e) => Some(e.to_string()),
         };
         if echo {
@@ -88,6 +163,9 @@ fn map_blocking(
                 reason,
             });
         }
+    }
+    if let Some(latest) = latest {
+        mapped.rows = latest.finish(columns);
     }
     Ok(mapped)
 }
@@ -122,7 +200,7 @@ fn fatal_or(e: PluginError) -> anyhow::Result<Result<Outcome, PluginError>> {
     }
 }
 
-fn value_fits(kind: ColumnType, v: &Value) -> bool {
+pub(super) fn value_fits(kind: ColumnType, v: &Value) -> bool {
     matches!(
         (kind, v),
         (_, Value::Null)
@@ -132,6 +210,10 @@ fn value_fits(kind: ColumnType, v: &Value) -> bool {
             | (ColumnType::Boolean, Value::Boolean(_))
             | (ColumnType::Timestamp, Value::Timestamp(_))
             | (ColumnType::Json, Value::Json(_))
+            | (ColumnType::Uuid, Value::Uuid(_))
+            | (ColumnType::Numeric, Value::Numeric(_) | Value::Integer(_))
+            | (ColumnType::Bytea, Value::Bytea(_))
+            | (ColumnType::Date, Value::Date(_))
     )
 }
 
@@ -141,35 +223,212 @@ fn check_rows(columns: &[Column], rows: &[Vec<Value>]) -> Result<(), String> {
             return Err(format!("{} values for {} columns", row.len(), columns.len()));
         }
         for (c, v) in columns.iter().zip(row) {
-            if matches!(v, Value::Null) && !c.nullable {
-                return Err(format!("column {:?} is not nullable", c.name));
-            }
-            if !value_fits(c.kind, v) {
-                return Err(format!("column {:?} is {:?}, got {v:?}", c.name, c.kind));
-            }
-            if let Value::Json(text) = v
-                && serde_json::from_str::<serde::de::IgnoredAny>(text).is_err()
-            {
-                return Err(format!("column {:?} got text that is not JSON", c.name));
-            }
-            // PostgreSQL refuses NUL in text and \u0000 in jsonb, and would
-            // refuse the whole batch: catch it here, for this message only.
-            match v {
-                Value::Text(t) | Value::Json(t) if t.contains('\0') => {
-                    return Err(format!(
-                        "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
-                        c.name
-                    ));
-                }
-                Value::Json(t) if t.contains("\\u0000") => {
-                    return Err(format!(
-                        "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
-                        c.name
-                    ));
-                }
-                _ => {}
-            }
+            check_value(c, v)?;
         }
     }
     Ok(())
+}
+
+/// Whether a value fits its column and PostgreSQL will take it: a value it
+/// refuses would fail the whole batch's `COPY`, so it is caught here, for
+/// its message only.
+fn check_value(c: &Column, v: &Value) -> Result<(), String> {
+    if matches!(v, Value::Null) && !c.nullable {
+        return Err(format!("column {:?} is not nullable", c.name));
+    }
+    if !value_fits(c.kind, v) {
+        return Err(format!("column {:?} is {:?}, got {}", c.name, c.kind, shown(v)));
+    }
+    let column = |reason: String| format!("column {:?}: {reason}", c.name);
+    match v {
+        Value::Json(text) if serde_json::from_str::<serde::de::IgnoredAny>(text).is_err() => {
+            Err(format!("column {:?} got text that is not JSON", c.name))
+        }
+        // PostgreSQL refuses NUL in text and \u0000 in jsonb.
+        Value::Text(t) | Value::Json(t) if t.contains('\0') => Err(format!(
+            "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
+            c.name
+        )),
+        Value::Json(t) if t.contains("\\u0000") => Err(format!(
+            "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
+            c.name
+        )),
+        Value::Uuid(t) => binary::uuid(t).map(drop).map_err(column),
+        Value::Numeric(t) => binary::numeric(t).map(drop).map_err(column),
+        Value::Date(days) => binary::date(*days).map(drop).map_err(column),
+        Value::Timestamp(us) => binary::timestamp(*us).map(drop).map_err(column),
+        Value::Json(t) => binary::json(t).map_err(column),
+        _ => Ok(()),
+    }
+}
+
+/// A value for a message: its start when it is long.
+fn shown(v: &Value) -> String {
+    let text = format!("{v:?}");
+    match text.char_indices().nth(SHOWN_CHARS) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
+    }
+}
+
+/// Why a delete cannot be applied: its values do not fit the key columns.
+fn check_delete(key: &[Column], values: &[Value]) -> Result<(), String> {
+    if values.len() != key.len() {
+        return Err(format!(
+            "{} values for the {} key columns ({})",
+            values.len(),
+            key.len(),
+            key.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    for (c, v) in key.iter().zip(values) {
+        if matches!(v, Value::Null) {
+            return Err(format!("key column {:?} got null", c.name));
+        }
+        check_value(c, v)?;
+    }
+    upsert::check_key_size(values.iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A mapper that answers each message with the outcome queued for it.
+    struct Scripted(Vec<Outcome>, Vec<Column>);
+
+    impl BatchMapper for Scripted {
+        fn name(&self) -> &str {
+            "scripted"
+        }
+        fn hash(&self) -> &str {
+            "0"
+        }
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+        fn columns(&self) -> &[Column] {
+            &self.1
+        }
+        fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+            Ok(self.0.drain(..messages.len()).collect())
+        }
+    }
+
+    fn column(name: &str, kind: ColumnType, nullable: bool) -> Column {
+        Column {
+            name: name.into(),
+            kind,
+            nullable,
+        }
+    }
+
+    fn message(offset: i64) -> Message {
+        Message {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: Some(b"k".to_vec()),
+            payload: None,
+        }
+    }
+
+    fn columns() -> Vec<Column> {
+        vec![
+            column("id", ColumnType::Uuid, false),
+            column("n", ColumnType::Numeric, true),
+        ]
+    }
+
+    fn run(outcomes: Vec<Outcome>, key: Option<&[Column]>) -> Mapped {
+        let messages: Vec<Message> = (0..outcomes.len() as i64).map(message).collect();
+        let mut mapper = Scripted(outcomes, columns());
+        map_blocking(&mut mapper, &columns(), key, messages, false).expect("maps")
+    }
+
+    const ID: &str = "0b7e5a3c-1234-4abc-8def-001122334455";
+
+    #[test]
+    fn an_append_sink_dead_letters_deletes_with_the_reason() {
+        let mapped = run(
+            vec![
+                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Null]]),
+                Outcome::Delete(vec![Value::Uuid(ID.into())]),
+            ],
+            None,
+        );
+        assert_eq!(mapped.rows.len(), 1);
+        assert!(mapped.deletes.is_empty());
+        let dead: Vec<(i64, &str)> = mapped
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason.as_str()))
+            .collect();
+        assert_eq!(dead, [(1, DELETE_NEEDS_KEY)]);
+        assert_eq!(
+            mapped.dead_letters[0].key.as_deref(),
+            Some(&b"k"[..]),
+            "the key is kept"
+        );
+    }
+
+    #[test]
+    fn a_keyed_sink_gets_deletes_in_order_and_dead_letters_misfits() {
+        let key = [column("id", ColumnType::Uuid, false)];
+        let mapped = run(
+            vec![
+                Outcome::Delete(vec![Value::Uuid(ID.into())]),
+                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Numeric("1.5".into())]]),
+                Outcome::Delete(vec![Value::Null]),
+                Outcome::Delete(vec![Value::Uuid(ID.into()), Value::Integer(1)]),
+                Outcome::Delete(vec![Value::Text(ID.into())]),
+                Outcome::Delete(vec![Value::Uuid("nope".into())]),
+                Outcome::Delete(vec![Value::Uuid(ID.to_uppercase())]),
+            ],
+            Some(&key),
+        );
+        let deletes: Vec<usize> = mapped.deletes.iter().map(|d| d.message).collect();
+        assert_eq!(deletes, [0, 6]);
+        assert_eq!(mapped.deletes[0].key, [Value::Uuid(ID.into())]);
+        assert_eq!(mapped.rows.len(), 1);
+        let dead: Vec<(i64, &str)> = mapped
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason.as_str()))
+            .collect();
+        assert_eq!(dead.len(), 4, "{dead:?}");
+        assert!(dead[0].1.contains("key column \"id\" got null"), "{dead:?}");
+        assert!(dead[1].1.contains("2 values for the 1 key columns (id)"), "{dead:?}");
+        assert!(
+            dead[2].1.contains("column \"id\" is ColumnType::Uuid, got Value::Text"),
+            "{dead:?}"
+        );
+        assert!(dead[3].1.contains("is not a UUID"), "{dead:?}");
+        assert!(dead.iter().all(|d| d.1.starts_with("mapper returned a bad delete: ")));
+    }
+
+    #[test]
+    fn values_postgres_would_refuse_dead_letter_their_message_only() {
+        let date = [column("d", ColumnType::Date, false)];
+        assert!(check_rows(&date, &[vec![Value::Date(0)]]).is_ok());
+        let e = check_rows(&date, &[vec![Value::Date(i32::MAX)]]).unwrap_err();
+        assert!(
+            e.contains("column \"d\"") && e.contains("outside PostgreSQL's range"),
+            "{e}"
+        );
+        let numeric = [column("n", ColumnType::Numeric, false)];
+        assert!(check_rows(&numeric, &[vec![Value::Integer(5)]]).is_ok());
+        let e = check_rows(&numeric, &[vec![Value::Numeric("1,5".into())]]).unwrap_err();
+        assert!(
+            e.contains("column \"n\"") && e.contains("\"1,5\" is not a number"),
+            "{e}"
+        );
+        let bytes = [column("b", ColumnType::Bytea, false)];
+        assert!(check_rows(&bytes, &[vec![Value::Bytea(vec![0; 3])]]).is_ok());
+        let e = check_rows(&bytes, &[vec![Value::Text("x".into())]]).unwrap_err();
+        assert!(e.contains("column \"b\" is ColumnType::Bytea, got Value::Text"), "{e}");
+        let e = check_rows(&date, &[vec![Value::Bytea(vec![7; 1000])]]).unwrap_err();
+        assert!(e.len() < 200, "a long value is shortened: {e}");
+    }
 }

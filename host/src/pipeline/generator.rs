@@ -11,7 +11,7 @@
 //! passed), and a message over Kafka's maximum size is not produced; each is
 //! reported once per generator, naming it.
 
-use super::next_backoff;
+use super::retry::{Backoff, MAX_BACKOFF};
 use crate::config::{GeneratorConfig, KafkaConfig};
 use crate::kafka;
 use crate::plugins::{GeneratorWorld, Plugin, generator::Message};
@@ -30,7 +30,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest uninterrupted sleep, so a stop request is seen promptly.
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 /// The pause after the second failure in a row (the first is retried at once);
-/// it doubles up to [`super::MAX_BACKOFF`].
+/// it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Whether produced messages are printed.
@@ -96,17 +96,18 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
 
     let mut reported = Reported::default();
     // Consecutive failed calls, and when the next call may be made.
-    let (mut failures, mut backoff, mut retry_at) = (0u32, FIRST_BACKOFF, None::<Instant>);
+    let new_backoff = || Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+    let (mut failures, mut backoff, mut retry_at) = (0u32, new_backoff(), None::<Instant>);
 
     'outer: loop {
         if live.has_changed().unwrap_or(false) {
             config = live.borrow_and_update().clone();
             (epoch, epoch_count) = (Instant::now(), produced);
-            tracing::info!(generator = config.name, topic = config.topic, interval_ms = config.interval.as_millis(), count = ?config.count, "generator settings changed");
+            tracing::info!(generator = config.name, topic = %config.topic, interval_ms = config.interval.as_millis(), count = ?config.count, "generator settings changed");
         }
         if let Ok(new) = swaps.try_recv() {
             plugin = new;
-            (failures, backoff, retry_at) = (0, FIRST_BACKOFF, None);
+            (failures, backoff, retry_at) = (0, new_backoff(), None);
         }
         let remaining = config.count.map_or(u64::MAX, |c| c.saturating_sub(produced));
         if remaining == 0 || stop.load(Ordering::Relaxed) {
@@ -118,7 +119,7 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             while Instant::now() < at && !stop.load(Ordering::Relaxed) && !live.has_changed().unwrap_or(false) {
                 if let Ok(new) = swaps.try_recv() {
                     plugin = new;
-                    (failures, backoff) = (0, FIRST_BACKOFF);
+                    (failures, backoff) = (0, new_backoff());
                     break;
                 }
                 std::thread::sleep((at - Instant::now()).min(SLEEP_SLICE));
@@ -137,16 +138,17 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         }
         let mut messages = match plugin.next(chunk) {
             Ok(messages) => {
-                (failures, backoff) = (0, FIRST_BACKOFF);
+                (failures, backoff) = (0, new_backoff());
                 messages
             }
             Err(e) => {
                 failures += 1;
                 stats.plugin_failures.fetch_add(1, Ordering::Relaxed);
-                let wait = if failures == 1 { Duration::ZERO } else { backoff };
-                if failures > 1 {
-                    backoff = next_backoff(backoff);
-                }
+                let wait = if failures == 1 {
+                    Duration::ZERO
+                } else {
+                    backoff.next_pause()
+                };
                 tracing::error!(
                     generator = config.name,
                     consecutive_failures = failures,

@@ -27,18 +27,28 @@
 //! - A batch is written by a task of its own while the next one is consumed
 //!   and mapped; the next write starts only once the previous one committed,
 //!   and one whose partitions were reassigned meanwhile makes the sink rewind.
+//! - A sink with `mode = "upsert"` writes the same way: its batch's last
+//!   upsert or delete per key (in offset order, see `upsert`) is staged and
+//!   applied by one `DELETE` and one `INSERT ... ON CONFLICT` inside that
+//!   same transaction, so its deletes and updates are exactly once too.
 //!
 //! So every message lands exactly once, through crashes and restarts.
 
 mod batch;
 mod generator;
+mod mapper;
+mod plan;
 mod reload;
+mod retry;
 mod sink;
 mod supervisor;
+mod upsert;
 
-pub use batch::{Mapped, map as map_messages};
+pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
 pub use generator::{Echo, GeneratorStats};
-pub use sink::{BatchMapper, Destination, SinkStats};
+pub use mapper::BatchMapper;
+pub use retry::MAX_BACKOFF;
+pub use sink::{Destination, SinkStats};
 
 use crate::config::{GeneratorConfig, KafkaConfig, Pipeline, SinkConfig};
 use crate::plugins::{GeneratorWorld, MapperWorld, Plugin, Runtime};
@@ -47,8 +57,6 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Longest pause between retries of a failed database or broker operation.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -67,11 +75,6 @@ pub struct RunOptions {
     pub echo_consumed: bool,
     /// Reload the pipeline file and plugins when they change.
     pub watch: bool,
-}
-
-/// Doubles a backoff up to [`MAX_BACKOFF`].
-pub fn next_backoff(current: Duration) -> Duration {
-    (current * 2).min(MAX_BACKOFF)
 }
 
 /// A reloaded plugin on its way to the unit that runs it.
@@ -214,7 +217,10 @@ pub fn validate_plugins(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
         .iter()
         .map(|p| format!("{}: {} (hash {})", p.name(), p.path().display(), p.hash()))
         .collect();
-    for p in &loaded.mappers {
+    for (p, s) in loaded.mappers.iter().zip(&pipeline.sinks) {
+        s.mode
+            .check_columns(&s.name, p.configured())
+            .map_err(anyhow::Error::msg)?;
         let columns: Vec<String> = p.configured().iter().map(|c| c.name.clone()).collect();
         report.push(format!(
             "{}: {} (hash {}), columns {}",

@@ -28,6 +28,40 @@ pub fn normalize(path: &Path) -> PathBuf {
     }
 }
 
+/// Whether a file event can mean new content. Reading a file is not a
+/// change: the periodic audit opening the check plugins every round once made
+/// them look changed 30 s after start. Closing a file written to is one.
+pub fn counts_as_change(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// What the debounce says about the files that changed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Due {
+    /// This file has been quiet long enough (the longest-quiet one first).
+    Now(PathBuf),
+    /// The next file is due in this long.
+    In(Duration),
+    /// Nothing changed.
+    Idle,
+}
+
+/// `pending` maps each changed file to its last event: a file is reported
+/// once no event touched it for `debounce`, so a save in chunks, or a
+/// delete and create, is one change.
+pub fn due(pending: &HashMap<PathBuf, Instant>, now: Instant, debounce: Duration) -> Due {
+    match pending.iter().min_by_key(|(_, at)| **at) {
+        None => Due::Idle,
+        Some((path, at)) if now.saturating_duration_since(*at) >= debounce => Due::Now(path.clone()),
+        Some((_, at)) => Due::In((*at + debounce).saturating_duration_since(now)),
+    }
+}
+
 pub struct Watcher {
     inner: notify::RecommendedWatcher,
     events: mpsc::UnboundedReceiver<PathBuf>,
@@ -41,11 +75,12 @@ impl Watcher {
     pub fn new(debounce: Duration) -> anyhow::Result<Self> {
         let (tx, events) = mpsc::unbounded_channel();
         let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
+            Ok(event) if counts_as_change(&event.kind) => {
                 for path in event.paths {
                     let _ = tx.send(path);
                 }
             }
+            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "file watcher error"),
         })
         .context("cannot start the file watcher")?;
@@ -82,21 +117,14 @@ impl Watcher {
     /// The next file that changed and has since been quiet for the debounce time.
     pub async fn next(&mut self) -> PathBuf {
         loop {
-            let now = Instant::now();
-            if let Some(path) = self
-                .pending
-                .iter()
-                .find(|(_, at)| now.duration_since(**at) >= self.debounce)
-                .map(|(p, _)| p.clone())
-            {
-                self.pending.remove(&path);
-                return path;
-            }
-            let wait = self
-                .pending
-                .values()
-                .map(|at| (*at + self.debounce).saturating_duration_since(now))
-                .min();
+            let wait = match due(&self.pending, Instant::now(), self.debounce) {
+                Due::Now(path) => {
+                    self.pending.remove(&path);
+                    return path;
+                }
+                Due::In(wait) => Some(wait),
+                Due::Idle => None,
+            };
             tokio::select! {
                 event = self.events.recv() => match event {
                     Some(path) => {
@@ -110,5 +138,101 @@ impl Watcher {
                 _ = tokio::time::sleep(wait.unwrap_or(Duration::from_secs(3600))) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind, RenameMode,
+    };
+
+    const D: Duration = Duration::from_millis(300);
+
+    #[test]
+    fn nothing_pending_is_idle() {
+        assert_eq!(due(&HashMap::new(), Instant::now(), D), Due::Idle);
+    }
+
+    #[test]
+    fn a_file_is_due_once_quiet_for_the_debounce_time() {
+        let t0 = Instant::now();
+        let pending = HashMap::from([(PathBuf::from("/p/a.wasm"), t0)]);
+        assert_eq!(due(&pending, t0, D), Due::In(D));
+        assert_eq!(
+            due(&pending, t0 + Duration::from_millis(100), D),
+            Due::In(Duration::from_millis(200))
+        );
+        assert_eq!(due(&pending, t0 + D, D), Due::Now(PathBuf::from("/p/a.wasm")));
+        assert_eq!(due(&pending, t0 + D * 10, D), Due::Now(PathBuf::from("/p/a.wasm")));
+    }
+
+    #[test]
+    fn a_new_event_pushes_the_file_back() {
+        let t0 = Instant::now();
+        // Written in chunks: the last chunk's event counts.
+        let last_chunk = t0 + Duration::from_millis(250);
+        let pending = HashMap::from([(PathBuf::from("/p/a.wasm"), last_chunk)]);
+        assert_eq!(due(&pending, t0 + D, D), Due::In(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn the_longest_quiet_file_comes_first() {
+        let t0 = Instant::now();
+        let pending = HashMap::from([
+            (PathBuf::from("/p/late.wasm"), t0 + Duration::from_millis(50)),
+            (PathBuf::from("/p/early.wasm"), t0),
+            (PathBuf::from("/p/later.wasm"), t0 + Duration::from_millis(400)),
+        ]);
+        assert_eq!(due(&pending, t0 + D * 2, D), Due::Now(PathBuf::from("/p/early.wasm")));
+        assert_eq!(
+            due(&pending, t0 + Duration::from_millis(100), D),
+            Due::In(Duration::from_millis(200))
+        );
+    }
+
+    #[test]
+    fn reading_a_file_is_not_a_change() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Open(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+        ] {
+            assert!(!counts_as_change(&kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn writing_creating_renaming_and_removing_are_changes() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+            EventKind::Other,
+        ] {
+            assert!(counts_as_change(&kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn paths_are_compared_with_the_folder_resolved() {
+        let dir = std::env::temp_dir();
+        let resolved = dir.canonicalize().expect("temp dir");
+        assert_eq!(normalize(&dir.join("x.wasm")), resolved.join("x.wasm"));
+        assert_eq!(normalize(&dir.join(".").join("x.wasm")), resolved.join("x.wasm"));
+        // A folder that does not exist is kept as written.
+        assert_eq!(
+            normalize(Path::new("/nowhere/at/all/x.wasm")),
+            PathBuf::from("/nowhere/at/all/x.wasm")
+        );
+        // A bare file name is in the current folder.
+        let here = Path::new(".").canonicalize().expect("current dir");
+        assert_eq!(normalize(Path::new("x.wasm")), here.join("x.wasm"));
     }
 }

@@ -3,13 +3,21 @@
 //! `pipeline/mod.rs`). The write of a batch runs in a task of its own while
 //! the next batch is consumed and mapped; the next write starts only once the
 //! previous one is committed, so offsets still move one transaction at a time.
+//!
+//! [`run`] is a loop of named steps, each a method of [`Sink`]: settle a
+//! finished write, receive, follow a rebalance, take the message into the
+//! batch, and at a batch boundary apply changes, map and launch the write;
+//! then see whether the sink is done.
 
+use super::Swap;
 use super::batch::{self, Mapped};
-use super::{Swap, next_backoff};
-use crate::config::{Pipeline, SinkConfig};
+use super::mapper::BatchMapper;
+use super::retry::{self, Backoff, Verdict};
+use super::upsert;
+use crate::config::{Pipeline, PostgresConfig, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
-use crate::plugins::mapper::{Column, Message, Outcome};
-use crate::plugins::{MapperWorld, Plugin, PluginError};
+use crate::plugins::MapperWorld;
+use crate::plugins::mapper::{Column, Message};
 use crate::postgres::{self, Batch, SinkStatements, Written};
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -32,40 +40,6 @@ const IN_FLIGHT_POLL: Duration = Duration::from_millis(2);
 const CLOCK_EVERY: usize = 64;
 /// Longest wait for the revocation when leaving the group on a stop.
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
-
-/// Turns a batch of consumed messages into one outcome per message: the WASM
-/// mapper plugin, or a native mapper (the benchmark compares the two).
-pub trait BatchMapper: Send + 'static {
-    /// The name logs use.
-    fn name(&self) -> &str;
-    /// Tells versions apart in logs.
-    fn hash(&self) -> &str;
-    /// What the dead-letter table records as the plugin.
-    fn describe(&self) -> String;
-    /// The columns of the rows it makes, in order.
-    fn columns(&self) -> &[Column];
-    /// One outcome per message, in order. An error concerns the whole call:
-    /// the sink then maps the messages one by one to find the culprits.
-    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError>;
-}
-
-impl BatchMapper for Plugin<MapperWorld> {
-    fn name(&self) -> &str {
-        Plugin::name(self)
-    }
-    fn hash(&self) -> &str {
-        Plugin::hash(self)
-    }
-    fn describe(&self) -> String {
-        format!("{} ({})", self.path().display(), Plugin::hash(self))
-    }
-    fn columns(&self) -> &[Column] {
-        self.configured()
-    }
-    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
-        Plugin::map_batch(self, messages)
-    }
-}
 
 /// Where a sink's batches go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,8 +90,9 @@ pub struct SinkRun {
     pub destination: Destination,
 }
 
-/// What the sink knows of each assigned partition.
-#[derive(Default)]
+/// What the sink knows of each assigned partition. Belongs to one assignment
+/// generation: see [`Sink`].
+#[derive(Debug, Default)]
 struct Positions {
     /// Next offset stored in PostgreSQL (`None`: nothing stored yet).
     stored: HashMap<i32, Option<i64>>,
@@ -126,6 +101,7 @@ struct Positions {
 }
 
 impl Positions {
+    /// Starts over from the offsets stored for a (new) assignment.
     fn reset(&mut self, assignment: StoredOffsets) {
         self.next = assignment.clone();
         self.stored = assignment;
@@ -141,6 +117,38 @@ impl Positions {
                 true
             }
         }
+    }
+
+    /// For each partition of a batch's `(partition, offset)` positions: the
+    /// stored next offset the write is conditional on, and the new one.
+    fn batch_offsets(&self, positions: &[(i32, i64)]) -> HashMap<i32, (Option<i64>, i64)> {
+        let mut offsets: HashMap<i32, (Option<i64>, i64)> = HashMap::new();
+        for (partition, offset) in positions {
+            let old = self.stored.get(partition).copied().flatten();
+            offsets
+                .entry(*partition)
+                .and_modify(|e| e.1 = e.1.max(offset + 1))
+                .or_insert((old, offset + 1));
+        }
+        offsets
+    }
+
+    /// A batch's next offsets are committed.
+    fn committed(&mut self, next: &HashMap<i32, i64>) {
+        for (p, o) in next {
+            self.stored.insert(*p, Some(*o));
+        }
+    }
+
+    /// The stored next offset of each partition that has one.
+    fn stored_next(&self) -> HashMap<i32, i64> {
+        self.stored.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect()
+    }
+
+    /// Whether every partition with messages has its stored offset at `ends`.
+    fn reached(&self, ends: &HashMap<i32, i64>) -> bool {
+        ends.iter()
+            .all(|(p, end)| *end == 0 || self.stored.get(p).copied().flatten() >= Some(*end))
     }
 }
 
@@ -166,286 +174,444 @@ struct InFlight {
     started: Instant,
 }
 
+/// A swap waiting for the database. Its retries back off: each attempt at
+/// `ALTER TABLE` queues every other session's access to the table behind it
+/// for up to the lock timeout.
+struct PendingSwap {
+    swap: Swap<MapperWorld>,
+    retry_at: Instant,
+    backoff: Backoff,
+}
+
+/// The first and the longest pause before a pending swap is tried again.
+const SWAP_RETRY_FIRST: Duration = Duration::from_secs(1);
+const SWAP_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What one receive step got from the consumer.
+enum Received {
+    Message(Message),
+    /// A message of another topic.
+    Foreign,
+    Error(rdkafka::error::KafkaError),
+    /// Nothing before the wait ended (a timeout, a stop, a flush due).
+    Nothing,
+}
+
 /// Everything a running sink holds.
+///
+/// # The generation invariant
+///
+/// `generation` is the consumer's assignment generation (`SinkContext` bumps
+/// it on every rebalance, inside `recv()`) as the sink last saw it. The
+/// batch being collected and `positions` always belong to that generation:
+/// when the consumer's generation moves on, [`Sink::follow_rebalance`] drops
+/// the batch (its messages will be delivered again) and resets `positions`
+/// from the offsets the loader read from PostgreSQL for the new assignment.
+/// A write carries the generation its batch was consumed in
+/// ([`InFlight::generation`]); [`Sink::settle`] lets its commit advance
+/// `positions` only while that is still the current generation. Otherwise
+/// the new assignment's start offsets may have been read before the commit
+/// landed, so the sink rewinds to what PostgreSQL now holds. [`Sink::flush`]
+/// launches a mapped batch only if no rebalance came between consuming and
+/// launching it. A rewind keeps the generation but starts over the same way:
+/// positions reset from PostgreSQL, whatever is not written dropped.
 struct Sink {
     pipeline: Pipeline,
     config: SinkConfig,
+    /// New settings from a reload of the pipeline file.
+    live: watch::Receiver<SinkConfig>,
+    /// Reloaded mappers, swapped in at the next batch boundary.
+    swaps: mpsc::UnboundedReceiver<Swap<MapperWorld>>,
+    /// A swap the database could not take yet (a lock held past the lock
+    /// timeout, a lost connection): tried again at a later batch boundary.
+    pending: Option<PendingSwap>,
+    /// `None` only while a batch is being mapped.
+    mapper: Option<Box<dyn BatchMapper>>,
     columns: Vec<Column>,
     consumer: StreamConsumer<SinkContext>,
     positions: Positions,
     generation: u64,
+    /// Messages consumed and not yet mapped, and when the first arrived.
+    batch: Vec<Message>,
+    batch_started: Instant,
     /// `None` while a write is in flight.
     writer: Option<Writer>,
     in_flight: Option<InFlight>,
+    /// The end of the topic, read once when a `once` sink may be done.
+    end_offsets: Option<HashMap<i32, i64>>,
     stop: watch::Receiver<bool>,
+    generators_done: watch::Receiver<bool>,
+    once: bool,
+    echo: bool,
     stats: Arc<SinkStats>,
     destination: Destination,
+    _registered: crate::ops::state::Registered,
 }
 
+/// Runs a sink until it is stopped or, with `once`, until it has caught up
+/// with the end of its topic; each step is a method of [`Sink`].
 pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<()> {
-    let SinkRun {
-        pipeline,
-        config: mut live,
-        mut swaps,
-        mut stop,
-        mut generators_done,
-        once,
-        echo,
-        stats,
-        destination,
-    } = run;
-    let config = live.borrow_and_update().clone();
-    let columns: Vec<Column> = mapper.columns().to_vec();
-    let _live = crate::ops::state::sink_started(&config.name, &config.topic, &config.table);
-
-    let client = connect_with_retry(&pipeline, &config.instance_id, &mut stop).await?;
-    postgres::ensure_host_tables(&client).await?;
-    postgres::ensure_sink_table(&client, &config.table, &columns).await?;
-    let statements = SinkStatements::prepare(&client, &config.table, &columns).await?;
-    postgres::asynchronous_commits(&client).await?;
-    crate::ops::state::sink_connected(&config.name, true);
-
-    let loader = offset_loader(&pipeline, &config);
-    let consumer = kafka::sink_consumer(
-        &pipeline.kafka,
-        &config.group,
-        &config.instance_id,
-        SinkContext::new(&config.topic, &config.instance_id, loader),
-    )?;
-    consumer
-        .subscribe(&[&config.topic])
-        .with_context(|| format!("cannot subscribe to topic {:?}", config.topic))?;
-    tracing::info!(
-        sink = config.name,
-        topic = config.topic,
-        table = config.table,
-        group = config.group,
-        member = config.instance_id,
-        pid = std::process::id(),
-        "sink started"
-    );
-
-    let mut sink = Sink {
-        pipeline,
-        config,
-        columns,
-        consumer,
-        positions: Positions::default(),
-        generation: 0,
-        writer: Some(Writer { client, statements }),
-        in_flight: None,
-        stop,
-        stats,
-        destination,
-    };
-    let mut mapper = Some(mapper);
-    let mut batch: Vec<Message> = Vec::with_capacity(sink.config.batch_size);
-    let mut batch_started = Instant::now();
-    let mut end_offsets: Option<HashMap<i32, i64>> = None;
-
+    let mut sink = Sink::start(run, mapper).await?;
     loop {
         // A write that has finished is settled at once (stats, offsets).
-        if sink.in_flight.as_ref().is_some_and(|f| f.task.is_finished()) && sink.settle(echo).await? {
-            batch.clear();
+        if sink.write_finished() && sink.settle().await? {
+            sink.batch.clear();
         }
         let stopping = *sink.stop.borrow();
-        // A message already fetched needs no timer, no select and no clock.
-        let ready = if stopping {
-            None
-        } else {
-            futures_util::FutureExt::now_or_never(sink.consumer.recv())
-        };
-        let fast = ready.is_some();
-        let received = match ready {
-            Some(r) => Some(r),
-            None if stopping => None,
-            None => {
-                let mut wait = if batch.is_empty() {
-                    IDLE_POLL
-                } else {
-                    sink.config.flush_interval.saturating_sub(batch_started.elapsed())
-                };
-                if sink.in_flight.is_some() {
-                    wait = wait.min(IN_FLIGHT_POLL);
-                }
-                if wait.is_zero() {
-                    None
-                } else {
-                    tokio::select! {
-                        r = tokio::time::timeout(wait, sink.consumer.recv()) => r.ok(),
-                        _ = sink.stop.changed() => None,
-                    }
-                }
-            }
-        };
-
-        // A rebalance runs inside recv(): the in-memory batch may now hold
-        // messages that will be delivered again, so drop it and start over.
-        let current = sink.consumer.context().generation();
-        if current != sink.generation {
-            sink.generation = current;
-            if let Some(assignment) = sink.consumer.context().take_assignment() {
-                // Tell Kafka where the database stands, so a committed offset
-                // that drifted (a crash between the two commits, `host
-                // simulate`) heals even before the next batch.
-                let stored: HashMap<i32, i64> = assignment.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect();
-                kafka::commit_advisory(&sink.consumer, &sink.config.topic, &stored);
-                sink.positions.reset(assignment);
-                crate::ops::state::sink_assigned(&sink.config.name, sink.positions.next.keys());
-            }
-            batch.clear();
+        let (received, fast) = sink.receive(stopping).await;
+        sink.follow_rebalance();
+        sink.take(received).await?;
+        if sink.batch_due(fast, stopping) && sink.flush().await? {
+            // Rewound: the batch will be consumed again.
+            continue;
         }
-
-        match received {
-            Some(Ok(m)) if m.topic() == sink.config.topic && sink.positions.accept(m.partition(), m.offset()) => {
-                if batch.is_empty() {
-                    batch_started = Instant::now();
-                }
-                batch.push(Message {
-                    topic: sink.config.topic.clone(),
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    timestamp: match m.timestamp() {
-                        Timestamp::NotAvailable => None,
-                        Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
-                    },
-                    key: m.key().map(<[u8]>::to_vec),
-                    payload: m.payload().map(<[u8]>::to_vec),
-                });
-            }
-            // Stale (already stored) or from a partition no longer assigned.
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                // Fenced, or refused by TLS: retrying would only hide it.
-                if let Some(reason) = sink.permanent_kafka_error(Some(&e)) {
-                    anyhow::bail!("{reason}");
-                }
-                tracing::warn!(sink = sink.config.name, error = %e, "Kafka consumer error; retrying");
-                tokio::time::sleep(IDLE_POLL).await;
-            }
-            None => {
-                if let Some(reason) = sink.permanent_kafka_error(None) {
-                    anyhow::bail!("{reason}");
-                }
-            }
+        if stopping && sink.batch.is_empty() {
+            return sink.finish().await;
         }
-
-        let full = batch.len() >= sink.config.batch_size;
-        // While messages stream in, the clock is read every few of them.
-        let due = !batch.is_empty()
-            && (!fast || batch.len().is_multiple_of(CLOCK_EVERY))
-            && batch_started.elapsed() >= sink.config.flush_interval;
-        if full || due || (stopping && !batch.is_empty()) {
-            // Batch boundary: settings and plugin changes apply from here,
-            // once the write in flight is settled (they may need the table).
-            let changed = live.has_changed().unwrap_or(false);
-            if (changed || !swaps.is_empty()) && sink.in_flight.is_some() && sink.settle(echo).await? {
-                batch.clear();
-                continue;
-            }
-            if changed {
-                sink.config = live.borrow_and_update().clone();
-            }
-            while let Ok(swap) = swaps.try_recv() {
-                let current = mapper.as_deref().expect("the mapper is back between batches");
-                if let Some(new) = sink.swap(current.hash().to_string(), swap).await? {
-                    mapper = Some(new);
-                }
-            }
-
-            let taken = std::mem::replace(&mut batch, Vec::with_capacity(sink.config.batch_size));
-            let generation = sink.generation;
-            let (m, mapped) = batch::map(
-                mapper.take().expect("the mapper is back between batches"),
-                sink.columns.clone(),
-                taken,
-                echo,
-            )
-            .await?;
-            mapper = Some(m);
-            let mapped = mapped?;
-            // The previous write finished meanwhile, most of the time.
-            if sink.in_flight.is_some() && sink.settle(echo).await? {
-                // Rewound: this batch will be consumed again.
-                continue;
-            }
-            if generation == sink.generation {
-                sink.launch(mapped)?;
-            }
-        }
-
-        if stopping && batch.is_empty() {
-            return sink.finish(echo).await;
-        }
-        if once && batch.is_empty() && sink.in_flight.is_none() && *generators_done.borrow_and_update() {
-            if end_offsets.is_none() {
-                // A client of its own: on the consumer's connection these
-                // requests would queue behind its long-polling fetches.
-                let (kafka_cfg, topic, group) = (
-                    sink.pipeline.kafka.clone(),
-                    sink.config.topic.clone(),
-                    sink.config.group.clone(),
-                );
-                let query = tokio::task::spawn_blocking(move || kafka::query_consumer(&kafka_cfg, &group)).await??;
-                let query = Arc::new(query);
-                // A broker outage is waited out, never taken for the end.
-                let mut backoff = Duration::from_millis(100);
-                loop {
-                    let (q, t) = (query.clone(), topic.clone());
-                    match tokio::task::spawn_blocking(move || kafka::end_offsets(q.as_ref(), &t)).await? {
-                        Ok(ends) => {
-                            end_offsets = Some(ends);
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(
-                                sink = sink.config.name,
-                                error = %format!("{e:#}"),
-                                "cannot read the end of the topic; retrying"
-                            );
-                            tokio::select! {
-                                _ = tokio::time::sleep(backoff) => {}
-                                _ = sink.stop.changed() => {}
-                            }
-                            backoff = next_backoff(backoff);
-                            if *sink.stop.borrow() {
-                                return sink.finish(echo).await;
-                            }
-                        }
-                    }
-                }
-            }
-            if let Some(ends) = &end_offsets
-                && ends
-                    .iter()
-                    .all(|(p, end)| *end == 0 || sink.positions.stored.get(p).copied().flatten() >= Some(*end))
-            {
-                // Caught up only once the commits are on disk: a database that
-                // crashed meanwhile may have lost the last ones.
-                if !sink.make_durable().await? {
-                    batch.clear();
-                    continue;
-                }
-                tracing::info!(
-                    sink = sink.config.name,
-                    rows = sink.stats.rows(),
-                    "caught up with the end of the topic"
-                );
-                return sink.finish(echo).await;
-            }
+        if sink.idle_and_generators_done() && sink.caught_up().await? {
+            return sink.finish().await;
         }
     }
 }
 
 impl Sink {
+    /// Connects to PostgreSQL (the tables ready), subscribes to the topic.
+    async fn start(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<Self> {
+        let SinkRun {
+            pipeline,
+            config: mut live,
+            swaps,
+            mut stop,
+            generators_done,
+            once,
+            echo,
+            stats,
+            destination,
+        } = run;
+        let config = live.borrow_and_update().clone();
+        let columns: Vec<Column> = mapper.columns().to_vec();
+        let registered = crate::ops::state::sink_started(&config.name, &config.topic, &config.table);
+
+        let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;
+        postgres::ensure_host_tables(&client).await?;
+        config
+            .mode
+            .check_columns(&config.name, &columns)
+            .map_err(anyhow::Error::msg)?;
+        postgres::ensure_sink_table(&client, &config.table, &columns, config.mode.key()).await?;
+        let statements = SinkStatements::prepare(&client, &config.table, &columns, config.mode.key()).await?;
+        postgres::asynchronous_commits(&client).await?;
+        crate::ops::state::sink_connected(&config.name, true);
+
+        let loader = offset_loader(&pipeline, &config);
+        let consumer = kafka::sink_consumer(
+            &pipeline.kafka,
+            &config.group,
+            &config.instance_id,
+            SinkContext::new(&config.topic, &config.instance_id, loader),
+        )?;
+        consumer
+            .subscribe(&[&config.topic])
+            .with_context(|| format!("cannot subscribe to topic {:?}", config.topic))?;
+        tracing::info!(
+            sink = config.name,
+            topic = %config.topic,
+            table = %config.table,
+            group = config.group,
+            member = config.instance_id,
+            pid = std::process::id(),
+            "sink started"
+        );
+        Ok(Sink {
+            pipeline,
+            batch: Vec::with_capacity(config.batch_size),
+            config,
+            live,
+            swaps,
+            pending: None,
+            mapper: Some(mapper),
+            columns,
+            consumer,
+            positions: Positions::default(),
+            generation: 0,
+            batch_started: Instant::now(),
+            writer: Some(Writer { client, statements }),
+            in_flight: None,
+            end_offsets: None,
+            stop,
+            generators_done,
+            once,
+            echo,
+            stats,
+            destination,
+            _registered: registered,
+        })
+    }
+
+    fn write_finished(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(|f| f.task.is_finished())
+    }
+
+    /// Receives the next message. One already fetched needs no timer, no
+    /// select and no clock (`fast`); otherwise it waits until the flush is
+    /// due, a stop, or a poll interval (short while a write is in flight, so
+    /// its commit is noticed promptly).
+    async fn receive(&mut self, stopping: bool) -> (Received, bool) {
+        if stopping {
+            return (Received::Nothing, false);
+        }
+        if let Some(ready) = futures_util::FutureExt::now_or_never(self.consumer.recv()) {
+            return (self.own(ready), true);
+        }
+        let mut wait = if self.batch.is_empty() {
+            IDLE_POLL
+        } else {
+            self.config.flush_interval.saturating_sub(self.batch_started.elapsed())
+        };
+        if self.in_flight.is_some() {
+            wait = wait.min(IN_FLIGHT_POLL);
+        }
+        if wait.is_zero() {
+            return (Received::Nothing, false);
+        }
+        let received = tokio::select! {
+            r = tokio::time::timeout(wait, self.consumer.recv()) => r.ok(),
+            _ = self.stop.changed() => None,
+        };
+        (received.map_or(Received::Nothing, |r| self.own(r)), false)
+    }
+
+    /// A message of the sink's topic, copied out of the consumer's buffer.
+    fn own(&self, received: rdkafka::error::KafkaResult<rdkafka::message::BorrowedMessage<'_>>) -> Received {
+        match received {
+            Err(e) => Received::Error(e),
+            Ok(m) if m.topic() != self.config.topic => Received::Foreign,
+            Ok(m) => Received::Message(Message {
+                topic: self.config.topic.to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+                timestamp: match m.timestamp() {
+                    Timestamp::NotAvailable => None,
+                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                },
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec),
+            }),
+        }
+    }
+
+    /// A rebalance runs inside `recv()`: the batch may now hold messages that
+    /// will be delivered again, so it is dropped and the positions start over
+    /// from the new assignment (the generation invariant, see [`Sink`]).
+    fn follow_rebalance(&mut self) {
+        let current = self.consumer.context().generation();
+        if current == self.generation {
+            return;
+        }
+        self.generation = current;
+        if let Some(assignment) = self.consumer.context().take_assignment() {
+            // Tell Kafka where the database stands, so a committed offset
+            // that drifted (a crash between the two commits, `host
+            // simulate`) heals even before the next batch.
+            let stored: HashMap<i32, i64> = assignment.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect();
+            kafka::commit_advisory(&self.consumer, &self.config.topic, &stored);
+            self.positions.reset(assignment);
+            crate::ops::state::sink_assigned(&self.config.name, self.positions.next.keys());
+        }
+        self.batch.clear();
+    }
+
+    /// Adds a message that continues its partition to the batch; stops the
+    /// sink on a consumer error that retrying cannot cure.
+    async fn take(&mut self, received: Received) -> anyhow::Result<()> {
+        match received {
+            Received::Message(m) if self.positions.accept(m.partition, m.offset) => {
+                if self.batch.is_empty() {
+                    self.batch_started = Instant::now();
+                }
+                self.batch.push(m);
+            }
+            // Stale (already stored), from a partition no longer assigned, or
+            // not of the sink's topic.
+            Received::Message(_) | Received::Foreign => {}
+            Received::Error(e) => {
+                // Fenced, or refused by TLS: retrying would only hide it.
+                if let Some(reason) = self.permanent_kafka_error(Some(&e)) {
+                    anyhow::bail!("{reason}");
+                }
+                tracing::warn!(sink = self.config.name, error = %e, "Kafka consumer error; retrying");
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+            Received::Nothing => {
+                if let Some(reason) = self.permanent_kafka_error(None) {
+                    anyhow::bail!("{reason}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the batch is to be written now: full, its flush interval
+    /// passed, or the sink stopping. While messages stream in (`fast`), the
+    /// clock is read only every few of them.
+    fn batch_due(&self, fast: bool, stopping: bool) -> bool {
+        if self.batch.is_empty() {
+            return false;
+        }
+        let full = self.batch.len() >= self.config.batch_size;
+        let due = (!fast || self.batch.len().is_multiple_of(CLOCK_EVERY))
+            && self.batch_started.elapsed() >= self.config.flush_interval;
+        full || due || stopping
+    }
+
+    /// At a batch boundary: applies new settings and mappers, maps the batch
+    /// and launches its write. True when the sink rewound instead: the batch
+    /// will be consumed again.
+    async fn flush(&mut self) -> anyhow::Result<bool> {
+        if self.apply_changes().await? {
+            self.batch.clear();
+            return Ok(true);
+        }
+        let taken = std::mem::replace(&mut self.batch, Vec::with_capacity(self.config.batch_size));
+        let generation = self.generation;
+        let mapped = self.map(taken).await?;
+        // The previous write finished meanwhile, most of the time.
+        if self.in_flight.is_some() && self.settle().await? {
+            return Ok(true);
+        }
+        // The generation invariant (see [`Sink`]).
+        if generation == self.generation {
+            self.launch(mapped)?;
+        }
+        Ok(false)
+    }
+
+    /// Settings and plugin changes apply from a batch boundary, once the
+    /// write in flight is settled (they may need the table). True when
+    /// settling made the sink rewind.
+    async fn apply_changes(&mut self) -> anyhow::Result<bool> {
+        let changed = self.live.has_changed().unwrap_or(false);
+        let due = |p: &PendingSwap| Instant::now() >= p.retry_at;
+        let swapping = self.pending.as_ref().is_some_and(due) || !self.swaps.is_empty();
+        if (changed || swapping) && self.in_flight.is_some() && self.settle().await? {
+            return Ok(true);
+        }
+        if changed {
+            self.config = self.live.borrow_and_update().clone();
+        }
+        // A swap sent after the look above finds the write still in flight
+        // (`swap` would fail the sink): it waits for the next boundary.
+        while self.in_flight.is_none() {
+            // A newer mapper replaces one still waiting.
+            let (swap, backoff) = match self.swaps.try_recv() {
+                Ok(newer) => {
+                    self.pending = None;
+                    (newer, None)
+                }
+                Err(_) => match self.pending.take_if(|p| due(p)) {
+                    Some(waiting) => (waiting.swap, Some(waiting.backoff)),
+                    None => break,
+                },
+            };
+            self.swap(swap, backoff).await?;
+            if self.pending.is_some() {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    /// Maps and encodes a batch on a blocking thread; the mapper comes back.
+    /// Fails only when the mapper cannot even be restarted.
+    async fn map(&mut self, messages: Vec<Message>) -> anyhow::Result<Mapped> {
+        let mapper = self
+            .mapper
+            .take()
+            .context("the mapper is away while a batch is mapped")?;
+        let key = upsert::key_columns(&self.config.mode, &self.columns);
+        let (mapper, mapped) = batch::map_keyed(mapper, self.columns.clone(), key, messages, self.echo).await?;
+        self.mapper = Some(mapper);
+        mapped
+    }
+
+    /// A `once` sink with nothing left to write, whose generators are done.
+    fn idle_and_generators_done(&mut self) -> bool {
+        self.once && self.batch.is_empty() && self.in_flight.is_none() && *self.generators_done.borrow_and_update()
+    }
+
+    /// Whether the stored offsets reached the end of the topic (read once),
+    /// with the commits on disk; also true when a stop came while reading it.
+    async fn caught_up(&mut self) -> anyhow::Result<bool> {
+        let ends = match &self.end_offsets {
+            Some(ends) => ends,
+            None => match self.read_end_offsets().await? {
+                Some(ends) => self.end_offsets.insert(ends),
+                None => return Ok(true),
+            },
+        };
+        if !self.positions.reached(ends) {
+            return Ok(false);
+        }
+        // Caught up only once the commits are on disk: a database that
+        // crashed meanwhile may have lost the last ones.
+        if !self.make_durable().await? {
+            self.batch.clear();
+            return Ok(false);
+        }
+        tracing::info!(
+            sink = self.config.name,
+            rows = self.stats.rows(),
+            "caught up with the end of the topic"
+        );
+        Ok(true)
+    }
+
+    /// The end offset of each partition of the topic; `None` when the sink
+    /// was stopped while a broker outage was waited out (never taken for the
+    /// end).
+    async fn read_end_offsets(&mut self) -> anyhow::Result<Option<HashMap<i32, i64>>> {
+        // A client of its own: on the consumer's connection these requests
+        // would queue behind its long-polling fetches.
+        let (kafka_cfg, group) = (self.pipeline.kafka.clone(), self.config.group.clone());
+        let query = tokio::task::spawn_blocking(move || kafka::query_consumer(&kafka_cfg, &group)).await??;
+        let query = Arc::new(query);
+        let (topic, name) = (&self.config.topic, &self.config.name);
+        let ends = retry::with_backoff(
+            Backoff::default(),
+            Some(&mut self.stop),
+            || {
+                let (q, t) = (query.clone(), topic.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || kafka::end_offsets(q.as_ref(), &t))
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .and_then(|ends| ends)
+                }
+            },
+            |e: &anyhow::Error, _| {
+                if e.is::<tokio::task::JoinError>() {
+                    return Verdict::GiveUp;
+                }
+                tracing::warn!(sink = name, error = %format!("{e:#}"), "cannot read the end of the topic; retrying");
+                Verdict::Retry
+            },
+        )
+        .await;
+        match ends {
+            Ok(ends) => Ok(Some(ends)),
+            Err(_) if *self.stop.borrow() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A consumer error that retrying cannot cure, explained.
     fn permanent_kafka_error(&self, error: Option<&rdkafka::error::KafkaError>) -> Option<String> {
         kafka::permanent_consumer_error(&self.consumer, error, &self.config.group, &self.config.instance_id)
     }
 
     /// Settles the write in flight and makes the commits durable.
-    async fn finish(mut self, echo: bool) -> anyhow::Result<()> {
-        self.settle(echo).await?;
+    async fn finish(mut self) -> anyhow::Result<()> {
+        self.settle().await?;
         if let (Some(writer), Destination::Postgres) = (self.writer.as_mut(), self.destination)
             && let Err(e) = postgres::flush_commits(&mut writer.client, &self.config.table, &self.config.topic).await
         {
@@ -455,7 +621,6 @@ impl Sink {
         self.leave_group().await;
         Ok(())
     }
-
     /// Hands the partitions over at once. A static member sends no
     /// LeaveGroup when it closes (KIP-345), so its partitions would wait out
     /// the session timeout; librdkafka does send one on unsubscribe, once the
@@ -503,14 +668,7 @@ impl Sink {
             .writer
             .take()
             .context("a batch is written while another is in flight")?;
-        let mut offsets: HashMap<i32, (Option<i64>, i64)> = HashMap::new();
-        for (partition, offset) in &mapped.positions {
-            let old = self.positions.stored.get(partition).copied().flatten();
-            offsets
-                .entry(*partition)
-                .and_modify(|e| e.1 = e.1.max(offset + 1))
-                .or_insert((old, offset + 1));
-        }
+        let offsets = self.positions.batch_offsets(&mapped.positions);
         let next = offsets.iter().map(|(p, (_, new))| (*p, *new)).collect();
         let (messages, rows, dead_letters) = (
             mapped.positions.len() as u64,
@@ -519,11 +677,12 @@ impl Sink {
         );
         let batch = Batch {
             sink: self.config.name.clone(),
-            table: self.config.table.clone(),
-            topic: self.config.topic.clone(),
+            table: self.config.table.to_string(),
+            topic: self.config.topic.to_string(),
             group: self.config.group.clone(),
             plugin: mapped.plugin,
             rows: mapped.rows,
+            deletes: mapped.deletes.len(),
             dead_letters: mapped.dead_letters,
             offsets,
         };
@@ -551,7 +710,7 @@ impl Sink {
     /// Waits for the write in flight and applies its outcome. Returns true
     /// when the sink had to rewind to the stored offsets: whatever it holds
     /// that is not written must be dropped, and will be consumed again.
-    async fn settle(&mut self, echo: bool) -> anyhow::Result<bool> {
+    async fn settle(&mut self) -> anyhow::Result<bool> {
         let Some(f) = self.in_flight.take() else {
             return Ok(false);
         };
@@ -571,28 +730,21 @@ impl Sink {
                 self.stats.rows.fetch_add(f.rows, Ordering::Relaxed);
                 self.stats.dead_letters.fetch_add(f.dead_letters, Ordering::Relaxed);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                if echo {
+                if self.echo {
                     for payload in &f.echo {
                         println!("Received: {}", String::from_utf8_lossy(payload));
                     }
                 }
+                // The generation invariant (see [`Sink`]).
                 if f.generation == self.generation {
-                    for (p, o) in &f.next {
-                        self.positions.stored.insert(*p, Some(*o));
-                    }
+                    self.positions.committed(&f.next);
                     crate::ops::metrics::batch_committed(
                         &self.config.name,
                         (f.messages, f.rows, f.dead_letters),
                         f.started.elapsed(),
                         &self.positions.stored,
                     );
-                    let next: HashMap<i32, i64> = self
-                        .positions
-                        .stored
-                        .iter()
-                        .filter_map(|(p, o)| o.map(|o| (*p, o)))
-                        .collect();
-                    kafka::commit_advisory(&self.consumer, &self.config.topic, &next);
+                    kafka::commit_advisory(&self.consumer, &self.config.topic, &self.positions.stored_next());
                     return Ok(false);
                 }
                 // The partitions were reassigned while the batch was written:
@@ -615,22 +767,32 @@ impl Sink {
         Ok(true)
     }
 
-    /// Swaps in a reloaded mapper when the table fits its columns; returns it,
-    /// or `None` (keeping the old one) when it does not. Runs between batches,
-    /// with no write in flight.
-    async fn swap(
-        &mut self,
-        old_hash: String,
-        swap: Swap<MapperWorld>,
-    ) -> anyhow::Result<Option<Box<dyn BatchMapper>>> {
+    /// Swaps in a reloaded mapper when the table fits its columns, or keeps
+    /// the old one when it does not. Runs between batches, with no write in
+    /// flight.
+    /// `backoff`: the retry pauses of a swap that was pending.
+    async fn swap(&mut self, swap: Swap<MapperWorld>, backoff: Option<Backoff>) -> anyhow::Result<()> {
+        let old_hash = self
+            .mapper
+            .as_deref()
+            .context("the mapper is away while a mapper is swapped")?
+            .hash()
+            .to_string();
         let writer = self
             .writer
             .as_mut()
             .context("a mapper is swapped while a batch is written")?;
         let new_columns = swap.plugin.configured().clone();
+        let (table, key) = (&self.config.table, self.config.mode.key());
+        // The key must survive the swap; new nullable columns are added here,
+        // between batches; any other change is refused (see `ensure_sink_table`).
         let fits = async {
-            postgres::ensure_sink_table(&writer.client, &self.config.table, &new_columns).await?;
-            SinkStatements::prepare(&writer.client, &self.config.table, &new_columns).await
+            self.config
+                .mode
+                .check_columns(&self.config.name, &new_columns)
+                .map_err(anyhow::Error::msg)?;
+            postgres::ensure_sink_table(&writer.client, table, &new_columns, key).await?;
+            SinkStatements::prepare(&writer.client, table, &new_columns, key).await
         };
         match fits.await {
             Ok(statements) => {
@@ -644,7 +806,25 @@ impl Sink {
                 );
                 writer.statements = statements;
                 self.columns = new_columns;
-                Ok(Some(Box::new(swap.plugin)))
+                self.mapper = Some(Box::new(swap.plugin));
+            }
+            // The database did not answer (a lock held past the lock
+            // timeout, a lost connection): no verdict on the mapper.
+            Err(e) if e.chain().any(|c| c.is::<tokio_postgres::Error>()) => {
+                let mut backoff = backoff.unwrap_or_else(|| Backoff::new(SWAP_RETRY_FIRST, SWAP_RETRY_MAX));
+                let pause = backoff.next_pause();
+                tracing::warn!(
+                    sink = self.config.name,
+                    path = %swap.plugin.path().display(),
+                    error = %format!("{e:#}"),
+                    retry_in_ms = pause.as_millis(),
+                    "cannot apply the new mapper's table changes yet; the old mapper keeps writing, the swap is tried again at a batch boundary after the pause"
+                );
+                self.pending = Some(PendingSwap {
+                    swap,
+                    retry_at: Instant::now() + pause,
+                    backoff,
+                });
             }
             Err(e) => {
                 tracing::error!(
@@ -653,85 +833,85 @@ impl Sink {
                     error = %format!("{e:#}"),
                     "the new mapper does not fit the table; keeping the old one"
                 );
-                Ok(None)
             }
         }
+        Ok(())
     }
 
     /// After a failed or fenced write: reconnect, reread the stored offsets and
     /// start every assigned partition again from them.
     async fn rewind(&mut self) -> anyhow::Result<()> {
         crate::ops::metrics::rewind(&self.config.name);
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let client = connect_with_retry(&self.pipeline, &self.config.instance_id, &mut self.stop).await?;
-            let ready = async {
-                let stored = postgres::stored_offsets(&client, &self.config.table, &self.config.topic).await?;
-                let statements = SinkStatements::prepare(&client, &self.config.table, &self.columns).await?;
-                postgres::asynchronous_commits(&client).await?;
-                anyhow::Ok((stored, statements))
-            };
-            match ready.await {
-                Ok((stored, statements)) => {
-                    let assigned: Vec<i32> = self.positions.next.keys().copied().collect();
-                    let assignment: StoredOffsets = assigned.iter().map(|p| (*p, stored.get(p).copied())).collect();
-                    // Re-assign rather than seek: a seek fails on a partition that is
-                    // not fetching yet, and the stream would then go on from wherever
-                    // it was.
-                    let mut tpl = TopicPartitionList::new();
-                    for (p, start) in &assignment {
-                        tpl.add_partition_offset(
-                            &self.config.topic,
-                            *p,
-                            start.map_or(Offset::Beginning, Offset::Offset),
-                        )?;
-                    }
-                    self.consumer
-                        .assign(&tpl)
-                        .context("cannot rewind the consumer to the stored offsets")?;
-                    self.positions.reset(assignment);
-                    self.writer = Some(Writer { client, statements });
-                    return Ok(());
+        let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &self.columns);
+        let mut stop = self.stop.clone();
+        let (client, stored, statements) = retry::with_backoff(
+            Backoff::default(),
+            Some(&mut stop),
+            || {
+                let mut stop = self.stop.clone();
+                async move {
+                    let client = connect_with_retry(pg, &config.instance_id, &mut stop).await?;
+                    let stored = postgres::stored_offsets(&client, &config.table, &config.topic).await?;
+                    let statements =
+                        SinkStatements::prepare(&client, &config.table, columns, config.mode.key()).await?;
+                    postgres::asynchronous_commits(&client).await?;
+                    anyhow::Ok((client, stored, statements))
                 }
-                Err(e) => {
-                    tracing::warn!(sink = self.config.name, error = %format!("{e:#}"), "cannot read stored offsets; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = next_backoff(backoff);
+            },
+            |e, _| {
+                // A refused password or certificate does not heal by waiting.
+                if postgres::is_permanent(e) {
+                    return Verdict::GiveUp;
                 }
-            }
+                tracing::warn!(sink = config.name, error = %format!("{e:#}"), "cannot read stored offsets; retrying");
+                Verdict::Retry
+            },
+        )
+        .await?;
+        let assignment: StoredOffsets = self
+            .positions
+            .next
+            .keys()
+            .map(|p| (*p, stored.get(p).copied()))
+            .collect();
+        // Re-assign rather than seek: a seek fails on a partition that is not
+        // fetching yet, and the stream would then go on from wherever it was.
+        let mut tpl = TopicPartitionList::new();
+        for (p, start) in &assignment {
+            tpl.add_partition_offset(&self.config.topic, *p, start.map_or(Offset::Beginning, Offset::Offset))?;
         }
+        self.consumer
+            .assign(&tpl)
+            .context("cannot rewind the consumer to the stored offsets")?;
+        self.positions.reset(assignment);
+        self.writer = Some(Writer { client, statements });
+        Ok(())
     }
 }
 
-/// Connects to PostgreSQL, retrying with capped backoff until it works or the
-/// host is asked to stop.
+/// Connects to PostgreSQL, retrying with capped backoff until it works, the
+/// refusal is for good, or the host is asked to stop.
 async fn connect_with_retry(
-    pipeline: &Pipeline,
+    pg: &PostgresConfig,
     member: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<tokio_postgres::Client> {
-    let mut backoff = Duration::from_millis(100);
-    let mut attempts = 0;
-    loop {
+    retry::with_backoff(
+        Backoff::default(),
+        Some(stop),
         // Named after the member, so an operator (or a test) can tell the
         // sessions of each process apart in pg_stat_activity.
-        match postgres::connect_as(&pipeline.postgres, Some(member)).await {
-            Ok(c) => return Ok(c),
-            Err(e) => {
-                attempts += 1;
-                // A refused password or certificate does not heal by waiting.
-                if *stop.borrow() || postgres::is_permanent(&e) {
-                    return Err(e);
-                }
-                tracing::warn!(attempt = attempts, error = %format!("{e:#}"), "PostgreSQL unreachable; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = next_backoff(backoff);
+        || postgres::connect_as(pg, Some(member)),
+        |e, attempt| {
+            // A refused password or certificate does not heal by waiting.
+            if postgres::is_permanent(e) {
+                return Verdict::GiveUp;
             }
-        }
-    }
+            tracing::warn!(attempt, error = %format!("{e:#}"), "PostgreSQL unreachable; retrying");
+            Verdict::Retry
+        },
+    )
+    .await
 }
 
 /// The loader the consumer calls on each assignment: it blocks the consumer
@@ -744,26 +924,107 @@ fn offset_loader(pipeline: &Pipeline, config: &SinkConfig) -> kafka::OffsetLoade
     Box::new(move |topic: &str, partitions: &[i32]| {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
-                let mut backoff = Duration::from_millis(100);
-                loop {
-                    let result = async {
+                let stored = retry::with_backoff(
+                    Backoff::default(),
+                    None,
+                    || async {
                         let client = postgres::connect(&pg).await?;
                         postgres::stored_offsets(&client, &table, topic).await
-                    }
-                    .await;
-                    match result {
-                        Ok(stored) => {
-                            tracing::debug!(table, topic, ?stored, "stored offsets for the assignment");
-                            return partitions.iter().map(|p| (*p, stored.get(p).copied())).collect();
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "cannot read stored offsets for the assignment; retrying");
-                            tokio::time::sleep(backoff).await;
-                            backoff = next_backoff(backoff);
-                        }
-                    }
-                }
+                    },
+                    |e: &anyhow::Error, _| {
+                        tracing::warn!(error = %format!("{e:#}"), "cannot read stored offsets for the assignment; retrying");
+                        Verdict::Retry
+                    },
+                )
+                .await;
+                // Never given up, with no stop to end it: only success ends the loop.
+                let Ok(stored) = stored else {
+                    unreachable!("stored offsets are retried until they are read")
+                };
+                tracing::debug!(%table, topic, ?stored, "stored offsets for the assignment");
+                partitions.iter().map(|p| (*p, stored.get(p).copied())).collect()
             })
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn positions(assignment: &[(i32, Option<i64>)]) -> Positions {
+        let mut p = Positions::default();
+        p.reset(assignment.iter().copied().collect());
+        p
+    }
+
+    #[test]
+    fn a_partition_with_nothing_stored_accepts_from_any_offset_then_only_forward() {
+        let mut p = positions(&[(0, None)]);
+        assert!(p.accept(0, 7));
+        assert!(p.accept(0, 8));
+        // Delivered again after a seek: stale.
+        assert!(!p.accept(0, 7));
+        // A gap (compaction, aborted transactions) is fine.
+        assert!(p.accept(0, 20));
+        assert_eq!(p.next[&0], Some(21));
+    }
+
+    #[test]
+    fn messages_before_the_stored_offset_are_stale() {
+        let mut p = positions(&[(0, Some(10))]);
+        assert!(!p.accept(0, 9));
+        assert!(p.accept(0, 10));
+        assert!(!p.accept(0, 10));
+    }
+
+    #[test]
+    fn a_partition_not_assigned_accepts_nothing() {
+        let mut p = positions(&[(0, None)]);
+        assert!(!p.accept(1, 0));
+        assert!(!p.next.contains_key(&1));
+    }
+
+    #[test]
+    fn a_reset_forgets_what_was_accepted() {
+        let mut p = positions(&[(0, Some(5))]);
+        assert!(p.accept(0, 5));
+        assert!(p.accept(0, 6));
+        p.reset([(0, Some(5)), (1, None)].into_iter().collect());
+        assert!(p.accept(0, 5));
+        assert!(p.accept(1, 0));
+        assert_eq!(p.stored[&0], Some(5));
+    }
+
+    #[test]
+    fn batch_offsets_start_from_the_stored_ones_and_end_past_the_highest() {
+        let p = positions(&[(0, Some(10)), (1, None), (2, Some(3))]);
+        let offsets = p.batch_offsets(&[(0, 10), (1, 0), (0, 12), (1, 4), (0, 11)]);
+        assert_eq!(offsets.len(), 2);
+        assert_eq!(offsets[&0], (Some(10), 13));
+        assert_eq!(offsets[&1], (None, 5));
+        assert!(p.batch_offsets(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_commit_moves_the_stored_offsets() {
+        let mut p = positions(&[(0, Some(10)), (1, None), (2, None)]);
+        p.committed(&[(0, 13), (1, 5)].into_iter().collect());
+        assert_eq!(p.stored[&0], Some(13));
+        assert_eq!(p.stored[&1], Some(5));
+        assert_eq!(p.stored_next(), [(0, 13), (1, 5)].into_iter().collect());
+        // The next batch is conditional on the committed offsets.
+        assert_eq!(p.batch_offsets(&[(0, 13)])[&0], (Some(13), 14));
+    }
+
+    #[test]
+    fn the_end_is_reached_when_every_partition_with_messages_is_stored_up_to_it() {
+        let mut p = positions(&[(0, Some(10)), (1, None), (2, None)]);
+        let ends: HashMap<i32, i64> = [(0, 10), (1, 4), (2, 0)].into_iter().collect();
+        assert!(!p.reached(&ends), "partition 1 has nothing stored");
+        p.committed(&[(1, 3)].into_iter().collect());
+        assert!(!p.reached(&ends));
+        p.committed(&[(1, 4)].into_iter().collect());
+        assert!(p.reached(&ends), "an empty partition (end 0) needs nothing stored");
+    }
 }

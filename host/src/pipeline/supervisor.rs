@@ -1,16 +1,20 @@
 //! The running pipeline: one task per generator and per sink, started,
 //! changed, swapped and stopped as the pipeline file and the plugin files
-//! change. A bad change never stops what runs: it is logged with the path and
-//! the reason, and the previous version keeps going.
+//! change. What a change does is decided by `plan` (pure, unit-tested); this
+//! module executes the plan through one [`Unit`] type for both kinds. A bad
+//! change never stops what runs: it is logged with the path and the reason,
+//! and the previous version keeps going.
 
 use super::generator::{self, Echo, GeneratorRun, GeneratorStats};
+use super::plan::{self, Action, Kind, UnitConfig, UnitId};
 use super::reload::normalize;
 use super::sink::{self, SinkRun, SinkStats};
 use super::{RunOptions, Swap};
 use crate::config::{GeneratorConfig, Pipeline, PluginConfig, PluginLimits, SinkConfig};
 use crate::kafka;
 use crate::plugins::{Compiled, GeneratorWorld, MapperWorld, Plugin, PluginError, Runtime, World, content_hash};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +22,153 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-struct GeneratorUnit {
-    config: watch::Sender<GeneratorConfig>,
-    swaps: std::sync::mpsc::Sender<Plugin<GeneratorWorld>>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<GeneratorStats>,
+/// A running generator or sink: the way into it, and its task.
+struct Unit {
+    control: Control,
     task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The channels into a unit. A generator runs on a blocking thread (a std
+/// channel and an atomic flag it polls between messages), a sink on the async
+/// runtime (tokio channels it selects on); [`Unit`] hides the difference.
+enum Control {
+    Generator {
+        config: watch::Sender<GeneratorConfig>,
+        swaps: std::sync::mpsc::Sender<Plugin<GeneratorWorld>>,
+        stop: Arc<AtomicBool>,
+        stats: Arc<GeneratorStats>,
+    },
+    Sink {
+        config: watch::Sender<SinkConfig>,
+        swaps: mpsc::UnboundedSender<Swap<MapperWorld>>,
+        stop: watch::Sender<bool>,
+        stats: Arc<SinkStats>,
+    },
+}
+
+/// A configured plugin instance for a unit, whichever its world.
+enum Instance {
+    Generator(Plugin<GeneratorWorld>),
+    Mapper(Plugin<MapperWorld>),
+}
+
+impl Instance {
+    fn path(&self) -> &Path {
+        match self {
+            Instance::Generator(p) => p.path(),
+            Instance::Mapper(p) => p.path(),
+        }
+    }
+
+    fn hash(&self) -> &str {
+        match self {
+            Instance::Generator(p) => p.hash(),
+            Instance::Mapper(p) => p.hash(),
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Instance::Generator(p) => p.name(),
+            Instance::Mapper(p) => p.name(),
+        }
+    }
+}
+
+/// A compiled plugin file for the world of one kind of unit.
+enum AnyCompiled {
+    Generator(Compiled<GeneratorWorld>),
+    Mapper(Compiled<MapperWorld>),
+}
+
+impl AnyCompiled {
+    fn instantiate(&self, unit: &UnitConfig) -> Result<Instance, PluginError> {
+        let name = unit.id().to_string();
+        match self {
+            AnyCompiled::Generator(c) => c
+                .instantiate(&name, unit.plugin(), unit.seed())
+                .map(Instance::Generator),
+            AnyCompiled::Mapper(c) => c.instantiate(&name, unit.plugin(), None).map(Instance::Mapper),
+        }
+    }
+}
+
+impl Unit {
+    fn signal_stop(&self) {
+        match &self.control {
+            Control::Generator { stop, .. } => stop.store(true, Ordering::SeqCst),
+            Control::Sink { stop, .. } => {
+                let _ = stop.send(true);
+            }
+        }
+    }
+
+    /// Hands the unit new settings of its own kind.
+    fn update(&self, config: UnitConfig) {
+        match (&self.control, config) {
+            (Control::Generator { config: tx, .. }, UnitConfig::Generator(c)) => {
+                let _ = tx.send(c);
+            }
+            (Control::Sink { config: tx, .. }, UnitConfig::Sink(c)) => {
+                let _ = tx.send(c);
+            }
+            _ => tracing::error!("settings of the other kind of unit; ignored"),
+        }
+    }
+
+    /// Hands the unit a new plugin instance; false when the unit is gone.
+    fn swap(&self, instance: Instance, detected: Instant) -> bool {
+        match (&self.control, instance) {
+            (Control::Generator { swaps, .. }, Instance::Generator(plugin)) => swaps.send(plugin).is_ok(),
+            (Control::Sink { swaps, .. }, Instance::Mapper(plugin)) => swaps.send(Swap { plugin, detected }).is_ok(),
+            _ => {
+                tracing::error!("a plugin of the other world; ignored");
+                false
+            }
+        }
+    }
+
+    fn log_progress(&self, name: &str) {
+        match &self.control {
+            Control::Generator { stats, .. } => {
+                tracing::info!(generator = name, produced = stats.delivered(), "progress")
+            }
+            Control::Sink { stats, .. } => tracing::info!(
+                sink = name,
+                rows = stats.rows(),
+                dead_letters = stats.dead_letters(),
+                "progress"
+            ),
+        }
+    }
+
+    fn log_finished(&self, name: &str) {
+        match &self.control {
+            Control::Generator { stats, .. } => {
+                tracing::info!(generator = name, produced = stats.delivered(), "generator finished")
+            }
+            Control::Sink { stats, .. } => tracing::info!(
+                sink = name,
+                rows = stats.rows(),
+                dead_letters = stats.dead_letters(),
+                "sink finished"
+            ),
+        }
+    }
+}
+
+/// Where the plugins of `SwapPlugin` actions come from.
+enum Source<'a> {
+    /// Each from the file its settings name (a pipeline file change).
+    Files,
+    /// One changed plugin file, read once, compiled once per world.
+    Changed {
+        path: &'a Path,
+        bytes: Arc<Vec<u8>>,
+        hash: &'a str,
+        old_hash: Option<&'a str>,
+        detected: Instant,
+    },
 }
 
 /// The periodic audit of `host run`: its task, how to stop it, its latest findings.
@@ -33,27 +178,19 @@ struct Audit {
     latest: Arc<std::sync::Mutex<Vec<crate::audit::Finding>>>,
 }
 
-struct SinkUnit {
-    config: watch::Sender<SinkConfig>,
-    swaps: mpsc::UnboundedSender<Swap<MapperWorld>>,
-    stop: watch::Sender<bool>,
-    stats: Arc<SinkStats>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
 pub struct Supervisor {
     runtime: Runtime,
     options: RunOptions,
     pipeline: Pipeline,
     /// The pipeline file's text as last applied, to ignore saves that change nothing.
     pipeline_text: Option<String>,
-    /// Hash of the plugin bytes running, per normalized path.
+    /// Hash of the plugin bytes running, per normalized path (check plugins
+    /// included, so the first look at an unchanged file is not a change).
     running_hashes: HashMap<PathBuf, String>,
     /// Hash of the plugin bytes last looked at, per normalized path: a file
     /// that reports changes but holds the same bytes is not handled twice.
     seen_hashes: HashMap<PathBuf, String>,
-    generators: BTreeMap<String, GeneratorUnit>,
-    sinks: BTreeMap<String, SinkUnit>,
+    units: BTreeMap<UnitId, Unit>,
     generators_done: watch::Sender<bool>,
     audit: Option<Audit>,
     /// Units stopped by a reload, still finishing.
@@ -73,63 +210,74 @@ impl Supervisor {
             options,
             running_hashes: HashMap::new(),
             seen_hashes: HashMap::new(),
-            generators: BTreeMap::new(),
-            sinks: BTreeMap::new(),
+            units: BTreeMap::new(),
             generators_done,
             audit: None,
             retiring: Vec::new(),
             failures: Vec::new(),
         };
-        let generators: Vec<GeneratorConfig> = pipeline
-            .generators
-            .iter()
-            .filter(|g| sup.wants_generator(g))
-            .cloned()
+        let units: Vec<UnitConfig> = plan::units(&pipeline)
+            .into_iter()
+            .filter(|u| plan::in_scope(&sup.options, u))
             .collect();
-        let sinks: Vec<SinkConfig> = pipeline.sinks.iter().filter(|s| sup.wants_sink(s)).cloned().collect();
-        if generators.is_empty() && sinks.is_empty() {
+        if units.is_empty() {
             anyhow::bail!(
                 "nothing to run in {}: no generator or sink for the chosen topic\n  hint: check [[generators]] and [[sinks]] in the pipeline file, or the --topic",
                 pipeline.path.display()
             );
         }
+        let of_kind = |kind: Kind| {
+            units
+                .iter()
+                .filter(move |u| u.id().kind == kind)
+                .map(UnitConfig::plugin)
+        };
         // Each distinct plugin file compiles once, all of them at once (a
         // 20 MB component takes seconds), each on a blocking thread; then
         // every unit gets its own configured instance.
-        let generator_compiles = sup.spawn_compiles::<GeneratorWorld>(generators.iter().map(|g| &g.plugin));
-        let sink_compiles = sup.spawn_compiles::<MapperWorld>(sinks.iter().map(|s| &s.mapper));
+        let generator_compiles = sup.spawn_compiles::<GeneratorWorld>(of_kind(Kind::Generator));
+        let sink_compiles = sup.spawn_compiles::<MapperWorld>(of_kind(Kind::Sink));
         let generator_compiled = collect_compiles(generator_compiles).await?;
         let sink_compiled = collect_compiles(sink_compiles).await?;
-        let mut loaded_generators = Vec::new();
-        for g in &generators {
-            let compiled = find_compiled(&generator_compiled, &g.plugin);
-            let plugin = compiled.instantiate(&format!("generator {}", g.name), &g.plugin, g.seed)?;
+        let mut loaded = Vec::new();
+        for unit in units {
+            let name = unit.id().to_string();
+            let instance = match &unit {
+                UnitConfig::Generator(g) => Instance::Generator(
+                    find_compiled(&generator_compiled, &g.plugin).instantiate(&name, &g.plugin, g.seed)?,
+                ),
+                UnitConfig::Sink(s) => {
+                    let plugin = find_compiled(&sink_compiled, &s.mapper).instantiate(&name, &s.mapper, None)?;
+                    s.mode
+                        .check_columns(&s.name, plugin.configured())
+                        .map_err(anyhow::Error::msg)?;
+                    Instance::Mapper(plugin)
+                }
+            };
             sup.running_hashes
-                .insert(normalize(plugin.path()), plugin.hash().to_string());
-            loaded_generators.push(plugin);
-        }
-        let mut loaded_sinks = Vec::new();
-        for s in &sinks {
-            let compiled = find_compiled(&sink_compiled, &s.mapper);
-            let plugin = compiled.instantiate(&format!("sink {}", s.name), &s.mapper, None)?;
-            sup.running_hashes
-                .insert(normalize(plugin.path()), plugin.hash().to_string());
-            loaded_sinks.push(plugin);
+                .insert(normalize(instance.path()), instance.hash().to_string());
+            loaded.push((unit, instance));
         }
         sup.create_topics(&pipeline).await?;
-        for (s, mapper) in sinks.into_iter().zip(loaded_sinks) {
-            sup.spawn_sink(s, mapper);
-        }
-        for (g, plugin) in generators.into_iter().zip(loaded_generators) {
-            sup.spawn_generator(g, plugin);
+        // Sinks first: they are subscribed before the first message is produced.
+        loaded.sort_by_key(|(u, _)| std::cmp::Reverse(u.id().kind));
+        for (unit, instance) in loaded {
+            sup.spawn(unit, instance);
         }
         sup.restart_audit();
         Ok(sup)
     }
 
     /// (Re)starts the periodic audit with the current checks, when `host run`
-    /// runs the whole pipeline and the audit is on.
+    /// runs the whole pipeline and the audit is on. Records the check plugins'
+    /// hashes either way: they run from these bytes now.
     fn restart_audit(&mut self) {
+        for check in &self.pipeline.checks {
+            if let Ok(bytes) = std::fs::read(&check.plugin.path) {
+                self.running_hashes
+                    .insert(normalize(&check.plugin.path), content_hash(&bytes));
+            }
+        }
         if let Some(old) = self.audit.take() {
             let _ = old.stop.send(true);
             old.task.abort();
@@ -158,12 +306,8 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
-    fn wants_generator(&self, g: &GeneratorConfig) -> bool {
-        self.options.generators && self.options.topic.as_deref().is_none_or(|t| t == g.topic)
-    }
-
-    fn wants_sink(&self, s: &SinkConfig) -> bool {
-        self.options.sinks && self.options.topic.as_deref().is_none_or(|t| t == s.topic)
+    fn running(&self) -> BTreeSet<UnitId> {
+        self.units.keys().cloned().collect()
     }
 
     /// Starts compiling each distinct plugin file (with its limits) once, on
@@ -181,32 +325,36 @@ impl Supervisor {
         jobs
     }
 
-    /// Compiles and configures a plugin on a blocking thread.
-    async fn load<W: World>(
-        &mut self,
-        name: &str,
-        config: &PluginConfig,
-        seed: Option<u64>,
-    ) -> anyhow::Result<Plugin<W>> {
-        let (runtime, name, config) = (self.runtime.clone(), name.to_string(), config.clone());
-        let plugin = tokio::task::spawn_blocking(move || runtime.load::<W>(&name, &config, seed)).await??;
+    /// Compiles and configures a unit's plugin from its file, on a blocking thread.
+    async fn load(&mut self, unit: &UnitConfig) -> anyhow::Result<Instance> {
+        let (runtime, unit) = (self.runtime.clone(), unit.clone());
+        let instance = tokio::task::spawn_blocking(move || {
+            let name = unit.id().to_string();
+            match &unit {
+                UnitConfig::Generator(g) => runtime
+                    .load::<GeneratorWorld>(&name, &g.plugin, g.seed)
+                    .map(Instance::Generator),
+                UnitConfig::Sink(s) => runtime
+                    .load::<MapperWorld>(&name, &s.mapper, None)
+                    .map(Instance::Mapper),
+            }
+        })
+        .await??;
         self.running_hashes
-            .insert(normalize(plugin.path()), plugin.hash().to_string());
-        crate::ops::state::plugin_loaded(plugin.name(), plugin.path(), plugin.hash());
-        Ok(plugin)
+            .insert(normalize(instance.path()), instance.hash().to_string());
+        crate::ops::state::plugin_loaded(instance.name(), instance.path(), instance.hash());
+        Ok(instance)
     }
 
     async fn create_topics(&self, pipeline: &Pipeline) -> anyhow::Result<()> {
+        let units: Vec<UnitConfig> = plan::units(pipeline)
+            .into_iter()
+            .filter(|u| plan::in_scope(&self.options, u))
+            .collect();
         let used: Vec<_> = pipeline
             .topics
             .iter()
-            .filter(|t| {
-                pipeline
-                    .generators
-                    .iter()
-                    .any(|g| g.topic == t.name && self.wants_generator(g))
-                    || pipeline.sinks.iter().any(|s| s.topic == t.name && self.wants_sink(s))
-            })
+            .filter(|t| units.iter().any(|u| u.topic() == t.name))
             .cloned()
             .collect();
         for (name, status) in kafka::create_topics(&pipeline.kafka, &used).await? {
@@ -217,8 +365,21 @@ impl Supervisor {
         Ok(())
     }
 
-    fn spawn_generator(&mut self, config: GeneratorConfig, plugin: Plugin<GeneratorWorld>) {
-        let name = config.name.clone();
+    /// Starts a unit with its loaded plugin.
+    fn spawn(&mut self, config: UnitConfig, instance: Instance) {
+        let id = config.id();
+        let unit = match (config, instance) {
+            (UnitConfig::Generator(c), Instance::Generator(p)) => self.spawn_generator(c, p),
+            (UnitConfig::Sink(c), Instance::Mapper(p)) => self.spawn_sink(c, p),
+            _ => {
+                tracing::error!(unit = %id, "a plugin of the other world; not started");
+                return;
+            }
+        };
+        self.units.insert(id, unit);
+    }
+
+    fn spawn_generator(&self, config: GeneratorConfig, plugin: Plugin<GeneratorWorld>) -> Unit {
         // A counted run is produced by one process only (see `RunLease`).
         let claim = config.count.map(|_| (config.topic.clone(), config.name.clone()));
         let kafka = self.pipeline.kafka.clone();
@@ -245,20 +406,18 @@ impl Supervisor {
             };
             generator::run(run, plugin)
         });
-        self.generators.insert(
-            name,
-            GeneratorUnit {
+        Unit {
+            control: Control::Generator {
                 config: config_tx,
                 swaps: swaps_tx,
                 stop,
                 stats,
-                task,
             },
-        );
+            task,
+        }
     }
 
-    fn spawn_sink(&mut self, config: SinkConfig, mapper: Plugin<MapperWorld>) {
-        let name = config.name.clone();
+    fn spawn_sink(&self, config: SinkConfig, mapper: Plugin<MapperWorld>) -> Unit {
         let (config_tx, config_rx) = watch::channel(config);
         let (swaps_tx, swaps_rx) = mpsc::unbounded_channel();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -275,16 +434,15 @@ impl Supervisor {
             destination: sink::Destination::Postgres,
         };
         let task = tokio::spawn(sink::run(run, Box::new(mapper)));
-        self.sinks.insert(
-            name,
-            SinkUnit {
+        Unit {
+            control: Control::Sink {
                 config: config_tx,
                 swaps: swaps_tx,
                 stop: stop_tx,
                 stats,
-                task,
             },
-        );
+            task,
+        }
     }
 
     /// Every file whose change is reloaded: the pipeline file and the plugins.
@@ -314,11 +472,9 @@ impl Supervisor {
                 return;
             }
         };
-        if self.pipeline_text.as_deref() == Some(text.as_str()) {
-            return;
-        }
-        let new = match Pipeline::parse(&path, &text) {
-            Ok(p) => p,
+        let new = match plan::pipeline_file_saved(self.pipeline_text.as_deref(), &path, &text) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
             Err(e) => {
                 tracing::error!("{e}\n  the running pipeline is unchanged; fix the file and save it again");
                 return;
@@ -346,147 +502,8 @@ impl Supervisor {
         if let Err(e) = self.create_topics(&current).await {
             tracing::error!(error = %format!("{e:#}"), "cannot create the topics of the new pipeline");
         }
-
-        if old.checks != new.checks || old.audit != new.audit {
-            tracing::info!(
-                checks = new.checks.len(),
-                "checks changed; restarting the periodic audit"
-            );
-            self.restart_audit();
-        }
-
-        // Generators.
-        let wanted: BTreeMap<String, GeneratorConfig> = new
-            .generators
-            .iter()
-            .filter(|g| self.wants_generator(g))
-            .map(|g| (g.name.clone(), g.clone()))
-            .collect();
-        let running: Vec<String> = self.generators.keys().cloned().collect();
-        for name in running.iter().filter(|n| !wanted.contains_key(*n)) {
-            if let Some(unit) = self.generators.remove(name) {
-                tracing::info!(generator = name, "generator removed");
-                unit.stop.store(true, Ordering::SeqCst);
-                self.retiring.push((format!("generator {name}"), unit.task));
-            }
-        }
-        for (name, config) in wanted {
-            let before = old.generators.iter().find(|g| g.name == name);
-            match (before, self.generators.contains_key(&name)) {
-                (Some(before), true) => {
-                    if before.plugin != config.plugin || before.seed != config.seed {
-                        match self
-                            .load::<GeneratorWorld>(&format!("generator {name}"), &config.plugin, config.seed)
-                            .await
-                        {
-                            Ok(plugin) => {
-                                if let Some(unit) = self.generators.get(&name) {
-                                    let _ = unit.swaps.send(plugin);
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(generator = name, error = %format!("{e:#}"), "new plugin settings refused; keeping the old plugin");
-                                continue;
-                            }
-                        }
-                    }
-                    if *before != config
-                        && let Some(unit) = self.generators.get(&name)
-                    {
-                        let _ = unit.config.send(config);
-                    }
-                }
-                _ => match self
-                    .load::<GeneratorWorld>(&format!("generator {name}"), &config.plugin, config.seed)
-                    .await
-                {
-                    Ok(plugin) => {
-                        tracing::info!(generator = name, topic = config.topic, "generator added");
-                        self.spawn_generator(config, plugin);
-                    }
-                    Err(e) => {
-                        tracing::error!(generator = name, error = %format!("{e:#}"), "cannot start the new generator")
-                    }
-                },
-            }
-        }
-
-        // Sinks.
-        let wanted: BTreeMap<String, SinkConfig> = new
-            .sinks
-            .iter()
-            .filter(|s| self.wants_sink(s))
-            .map(|s| (s.name.clone(), s.clone()))
-            .collect();
-        let running: Vec<String> = self.sinks.keys().cloned().collect();
-        for name in &running {
-            let restart = match (old.sinks.iter().find(|s| &s.name == name), wanted.get(name)) {
-                (_, None) => true,
-                (Some(o), Some(n)) => {
-                    (&o.topic, &o.table, &o.group, &o.instance_id) != (&n.topic, &n.table, &n.group, &n.instance_id)
-                }
-                (None, Some(_)) => false,
-            };
-            if restart && let Some(unit) = self.sinks.remove(name) {
-                tracing::info!(
-                    sink = name,
-                    "sink stopping (removed, or its topic, table or group changed)"
-                );
-                let _ = unit.stop.send(true);
-                // Wait: a replacement with the same group must not overlap it.
-                match unit.task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(sink = name, error = %format!("{e:#}"), "sink ended with an error"),
-                    Err(e) => tracing::error!(sink = name, error = %e, "sink task failed"),
-                }
-            }
-        }
-        for (name, config) in wanted {
-            let before = old.sinks.iter().find(|s| s.name == name);
-            if self.sinks.contains_key(&name) {
-                let before = before.expect("a running sink was in the old pipeline");
-                if before.mapper != config.mapper {
-                    match self
-                        .load::<MapperWorld>(&format!("sink {name}"), &config.mapper, None)
-                        .await
-                    {
-                        Ok(plugin) => {
-                            if let Some(unit) = self.sinks.get(&name) {
-                                let _ = unit.swaps.send(Swap {
-                                    plugin,
-                                    detected: Instant::now(),
-                                });
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(sink = name, error = %format!("{e:#}"), "new mapper settings refused; keeping the old mapper");
-                            continue;
-                        }
-                    }
-                }
-                if *before != config
-                    && let Some(unit) = self.sinks.get(&name)
-                {
-                    let _ = unit.config.send(config);
-                }
-            } else {
-                match self
-                    .load::<MapperWorld>(&format!("sink {name}"), &config.mapper, None)
-                    .await
-                {
-                    Ok(mapper) => {
-                        tracing::info!(
-                            sink = name,
-                            topic = config.topic,
-                            table = config.table,
-                            "sink started by reload"
-                        );
-                        self.spawn_sink(config, mapper);
-                    }
-                    Err(e) => tracing::error!(sink = name, error = %format!("{e:#}"), "cannot start the sink"),
-                }
-            }
-        }
+        let actions = plan::pipeline_changed(&old, &new, &self.running(), &self.options);
+        self.execute(actions, &current, Source::Files).await;
     }
 
     /// A plugin file changed: compile it once per world that uses it, make one
@@ -503,85 +520,199 @@ impl Supervisor {
         let hash = content_hash(&bytes);
         let old_hash = self.running_hashes.get(path).cloned();
         let seen = self.seen_hashes.insert(path.to_path_buf(), hash.clone());
-        if old_hash.as_deref() == Some(hash.as_str()) || seen.as_deref() == Some(hash.as_str()) {
+        if !plan::file_is_new(&hash, old_hash.as_deref(), seen.as_deref()) {
             return;
         }
-        let bytes = Arc::new(bytes);
-        if self.pipeline.checks.iter().any(|c| normalize(&c.plugin.path) == path) {
-            // Check plugins are loaded by the audit task, which reports a bad
-            // one as a finding; starting it again picks up the new file.
-            tracing::info!(path = %path.display(), new_hash = hash, "check plugin changed; restarting the periodic audit");
-            self.restart_audit();
-            self.running_hashes.insert(path.to_path_buf(), hash.clone());
-        }
+        let actions = plan::plugin_file_changed(&self.pipeline, &self.running(), path);
         tracing::info!(path = %path.display(), old_hash = old_hash.as_deref().unwrap_or("-"), new_hash = hash, "plugin changed; compiling");
-
-        let generators: Vec<GeneratorConfig> = self
-            .pipeline
-            .generators
-            .iter()
-            .filter(|g| self.generators.contains_key(&g.name) && normalize(&g.plugin.path) == path)
-            .cloned()
-            .collect();
-        let sinks: Vec<SinkConfig> = self
-            .pipeline
-            .sinks
-            .iter()
-            .filter(|s| self.sinks.contains_key(&s.name) && normalize(&s.mapper.path) == path)
-            .cloned()
-            .collect();
-        let mut swapped = false;
-        if let Some(first) = generators.first() {
-            match self.compile::<GeneratorWorld>(path, &bytes, &first.plugin).await {
-                Ok(compiled) => {
-                    for g in &generators {
-                        match compiled.instantiate(&format!("generator {}", g.name), &g.plugin, g.seed) {
-                            Ok(plugin) => {
-                                if let Some(unit) = self.generators.get(&g.name) {
-                                    let _ = unit.swaps.send(plugin);
-                                    swapped = true;
-                                    tracing::info!(generator = g.name, path = %path.display(), old_hash = old_hash.as_deref().unwrap_or("-"), new_hash = hash, swap_ms = detected.elapsed().as_millis(), "generator plugin swapped");
-                                }
-                            }
-                            Err(e) => refused(path, &e),
-                        }
-                    }
-                }
-                Err(e) => refused(path, &e),
-            }
-        }
-        if let Some(first) = sinks.first() {
-            match self.compile::<MapperWorld>(path, &bytes, &first.mapper).await {
-                Ok(compiled) => {
-                    for s in &sinks {
-                        match compiled.instantiate(&format!("sink {}", s.name), &s.mapper, None) {
-                            Ok(plugin) => {
-                                if let Some(unit) = self.sinks.get(&s.name) {
-                                    let _ = unit.swaps.send(Swap { plugin, detected });
-                                    swapped = true;
-                                }
-                            }
-                            Err(e) => refused(path, &e),
-                        }
-                    }
-                }
-                Err(e) => refused(path, &e),
-            }
-        }
+        let source = Source::Changed {
+            path,
+            bytes: Arc::new(bytes),
+            hash: &hash,
+            old_hash: old_hash.as_deref(),
+            detected,
+        };
+        let pipeline = self.pipeline.clone();
+        let swapped = self.execute(actions, &pipeline, source).await;
         if swapped {
             crate::ops::metrics::reload(&path.display().to_string(), &hash, None);
             self.running_hashes.insert(path.to_path_buf(), hash);
         }
     }
 
-    async fn compile<W: World>(
+    /// Carries out a plan against `pipeline` (the one now current). Returns
+    /// whether any unit received a new plugin instance.
+    async fn execute(&mut self, actions: Vec<Action>, pipeline: &Pipeline, source: Source<'_>) -> bool {
+        let configs: BTreeMap<UnitId, UnitConfig> = plan::units(pipeline).into_iter().map(|u| (u.id(), u)).collect();
+        // Units whose new plugin was refused keep everything as it was.
+        let mut refused_units: BTreeSet<UnitId> = BTreeSet::new();
+        // With a changed file: its compilation per world, `None` once refused.
+        let mut compiled: HashMap<Kind, Option<AnyCompiled>> = HashMap::new();
+        let mut swapped = false;
+        let config_of = |id: &UnitId| configs.get(id).cloned();
+        for action in actions {
+            match action {
+                Action::RestartAudit => {
+                    match &source {
+                        Source::Files => tracing::info!(
+                            checks = pipeline.checks.len(),
+                            "checks changed; restarting the periodic audit"
+                        ),
+                        Source::Changed { path, hash, .. } => {
+                            tracing::info!(path = %path.display(), new_hash = hash, "check plugin changed; restarting the periodic audit")
+                        }
+                    }
+                    self.restart_audit();
+                }
+                Action::Stop(id) => self.stop_unit(&id).await,
+                Action::Restart(id) => {
+                    self.stop_unit(&id).await;
+                    if let Some(config) = config_of(&id) {
+                        self.start_unit(config).await;
+                    }
+                }
+                Action::Start(id) => {
+                    if let Some(config) = config_of(&id) {
+                        self.start_unit(config).await;
+                    }
+                }
+                Action::SwapPlugin(id) => {
+                    let Some(config) = config_of(&id) else { continue };
+                    let instance = match &source {
+                        Source::Files => match self.load(&config).await {
+                            Ok(instance) => instance,
+                            Err(e) => {
+                                match id.kind {
+                                    Kind::Generator => {
+                                        tracing::error!(generator = id.name, error = %format!("{e:#}"), "new plugin settings refused; keeping the old plugin")
+                                    }
+                                    Kind::Sink => {
+                                        tracing::error!(sink = id.name, error = %format!("{e:#}"), "new mapper settings refused; keeping the old mapper")
+                                    }
+                                }
+                                refused_units.insert(id);
+                                continue;
+                            }
+                        },
+                        Source::Changed { path, bytes, .. } => {
+                            if let Entry::Vacant(slot) = compiled.entry(id.kind) {
+                                let result = self.compile(id.kind, path, bytes, &config.plugin().limits).await;
+                                slot.insert(result.map_err(|e| refused(path, &e)).ok());
+                            }
+                            let Some(Some(c)) = compiled.get(&id.kind) else {
+                                refused_units.insert(id);
+                                continue;
+                            };
+                            match c.instantiate(&config) {
+                                Ok(instance) => instance,
+                                Err(e) => {
+                                    refused(path, &e);
+                                    refused_units.insert(id);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    let detected = match &source {
+                        Source::Files => Instant::now(),
+                        Source::Changed { detected, .. } => *detected,
+                    };
+                    if let Some(unit) = self.units.get(&id)
+                        && unit.swap(instance, detected)
+                    {
+                        swapped = true;
+                        if let (
+                            Source::Changed {
+                                path, hash, old_hash, ..
+                            },
+                            Kind::Generator,
+                        ) = (&source, id.kind)
+                        {
+                            tracing::info!(generator = id.name, path = %path.display(), old_hash = old_hash.unwrap_or("-"), new_hash = hash, swap_ms = detected.elapsed().as_millis(), "generator plugin swapped");
+                        }
+                    }
+                }
+                Action::UpdateSettings(id) => {
+                    if refused_units.contains(&id) {
+                        continue;
+                    }
+                    if let (Some(unit), Some(config)) = (self.units.get(&id), config_of(&id)) {
+                        unit.update(config);
+                    }
+                }
+            }
+        }
+        swapped
+    }
+
+    /// Stops a unit. A generator finishes in the background; a sink is waited
+    /// for, so a replacement in the same group never overlaps it.
+    async fn stop_unit(&mut self, id: &UnitId) {
+        let Some(unit) = self.units.remove(id) else { return };
+        unit.signal_stop();
+        match id.kind {
+            Kind::Generator => {
+                tracing::info!(generator = id.name, "generator removed");
+                self.retiring.push((id.to_string(), unit.task));
+            }
+            Kind::Sink => {
+                tracing::info!(
+                    sink = id.name,
+                    "sink stopping (removed, or its topic, table or group changed)"
+                );
+                match unit.task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::error!(sink = id.name, error = %format!("{e:#}"), "sink ended with an error")
+                    }
+                    Err(e) => tracing::error!(sink = id.name, error = %e, "sink task failed"),
+                }
+            }
+        }
+    }
+
+    /// Loads a unit's plugin and starts it; a failure is logged and the rest goes on.
+    async fn start_unit(&mut self, config: UnitConfig) {
+        let id = config.id();
+        match self.load(&config).await {
+            Ok(instance) => {
+                match &config {
+                    UnitConfig::Generator(g) => tracing::info!(generator = g.name, topic = %g.topic, "generator added"),
+                    UnitConfig::Sink(s) => tracing::info!(
+                        sink = s.name,
+                        topic = %s.topic,
+                        table = %s.table,
+                        "sink started by reload"
+                    ),
+                }
+                self.spawn(config, instance);
+            }
+            Err(e) => match id.kind {
+                Kind::Generator => {
+                    tracing::error!(generator = id.name, error = %format!("{e:#}"), "cannot start the new generator")
+                }
+                Kind::Sink => tracing::error!(sink = id.name, error = %format!("{e:#}"), "cannot start the sink"),
+            },
+        }
+    }
+
+    async fn compile(
         &self,
+        kind: Kind,
         path: &Path,
         bytes: &Arc<Vec<u8>>,
-        config: &PluginConfig,
-    ) -> Result<Compiled<W>, PluginError> {
-        let (runtime, path, bytes, limits) = (self.runtime.clone(), path.to_path_buf(), bytes.clone(), config.limits);
-        match tokio::task::spawn_blocking(move || runtime.compile_bytes::<W>(&path, &bytes, &limits)).await {
+        limits: &PluginLimits,
+    ) -> Result<AnyCompiled, PluginError> {
+        let (runtime, path, bytes, limits) = (self.runtime.clone(), path.to_path_buf(), bytes.clone(), *limits);
+        let compile = move || match kind {
+            Kind::Generator => runtime
+                .compile_bytes::<GeneratorWorld>(&path, &bytes, &limits)
+                .map(AnyCompiled::Generator),
+            Kind::Sink => runtime
+                .compile_bytes::<MapperWorld>(&path, &bytes, &limits)
+                .map(AnyCompiled::Mapper),
+        };
+        match tokio::task::spawn_blocking(compile).await {
             Ok(result) => result,
             Err(e) => Err(PluginError::Trap {
                 name: "compiler".into(),
@@ -593,36 +724,22 @@ impl Supervisor {
     /// Collects units that ended. Returns true when the run is over: with
     /// `once`, every unit has finished; otherwise, when one failed.
     pub fn poll(&mut self) -> bool {
-        let finished: Vec<String> = self
-            .generators
+        let finished: Vec<UnitId> = self
+            .units
             .iter()
             .filter(|(_, u)| u.task.is_finished())
-            .map(|(n, _)| n.clone())
+            .map(|(id, _)| id.clone())
             .collect();
-        for name in finished {
-            if let Some(unit) = self.generators.remove(&name) {
-                let delivered = unit.stats.delivered();
-                self.reap(format!("generator {name}"), unit.task);
-                tracing::info!(generator = name, produced = delivered, "generator finished");
+        for id in finished {
+            if let Some(unit) = self.units.remove(&id) {
+                unit.log_finished(&id.name);
+                self.reap(id.to_string(), unit.task);
             }
         }
-        if self.generators.is_empty() {
+        if !self.units.keys().any(|id| id.kind == Kind::Generator) {
             let _ = self.generators_done.send(true);
         }
-        let finished: Vec<String> = self
-            .sinks
-            .iter()
-            .filter(|(_, u)| u.task.is_finished())
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in finished {
-            if let Some(unit) = self.sinks.remove(&name) {
-                let (rows, dead) = (unit.stats.rows(), unit.stats.dead_letters());
-                self.reap(format!("sink {name}"), unit.task);
-                tracing::info!(sink = name, rows, dead_letters = dead, "sink finished");
-            }
-        }
-        !self.failures.is_empty() || (self.generators.is_empty() && self.sinks.is_empty())
+        !self.failures.is_empty() || self.units.is_empty()
     }
 
     fn reap(&mut self, name: String, task: JoinHandle<anyhow::Result<()>>) {
@@ -639,16 +756,8 @@ impl Supervisor {
         if !findings.is_empty() {
             tracing::debug!(findings = findings.len(), "latest audit round");
         }
-        for (name, u) in &self.generators {
-            tracing::info!(generator = name, produced = u.stats.delivered(), "progress");
-        }
-        for (name, u) in &self.sinks {
-            tracing::info!(
-                sink = name,
-                rows = u.stats.rows(),
-                dead_letters = u.stats.dead_letters(),
-                "progress"
-            );
+        for (id, unit) in &self.units {
+            unit.log_progress(&id.name);
         }
     }
 
@@ -659,22 +768,15 @@ impl Supervisor {
             let _ = audit.stop.send(true);
             let _ = audit.task.await;
         }
-        for unit in self.generators.values() {
-            unit.stop.store(true, Ordering::SeqCst);
-        }
-        for unit in self.sinks.values() {
-            let _ = unit.stop.send(true);
+        for unit in self.units.values() {
+            unit.signal_stop();
         }
         let mut tasks: Vec<(String, JoinHandle<anyhow::Result<()>>)> = std::mem::take(&mut self.retiring);
+        // Generators first (the map's order), as before.
         tasks.extend(
-            std::mem::take(&mut self.generators)
+            std::mem::take(&mut self.units)
                 .into_iter()
-                .map(|(n, u)| (format!("generator {n}"), u.task)),
-        );
-        tasks.extend(
-            std::mem::take(&mut self.sinks)
-                .into_iter()
-                .map(|(n, u)| (format!("sink {n}"), u.task)),
+                .map(|(id, u)| (id.to_string(), u.task)),
         );
         for (name, task) in tasks {
             match task.await {

@@ -1,7 +1,7 @@
 //! `host plugin inspect`: what a component is, and whether this host runs it.
 
 use super::kit::{Kind, contract_version, world_of};
-use super::{CheckWorld, GeneratorWorld, MapperWorld, Runtime, content_hash};
+use super::{CheckWorld, GeneratorWorld, MapperWorld, Runtime, Version, content_hash};
 use crate::config::PluginLimits;
 use anyhow::Context as _;
 use std::path::Path;
@@ -28,20 +28,23 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
     let mut refusals = Vec::new();
     match world_of(&exports) {
         Some((kind, version)) => {
-            let supported = version == contract_version();
+            let known = Version::parse(&version);
             println!("world:    {} (exports {}@{version})", kind.world(), kind.unversioned());
             println!(
                 "contract: {version}{}",
-                if supported {
-                    " (the version this host implements)".to_string()
-                } else {
-                    format!(
-                        " -- this host implements {}; rebuild against its wit/plugin.wit",
+                match known {
+                    Some(Version::V0_2) => " (the version of this host's wit/plugin.wit)".to_string(),
+                    Some(_) => format!(
+                        " (an older version this host still runs; rebuild against wit/plugin.wit, version {}, for its new types and outcomes)",
                         contract_version()
-                    )
+                    ),
+                    None => format!(
+                        " -- this host runs versions {}; rebuild against its wit/plugin.wit",
+                        Version::supported()
+                    ),
                 }
             );
-            if supported {
+            if known.is_some() {
                 // Link it as the pipeline would, to catch anything else.
                 let linked = match kind {
                     Kind::Generator => runtime
@@ -56,7 +59,10 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
                     refusals.push(e.to_string());
                 }
             } else {
-                refusals.push(format!("contract version {version} is not {}", contract_version()));
+                refusals.push(format!(
+                    "contract version {version} is not one this host runs ({})",
+                    Version::supported()
+                ));
             }
         }
         None => {

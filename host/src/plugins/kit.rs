@@ -157,10 +157,9 @@ impl Kind {
     }
 }
 
-/// The contract version this host implements, e.g. `0.1.0`.
+/// The contract version this host implements, e.g. `0.2.0`.
 pub fn contract_version() -> &'static str {
-    let export = GeneratorWorld::EXPORT;
-    export.split_once('@').map_or("", |(_, v)| v)
+    super::CONTRACT_VERSION
 }
 
 /// Which world an export list targets, and at which contract version.
@@ -437,6 +436,8 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
 enum Result1 {
     Rows(Vec<Vec<mapper::Value>>),
     Rejected(String),
+    /// Delete the row with these key values.
+    Delete(Vec<mapper::Value>),
     /// The call trapped, timed out or ran out of memory: `host run` dead-letters it.
     Failed(String),
 }
@@ -458,6 +459,7 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
                     None => Result1::Rows(rows),
                 },
                 Some(mapper::Outcome::Rejected(reason)) => Result1::Rejected(reason),
+                Some(mapper::Outcome::Delete(key)) => Result1::Delete(key),
                 None => Result1::Failed("no outcome".into()),
             },
             Err(e) => Result1::Failed(e.to_string()),
@@ -477,6 +479,9 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
                     "rows": rows.iter().map(|row| row.iter().map(value_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 }),
                 Result1::Rejected(reason) => serde_json::json!({"offset": m.offset, "rejected": reason}),
+                Result1::Delete(key) => {
+                    serde_json::json!({"offset": m.offset, "delete": key.iter().map(value_json).collect::<Vec<_>>()})
+                }
                 Result1::Failed(reason) => serde_json::json!({"offset": m.offset, "failed": reason}),
             })
             .collect();
@@ -498,7 +503,7 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
             .chain(columns.iter().map(|c| c.name.clone()))
             .collect::<Vec<_>>(),
     ];
-    let mut problems = String::new();
+    let (mut problems, mut deletes) = (String::new(), String::new());
     for (m, r) in messages.iter().zip(&results) {
         match r {
             Result1::Rows(rows) => {
@@ -513,6 +518,10 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
             Result1::Rejected(reason) => {
                 let _ = writeln!(problems, "offset {}: rejected: {reason}", m.offset);
             }
+            Result1::Delete(key) => {
+                let values: Vec<String> = key.iter().map(value_text).collect();
+                let _ = writeln!(deletes, "offset {}: key {}", m.offset, values.join(", "));
+            }
             Result1::Failed(reason) => {
                 let _ = writeln!(
                     problems,
@@ -525,6 +534,12 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
     let rows = table.len() - 1;
     let _ = writeln!(out, "rows: {rows}");
     out.push_str(&render_table(&table));
+    if !deletes.is_empty() {
+        out.push_str("deletes (applied by a sink with mode = \"upsert\"):\n");
+        for line in deletes.lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     if !problems.is_empty() {
         out.push_str("rejections:\n");
         for line in problems.lines() {
@@ -565,6 +580,10 @@ fn sql_type(kind: mapper::ColumnType) -> &'static str {
         mapper::ColumnType::Boolean => "boolean",
         mapper::ColumnType::Timestamp => "timestamptz",
         mapper::ColumnType::Json => "jsonb",
+        mapper::ColumnType::Uuid => "uuid",
+        mapper::ColumnType::Numeric => "numeric",
+        mapper::ColumnType::Bytea => "bytea",
+        mapper::ColumnType::Date => "date",
     }
 }
 
@@ -576,6 +595,9 @@ fn value_text(v: &mapper::Value) -> String {
         mapper::Value::Float(f) => f.to_string(),
         mapper::Value::Boolean(b) => b.to_string(),
         mapper::Value::Timestamp(us) => timestamp_text(*us),
+        mapper::Value::Uuid(s) | mapper::Value::Numeric(s) => s.clone(),
+        mapper::Value::Bytea(b) => bytea_text(b),
+        mapper::Value::Date(days) => date_text(*days),
     }
 }
 
@@ -588,15 +610,31 @@ fn value_json(v: &mapper::Value) -> serde_json::Value {
         mapper::Value::Float(f) => (*f).into(),
         mapper::Value::Boolean(b) => (*b).into(),
         mapper::Value::Timestamp(us) => timestamp_text(*us).into(),
+        // Text, as PostgreSQL's row_to_json renders these types.
+        mapper::Value::Uuid(s) | mapper::Value::Numeric(s) => s.clone().into(),
+        mapper::Value::Bytea(b) => bytea_text(b).into(),
+        mapper::Value::Date(days) => date_text(*days).into(),
     }
 }
 
-/// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub fn timestamp_text(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+/// Bytes as PostgreSQL prints a `bytea`: `\x` and hex digits.
+pub fn bytea_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(2 + 2 * bytes.len());
+    out.push_str("\\x");
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Days since the Unix epoch as `YYYY-MM-DD`.
+pub fn date_text(days: i32) -> String {
+    let (year, month, day) = civil(i64::from(days));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The civil date of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -605,7 +643,15 @@ pub fn timestamp_text(micros: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn timestamp_text(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (year, month, day) = civil(days);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{frac:06}Z",
         rem / 3600,
@@ -745,6 +791,14 @@ mod tests {
         assert_eq!(timestamp_text(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(timestamp_text(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
         assert_eq!(timestamp_text(-1), "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn dates_and_bytes_render_as_postgres_prints_them() {
+        assert_eq!(date_text(0), "1970-01-01");
+        assert_eq!(date_text(19_723), "2024-01-01");
+        assert_eq!(date_text(-1), "1969-12-31");
+        assert_eq!(bytea_text(&[0, 0xab, 0x10]), "\\x00ab10");
     }
 
     #[test]

@@ -10,12 +10,13 @@
 //! re-configured before its next call.
 
 mod cache;
+mod compat;
 pub mod inspect;
 pub mod kit;
 pub mod scaffold;
 mod worlds;
 
-pub use worlds::{CheckWorld, GeneratorWorld, MapperWorld, World, check, generator, mapper};
+pub use worlds::{CONTRACT_VERSION, CheckWorld, GeneratorWorld, MapperWorld, Version, World, check, generator, mapper};
 
 use crate::config::{PluginConfig, PluginLimits};
 use rand::SeedableRng as _;
@@ -53,13 +54,23 @@ pub enum PluginError {
     )]
     NotComponent { path: PathBuf, reason: String },
     #[error(
-        "{path} is not a {kind} plugin: it exports [{found}], but a {kind} must export {expected}\n  hint: is it configured in the wrong section of the pipeline file, or built against another version of wit/plugin.wit?"
+        "{path} is not a {kind} plugin: it exports [{found}], but a {kind} must export {expected}\n  hint: is it configured in the wrong section of the pipeline file?"
     )]
     WrongWorld {
         path: PathBuf,
         kind: &'static str,
         found: String,
-        expected: &'static str,
+        expected: String,
+    },
+    #[error(
+        "{path} is a {kind} plugin for version {found} of the plugin contract, which this host does not run: it runs versions {supported}\n  hint: rebuild the plugin against the wit/plugin.wit of this host (version {current}; `host plugin new` writes a project that has it), or run it with a host of its version; `host plugin inspect` shows the version a component targets",
+        supported = Version::supported(),
+        current = CONTRACT_VERSION
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        kind: &'static str,
+        found: String,
     },
     #[error(
         "plugin {path} imports {imports}, which the host does not provide: plugins get only wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets (with nothing granted)\n  hint: build the plugin without it: target one world of wit/plugin.wit alone, and drop the code or library that uses it (componentize-js: `--disable http`; Rust: a crate that pulls in wasi:http); `host plugin inspect` lists the imports"
@@ -178,10 +189,11 @@ impl Runtime {
         let compiled = self.prepare::<W>(path, &component, content_hash(bytes))?;
         let compile_ms = started.elapsed().as_millis();
         // Large components (Python's are 12-20 MB) take seconds: worth a line.
+        let contract = compiled.version().as_str();
         if compile_ms >= SLOW_COMPILE_MS {
-            tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+            tracing::info!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, contract, "compiled plugin");
         } else {
-            tracing::debug!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, "compiled plugin");
+            tracing::debug!(path = %path.display(), bytes = bytes.len(), compile_ms, hash = compiled.hash, contract, "compiled plugin");
         }
         Ok(compiled)
     }
@@ -277,14 +289,25 @@ impl Runtime {
         hash: String,
     ) -> Result<Compiled<W>, PluginError> {
         let exports = self.exports(component);
-        if !exports.iter().any(|e| e == W::EXPORT) {
-            return Err(PluginError::WrongWorld {
+        let version = exports.iter().find_map(|e| {
+            let (name, version) = e.split_once('@').unwrap_or((e.as_str(), ""));
+            (name == W::INTERFACE).then_some(version)
+        });
+        let version = match version {
+            None => {
+                return Err(PluginError::WrongWorld {
+                    path: path.to_path_buf(),
+                    kind: W::KIND,
+                    found: exports.join(", "),
+                    expected: W::accepted(),
+                });
+            }
+            Some(v) => Version::parse(v).ok_or_else(|| PluginError::UnsupportedVersion {
                 path: path.to_path_buf(),
                 kind: W::KIND,
-                found: exports.join(", "),
-                expected: W::EXPORT,
-            });
-        }
+                found: if v.is_empty() { "(none)".into() } else { v.to_string() },
+            })?,
+        };
         let missing: Vec<String> = self
             .imports(component)
             .into_iter()
@@ -302,7 +325,7 @@ impl Runtime {
             reason: format!("{e:#}"),
         };
         let pre = self.linker.instantiate_pre(component).map_err(instantiate)?;
-        let pre = W::pre(pre).map_err(instantiate)?;
+        let pre = W::pre(pre, version).map_err(instantiate)?;
         Ok(Compiled {
             runtime: self.clone(),
             path: path.to_path_buf(),
@@ -333,6 +356,11 @@ pub struct Compiled<W: World> {
 }
 
 impl<W: World> Compiled<W> {
+    /// The contract version the component was built against.
+    pub fn version(&self) -> Version {
+        W::version(&self.pre)
+    }
+
     /// Makes a configured instance. `name` says which part of the pipeline it serves.
     pub fn instantiate(&self, name: &str, config: &PluginConfig, seed: Option<u64>) -> Result<Plugin<W>, PluginError> {
         let mut plugin = Plugin {
@@ -380,6 +408,11 @@ impl<W: World> Plugin<W> {
 
     pub fn hash(&self) -> &str {
         &self.hash
+    }
+
+    /// The contract version the component was built against.
+    pub fn version(&self) -> Version {
+        W::version(&self.pre)
     }
 
     /// What `configure` returned (a mapper's columns).
@@ -545,8 +578,7 @@ fn host_provides(import: &str) -> bool {
     let (interface, version) = import.split_once('@').unwrap_or((import, ""));
     if interface == "wasm-stream:plugin/types" {
         // Types only, no functions: the world's exports use them.
-        return import.strip_prefix("wasm-stream:plugin/types@")
-            == GeneratorWorld::EXPORT.split_once('@').map(|(_, v)| v);
+        return Version::parse(version).is_some();
     }
     PROVIDED_INTERFACES.contains(&interface) && (version.is_empty() || version.starts_with("0.2."))
 }

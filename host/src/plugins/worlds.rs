@@ -1,9 +1,60 @@
 //! Host bindings for the three worlds of `wit/plugin.wit`, and the glue that
-//! lets [`super::Plugin`] drive any of them.
+//! lets [`super::Plugin`] drive any of them. A component built against an
+//! older version of the contract (`wit/v0.1.0/plugin.wit`) is driven through
+//! its own bindings, its calls and results converted to the current types in
+//! [`super::compat`], so the rest of the host sees one set of types.
 
+use super::compat::v0_1;
 use super::{Plugin, PluginError, PluginState};
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
+
+/// The version of `wit/plugin.wit`, the contract new plugins are built against.
+macro_rules! contract_version {
+    () => {
+        "0.2.0"
+    };
+}
+
+/// The contract version of `wit/plugin.wit`.
+pub const CONTRACT_VERSION: &str = contract_version!();
+
+/// A version of the contract this host runs plugins of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// `wit/plugin.wit`.
+    V0_2,
+    /// `wit/v0.1.0/plugin.wit`: no `uuid`, `numeric`, `bytea`, `date`, no `delete`.
+    V0_1,
+}
+
+impl Version {
+    /// Newest first.
+    pub const ALL: [Version; 2] = [Version::V0_2, Version::V0_1];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V0_2 => CONTRACT_VERSION,
+            Version::V0_1 => "0.1.0",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+
+    /// "0.2.0 and 0.1.0", for messages.
+    pub fn supported() -> String {
+        let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
+        all.join(" and ")
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 mod bindings {
     pub mod generator {
@@ -40,74 +91,170 @@ pub trait World: Sized + Send + 'static {
     type Configured: PartialEq + Send;
     /// How the pipeline file calls this kind of plugin.
     const KIND: &'static str;
-    /// The interface a component of this world exports.
+    /// The interface a component of this world exports, without version.
+    const INTERFACE: &'static str;
+    /// The interface a component of this world exports, at the current version.
     const EXPORT: &'static str;
 
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
+    fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre>;
+    fn version(pre: &Self::Pre) -> Version;
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self>;
     fn configure(
         &self,
         store: &mut Store<PluginState>,
         settings: &str,
     ) -> wasmtime::Result<Result<Self::Configured, String>>;
+
+    /// The exports this host accepts for the world, newest first, e.g.
+    /// `wasm-stream:plugin/mapper@0.2.0 or wasm-stream:plugin/mapper@0.1.0`.
+    fn accepted() -> String {
+        let all: Vec<String> = Version::ALL
+            .iter()
+            .map(|v| format!("{}@{v}", Self::INTERFACE))
+            .collect();
+        all.join(" or ")
+    }
 }
 
-pub type GeneratorWorld = bindings::generator::GeneratorPlugin;
-pub type MapperWorld = bindings::mapper::MapperPlugin;
-pub type CheckWorld = bindings::check::CheckPlugin;
+/// A generator instance, of whichever contract version it was built against.
+pub enum GeneratorWorld {
+    V0_2(bindings::generator::GeneratorPlugin),
+    V0_1(v0_1::generator::GeneratorPlugin),
+}
+
+#[derive(Clone)]
+pub enum GeneratorPre {
+    V0_2(bindings::generator::GeneratorPluginPre<PluginState>),
+    V0_1(v0_1::generator::GeneratorPluginPre<PluginState>),
+}
+
+/// A mapper instance, of whichever contract version it was built against.
+pub enum MapperWorld {
+    V0_2(bindings::mapper::MapperPlugin),
+    V0_1(v0_1::mapper::MapperPlugin),
+}
+
+#[derive(Clone)]
+pub enum MapperPre {
+    V0_2(bindings::mapper::MapperPluginPre<PluginState>),
+    V0_1(v0_1::mapper::MapperPluginPre<PluginState>),
+}
+
+/// A check instance, of whichever contract version it was built against.
+pub enum CheckWorld {
+    V0_2(bindings::check::CheckPlugin),
+    V0_1(v0_1::check::CheckPlugin),
+}
+
+#[derive(Clone)]
+pub enum CheckPre {
+    V0_2(bindings::check::CheckPluginPre<PluginState>),
+    V0_1(v0_1::check::CheckPluginPre<PluginState>),
+}
 
 impl World for GeneratorWorld {
-    type Pre = bindings::generator::GeneratorPluginPre<PluginState>;
+    type Pre = GeneratorPre;
     type Configured = ();
     const KIND: &'static str = "generator";
-    const EXPORT: &'static str = "wasm-stream:plugin/generator@0.1.0";
+    const INTERFACE: &'static str = "wasm-stream:plugin/generator";
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/generator@", contract_version!());
 
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        Self::Pre::new(pre)
+    fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
+        Ok(match version {
+            Version::V0_2 => GeneratorPre::V0_2(bindings::generator::GeneratorPluginPre::new(pre)?),
+            Version::V0_1 => GeneratorPre::V0_1(v0_1::generator::GeneratorPluginPre::new(pre)?),
+        })
+    }
+    fn version(pre: &Self::Pre) -> Version {
+        match pre {
+            GeneratorPre::V0_2(_) => Version::V0_2,
+            GeneratorPre::V0_1(_) => Version::V0_1,
+        }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
+        Ok(match pre {
+            GeneratorPre::V0_2(p) => Self::V0_2(p.instantiate(store)?),
+            GeneratorPre::V0_1(p) => Self::V0_1(p.instantiate(store)?),
+        })
     }
     fn configure(&self, store: &mut Store<PluginState>, settings: &str) -> wasmtime::Result<Result<(), String>> {
-        self.wasm_stream_plugin_generator().call_configure(store, settings)
+        match self {
+            Self::V0_2(w) => w.wasm_stream_plugin_generator().call_configure(store, settings),
+            Self::V0_1(w) => w.wasm_stream_plugin_generator().call_configure(store, settings),
+        }
     }
 }
 
 impl World for MapperWorld {
-    type Pre = bindings::mapper::MapperPluginPre<PluginState>;
+    type Pre = MapperPre;
     type Configured = Vec<mapper::Column>;
     const KIND: &'static str = "mapper";
-    const EXPORT: &'static str = "wasm-stream:plugin/mapper@0.1.0";
+    const INTERFACE: &'static str = "wasm-stream:plugin/mapper";
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/mapper@", contract_version!());
 
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        Self::Pre::new(pre)
+    fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
+        Ok(match version {
+            Version::V0_2 => MapperPre::V0_2(bindings::mapper::MapperPluginPre::new(pre)?),
+            Version::V0_1 => MapperPre::V0_1(v0_1::mapper::MapperPluginPre::new(pre)?),
+        })
+    }
+    fn version(pre: &Self::Pre) -> Version {
+        match pre {
+            MapperPre::V0_2(_) => Version::V0_2,
+            MapperPre::V0_1(_) => Version::V0_1,
+        }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
+        Ok(match pre {
+            MapperPre::V0_2(p) => Self::V0_2(p.instantiate(store)?),
+            MapperPre::V0_1(p) => Self::V0_1(p.instantiate(store)?),
+        })
     }
     fn configure(
         &self,
         store: &mut Store<PluginState>,
         settings: &str,
     ) -> wasmtime::Result<Result<Vec<mapper::Column>, String>> {
-        self.wasm_stream_plugin_mapper().call_configure(store, settings)
+        match self {
+            Self::V0_2(w) => w.wasm_stream_plugin_mapper().call_configure(store, settings),
+            Self::V0_1(w) => Ok(w
+                .wasm_stream_plugin_mapper()
+                .call_configure(store, settings)?
+                .map(|columns| columns.into_iter().map(Into::into).collect())),
+        }
     }
 }
 
 impl World for CheckWorld {
-    type Pre = bindings::check::CheckPluginPre<PluginState>;
+    type Pre = CheckPre;
     type Configured = ();
     const KIND: &'static str = "check";
-    const EXPORT: &'static str = "wasm-stream:plugin/check@0.1.0";
+    const INTERFACE: &'static str = "wasm-stream:plugin/check";
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/check@", contract_version!());
 
-    fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
-        Self::Pre::new(pre)
+    fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
+        Ok(match version {
+            Version::V0_2 => CheckPre::V0_2(bindings::check::CheckPluginPre::new(pre)?),
+            Version::V0_1 => CheckPre::V0_1(v0_1::check::CheckPluginPre::new(pre)?),
+        })
+    }
+    fn version(pre: &Self::Pre) -> Version {
+        match pre {
+            CheckPre::V0_2(_) => Version::V0_2,
+            CheckPre::V0_1(_) => Version::V0_1,
+        }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
+        Ok(match pre {
+            CheckPre::V0_2(p) => Self::V0_2(p.instantiate(store)?),
+            CheckPre::V0_1(p) => Self::V0_1(p.instantiate(store)?),
+        })
     }
     fn configure(&self, store: &mut Store<PluginState>, settings: &str) -> wasmtime::Result<Result<(), String>> {
-        self.wasm_stream_plugin_check().call_configure(store, settings)
+        match self {
+            Self::V0_2(w) => w.wasm_stream_plugin_check().call_configure(store, settings),
+            Self::V0_1(w) => w.wasm_stream_plugin_check().call_configure(store, settings),
+        }
     }
 }
 
@@ -116,14 +263,33 @@ impl Plugin<GeneratorWorld> {
     /// the contract (at most `max` messages), since only it knows whether to
     /// drop the extra or to report them (`pipeline::generator` does both).
     pub fn next(&mut self, max: u32) -> Result<Vec<generator::Message>, PluginError> {
-        self.call(|w, store| w.wasm_stream_plugin_generator().call_next(store, max))
+        self.call(|w, store| match w {
+            GeneratorWorld::V0_2(w) => w.wasm_stream_plugin_generator().call_next(store, max),
+            GeneratorWorld::V0_1(w) => Ok(w
+                .wasm_stream_plugin_generator()
+                .call_next(store, max)?
+                .into_iter()
+                .map(Into::into)
+                .collect()),
+        })
     }
 }
 
 impl Plugin<MapperWorld> {
     /// One outcome per message, in order.
     pub fn map_batch(&mut self, messages: &[mapper::Message]) -> Result<Vec<mapper::Outcome>, PluginError> {
-        let out = self.call(|w, store| w.wasm_stream_plugin_mapper().call_map_batch(store, messages))?;
+        let out = self.call(|w, store| match w {
+            MapperWorld::V0_2(w) => w.wasm_stream_plugin_mapper().call_map_batch(store, messages),
+            MapperWorld::V0_1(w) => {
+                // A copy of the batch in the old types: the price of an old plugin.
+                let old: Vec<_> = messages.iter().map(v0_1::message).collect();
+                Ok(w.wasm_stream_plugin_mapper()
+                    .call_map_batch(store, &old)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect())
+            }
+        })?;
         if out.len() != messages.len() {
             return Err(PluginError::Contract {
                 name: self.name().to_string(),
@@ -140,6 +306,14 @@ impl Plugin<MapperWorld> {
 
 impl Plugin<CheckWorld> {
     pub fn run(&mut self, snapshot: &check::Snapshot) -> Result<Vec<check::Finding>, PluginError> {
-        self.call(|w, store| w.wasm_stream_plugin_check().call_run(store, snapshot))
+        self.call(|w, store| match w {
+            CheckWorld::V0_2(w) => w.wasm_stream_plugin_check().call_run(store, snapshot),
+            CheckWorld::V0_1(w) => Ok(w
+                .wasm_stream_plugin_check()
+                .call_run(store, &v0_1::snapshot(snapshot))?
+                .into_iter()
+                .map(Into::into)
+                .collect()),
+        })
     }
 }

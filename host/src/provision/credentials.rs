@@ -8,9 +8,8 @@
 //! printed or written: the sections name `PGPASSWORD` instead. A certs folder
 //! without a `.gitignore` gets one that ignores everything in it.
 
-use super::PgUrl;
 use crate::aiven;
-use crate::config::Pipeline;
+use crate::config::{PgUrl, Pipeline};
 use anyhow::{Context as _, bail};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,15 +39,20 @@ pub async fn run(pipeline: &Pipeline, write: bool, out: &mut dyn Write) -> anyho
     let kafka = client.kafka_access().await?;
     let pg = client.pg_service_uri().await?;
 
-    let database = super::database_name(&pipeline.postgres)?;
-    let Some(parts) = PgUrl::parse(pg.expose()) else {
+    // The service's URI, with the pipeline's database and no password.
+    let service = PgUrl::parse(pg.expose()).ok();
+    let Some((pg_user, pg_url)) = service.and_then(|url| {
+        let user = url.user().unwrap_or("avnadmin").to_string();
+        Some((
+            user,
+            url.with_database(pipeline.postgres.url.database()).without_password()?,
+        ))
+    }) else {
         bail!(
             "service {:?} returned a service URI that is not a postgres:// URL",
             config.pg_service
         );
     };
-    let pg_user = parts.user.unwrap_or("avnadmin").to_string();
-    let pg_url = parts.render(&database, false);
 
     let dir = pipeline.path.parent().unwrap_or(Path::new("."));
     let ignore = dir.join(IGNORE_FILE);

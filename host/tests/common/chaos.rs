@@ -114,25 +114,16 @@ ca = "{ca}"
     /// sink from it into `table`, the set-up of the scale-out tests.
     pub fn one_sink_pipeline(&self, topic: &str, partitions: i32, table: &str) -> PathBuf {
         self.create_topic(topic, partitions);
-        self.write_pipeline(&format!(
-            r#"
-[[topics]]
-name = "{topic}"
-partitions = {partitions}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-            mapper = super::plugin("json_row").display(),
-        ))
+        self.write_pipeline(
+            &super::SinkPipeline::new(topic, table, "json_row")
+                .partitions(partitions)
+                .body(),
+        )
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32) {
         let topic = host::config::TopicConfig {
-            name: name.to_string(),
+            name: name.parse().expect("valid topic name"),
             partitions,
             replication: 1,
         };
@@ -338,33 +329,18 @@ fn signal(child: &std::process::Child, sig: &str) {
 /// stopped (its session's idle-in-transaction bound frees the locks); the
 /// zombie, continued, must not write its stale batch.
 pub fn zombie_scenario(stack: Stack, count: i64, limit: Duration) -> ZombieOutcome {
-    use super::{Running, plugin};
+    use super::Running;
     let topic = unique("zombie");
     let table = unique("zombie_rows");
     stack.create_topic(&topic, 4);
     let half = count / 2;
     let pipeline = |n: i64| {
-        stack.write_pipeline(&format!(
-            r#"
-[[topics]]
-name = "{topic}"
-partitions = 4
-
-[[generators]]
-name = "load"
-topic = "{topic}"
-plugin = "{langs}"
-count = {n}
-
-[[sinks]]
-name = "rows"
-topic = "{topic}"
-table = "{table}"
-mapper = "{mapper}"
-"#,
-            langs = plugin("langs").display(),
-            mapper = plugin("json_row").display(),
-        ))
+        stack.write_pipeline(
+            &super::SinkPipeline::new(&topic, &table, "json_row")
+                .partitions(4)
+                .generator("load", n, 0)
+                .body(),
+        )
     };
     let first = pipeline(half);
     let first = first.to_str().expect("utf-8 path");
@@ -376,15 +352,7 @@ mapper = "{mapper}"
     let db = stack.db();
     let locker = stack.db();
 
-    let mut zombie = Running::start(&[
-        "consume",
-        first,
-        "--topic",
-        &topic,
-        "--quiet",
-        "--instance-id",
-        "zombie",
-    ]);
+    let mut zombie = Running::member(first, &topic, "zombie");
     super::host_ok(&["produce", first, "--quiet"]);
     super::wait_for("the zombie to store the first half", limit, || db.count(&table) >= half);
 
@@ -406,15 +374,7 @@ mapper = "{mapper}"
             .any(|(state, _)| state == "idle in transaction")
     });
 
-    let successor = Running::start(&[
-        "consume",
-        first,
-        "--topic",
-        &topic,
-        "--quiet",
-        "--instance-id",
-        "successor",
-    ]);
+    let successor = Running::member(first, &topic, "successor");
     let deadline = std::time::Instant::now() + limit;
     while db.count(&table) < count && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

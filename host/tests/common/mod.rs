@@ -73,6 +73,116 @@ pub fn write_pipeline(body: &str) -> PathBuf {
     path
 }
 
+/// A pipeline with one topic and one sink reading it into a table: the
+/// set-up most sink tests share. Keys and sections beyond that are added as
+/// TOML text.
+pub struct SinkPipeline {
+    topic: String,
+    table: String,
+    mapper: PathBuf,
+    name: String,
+    partitions: Option<i32>,
+    sink_lines: Vec<String>,
+    extra: Vec<String>,
+}
+
+impl SinkPipeline {
+    /// A sink named `rows` from `topic` into `table` through the built plugin `mapper`.
+    pub fn new(topic: &str, table: &str, mapper: &str) -> Self {
+        Self {
+            topic: topic.to_string(),
+            table: table.to_string(),
+            mapper: plugin(mapper),
+            name: "rows".to_string(),
+            partitions: None,
+            sink_lines: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// A mapper file outside the built plugins (a copy a test swaps, say).
+    pub fn mapper_path(mut self, path: &Path) -> Self {
+        self.mapper = path.to_path_buf();
+        self
+    }
+
+    /// `partitions = N` in the `[[topics]]` table.
+    pub fn partitions(mut self, partitions: i32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
+    /// One more `key = value` line in the `[[sinks]]` table.
+    pub fn sink_line(mut self, line: &str) -> Self {
+        self.sink_lines.push(line.to_string());
+        self
+    }
+
+    pub fn batch_size(self, rows: usize) -> Self {
+        self.sink_line(&format!("batch_size = {rows}"))
+    }
+
+    /// `mode = "upsert"` with the key columns given.
+    pub fn upsert(self, key: &[&str]) -> Self {
+        let key: Vec<String> = key.iter().map(|k| format!("{k:?}")).collect();
+        self.sink_line("mode = \"upsert\"")
+            .sink_line(&format!("key = [{}]", key.join(", ")))
+    }
+
+    /// A `[[generators]]` of the `langs` plugin writing `count` messages
+    /// into the topic, one every `interval_ms`.
+    pub fn generator(self, name: &str, count: impl std::fmt::Display, interval_ms: u64) -> Self {
+        let text = format!(
+            "[[generators]]\nname = \"{name}\"\ntopic = \"{}\"\nplugin = \"{}\"\ninterval_ms = {interval_ms}\ncount = {count}\n",
+            self.topic,
+            plugin("langs").display()
+        );
+        self.extra(&text)
+    }
+
+    /// TOML placed after the sink; it must open with a table header
+    /// (`[sinks.settings]`, `[http]`, ...) so its keys do not join the sink.
+    pub fn extra(mut self, toml: &str) -> Self {
+        self.extra.push(toml.to_string());
+        self
+    }
+
+    /// The pipeline text, without the connection sections.
+    pub fn body(&self) -> String {
+        let mut body = format!(
+            "[[topics]]\nname = \"{topic}\"\n{partitions}\n[[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{mapper}\"\n",
+            topic = self.topic,
+            partitions = self
+                .partitions
+                .map(|p| format!("partitions = {p}\n"))
+                .unwrap_or_default(),
+            name = self.name,
+            table = self.table,
+            mapper = self.mapper.display(),
+        );
+        for line in &self.sink_lines {
+            body.push_str(line);
+            body.push('\n');
+        }
+        for toml in &self.extra {
+            body.push('\n');
+            body.push_str(toml);
+            body.push('\n');
+        }
+        body
+    }
+
+    /// Writes the pipeline, with the connection sections, into a fresh folder.
+    pub fn write(&self) -> PathBuf {
+        write_pipeline(&self.body())
+    }
+}
+
 pub fn load(path: &Path) -> Pipeline {
     Pipeline::load(path).expect("test pipeline is valid")
 }
@@ -127,7 +237,7 @@ pub fn host_ok(args: &[&str]) -> Output {
 
 pub fn create_topic(name: &str, partitions: i32) {
     let topic = host::config::TopicConfig {
-        name: name.to_string(),
+        name: name.parse().expect("valid topic name"),
         partitions,
         replication: 1,
     };
@@ -251,6 +361,22 @@ impl Db {
     }
 }
 
+/// (offset, version) of every row of a table a versioned mapper filled, in
+/// offset order; empty before the table exists.
+pub fn versions(db: &Db, table: &str) -> Vec<(i64, String)> {
+    let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
+    if !exists[0].get::<_, bool>(0) {
+        return Vec::new();
+    }
+    db.query(
+        &format!("SELECT offset_id, version FROM \"{table}\" ORDER BY offset_id"),
+        &[],
+    )
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 /// Asserts every offset of a partition from 0 to `count - 1` appears exactly once.
 pub fn assert_each_offset_once(offsets: &[(i64, i64)], partition: i64, count: i64) {
     let mine: Vec<i64> = offsets
@@ -291,6 +417,19 @@ impl Running {
             .spawn()
             .expect("spawn host");
         Self { child, log }
+    }
+
+    /// `host consume PIPELINE --topic TOPIC` as the static group member `instance_id`.
+    pub fn member(pipeline: &str, topic: &str, instance_id: &str) -> Self {
+        Self::start(&[
+            "consume",
+            pipeline,
+            "--topic",
+            topic,
+            "--quiet",
+            "--instance-id",
+            instance_id,
+        ])
     }
 
     pub fn log(&self) -> String {
@@ -347,4 +486,101 @@ pub fn replace_atomically(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp-save");
     std::fs::write(&tmp, bytes).expect("write temp");
     std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A keyed message: partition, key, payload (`None`: a tombstone).
+pub type Keyed = (i32, Vec<u8>, Option<Vec<u8>>);
+
+/// Produces keyed messages, each to the partition given, in order, and
+/// waits for delivery.
+pub fn produce_keyed(topic: &str, messages: &[Keyed]) {
+    let producer: BaseProducer = host::kafka::client_config(&kafka_config())
+        .expect("client config")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    for (partition, key, payload) in messages {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(*partition).key(key.as_slice());
+        if let Some(p) = payload {
+            record = record.payload(p.as_slice());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+}
+
+/// A small xorshift generator seeded from the clock (the seed is printed, to
+/// replay a failure): random kill moments and test data.
+pub struct Random(u64);
+
+impl Random {
+    pub fn new() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(42);
+        println!("seed {}", nanos | 1);
+        Self(nanos | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+impl Default for Random {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Starts `host consume PIPELINE --once` `kills` times and SIGKILLs it at a
+/// random moment once `progress` has moved (or after 20 s), then finishes the
+/// run with one clean `consume --once`. Returns `progress` at each kill.
+pub fn consume_through_sigkills(
+    pipeline: &str,
+    kills: usize,
+    random: &mut Random,
+    mut progress: impl FnMut() -> i64,
+) -> Vec<i64> {
+    let mut at_kills = Vec::new();
+    for _ in 0..kills {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["consume", pipeline, "--once", "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn host");
+        let before = progress();
+        let started = Instant::now();
+        while progress() == before
+            && child.try_wait().expect("poll child").is_none()
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(random.below(150)));
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        at_kills.push(progress());
+    }
+    host_ok(&["consume", pipeline, "--once", "--quiet"]);
+    at_kills
 }

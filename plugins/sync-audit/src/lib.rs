@@ -2,7 +2,9 @@
 //! offset in Kafka with the next offset stored in PostgreSQL (the truth), and
 //! the lag (messages not yet stored: end offset − stored offset).
 //!
-//! Findings, subject `topic/partition`: `error` when one side is ahead (and by
+//! Findings, subject `topic/partition` (`sink:topic/partition` when several
+//! sinks read the topic, so each sink's partition gets its own verdict):
+//! `error` when one side is ahead (and by
 //! how many), `info` when both agree, `warning` when the lag exceeds the
 //! `lag_warning` setting (default 1000 messages).
 use sdk::check::{Finding, Guest, PartitionState, Severity, Snapshot};
@@ -37,12 +39,25 @@ impl Guest for SyncAudit {
 
     fn run(state: Snapshot) -> Vec<Finding> {
         let lag_warning = SETTINGS.get().map_or_else(default_lag_warning, |s| s.lag_warning);
-        state.partitions.iter().flat_map(|p| audit(p, lag_warning)).collect()
+        state
+            .partitions
+            .iter()
+            .flat_map(|p| audit(p, shared_topic(&state, p), lag_warning))
+            .collect()
     }
 }
 
-fn audit(p: &PartitionState, lag_warning: i64) -> Vec<Finding> {
-    let subject = format!("{}/{}", p.topic, p.partition);
+/// Whether another sink reads the same topic as `p`'s sink.
+fn shared_topic(state: &Snapshot, p: &PartitionState) -> bool {
+    state.partitions.iter().any(|o| o.topic == p.topic && o.sink != p.sink)
+}
+
+fn audit(p: &PartitionState, shared_topic: bool, lag_warning: i64) -> Vec<Finding> {
+    let subject = if shared_topic {
+        format!("{}:{}/{}", p.sink, p.topic, p.partition)
+    } else {
+        format!("{}/{}", p.topic, p.partition)
+    };
     let finding = |severity, message: String| Finding {
         severity,
         subject: subject.clone(),

@@ -1,0 +1,39 @@
+//! What a sink maps its batches with. A module of its own, so the batch (which
+//! calls the mapper) and the sink (which holds it) need not import each other.
+
+use crate::plugins::mapper::{Column, Message, Outcome};
+use crate::plugins::{MapperWorld, Plugin, PluginError};
+
+/// Turns a batch of consumed messages into one outcome per message: the WASM
+/// mapper plugin, or a native mapper (the benchmark compares the two).
+pub trait BatchMapper: Send + 'static {
+    /// The name logs use.
+    fn name(&self) -> &str;
+    /// Tells versions apart in logs.
+    fn hash(&self) -> &str;
+    /// What the dead-letter table records as the plugin.
+    fn describe(&self) -> String;
+    /// The columns of the rows it makes, in order.
+    fn columns(&self) -> &[Column];
+    /// One outcome per message, in order. An error concerns the whole call:
+    /// the sink then maps the messages one by one to find the culprits.
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError>;
+}
+
+impl BatchMapper for Plugin<MapperWorld> {
+    fn name(&self) -> &str {
+        Plugin::name(self)
+    }
+    fn hash(&self) -> &str {
+        Plugin::hash(self)
+    }
+    fn describe(&self) -> String {
+        format!("{} ({})", self.path().display(), Plugin::hash(self))
+    }
+    fn columns(&self) -> &[Column] {
+        self.configured()
+    }
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+        Plugin::map_batch(self, messages)
+    }
+}

@@ -1,0 +1,329 @@
+//! The last operation per key of a batch, for a sink with `mode = "upsert"`.
+//! `INSERT ... ON CONFLICT` cannot touch a row twice in one statement, and a
+//! delete must not be undone by an earlier upsert of the same batch: so the
+//! host keeps, for each key, only the last upsert or delete in offset order,
+//! and the database applies one operation per key.
+
+use crate::plugins::mapper::{Column, ColumnType, Value};
+use crate::postgres::CopyRows;
+use std::collections::HashMap;
+
+/// The key columns, in key order, of a sink in upsert mode; `None` in
+/// append mode. A key column the mapper lacks is left out (the host refuses
+/// such a mapper when it loads it).
+pub fn key_columns(mode: &crate::config::SinkMode, columns: &[Column]) -> Option<Vec<Column>> {
+    match mode {
+        crate::config::SinkMode::Append => None,
+        crate::config::SinkMode::Upsert { key, .. } => Some(
+            key.iter()
+                .filter_map(|k| columns.iter().find(|c| &c.name == k).cloned())
+                .collect(),
+        ),
+    }
+}
+
+/// One write of a keyed sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A whole row, one value per column.
+    Upsert(Vec<Value>),
+    /// The key values of the row to delete, in the order of the sink's key.
+    Delete(Vec<Value>),
+}
+
+/// The operations of a batch, one per key: a later one for the same key
+/// replaces the earlier. Feed them in offset order.
+pub struct Latest {
+    /// Where each key column is among the columns, in key order.
+    key: Vec<usize>,
+    width: usize,
+    slot: HashMap<Vec<u8>, usize>,
+    ops: Vec<Op>,
+}
+
+impl Latest {
+    /// `key`: the position of each key column among `columns`, in key order.
+    pub fn new(key: Vec<usize>, width: usize) -> Self {
+        Self {
+            key,
+            width,
+            slot: HashMap::new(),
+            ops: Vec::new(),
+        }
+    }
+
+    /// The key positions of the sink's `key` names among `columns`; `None`
+    /// when a key column is missing (the host checks this when the mapper
+    /// is loaded).
+    pub fn positions(columns: &[Column], key: &[String]) -> Option<Vec<usize>> {
+        key.iter().map(|k| columns.iter().position(|c| &c.name == k)).collect()
+    }
+
+    /// A row: its key values must be there and not null (checked by the caller).
+    pub fn upsert(&mut self, row: Vec<Value>) {
+        let id = identity(self.key.iter().map(|i| &row[*i]));
+        self.put(id, Op::Upsert(row));
+    }
+
+    /// A delete, by its key values in key order.
+    pub fn delete(&mut self, key: Vec<Value>) {
+        let id = identity(key.iter());
+        self.put(id, Op::Delete(key));
+    }
+
+    fn put(&mut self, id: Vec<u8>, op: Op) {
+        match self.slot.get(&id) {
+            Some(i) => self.ops[*i] = op,
+            None => {
+                self.slot.insert(id, self.ops.len());
+                self.ops.push(op);
+            }
+        }
+    }
+
+    /// The key columns' positions, in key order.
+    pub fn key(&self) -> &[usize] {
+        &self.key
+    }
+
+    #[cfg(test)]
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The operations left, one per key, in the order their keys first appeared.
+    #[cfg(test)]
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// The staging rows for `COPY`: the columns, then the delete flag. A
+    /// delete has its key values in the key columns and NULL elsewhere.
+    pub fn finish(self, columns: &[Column]) -> CopyRows {
+        let mut stage: Vec<Column> = columns.to_vec();
+        stage.push(Column {
+            name: crate::postgres::keyed::DELETE_COLUMN.into(),
+            kind: ColumnType::Boolean,
+            nullable: false,
+        });
+        let mut rows = CopyRows::with_capacity(&stage, self.ops.len() * 64);
+        for op in self.ops {
+            let row = match op {
+                Op::Upsert(mut row) => {
+                    row.push(Value::Boolean(false));
+                    row
+                }
+                Op::Delete(key) => {
+                    let mut row = vec![Value::Null; self.width];
+                    for (i, v) in self.key.iter().zip(key) {
+                        row[*i] = v;
+                    }
+                    row.push(Value::Boolean(true));
+                    row
+                }
+            };
+            rows.push(row);
+        }
+        rows
+    }
+}
+
+/// Bytes that tell keys apart: each value tagged with its kind, lengths
+/// where they vary, so distinct keys never encode alike.
+fn identity<'a>(values: impl Iterator<Item = &'a Value>) -> Vec<u8> {
+    let mut id = Vec::with_capacity(32);
+    for v in values {
+        match v {
+            Value::Null => id.push(0),
+            Value::Text(s) => tagged(&mut id, 1, s.as_bytes()),
+            Value::Json(s) => tagged(&mut id, 2, s.as_bytes()),
+            // An integer and a float of a float column are one key when equal.
+            Value::Integer(i) => {
+                id.push(3);
+                id.extend_from_slice(&i.to_be_bytes());
+            }
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                id.push(3);
+                id.extend_from_slice(&(*f as i64).to_be_bytes());
+            }
+            Value::Float(f) => {
+                id.push(4);
+                id.extend_from_slice(&f.to_bits().to_be_bytes());
+            }
+            Value::Boolean(b) => id.extend_from_slice(&[5, u8::from(*b)]),
+            Value::Timestamp(t) => {
+                id.push(6);
+                id.extend_from_slice(&t.to_be_bytes());
+            }
+            // PostgreSQL compares UUIDs by value, whatever their case and hyphens.
+            Value::Uuid(t) => match crate::postgres::binary::uuid(t) {
+                Ok(bytes) => {
+                    id.push(7);
+                    id.extend_from_slice(&bytes);
+                }
+                Err(_) => tagged(&mut id, 8, t.as_bytes()),
+            },
+            // Not allowed as key columns (see `SinkMode::check_columns`):
+            // told apart by their text, which may be finer than PostgreSQL's
+            // equality.
+            Value::Numeric(t) => tagged(&mut id, 9, t.as_bytes()),
+            Value::Bytea(b) => tagged(&mut id, 10, b),
+            Value::Date(d) => {
+                id.push(11);
+                id.extend_from_slice(&d.to_be_bytes());
+            }
+        }
+    }
+    id
+}
+
+fn tagged(id: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    id.push(tag);
+    id.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    id.extend_from_slice(bytes);
+}
+
+/// Checks that a row's key values are not null (a key identifies the row)
+/// and fit the key's index.
+pub fn check_key_present(columns: &[Column], key: &[usize], row: &[Value]) -> Result<(), String> {
+    match key.iter().find(|i| matches!(row.get(**i), Some(Value::Null) | None)) {
+        Some(i) => Err(format!(
+            "key column {:?} got NULL; a row needs its key",
+            columns.get(*i).map_or("?", |c| c.name.as_str())
+        )),
+        None => check_key_size(key.iter().filter_map(|i| row.get(*i))),
+    }
+}
+
+/// The most bytes of key values the host lets through: PostgreSQL's btree
+/// refuses an index entry over 2704 bytes ("index row size exceeds btree
+/// version 4 maximum"), which would fail every attempt at the batch.
+pub const MAX_KEY_BYTES: usize = 2600;
+
+/// Checks that key values fit PostgreSQL's key index.
+pub fn check_key_size<'a>(values: impl Iterator<Item = &'a Value>) -> Result<(), String> {
+    let bytes: usize = values
+        .map(|v| match v {
+            Value::Text(t) | Value::Json(t) | Value::Uuid(t) | Value::Numeric(t) => t.len(),
+            Value::Bytea(b) => b.len(),
+            _ => 8,
+        })
+        .sum();
+    if bytes > MAX_KEY_BYTES {
+        return Err(format!(
+            "key values of {bytes} bytes; PostgreSQL's key index takes at most about {MAX_KEY_BYTES}\n  hint: key on a shorter value (an id, or a hash of the long one)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns() -> Vec<Column> {
+        ["id", "v"]
+            .iter()
+            .map(|n| Column {
+                name: (*n).into(),
+                kind: ColumnType::Text,
+                nullable: true,
+            })
+            .collect()
+    }
+
+    fn row(id: &str, v: &str) -> Vec<Value> {
+        vec![Value::Text(id.into()), Value::Text(v.into())]
+    }
+
+    #[test]
+    fn the_last_operation_per_key_wins_in_offset_order() {
+        let mut latest = Latest::new(vec![0], 2);
+        latest.upsert(row("a", "1"));
+        latest.upsert(row("b", "1"));
+        latest.upsert(row("a", "2"));
+        latest.delete(vec![Value::Text("b".into())]);
+        latest.delete(vec![Value::Text("c".into())]);
+        latest.upsert(row("c", "3"));
+        assert_eq!(
+            latest.ops(),
+            &[
+                Op::Upsert(row("a", "2")),
+                Op::Delete(vec![Value::Text("b".into())]),
+                Op::Upsert(row("c", "3")),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_are_told_apart_by_every_key_column_and_by_type() {
+        let mut latest = Latest::new(vec![0, 1], 2);
+        // "ab" + "c" and "a" + "bc" are different keys.
+        latest.upsert(row("ab", "c"));
+        latest.upsert(row("a", "bc"));
+        assert_eq!(latest.len(), 2);
+        let mut latest = Latest::new(vec![0], 1);
+        latest.upsert(vec![Value::Integer(1)]);
+        latest.upsert(vec![Value::Text("1".into())]);
+        latest.upsert(vec![Value::Float(1.0)]);
+        assert_eq!(latest.len(), 2, "an integer and an equal float are one key");
+        let mut latest = Latest::new(vec![0], 1);
+        latest.upsert(vec![Value::Uuid("0B7E5A3C-1234-4321-ABCD-0123456789AB".into())]);
+        latest.delete(vec![Value::Uuid("0b7e5a3c123443 21abcd0123456789ab".replace(' ', ""))]);
+        assert_eq!(latest.len(), 1, "one UUID, however written");
+        assert!(matches!(latest.ops()[0], Op::Delete(_)));
+    }
+
+    #[test]
+    fn positions_follow_the_key_order() {
+        let columns = columns();
+        assert_eq!(
+            Latest::positions(&columns, &["v".into(), "id".into()]),
+            Some(vec![1, 0])
+        );
+        assert_eq!(Latest::positions(&columns, &["nope".into()]), None);
+    }
+
+    #[test]
+    fn a_delete_stages_its_key_in_the_key_columns() {
+        let columns = columns();
+        let mut latest = Latest::new(vec![1], 2);
+        latest.delete(vec![Value::Text("k".into())]);
+        let mut expected = CopyRows::with_capacity(
+            &[
+                columns[0].clone(),
+                columns[1].clone(),
+                Column {
+                    name: "wasm_stream_delete".into(),
+                    kind: ColumnType::Boolean,
+                    nullable: false,
+                },
+            ],
+            0,
+        );
+        expected.push(vec![Value::Null, Value::Text("k".into()), Value::Boolean(true)]);
+        assert_eq!(latest.finish(&columns).finish(), expected.finish());
+    }
+
+    #[test]
+    fn keys_too_long_for_postgres_index_are_refused() {
+        let columns = columns();
+        let long = "k".repeat(MAX_KEY_BYTES + 1);
+        let e = check_key_present(&columns, &[0], &row(&long, "v")).unwrap_err();
+        assert!(e.contains("key values of 2601 bytes") && e.contains("hint:"), "{e}");
+        let fits = "k".repeat(MAX_KEY_BYTES);
+        assert!(
+            check_key_present(&columns, &[0], &row(&fits, &long)).is_ok(),
+            "only the key counts"
+        );
+        assert!(check_key_size([Value::Bytea(vec![0; MAX_KEY_BYTES + 1])].iter()).is_err());
+    }
+
+    #[test]
+    fn rows_without_their_key_are_refused() {
+        let columns = columns();
+        assert!(check_key_present(&columns, &[0], &[Value::Null, Value::Text("x".into())]).is_err());
+        assert!(check_key_present(&columns, &[0], &row("a", "b")).is_ok());
+    }
+}

@@ -1,0 +1,44 @@
+//! Two sinks read one topic into two tables: when one sink's stored offsets
+//! are lost, `host check sync` says so for that sink's partition only; the
+//! other sink's partition stays in sync.
+mod audit_support;
+mod common;
+
+use audit_support::{check_entry, check_sync, consume_once, produce_json, sink_body};
+use common::{Db, create_topic, plugin, unique, write_pipeline};
+use serde_json::Value;
+
+#[test]
+fn each_sink_gets_its_own_verdict() {
+    let topic = unique("audit_two_sinks");
+    let (kept, lost) = (unique("audit_kept"), unique("audit_lost"));
+    create_topic(&topic, 1);
+    produce_json(&topic, 0..10);
+    let second = format!(
+        "\n[[sinks]]\nname = \"second\"\ntopic = \"{topic}\"\ntable = \"{lost}\"\nmapper = \"{}\"\n",
+        plugin("json_row").display()
+    );
+    let body = sink_body(&topic, &kept, &check_entry("sync-audit", "sync_audit", ""));
+    let path = write_pipeline(&format!("{body}{second}"));
+    consume_once(&path, &topic);
+
+    // The second sink's offsets are gone: Kafka is ahead for it alone.
+    Db::connect().execute(&format!("DELETE FROM wasm_stream_offsets WHERE table_name = '{lost}'"));
+
+    let (code, report) = check_sync(&path, &topic);
+    assert_eq!(code, 1, "{report:#}");
+    let row = |sink: &str| -> &Value {
+        report["sync"]
+            .as_array()
+            .expect("a sync section")
+            .iter()
+            .find(|r| r["sink"] == sink && r["topic"] == topic.as_str() && r["partition"] == 0)
+            .unwrap_or_else(|| panic!("no row of sink {sink} in {report:#}"))
+    };
+    assert_eq!(row("audited")["stored_offset"], 10, "{report:#}");
+    assert_eq!(row("audited")["verdict"], "in sync at offset 10", "{report:#}");
+    assert_eq!(row("audited")["in_sync"], true, "{report:#}");
+    assert_eq!(row("second")["stored_offset"], Value::Null, "{report:#}");
+    assert_eq!(row("second")["verdict"], "Kafka ahead", "{report:#}");
+    assert_eq!(row("second")["in_sync"], false, "{report:#}");
+}
