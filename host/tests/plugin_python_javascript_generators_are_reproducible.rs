@@ -10,7 +10,10 @@ const COUNT: usize = 200;
 /// Runs both generators with `seed`; returns the payloads of each topic.
 fn produce(seed: u64) -> [Vec<Option<Vec<u8>>>; 2] {
     let topics = [unique("py_langs"), unique("js_langs")];
-    let mut body = String::new();
+    // What this test checks is the bytes, not the default compile deadline
+    // (plugin_python_javascript_components_load does): the suite runs it
+    // beside other binaries that compile, so the deadline is the longest.
+    let mut body = String::from("[plugins]\ncompile_timeout_ms = 600000\n\n");
     for (topic, wasm) in topics.iter().zip(["py_langs", "js_langs"]) {
         create_topic(topic, 1);
         body += &format!(

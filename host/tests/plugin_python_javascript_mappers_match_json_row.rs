@@ -163,7 +163,10 @@ fn python_and_javascript_mappers_store_exactly_what_json_row_stores() {
         ("javascript", "js_json_row"),
     ];
     let tables: Vec<String> = sinks.iter().map(|(s, _)| unique(&format!("eq_{s}"))).collect();
-    let mut body = format!("[[topics]]\nname = \"{topic}\"\n");
+    // What this test checks is the rows, not the default compile deadline
+    // (plugin_python_javascript_components_load does): the suite runs it
+    // beside other binaries that compile, so the deadline is the longest.
+    let mut body = format!("[plugins]\ncompile_timeout_ms = 600000\n\n[[topics]]\nname = \"{topic}\"\n");
     for ((sink, wasm), table) in sinks.iter().zip(&tables) {
         body += &format!(
             "\n[[sinks]]\nname = \"{sink}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\nbatch_size = 250\n",
