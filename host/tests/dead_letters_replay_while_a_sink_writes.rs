@@ -19,7 +19,9 @@ fn replaying_while_a_sink_writes_neither_loses_nor_doubles() {
         .name(&sink)
         .batch_size(20)
         .sink_line("flush_interval_ms = 5")
-        .generator("gen", messages, 1)
+        // 4 ms apart: the generator runs for ~16 s, so the sink is still
+        // writing while the two replays run (at 1 ms it could finish first).
+        .generator("gen", messages, 4)
         .extra("[http]\nlisten = \"\"\n\n[audit]\ninterval_ms = 0")
         .write();
     let path = path.to_str().expect("utf-8");
