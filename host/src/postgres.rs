@@ -50,12 +50,11 @@ pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) ->
         let (client, connection) = match config.connect(NoTls).await {
             Ok(c) => c,
             Err(e) => {
-                let why = refusal(&e, &config, &target);
-                let e = anyhow::Error::new(e);
-                return Err(match why {
-                    Some(why) => e.context(Refused(why)),
-                    None => e.context(format!("cannot connect to PostgreSQL at {target}\n  {hint}")),
-                });
+                return Err(connect_error(
+                    e,
+                    &config,
+                    format!("cannot connect to PostgreSQL at {target}\n  {hint}"),
+                ));
             }
         };
         spawn_connection(connection);
@@ -82,16 +81,28 @@ pub async fn connect_as(cfg: &PostgresConfig, application_name: Option<&str>) ->
     let (client, connection) = match config.connect(connector).await {
         Ok(c) => c,
         Err(e) => {
-            let why = refusal(&e, &config, &target);
-            let e = anyhow::Error::new(e);
-            return Err(match why {
-                Some(why) => e.context(Refused(why)),
-                None => e.context(format!("cannot connect to PostgreSQL at {target} over TLS\n  {hint} With a self-signed server certificate, set postgres.ca to its CA (certs/ca.pem)")),
-            });
+            return Err(connect_error(
+                e,
+                &config,
+                format!(
+                    "cannot connect to PostgreSQL at {target} over TLS\n  {hint} With a self-signed server certificate, set postgres.ca to its CA (certs/ca.pem)"
+                ),
+            ));
         }
     };
     spawn_connection(connection);
     Ok(client)
+}
+
+/// A failed connect: the permanent refusal (bad password, unknown user or
+/// database) when PostgreSQL said so, otherwise `otherwise` with its hint.
+fn connect_error(e: tokio_postgres::Error, config: &Config, otherwise: String) -> anyhow::Error {
+    let why = refusal(&e, config, &describe(config));
+    let e = anyhow::Error::new(e);
+    match why {
+        Some(why) => e.context(Refused(why)),
+        None => e.context(otherwise),
+    }
 }
 
 /// A connection PostgreSQL refused for a reason waiting does not cure: a
