@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Once;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// One Kafka + PostgreSQL pair.
 #[derive(Clone, Copy)]
@@ -132,21 +132,32 @@ ca = "{ca}"
             .expect("create topic");
     }
 
-    /// End offset of each partition: what Kafka holds.
+    /// End offset of each partition: what Kafka holds. A broker just
+    /// restarted after a kill may take a while to lead its partitions again
+    /// (log recovery), so this asks for up to a minute.
     pub fn end_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
-        self.try_end_offsets(topic).expect("end offsets")
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.read_end_offsets(topic) {
+                Ok(ends) => return ends,
+                Err(e) if Instant::now() > deadline => panic!("end offsets of {topic}: {e:#}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
     }
 
     /// Like `end_offsets`, `None` while the broker does not answer.
     pub fn try_end_offsets(&self, topic: &str) -> Option<BTreeMap<i32, i64>> {
+        self.read_end_offsets(topic).ok()
+    }
+
+    fn read_end_offsets(&self, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
         let consumer: BaseConsumer = host::kafka::client_config(&self.kafka())
             .expect("client config")
             .set("group.id", unique("ends"))
             .create()
             .expect("consumer");
-        host::kafka::end_offsets(&consumer, topic)
-            .ok()
-            .map(|ends| ends.into_iter().collect())
+        Ok(host::kafka::end_offsets(&consumer, topic)?.into_iter().collect())
     }
 
     /// The members of a consumer group and the partitions each holds, from
