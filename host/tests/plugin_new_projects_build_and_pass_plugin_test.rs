@@ -2,8 +2,10 @@
 //! command, outside this repository, and pass `host plugin test`; it refuses
 //! invalid names and folders that are not empty.
 //!
-//! Rust: `cargo build --release` in each project (crates from the registry
-//! cache after the first fetch, compiled once into target/plugin-new-projects).
+//! Rust: `cargo build --release` in each project, into the repository's
+//! target/ (crates from the registry cache; the template's release profile is
+//! the plugins workspace's, so serde and wit-bindgen compiled by
+//! scripts/build are used again and only the projects themselves compile).
 //! Python and JavaScript: when this host was built with their templates
 //! (host/templates/python, .../javascript), with the tools
 //! `scripts/plugin-tools install` put in `.tools/`; the build command is the
@@ -89,10 +91,9 @@ fn plugin_test(wasm: &Path, kind: &str, project: &Path) -> String {
 fn rust_projects_build_with_cargo_and_pass_plugin_test() {
     let dir = std::env::temp_dir().join(unique("plugin_new"));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    // One target folder for the three projects, so the crates compile once,
-    // kept under the repository's target/ so later runs compile only the
-    // projects themselves (they stay outside the repository).
-    let target = repo_root().join("target/plugin-new-projects");
+    // The plugins' target folder: their crates are compiled already, so only
+    // the projects themselves (outside the repository) compile.
+    let target = repo_root().join("target");
     for kind in ["generator", "mapper", "check"] {
         let name = format!("my-{kind}");
         let project = new_project(kind, "rust", &name, &dir);
