@@ -259,7 +259,7 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
         }
         let stopping = *sink.stop.borrow();
         let (received, fast) = sink.receive(stopping).await;
-        sink.follow_rebalance();
+        sink.follow_rebalance().await?;
         sink.take(received).await?;
         if sink.batch_due(fast, stopping) && sink.flush().await? {
             // Rewound: the batch will be consumed again.
@@ -403,13 +403,14 @@ impl Sink {
     /// A rebalance runs inside `recv()`: the batch may now hold messages that
     /// will be delivered again, so it is dropped and the positions start over
     /// from the new assignment (the generation invariant, see [`Sink`]).
-    fn follow_rebalance(&mut self) {
+    async fn follow_rebalance(&mut self) -> anyhow::Result<()> {
         let current = self.consumer.context().generation();
         if current == self.generation {
-            return;
+            return Ok(());
         }
         self.generation = current;
         if let Some(assignment) = self.consumer.context().take_assignment() {
+            self.refuse_offsets_past_the_end(&assignment).await?;
             // Tell Kafka where the database stands, so a committed offset
             // that drifted (a crash between the two commits, `host
             // simulate`) heals even before the next batch.
@@ -419,6 +420,48 @@ impl Sink {
             crate::ops::state::sink_assigned(&self.config.name, self.positions.next.keys());
         }
         self.batch.clear();
+        Ok(())
+    }
+
+    /// Stops the sink when the database's next offset of a partition lies
+    /// past the end of the topic: the topic was deleted and created again, or
+    /// the offsets came from another Kafka cluster. Reading on would skip
+    /// every new message below the stored offset without a trace (they count
+    /// as already stored), so the user decides instead.
+    async fn refuse_offsets_past_the_end(&mut self, assignment: &StoredOffsets) -> anyhow::Result<()> {
+        if assignment.values().all(Option::is_none) {
+            return Ok(());
+        }
+        // None: stopped while Kafka did not answer; nothing is read then.
+        let Some(ends) = self.read_end_offsets().await? else {
+            return Ok(());
+        };
+        let mut past: Vec<(i32, i64, i64)> = assignment
+            .iter()
+            .filter_map(|(p, stored)| {
+                let (stored, end) = ((*stored)?, *ends.get(p)?);
+                (stored > end).then_some((*p, stored, end))
+            })
+            .collect();
+        if past.is_empty() {
+            return Ok(());
+        }
+        past.sort_unstable();
+        let (topic, table) = (&self.config.topic, &self.config.table);
+        let list: Vec<String> = past
+            .iter()
+            .map(|(p, stored, end)| format!("{topic}/{p}: stored next offset {stored}, Kafka ends at {end}"))
+            .collect();
+        anyhow::bail!(
+            "PostgreSQL's stored offsets are past the end of topic {topic} ({}): the topic was deleted and created again, \
+             or the database's offsets come from another Kafka cluster, and reading on would skip the messages below them. \
+             Nothing was read. To store the topic from its beginning (the rows already in table {table} stay), delete \
+             the stored offsets:\n  DELETE FROM {} WHERE table_name = '{}' AND topic = '{}';",
+            list.join("; "),
+            crate::postgres::OFFSETS_TABLE,
+            table.as_str().replace('\'', "''"),
+            topic.as_str().replace('\'', "''"),
+        )
     }
 
     /// Adds a message that continues its partition to the batch; stops the

@@ -5,7 +5,9 @@
 //! Findings, subject `topic/partition` (`sink:topic/partition` when several
 //! sinks read the topic, so each sink's partition gets its own verdict):
 //! `error` when one side is ahead (and by
-//! how many), `info` when both agree, `warning` when the lag exceeds the
+//! how many), or when the database's offset lies past the end of the topic
+//! (the topic was created again: a sink stops there rather than skip
+//! messages), `info` when both agree, `warning` when the lag exceeds the
 //! `lag_warning` setting (default 1000 messages).
 use sdk::check::{Finding, Guest, PartitionState, Severity, Snapshot};
 use std::sync::OnceLock;
@@ -64,7 +66,18 @@ fn audit(p: &PartitionState, shared_topic: bool, lag_warning: i64) -> Vec<Findin
         message,
     };
     let group = &p.consumer_group;
+    let past_end = match (p.stored_offset, p.end_offset) {
+        (Some(s), Some(end)) if s > end => Some((s, end)),
+        _ => None,
+    };
     let verdict = match (p.stored_offset, p.committed_offset) {
+        _ if let Some((s, end)) = past_end => finding(
+            Severity::Error,
+            format!(
+                "database past the end of the topic: PostgreSQL holds {s}, the partition ends at {end} (the topic was created again, or the offsets come from another Kafka cluster); the sink stops rather than skip the messages below {s}; delete the stored offsets of table {} to store the topic from its beginning",
+                p.table
+            ),
+        ),
         (None, None) => finding(Severity::Info, "nothing stored or committed yet".into()),
         (Some(s), Some(c)) if s == c => finding(Severity::Info, format!("in sync at offset {s}")),
         (Some(s), Some(c)) if s > c => finding(
