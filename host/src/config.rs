@@ -9,6 +9,22 @@ mod pg_url;
 #[cfg(test)]
 mod tests;
 
+/// The `[kafka]` and `[postgres]` sections of a valid pipeline file that
+/// points nowhere: the head of the pipelines unit tests parse from text.
+#[cfg(test)]
+pub(crate) const TEST_CONNECTIONS: &str = r#"
+[kafka]
+bootstrap_servers = "localhost:9093"
+security_protocol = "ssl"
+ca = "/nowhere/ca.pem"
+cert = "/nowhere/service.cert"
+key = "/nowhere/service.key"
+
+[postgres]
+url = "postgres://u:p@localhost:5432/db?sslmode=require"
+ca = "/nowhere/ca.pem"
+"#;
+
 pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
 pub use pg_url::{PgUrl, PgUrlError};
 

@@ -426,17 +426,6 @@ mod tests {
     /// A sink as the pipeline file makes it (so these tests follow the config's shape).
     fn sink() -> SinkConfig {
         let text = r#"
-[kafka]
-bootstrap_servers = "localhost:9093"
-security_protocol = "ssl"
-ca = "/nowhere/ca.pem"
-cert = "/nowhere/service.cert"
-key = "/nowhere/service.key"
-
-[postgres]
-url = "postgres://u:p@localhost:5432/db?sslmode=require"
-ca = "/nowhere/ca.pem"
-
 [[topics]]
 name = "langs"
 
@@ -447,7 +436,8 @@ table = "langs_rows"
 group = "g"
 mapper = "/nowhere/json_row.wasm"
 "#;
-        let pipeline = Pipeline::parse(Path::new("/nowhere/pipeline.toml"), text)
+        let text = format!("{}{text}", crate::config::TEST_CONNECTIONS);
+        let pipeline = Pipeline::parse(Path::new("/nowhere/pipeline.toml"), &text)
             .unwrap_or_else(|e| panic!("test pipeline is valid: {e}"));
         pipeline.sinks[0].clone()
     }

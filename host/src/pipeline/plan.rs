@@ -264,20 +264,11 @@ pub fn plugin_file_changed(pipeline: &Pipeline, running: &BTreeSet<UnitId>, path
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TEST_CONNECTIONS;
     use std::path::PathBuf;
 
-    const HEAD: &str = r#"
-[kafka]
-bootstrap_servers = "localhost:9093"
-security_protocol = "ssl"
-ca = "/nowhere/ca.pem"
-cert = "/nowhere/service.cert"
-key = "/nowhere/service.key"
-
-[postgres]
-url = "postgres://u:p@localhost:5432/db?sslmode=require"
-ca = "/nowhere/ca.pem"
-
+    /// The topics every test pipeline declares, after the connection sections.
+    const TOPICS: &str = r#"
 [[topics]]
 name = "t1"
 
@@ -301,8 +292,13 @@ name = "t2"
         format!("[[checks]]\nname = \"{name}\"\nplugin = \"{plugin}\"\n")
     }
 
+    /// A whole pipeline file: connections, topics, then `body`.
+    fn file(body: &str) -> String {
+        format!("{TEST_CONNECTIONS}{TOPICS}\n{body}")
+    }
+
     fn pipeline(body: &str) -> Pipeline {
-        Pipeline::parse(Path::new("/nowhere/pipeline.toml"), &format!("{HEAD}\n{body}"))
+        Pipeline::parse(Path::new("/nowhere/pipeline.toml"), &file(body))
             .unwrap_or_else(|e| panic!("test pipeline is valid: {e}"))
     }
 
@@ -536,7 +532,7 @@ name = "t2"
     #[test]
     fn an_invalid_new_file_is_an_error_and_plans_nothing() {
         let path = Path::new("/nowhere/pipeline.toml");
-        let applied = format!("{HEAD}\n{}", generator("a", ""));
+        let applied = file(&generator("a", ""));
         for broken in [
             format!("{applied}[[generators]\nname = \"c\"\n"),
             format!("{applied}{}", generator("a", "")),
@@ -551,7 +547,7 @@ name = "t2"
     #[test]
     fn a_save_of_the_same_text_plans_nothing_and_a_new_text_is_parsed() {
         let path = Path::new("/nowhere/pipeline.toml");
-        let applied = format!("{HEAD}\n{}", generator("a", ""));
+        let applied = file(&generator("a", ""));
         assert!(matches!(pipeline_file_saved(Some(&applied), path, &applied), Ok(None)));
         let added = format!("{applied}{}", generator("b", ""));
         let new = pipeline_file_saved(Some(&applied), path, &added)
