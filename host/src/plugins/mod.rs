@@ -5,12 +5,13 @@
 //! Sandbox: no preopened directories, no environment, no sockets, stdout
 //! discarded and stderr captured (so a panic message becomes the reason of a
 //! dead letter). Each call has a deadline (epoch interruption, the epoch
-//! ticked by a thread of its own so a spinning guest cannot stop it) and each
-//! instance a memory cap. A plugin that traps is re-instantiated and
+//! ticked by a thread of its own so a spinning guest cannot stop it, and
+//! `deadline` for a guest waiting in WASI) and each instance a memory cap. A plugin that traps is re-instantiated and
 //! re-configured before its next call.
 
 mod cache;
 mod compat;
+mod deadline;
 pub mod inspect;
 pub mod kit;
 pub mod scaffold;
@@ -100,6 +101,8 @@ pub struct PluginState {
     table: ResourceTable,
     limits: crate::ops::metrics::PeakLimits,
     stderr: MemoryOutputPipe,
+    /// When the current call (or `configure`) must end; WASI waits stop there.
+    deadline: Option<Instant>,
 }
 
 impl WasiView for PluginState {
@@ -128,6 +131,7 @@ impl Runtime {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        deadline::shadow_poll(&mut linker)?;
         let weak = engine.weak();
         std::thread::Builder::new().name("plugin-epoch".into()).spawn(move || {
             while let Some(engine) = weak.upgrade() {
@@ -162,6 +166,7 @@ impl Runtime {
                     .build(),
             ),
             stderr,
+            deadline: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -439,6 +444,7 @@ impl<W: World> Plugin<W> {
     fn start(&mut self) -> Result<(), PluginError> {
         let mut store = self.runtime.store(&self.limits, self.instance_seed());
         store.set_epoch_deadline(self.deadline_ticks());
+        store.data_mut().deadline = Some(Instant::now() + self.limits.call_timeout);
         let instance = W::instantiate(&self.pre, &mut store).map_err(|e| PluginError::Instantiate {
             path: self.path.clone(),
             reason: format!("{e:#}"),
@@ -483,7 +489,8 @@ impl<W: World> Plugin<W> {
         let ticks = self.deadline_ticks();
         let (store, instance) = self.live.as_mut().expect("started above");
         store.set_epoch_deadline(ticks);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        store.data_mut().deadline = Some(started + self.limits.call_timeout);
         let result = match f(instance, store) {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -500,7 +507,7 @@ impl<W: World> Plugin<W> {
 
     fn classify(&self, store: &Store<PluginState>, e: wasmtime::Error) -> PluginError {
         let name = self.name.clone();
-        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) || e.is::<deadline::DeadlineExceeded>() {
             return PluginError::Timeout {
                 name,
                 timeout_ms: self.limits.call_timeout.as_millis(),
