@@ -354,58 +354,7 @@ pub fn audit_counts(info: i64, warning: i64, error: i64) {
     }
 }
 
-/// A plugin store's memory cap ([`StoreLimits`]) that also remembers the
-/// largest linear memory the instance grew to, for the high-water gauge.
-pub struct PeakLimits {
-    inner: wasmtime::StoreLimits,
-    peak_bytes: usize,
-}
-
-impl PeakLimits {
-    pub fn new(inner: wasmtime::StoreLimits) -> Self {
-        Self { inner, peak_bytes: 0 }
-    }
-
-    pub fn peak_bytes(&self) -> usize {
-        self.peak_bytes
-    }
-}
-
-impl wasmtime::ResourceLimiter for PeakLimits {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.inner.memory_growing(current, desired, maximum)?;
-        if allowed {
-            self.peak_bytes = self.peak_bytes.max(desired);
-        }
-        Ok(allowed)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.inner.memory_grow_failed(error)
-    }
-
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.inner.table_growing(current, desired, maximum)
-    }
-
-    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.inner.table_grow_failed(error)
-    }
-
-    fn instances(&self) -> usize {
-        self.inner.instances()
-    }
-
-    fn tables(&self) -> usize {
-        self.inner.tables()
-    }
-
-    fn memories(&self) -> usize {
-        self.inner.memories()
-    }
-}
-
-/// The largest linear memory a plugin's instance has grown to.
+/// The most a plugin's instance held in linear memories and tables together.
 pub fn plugin_memory(name: &str, peak_bytes: usize) {
     METRICS
         .plugin_memory_high_water

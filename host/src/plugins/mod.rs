@@ -14,6 +14,7 @@ mod compat;
 mod deadline;
 pub mod inspect;
 pub mod kit;
+mod limits;
 pub mod scaffold;
 mod worlds;
 
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -99,7 +100,7 @@ pub enum PluginError {
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: crate::ops::metrics::PeakLimits,
+    limits: limits::SandboxLimits,
     stderr: MemoryOutputPipe,
     /// When the current call (or `configure`) must end; WASI waits stop there.
     deadline: Option<Instant>,
@@ -159,18 +160,28 @@ impl Runtime {
         let state = PluginState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: crate::ops::metrics::PeakLimits::new(
-                StoreLimitsBuilder::new()
-                    .memory_size(limits.memory_limit_bytes)
-                    .trap_on_grow_failure(true)
-                    .build(),
-            ),
+            limits: limits::SandboxLimits::new(limits.memory_limit_bytes),
             stderr,
             deadline: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store
+    }
+
+    /// Instantiates component bytes that export nothing in a plugin store
+    /// (the limits' tests: hostile shapes no plugin world can carry).
+    #[cfg(test)]
+    fn instantiate_bare(&self, bytes: &[u8], memory_limit_bytes: usize) -> wasmtime::Result<()> {
+        let limits = PluginLimits {
+            memory_limit_bytes,
+            ..PluginLimits::default()
+        };
+        let component = Component::new(&self.engine, bytes)?;
+        let mut store = self.store(&limits, None);
+        store.set_epoch_deadline(u64::MAX / 2);
+        self.linker.instantiate(&mut store, &component)?;
+        Ok(())
     }
 
     /// Reads and compiles a component, checking that it targets world `W`.
@@ -514,7 +525,7 @@ impl<W: World> Plugin<W> {
             };
         }
         let text = format!("{e:#}");
-        if text.contains("forcing trap when growing memory") || text.contains("memory allocation") {
+        if e.is::<limits::OverMemoryLimit>() || text.contains("memory allocation") {
             return PluginError::OutOfMemory {
                 name,
                 limit_bytes: self.limits.memory_limit_bytes,
