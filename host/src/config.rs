@@ -46,6 +46,8 @@ pub const DEFAULT_MEMORY_LIMIT_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 32 << 20;
 /// Default longest time compiling one plugin may take.
 pub const DEFAULT_COMPILE_TIMEOUT_MS: u64 = 60_000;
+/// Default most bytes one plugin call returns, and one sink batch's outcomes hold.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 64 << 20;
 
 /// Default time between two rounds of the periodic audit in `host run`.
 pub const DEFAULT_AUDIT_INTERVAL_MS: u64 = 30_000;
@@ -75,6 +77,10 @@ pub const MIN_MEMORY_LIMIT_BYTES: usize = 1 << 20;
 pub const MAX_MEMORY_LIMIT_BYTES: usize = 4 << 30;
 /// Largest `max_plugin_bytes`: 1 GiB.
 pub const MAX_MAX_PLUGIN_BYTES: usize = 1 << 30;
+/// Least `max_output_bytes`: 64 KiB (also what a plugin may write to stderr in one call).
+pub const MIN_MAX_OUTPUT_BYTES: usize = 64 << 10;
+/// Largest `max_output_bytes`: 1 GiB.
+pub const MAX_MAX_OUTPUT_BYTES: usize = 1 << 30;
 /// Longest time between two audit rounds (`audit.interval_ms`): a day.
 pub const MAX_AUDIT_INTERVAL_MS: u64 = 86_400_000;
 /// Shortest and longest `audit.timeout_ms`.
@@ -211,6 +217,9 @@ pub struct PluginLimits {
     pub memory_limit_bytes: usize,
     pub max_plugin_bytes: usize,
     pub compile_timeout: Duration,
+    /// What one call may return (wasmtime's hostcall fuel), and the outcomes
+    /// of one sink batch together; past it, the messages are dead-lettered.
+    pub max_output_bytes: usize,
 }
 
 impl Default for PluginLimits {
@@ -220,6 +229,7 @@ impl Default for PluginLimits {
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
             compile_timeout: Duration::from_millis(DEFAULT_COMPILE_TIMEOUT_MS),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -473,6 +483,7 @@ struct RawLimits {
     memory_limit_bytes: Option<Spanned<usize>>,
     max_plugin_bytes: Option<Spanned<usize>>,
     compile_timeout_ms: Option<Spanned<u64>>,
+    max_output_bytes: Option<Spanned<usize>>,
 }
 
 impl RawLimits {
@@ -504,6 +515,12 @@ impl RawLimits {
                 defaults.max_plugin_bytes,
             )?,
             compile_timeout: ms(&self.compile_timeout_ms, "compile_timeout_ms", defaults.compile_timeout)?,
+            max_output_bytes: MAX_OUTPUT_BYTES.or(
+                src,
+                &key("max_output_bytes"),
+                self.max_output_bytes.as_ref(),
+                defaults.max_output_bytes,
+            )?,
         })
     }
 }
@@ -559,6 +576,11 @@ const MAX_PLUGIN_BYTES: Bound<usize> = Bound {
     min: 1,
     max: MAX_MAX_PLUGIN_BYTES,
     what: "the largest plugin file to compile",
+};
+const MAX_OUTPUT_BYTES: Bound<usize> = Bound {
+    min: MIN_MAX_OUTPUT_BYTES,
+    max: MAX_MAX_OUTPUT_BYTES,
+    what: "what one plugin call may return, and one sink batch's outcomes together",
 };
 const AUDIT_INTERVAL_MS: Bound<u64> = Bound {
     min: MIN_AUDIT_INTERVAL_MS,

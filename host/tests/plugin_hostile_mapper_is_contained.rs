@@ -1,7 +1,8 @@
 //! A mapper that traps on some messages, loops forever on others, grows memory
 //! without end on others: the host stays up, those messages are dead-lettered
 //! with the reason, the rest flow. Text PostgreSQL cannot store (a NUL byte) is
-//! dead-lettered too, instead of failing the whole batch.
+//! dead-lettered too, instead of failing the whole batch. Outcomes past
+//! `max_output_bytes`, in one call or in one batch, are dead-lettered.
 mod common;
 
 use common::{Db, SinkPipeline, create_topic, host_ok, produce_raw, unique};
@@ -61,4 +62,46 @@ fn traps_loops_and_memory_hogs_become_dead_letters() {
         "{}",
         reasons[4].1
     );
+}
+
+#[test]
+fn outcomes_past_max_output_bytes_become_dead_letters() {
+    let topic = unique("huge");
+    let table = unique("huge_rows");
+    create_topic(&topic, 1);
+    // 3 MiB fits in 4 MiB; a second 3 MiB row in the same batch does not,
+    // nor does a 5 MiB row on its own; the small rows after them still fit.
+    let words = ["a", "huge:3", "huge:3", "b", "huge:5", "c"];
+    produce_raw(
+        &topic,
+        &words.iter().map(|w| Some(w.as_bytes().to_vec())).collect::<Vec<_>>(),
+    );
+    let path = SinkPipeline::new(&topic, &table, "hostile_mapper")
+        .name("huge")
+        .batch_size(100)
+        .extra("[sinks.limits]\nmax_output_bytes = 4194304")
+        .write();
+    let out = host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
+
+    let db = Db::connect();
+    let rows = db.query(
+        &format!("SELECT offset_id, length(payload) FROM \"{table}\" ORDER BY offset_id"),
+        &[],
+    );
+    let stored: Vec<(i64, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        stored,
+        vec![(0, 1), (1, 3 << 20), (3, 1), (5, 1)],
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = db.dead_letters(&topic);
+    assert_eq!(dead.iter().map(|d| d.0).collect::<Vec<_>>(), vec![2, 4]);
+    for (offset, _, reason) in &dead {
+        assert!(
+            reason
+                .contains("plugin sink huge returned more than 4194304 bytes for one batch (limits.max_output_bytes)"),
+            "offset {offset}: {reason}"
+        );
+    }
 }

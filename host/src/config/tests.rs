@@ -149,6 +149,13 @@ fn bounds() -> Vec<(&'static str, String, u64, Option<u64>, u64)> {
             33_554_432,
         ),
         (
+            "plugins.max_output_bytes",
+            format!("[plugins]\nmax_output_bytes = {{}}\n{HEAD}"),
+            MAX_MAX_OUTPUT_BYTES as u64,
+            Some(MIN_MAX_OUTPUT_BYTES as u64),
+            1_048_576,
+        ),
+        (
             "plugins.max_plugin_bytes",
             format!("[plugins]\nmax_plugin_bytes = {{}}\n{HEAD}"),
             MAX_MAX_PLUGIN_BYTES as u64,
@@ -238,4 +245,5 @@ fn limits_inherit_from_plugins_and_per_plugin_limits_win() {
     assert_eq!(limits.call_timeout, Duration::from_millis(700));
     assert_eq!(limits.memory_limit_bytes, 2 << 20);
     assert_eq!(limits.max_plugin_bytes, DEFAULT_MAX_PLUGIN_BYTES);
+    assert_eq!(limits.max_output_bytes, DEFAULT_MAX_OUTPUT_BYTES);
 }

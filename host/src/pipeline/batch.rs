@@ -182,10 +182,12 @@ fn map_isolating_failures(
         Err(e) if messages.len() == 1 => return Ok(vec![fatal_or(e)?]),
         Err(e) => tracing::warn!(plugin = mapper.name(), error = %e, "batch call failed; mapping one by one"),
     }
+    // One call at a time, each up to the cap: their sum is capped too.
+    let mut budget = crate::plugins::output::OutputBudget::new(mapper.name(), mapper.max_output_bytes());
     messages
         .iter()
         .map(|m| match mapper.map_batch(std::slice::from_ref(m)) {
-            Ok(mut one) => Ok(Ok(one.remove(0))),
+            Ok(mut one) => Ok(budget.take(one.remove(0))),
             Err(e) => fatal_or(e),
         })
         .collect()

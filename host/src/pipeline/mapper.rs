@@ -18,6 +18,10 @@ pub trait BatchMapper: Send + 'static {
     /// One outcome per message, in order. An error concerns the whole call:
     /// the sink then maps the messages one by one to find the culprits.
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError>;
+    /// The most bytes one batch's outcomes may hold (`limits.max_output_bytes`).
+    fn max_output_bytes(&self) -> usize {
+        usize::MAX
+    }
 }
 
 impl BatchMapper for Plugin<MapperWorld> {
@@ -35,5 +39,8 @@ impl BatchMapper for Plugin<MapperWorld> {
     }
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
         Plugin::map_batch(self, messages)
+    }
+    fn max_output_bytes(&self) -> usize {
+        self.limits().max_output_bytes
     }
 }

@@ -15,6 +15,7 @@ mod deadline;
 pub mod inspect;
 pub mod kit;
 mod limits;
+pub mod output;
 pub mod scaffold;
 mod worlds;
 
@@ -90,6 +91,10 @@ pub enum PluginError {
     Timeout { name: String, timeout_ms: u128 },
     #[error("plugin {name} went over its memory limit of {limit_bytes} bytes (limits.memory_limit_bytes)")]
     OutOfMemory { name: String, limit_bytes: usize },
+    #[error(
+        "plugin {name} returned more than {limit_bytes} bytes for one batch (limits.max_output_bytes)\n  hint: make the rows smaller, lower the sink's batch_size, or raise max_output_bytes in the plugin's limits"
+    )]
+    OutputTooLarge { name: String, limit_bytes: usize },
     #[error("plugin {name} trapped: {reason}")]
     Trap { name: String, reason: String },
     #[error("plugin {name} broke the contract: {reason}")]
@@ -166,6 +171,8 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        // What one call may hand the host (128 MiB unless set).
+        store.set_hostcall_fuel(limits.max_output_bytes);
         store
     }
 
@@ -422,6 +429,10 @@ impl<W: World> Plugin<W> {
         &self.path
     }
 
+    pub fn limits(&self) -> &PluginLimits {
+        &self.limits
+    }
+
     pub fn hash(&self) -> &str {
         &self.hash
     }
@@ -525,6 +536,13 @@ impl<W: World> Plugin<W> {
             };
         }
         let text = format!("{e:#}");
+        // wasmtime's error for spent hostcall fuel is private: its message it is.
+        if text.contains("too much data is being copied between the host and the guest") {
+            return PluginError::OutputTooLarge {
+                name,
+                limit_bytes: self.limits.max_output_bytes,
+            };
+        }
         if e.is::<limits::OverMemoryLimit>() || text.contains("memory allocation") {
             return PluginError::OutOfMemory {
                 name,
