@@ -310,7 +310,7 @@ pub fn plugin_call(name: &str, took: Duration, error: Option<&crate::plugins::Pl
     m.plugin_calls.get_or_create(&l).inc();
     m.plugin_call_seconds.get_or_create(&l).observe(took.as_secs_f64());
     match error {
-        Some(PluginError::Trap { .. } | PluginError::OutOfMemory { .. }) => {
+        Some(PluginError::Trap { .. } | PluginError::OutOfMemory { .. } | PluginError::OutputTooLarge { .. }) => {
             m.plugin_traps.get_or_create(&l).inc();
         }
         Some(PluginError::Timeout { .. }) => {
