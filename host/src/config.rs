@@ -29,7 +29,7 @@ pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableN
 pub use pg_url::{PgUrl, PgUrlError};
 
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -779,6 +779,8 @@ impl Pipeline {
 
         let mut sinks = Vec::new();
         let mut tables = HashSet::new();
+        // Group -> (sink, where its group comes from), to refuse a shared group.
+        let mut groups: HashMap<String, (String, std::ops::Range<usize>)> = HashMap::new();
         for s in raw.sinks {
             let name = unique(&s.name, "sinks")?;
             let topic = known_topic(&s.topic, "sinks")?;
@@ -802,6 +804,14 @@ impl Pipeline {
                 // Offsets are kept per table, so the group follows the table too.
                 None => format!("wasm-stream-{}", s.table.get_ref()),
             };
+            let group_span = s.group.as_ref().map_or_else(|| s.name.span(), Spanned::span);
+            if let Some((other, span)) = groups.get(&group) {
+                return Err(src.error(
+                    group_span,
+                    shared_group_message(&group, s.name.get_ref(), other, &src.location(span.clone())),
+                ));
+            }
+            groups.insert(group.clone(), (s.name.get_ref().clone(), group_span));
             let instance_id = match &s.instance_id {
                 Some(id) if id.get_ref().trim().is_empty() => {
                     return Err(src.error(
@@ -877,6 +887,15 @@ impl Pipeline {
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
     }
+}
+
+/// Two sinks in one consumer group would split the topic's partitions
+/// between their tables (each table silently missing the rest), or, with the
+/// same member id, fence each other.
+fn shared_group_message(group: &str, sink: &str, other: &str, other_at: &str) -> String {
+    format!(
+        "sinks.group {group:?} of sink {sink:?} is also the group of sink {other:?} ({other_at}); Kafka would give each sink only part of the topic's partitions, so each table would miss the messages of the other's\n  hint: give each sink its own group, or leave group out (the default, \"wasm-stream-<table>\", differs per table)"
+    )
 }
 
 /// `mode` and `key` of a sink: `key` is required for upsert and refused for
