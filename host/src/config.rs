@@ -122,10 +122,13 @@ pub struct Pipeline {
 }
 
 /// The `[http]` server of `host run`, `consume` and `produce`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// `None`: turned off (`listen = ""`).
     pub listen: Option<std::net::SocketAddr>,
+    /// Host names (besides IP addresses and `localhost`) that requests may
+    /// carry in their `Host` header: the names of a proxy in front.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How `host provision` creates topics and databases.
@@ -396,6 +399,8 @@ struct RawPipeline {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -961,16 +966,41 @@ fn check_mode(
 }
 
 fn check_http(src: &Source<'_>, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let mut allowed_hosts = Vec::new();
+    for name in &raw.allowed_hosts {
+        let text = name.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = !text.is_empty()
+            && text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(src.error(
+                name.span(),
+                format!(
+                    "http.allowed_hosts: {:?} is not a host name; list the names clients use to reach this server, without port or scheme, e.g. [\"status.example.com\"]",
+                    name.get_ref()
+                ),
+            ));
+        }
+        allowed_hosts.push(text);
+    }
     let Some(listen) = raw.listen else {
         let listen = DEFAULT_HTTP_LISTEN.parse().ok();
-        return Ok(HttpConfig { listen });
+        return Ok(HttpConfig { listen, allowed_hosts });
     };
     let text = listen.get_ref().trim();
     if text.is_empty() {
-        return Ok(HttpConfig { listen: None });
+        return Ok(HttpConfig {
+            listen: None,
+            allowed_hosts,
+        });
     }
     match text.parse() {
-        Ok(addr) => Ok(HttpConfig { listen: Some(addr) }),
+        Ok(addr) => Ok(HttpConfig {
+            listen: Some(addr),
+            allowed_hosts,
+        }),
         Err(_) => Err(src.error(
             listen.span(),
             format!(

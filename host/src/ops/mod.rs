@@ -4,6 +4,7 @@
 
 pub mod dead_letters;
 pub mod http;
+mod http_guard;
 pub mod metrics;
 pub mod state;
 pub mod status;
