@@ -151,7 +151,11 @@ fn prepare_dir(dir: &Path) -> Result<(), SlotError> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot create {}", dir.display())).into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot create {}", dir.display()))
+                .into());
+        }
     }
     let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     let d = dir.display();
@@ -203,13 +207,19 @@ fn claim_slot_in(dir: &Path, host: &str) -> Result<(u32, File), SlotError> {
                     path.display()
                 )));
             }
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open {}", path.display())).into()),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot open {}", path.display()))
+                    .into());
+            }
         };
         match file.try_lock() {
             Ok(()) => return Ok((slot, file)),
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(anyhow::Error::new(e).context(format!("cannot lock {}", path.display())).into());
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot lock {}", path.display()))
+                    .into());
             }
         }
     }
@@ -282,7 +292,10 @@ mod tests {
         std::fs::create_dir(&dir).expect("dir");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         let why = unsafe_reason(claim_slot_in(&dir, "h"));
-        assert!(why.contains("writable by other users") && why.contains("chmod 700"), "{why}");
+        assert!(
+            why.contains("writable by other users") && why.contains("chmod 700"),
+            "{why}"
+        );
         assert!(!dir.join("h.0.lock").exists(), "nothing was written there");
     }
 
@@ -296,7 +309,10 @@ mod tests {
         }
         std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown");
         let why = unsafe_reason(claim_slot_in(&dir, "h"));
-        assert!(why.contains("belongs to user id 65534") && why.contains("rm -r"), "{why}");
+        assert!(
+            why.contains("belongs to user id 65534") && why.contains("rm -r"),
+            "{why}"
+        );
     }
 
     #[test]
