@@ -71,9 +71,11 @@ fn a_large_table_shows_an_estimate_and_says_so() {
         ));
     }
     let path = SinkPipeline::new(&topic, &big, "json_row")
+        // No host answers on this port: `host status` reads PostgreSQL itself.
         .extra(&format!(
-            "[[sinks]]\nname = \"small\"\ntopic = \"{topic}\"\ntable = \"{small}\"\nmapper = \"{}\"\n",
-            common::plugin("json_row").display()
+            "[[sinks]]\nname = \"small\"\ntopic = \"{topic}\"\ntable = \"{small}\"\nmapper = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            common::plugin("json_row").display(),
+            free_port()
         ))
         .write();
     let path = path.to_str().expect("utf-8");
