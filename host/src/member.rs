@@ -283,6 +283,7 @@ mod tests {
         assert_eq!(meta.mode() & 0o777, 0o700);
         let file = std::fs::symlink_metadata(dir.join("h.0.lock")).expect("stat");
         assert_eq!(file.mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
     }
 
     #[test]
@@ -297,6 +298,7 @@ mod tests {
             "{why}"
         );
         assert!(!dir.join("h.0.lock").exists(), "nothing was written there");
+        let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
     }
 
     #[test]
@@ -313,6 +315,7 @@ mod tests {
             why.contains("belongs to user id 65534") && why.contains("rm -r"),
             "{why}"
         );
+        let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
     }
 
     #[test]
@@ -334,5 +337,6 @@ mod tests {
         let why = unsafe_reason(claim_slot_in(&dir, "h"));
         assert!(why.contains("is a symbolic link"), "{why}");
         assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep me");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

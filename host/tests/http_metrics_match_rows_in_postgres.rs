@@ -175,7 +175,8 @@ fn the_server_refuses_foreign_hosts_oversize_requests_and_too_many_connections()
             "[http]\nlisten = \"127.0.0.1:{port}\"\nallowed_hosts = [\"status.example.com\"]\n\n[audit]\ninterval_ms = 0"
         ))
         .write();
-    let mut host = Running::start(&["run", path.to_str().expect("utf-8"), "--no-watch"]);
+    // Killed when the test ends, pass or fail.
+    let _host = KillOnDrop(Running::start(&["run", path.to_str().expect("utf-8"), "--no-watch"]));
     wait_for_code(port, "/health/live", 200, Duration::from_secs(60));
     let get_as = |host: &str, path: &str| {
         raw(
@@ -222,6 +223,13 @@ fn the_server_refuses_foreign_hosts_oversize_requests_and_too_many_connections()
     assert_eq!(status_code(&busy), Some(503), "{busy}");
     drop(idle);
     wait_for_code(port, "/health/live", 200, Duration::from_secs(10));
-    let _ = host.child.kill();
-    let _ = host.child.wait();
+}
+
+struct KillOnDrop(Running);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
 }
