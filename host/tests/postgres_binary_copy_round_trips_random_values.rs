@@ -445,8 +445,13 @@ fn random_values_of_every_type_come_back_as_sent() {
         "CREATE TABLE \"{table}\" (id bigint PRIMARY KEY, {})",
         definitions.join(", ")
     ));
+    // PROPTEST_CASES=N runs more (or fewer), as it does for the unit tests.
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CASES);
     let mut runner = TestRunner::new(Config {
-        cases: CASES,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });

@@ -90,7 +90,6 @@ timeout_ms = 5000
 
 fn config() -> Config {
     Config {
-        cases: 256,
         // A failure is kept as a named test beside these, not as a file.
         failure_persistence: None,
         ..Config::default()

@@ -192,7 +192,6 @@ mod properties {
 
     fn config() -> Config {
         Config {
-            cases: 256,
             failure_persistence: None,
             ..Config::default()
         }

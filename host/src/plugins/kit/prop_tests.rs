@@ -10,7 +10,6 @@ use serde_json::{Value as Json, json};
 
 fn config() -> Config {
     Config {
-        cases: 256,
         // A failure is kept as a named test beside these, not as a file.
         failure_persistence: None,
         ..Config::default()
