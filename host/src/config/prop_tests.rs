@@ -31,6 +31,7 @@ compile_timeout_ms = 60000
 
 [http]
 listen = "127.0.0.1:9187"
+allowed_hosts = ["status.example.com"]
 
 [provision]
 method = "aiven"
