@@ -118,9 +118,7 @@ proptest! {
     /// Any bytes as the `--input` file: messages, or an error naming the file.
     #[test]
     fn any_input_file_is_messages_or_an_error(bytes in prop_oneof![any::<Vec<u8>>(), any::<String>().prop_map(String::into_bytes)], lines in prop::collection::vec(message_line(), 0..4)) {
-        let dir = std::env::temp_dir().join(format!("kit-prop-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(format!("{}.jsonl", content_hash(&bytes)));
+        let path = std::env::temp_dir().join(format!("kit-prop-input-{}-{}.jsonl", std::process::id(), content_hash(&bytes)));
         let mut text = bytes;
         for l in &lines {
             text.push(b'\n');
