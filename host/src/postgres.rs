@@ -691,9 +691,10 @@ pub struct RowsRefused {
 /// When PostgreSQL refuses rows for their data, the batch is written again
 /// without them, and their messages become dead letters ([`isolate`]).
 pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch: Batch) -> anyhow::Result<Written> {
+    let started = std::time::Instant::now();
     match write_whole(client, statements, &batch).await {
         Err(e) => match isolate::row_refusal(&e).map(isolate::reason) {
-            Some(reason) => isolate::salvage(client, statements, batch, reason).await,
+            Some(reason) => isolate::salvage(client, statements, batch, reason, started).await,
             None => Err(e),
         },
         written => written,

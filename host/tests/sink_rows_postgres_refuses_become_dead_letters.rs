@@ -28,7 +28,16 @@ fn run(keyed: bool) {
             let rows = || db.query(&format!("SELECT count(*) FROM \"{table}\""), &[])[0].get::<_, i64>(0);
             consume_through_sigkills(path, 2, &mut random, rows);
         } else {
-            host_ok(&["consume", path, "--once", "--quiet"]);
+            let out = host_ok(&["consume", path, "--once", "--quiet"]);
+            // A figure for RELIABILITY.md, not an assertion: the longest
+            // time from a batch's write to the commit of the rest of it.
+            let log = String::from_utf8_lossy(&out.stderr);
+            let ms = log
+                .split(" ms=")
+                .skip(1)
+                .filter_map(|t| t.split(' ').next()?.parse::<u64>().ok())
+                .max();
+            println!("figure: {rule:?} keyed={keyed}: longest batch with culprits {ms:?} ms");
         }
         plan.assert_stored(&db);
     }

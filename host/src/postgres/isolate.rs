@@ -128,7 +128,10 @@ impl Parts {
 /// - 54000 `program_limit_exceeded`: a value too large for an index entry;
 /// - 57014 `query_canceled`: the statement hit `statement_timeout`; the
 ///   batch is tried in smaller parts, and one message that still takes too
-///   long is a dead letter.
+///   long is a dead letter;
+/// - 21000 `cardinality_violation`: an upsert touched one row twice, two
+///   keys the host tells apart being equal to PostgreSQL (a nondeterministic
+///   collation); in smaller parts they land apart, the later one winning.
 ///
 /// Everything else (a lost connection, a serialization failure, a deadlock,
 /// an administrator's shutdown, a lock timeout, a missing column) is not
@@ -138,7 +141,7 @@ pub fn refuses_rows(e: &tokio_postgres::Error) -> bool {
         return false;
     };
     let code = code.code();
-    code.starts_with("22") || code.starts_with("23") || matches!(code, "P0001" | "P0004" | "54000" | "57014")
+    code.starts_with("22") || code.starts_with("23") || matches!(code, "P0001" | "P0004" | "54000" | "57014" | "21000")
 }
 
 /// The database error in `e` when it is a refusal of rows ([`refuses_rows`]).
@@ -329,6 +332,7 @@ pub async fn salvage(
     statements: &SinkStatements,
     batch: super::Batch,
     first: String,
+    started: std::time::Instant,
 ) -> anyhow::Result<Written> {
     let tx = client.transaction().await?;
     // Deferred constraints would otherwise refuse the commit, not a group.
@@ -356,16 +360,19 @@ pub async fn salvage(
             reason,
         });
     }
+    let last_reason = letters.last().map(|l| l.reason.clone()).unwrap_or_default();
+    super::insert_dead_letters(&tx, &batch.sink, &batch.topic, &batch.plugin, &letters).await?;
+    tx.commit().await.context("cannot commit the batch")?;
     tracing::warn!(
         sink = batch.sink,
         table = batch.table,
         messages = refused,
         rows = refused_rows,
-        reason = letters.last().map(|l| l.reason.as_str()).unwrap_or_default(),
+        // From the start of the batch's write to the commit of the rest.
+        ms = started.elapsed().as_millis(),
+        reason = last_reason,
         "PostgreSQL refused some rows; their messages are dead letters, the rest of the batch is stored"
     );
-    super::insert_dead_letters(&tx, &batch.sink, &batch.topic, &batch.plugin, &letters).await?;
-    tx.commit().await.context("cannot commit the batch")?;
     Ok(Written::Committed(super::RowsRefused {
         letters: refused,
         rows: refused_rows,
