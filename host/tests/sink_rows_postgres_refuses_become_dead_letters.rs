@@ -3,7 +3,8 @@
 //! append and upsert sinks: a few culprits at random offsets among a few
 //! thousand messages become dead letters with PostgreSQL's reason, every
 //! other message is stored, and the stored offset reaches the end; one run
-//! of each mode is SIGKILLed on the way.
+//! of each mode (a foreign key in append, a unique index in upsert) is
+//! SIGKILLed on the way.
 mod common;
 
 use common::badrows::{Plan, RULES, Rule};
@@ -22,7 +23,9 @@ fn run(keyed: bool) {
         let plan = Plan::new(rule, keyed, MESSAGES, CULPRITS, KEYS, &mut random);
         let path = plan.prepare(&db, BATCH);
         let path = path.to_str().expect("utf-8");
-        if rule == Rule::ForeignKey {
+        // One run of each mode is SIGKILLed twice on the way.
+        let killed = if keyed { Rule::Unique } else { Rule::ForeignKey };
+        if rule == killed {
             // Killed while it writes; the next run resumes from what PostgreSQL holds.
             let table = plan.table.clone();
             let rows = || db.query(&format!("SELECT count(*) FROM \"{table}\""), &[])[0].get::<_, i64>(0);
