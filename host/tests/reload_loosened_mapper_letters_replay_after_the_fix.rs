@@ -46,11 +46,18 @@ fn a_loosened_mapper_warns_and_its_letters_replay_after_the_fix() {
     let p = path.to_str().expect("utf-8");
     let host = Running::start(&["run", p]);
 
-    // Under load: messages keep coming while the mapper is swapped.
+    // Under load: messages keep coming while the mapper is swapped; the
+    // second half only once the swap is applied, so it is mid-stream.
+    let (swapped, swap_applied) = std::sync::mpsc::channel::<()>();
     let producer = {
         let topic = topic.clone();
         std::thread::spawn(move || {
-            for chunk in (0..COUNT).collect::<Vec<_>>().chunks(100) {
+            for (i, chunk) in (0..COUNT).collect::<Vec<_>>().chunks(100).enumerate() {
+                if i == 15 {
+                    swap_applied
+                        .recv_timeout(Duration::from_secs(60))
+                        .expect("the swap is applied");
+                }
                 let messages: Vec<common::Keyed> = chunk
                     .iter()
                     .map(|seq| {
@@ -80,6 +87,10 @@ fn a_loosened_mapper_warns_and_its_letters_replay_after_the_fix() {
     let text = std::fs::read_to_string(&path).expect("read pipeline");
     let connections = &text[..text.find("[[topics]]").expect("the head is written first")];
     replace_atomically(&path, format!("{connections}{}", pipeline(true).body()).as_bytes());
+    wait_for("the swap", Duration::from_secs(60), || {
+        host.log().contains("mapper swapped")
+    });
+    swapped.send(()).expect("the producer waits");
     producer.join().expect("producer");
     wait_for("every message settled", Duration::from_secs(120), || {
         stored(&db) >= COUNT

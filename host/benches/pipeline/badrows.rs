@@ -44,8 +44,14 @@ pub async fn run(args: &Args, env: &mut Env) -> anyhow::Result<()> {
     ];
     let statements = SinkStatements::prepare(&client, &table, &columns, &[]).await?;
     postgres::asynchronous_commits(&client).await?;
-    println!("\nrows PostgreSQL refuses (CHECK constraint), one batch of {size} messages, best of {}:", args.repeat);
-    println!("  {:<14} {:>12} {:>10} {:>12}", "culprits", "messages/s", "ms", "vs clean");
+    println!(
+        "\nrows PostgreSQL refuses (CHECK constraint), one batch of {size} messages, best of {}:",
+        args.repeat
+    );
+    println!(
+        "  {:<14} {:>12} {:>10} {:>12}",
+        "culprits", "messages/s", "ms", "vs clean"
+    );
     let mut clean: Option<f64> = None;
     let mut partition = 0;
     for culprits in [0u64, 1, 100] {
