@@ -644,6 +644,9 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// The key and payload of a message, kept for a dead letter.
+pub type Source = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Everything one batch writes, in one transaction.
 pub struct Batch {
     pub sink: String,
@@ -657,7 +660,7 @@ pub struct Batch {
     /// `(partition, offset)` of every message, and its key and payload
     /// (`None` for the ones already dead letters): for the refused ones.
     pub positions: Vec<(i32, i64)>,
-    pub sources: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    pub sources: Vec<Source>,
     /// How many deletes the mapper asked for (keyed sinks): with none, the
     /// batch needs no `DELETE`.
     pub deletes: usize,

@@ -87,7 +87,7 @@ pub async fn run(args: &Args, env: &mut Env) -> anyhow::Result<()> {
 
 /// `size` messages with `culprits` of them spread evenly, for a partition of its own.
 fn batch(table: &str, topic: &str, columns: &[Column], partition: i32, size: u64, culprits: u64) -> Batch {
-    let every = if culprits == 0 { u64::MAX } else { size / culprits };
+    let every = size.checked_div(culprits).unwrap_or(u64::MAX);
     let mut rows = CopyRows::with_capacity(columns, size as usize * 32);
     let mut of_row = Vec::with_capacity(size as usize);
     for seq in 0..size {

@@ -39,7 +39,7 @@ pub struct Mapped {
     pub parts: Parts,
     /// The key and payload of every message with rows, for a dead letter
     /// when PostgreSQL refuses its rows (`None` for the others).
-    pub sources: Vec<(Option<Vec<u8>>, Option<Vec<u8>>)>,
+    pub sources: Vec<crate::postgres::Source>,
     pub dead_letters: Vec<DeadLetter>,
     /// Deletes, in consumed order (so in offset order within a partition);
     /// only when the sink has a key ([`map_keyed`]), else they are dead letters.

@@ -208,7 +208,7 @@ impl Bisect {
     }
 
     /// The next group to write, in message order.
-    pub fn next(&mut self) -> Option<Vec<u32>> {
+    pub fn next_group(&mut self) -> Option<Vec<u32>> {
         let group = self.queue.pop_front()?;
         self.attempts += 1;
         Some(group)
@@ -263,7 +263,7 @@ pub async fn write_isolating(
         Some(reason) => Bisect::after_failure(messages, reason),
         None => Bisect::whole(messages),
     };
-    while let Some(group) = bisect.next() {
+    while let Some(group) = bisect.next_group() {
         tx.batch_execute(&format!("SAVEPOINT {SAVEPOINT}")).await?;
         match write_group(tx, plan, rows, &group).await {
             Ok(()) => tx.batch_execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}")).await?,
@@ -390,7 +390,7 @@ mod tests {
     fn run(n: u32, bad: &[u32], value: impl Fn(u32) -> u32) -> (Vec<u32>, Vec<u32>, u32) {
         let mut b = Bisect::whole((0..n).collect());
         let mut stored: Vec<u32> = Vec::new();
-        while let Some(group) = b.next() {
+        while let Some(group) = b.next_group() {
             let mut seen: HashSet<u32> = stored.iter().map(|m| value(*m)).collect();
             let refused = group.iter().any(|m| bad.contains(m) || !seen.insert(value(*m)));
             if refused {
@@ -433,11 +433,11 @@ mod tests {
     #[test]
     fn a_group_known_to_fail_is_split_at_once_and_one_message_is_the_culprit() {
         let mut b = Bisect::after_failure(vec![4], "why".into());
-        assert!(b.next().is_none());
+        assert!(b.next_group().is_none());
         assert_eq!(b.culprits(), [(4, "why".to_string())]);
         let mut b = Bisect::after_failure(vec![1, 2, 3], "why".into());
-        assert_eq!(b.next(), Some(vec![1]));
-        assert_eq!(b.next(), Some(vec![2, 3]));
+        assert_eq!(b.next_group(), Some(vec![1]));
+        assert_eq!(b.next_group(), Some(vec![2, 3]));
     }
 
     #[test]
