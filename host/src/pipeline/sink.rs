@@ -911,6 +911,7 @@ impl Sink {
     async fn rewind(&mut self) -> anyhow::Result<()> {
         crate::ops::metrics::rewind(&self.config.name);
         let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &self.columns);
+        let failing = &mut self.failing;
         let mut stop = self.stop.clone();
         let (client, stored, statements) = retry::with_backoff(
             Backoff::default(),
@@ -932,6 +933,7 @@ impl Sink {
                     return Verdict::GiveUp;
                 }
                 tracing::warn!(sink = config.name, error = %format!("{e:#}"), "cannot read stored offsets; retrying");
+                failing.note(&config.name, &format!("{e:#}"));
                 Verdict::Retry
             },
         )

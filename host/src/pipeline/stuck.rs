@@ -23,9 +23,19 @@ pub struct Failing {
 impl Failing {
     /// A write failed because of `why`: the pause before the next attempt.
     pub fn failed(&mut self, sink: &str, why: &str) -> Duration {
+        self.note(sink, why);
+        match self.since.as_mut() {
+            Some((_, backoff)) => backoff.next_pause(),
+            None => Duration::ZERO,
+        }
+    }
+
+    /// Something on the way to a commit failed (a write, or reading the
+    /// stored offsets again, which pauses by itself): warns once the sink
+    /// has gone long without a commit.
+    pub fn note(&mut self, sink: &str, why: &str) {
         let now = Instant::now();
-        let (since, backoff) = self.since.get_or_insert_with(|| (now, Backoff::default()));
-        let pause = backoff.next_pause();
+        let (since, _) = self.since.get_or_insert_with(|| (now, Backoff::default()));
         let stuck_for = now.duration_since(*since);
         self.attempts += 1;
         if stuck_for >= STUCK_AFTER {
@@ -47,7 +57,6 @@ impl Failing {
             crate::ops::state::problem(&unit(sink), Some(what));
             crate::ops::metrics::stuck(sink, stuck_for);
         }
-        pause
     }
 
     /// A batch committed.
