@@ -63,8 +63,8 @@ fn a_sink_whose_writes_keep_failing_backs_off_and_says_so() {
     let rewinds =
         sample(&metrics, &format!("wasm_stream_sink_rewinds_total{{sink=\"{sink}\"}}")).expect("rewinds counter");
     // Pauses of 0.1 s doubling to 5 s: about a dozen attempts in 30 s; a
-    // tight loop makes thousands.
-    assert!(rewinds < 40.0, "{rewinds} rewinds in {stuck} s: no backoff?");
+    // tight loop makes dozens to thousands (61 on the shared test machine).
+    assert!(rewinds < 25.0, "{rewinds} rewinds in {stuck} s: no backoff?");
     assert_eq!(count_rows(&db, &table), 0);
 
     db.execute(&format!("DELETE FROM \"{table}_gate\""));
