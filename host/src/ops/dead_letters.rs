@@ -251,10 +251,21 @@ pub async fn replay(
             let (m, mapped) = pipeline::map_messages(mapper, columns.clone(), messages, false).await?;
             mapper = m;
             let mapped = mapped?;
-            // Which letters are still rejected, by (partition, offset), in order.
-            let mut rejected: HashMap<(i32, i64), Vec<String>> = HashMap::new();
+            // Which letters are still rejected, by their place in the batch:
+            // the mapper's dead letters come in message order, one at most
+            // per message (letters of one sink may come from several topics,
+            // so a partition and offset alone do not tell them apart).
+            let mut rejected: HashMap<usize, String> = HashMap::new();
+            let mut at = 0;
             for d in mapped.dead_letters {
-                rejected.entry((d.partition, d.offset)).or_default().push(d.reason);
+                while letters
+                    .get(at)
+                    .is_some_and(|l| (l.partition, l.offset) != (d.partition, d.offset))
+                {
+                    at += 1;
+                }
+                rejected.insert(at, d.reason);
+                at += 1;
             }
             // The rows, without the ones PostgreSQL refuses: their letters
             // stay, with PostgreSQL's reason.
@@ -269,13 +280,11 @@ pub async fn replay(
                 .with_context(|| format!("cannot copy the replayed rows into {:?}", sink.table))?;
             let refused_rows = mapped.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
             for (message, reason) in culprits {
-                if let Some(l) = letters.get(message as usize) {
-                    rejected.entry((l.partition, l.offset)).or_default().push(reason);
-                }
+                rejected.insert(message as usize, reason);
             }
             let (mut stored_ids, mut kept_ids, mut kept_reasons) = (Vec::new(), Vec::new(), Vec::new());
-            for l in &letters {
-                match rejected.get_mut(&(l.partition, l.offset)).and_then(|v| v.pop()) {
+            for (i, l) in letters.iter().enumerate() {
+                match rejected.remove(&i) {
                     Some(reason) => {
                         kept_ids.push(l.id);
                         kept_reasons.push(reason);
