@@ -821,9 +821,12 @@ impl Sink {
         );
         let mut stop = self.stop.clone();
         if !*stop.borrow() {
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => {}
+                _ = &mut sleep => {}
+                // A dropped sender never sends a stop: sleep the pause out.
+                changed = stop.changed() => if changed.is_err() { sleep.await },
             }
         }
         self.rewind().await?;

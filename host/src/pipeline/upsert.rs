@@ -289,6 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn a_subset_of_messages_stages_the_last_operation_of_each_key_among_them() {
+        let columns = columns();
+        let mut latest = Latest::new(vec![0], 2);
+        latest.upsert(0, row("a", "1"));
+        latest.upsert(1, row("a", "2"));
+        latest.delete(2, vec![Value::Text("b".into())]);
+        latest.upsert(3, row("c", "3"));
+        assert_eq!(latest.messages(), [0, 1, 2, 3]);
+        // Message 1 refused: key a falls back to message 0's row.
+        let (staged, deletes) = latest.stage(&columns, |m| m != 1);
+        let mut expected = Latest::new(vec![0], 2);
+        expected.upsert(0, row("a", "1"));
+        expected.delete(2, vec![Value::Text("b".into())]);
+        expected.upsert(3, row("c", "3"));
+        assert_eq!(staged.finish(), expected.finish(&columns).finish());
+        assert_eq!(deletes, 1);
+        let (staged, deletes) = latest.stage(&columns, |m| m == 3);
+        assert_eq!((staged.len(), deletes), (1, 0));
+    }
+
+    #[test]
     fn keys_are_told_apart_by_every_key_column_and_by_type() {
         let mut latest = Latest::new(vec![0, 1], 2);
         // "ab" + "c" and "a" + "bc" are different keys.
