@@ -72,6 +72,7 @@ pub struct Metrics {
     pub sink_batches: Family<SinkLabels, Counter>,
     pub sink_fenced: Family<SinkLabels, Counter>,
     pub sink_rewinds: Family<SinkLabels, Counter>,
+    pub sink_skipped: Family<SinkLabels, Counter>,
     pub sink_batch_size: Histograms<SinkLabels>,
     pub sink_write_seconds: Histograms<SinkLabels>,
     pub sink_stored_offset: Family<PartitionLabels, Gauge>,
@@ -104,6 +105,7 @@ impl Metrics {
             sink_batches: Family::default(),
             sink_fenced: Family::default(),
             sink_rewinds: Family::default(),
+            sink_skipped: Family::default(),
             sink_batch_size: Family::new_with_constructor(batch_buckets),
             sink_write_seconds: Family::new_with_constructor(seconds_buckets),
             sink_stored_offset: Family::default(),
@@ -142,6 +144,11 @@ impl Metrics {
             "sink_rewinds",
             "Times a sink went back to the offsets stored in PostgreSQL",
             m.sink_rewinds.clone(),
+        );
+        r.register(
+            "sink_skipped_messages",
+            "Messages a sink with on_lost_offsets = \"skip\" went past without storing: deleted by retention before they were stored, or below the stored offset of a topic created again",
+            m.sink_skipped.clone(),
         );
         r.register(
             "sink_batch_size",
@@ -267,6 +274,11 @@ pub fn batch_committed(
             .set(*o);
     }
     super::state::sink_committed(name, messages, rows, dead_letters, offsets);
+}
+
+/// A sink skipped messages Kafka no longer holds (`on_lost_offsets = "skip"`).
+pub fn skipped(name: &str, messages: u64) {
+    METRICS.sink_skipped.get_or_create(&sink(name)).inc_by(messages);
 }
 
 /// A batch write was fenced: another consumer moved a stored offset.
