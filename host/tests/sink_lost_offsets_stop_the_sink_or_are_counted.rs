@@ -5,99 +5,14 @@
 //! `on_lost_offsets = "skip"` it goes on, and counts what it skipped.
 mod audit_support;
 mod common;
+mod offsets_support;
 mod ops_support;
 
 use audit_support::assert_says;
-use common::{Db, Running, SinkPipeline, create_topic, host_within, kafka_config, produce_raw, unique, wait_for};
+use common::{Db, SinkPipeline, create_topic, host_within, produce_raw, unique, wait_for};
+use offsets_support::{Host, delete_records, recreate_topic};
 use ops_support::{free_port, get, sample};
-use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use std::time::{Duration, Instant};
-
-/// A host ended when the test ends, pass or fail.
-struct Host(Option<Running>);
-
-impl Host {
-    fn consume(path: &str, topic: &str) -> Self {
-        Self(Some(Running::start(&["consume", path, "--topic", topic, "--quiet"])))
-    }
-
-    fn log(&self) -> String {
-        self.0.as_ref().map(Running::log).unwrap_or_default()
-    }
-
-    /// Waits for the host to exit by itself: (success, log).
-    fn exit_within(&mut self, limit: Duration) -> (bool, String) {
-        let running = self.0.as_mut().expect("running");
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = running.child.try_wait().expect("wait") {
-                return (status.success(), running.log());
-            }
-            assert!(Instant::now() < deadline, "host ran over {limit:?}\n{}", running.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut running) = self.0.take() {
-            let _ = running.child.kill();
-            let _ = running.child.wait();
-        }
-    }
-}
-
-fn admin() -> AdminClient<DefaultClientContext> {
-    host::kafka::client_config(&kafka_config())
-        .expect("client config")
-        .create()
-        .expect("admin client")
-}
-
-fn options() -> AdminOptions {
-    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
-}
-
-/// Deletes the topic and creates it again (one partition), empty.
-fn recreate_topic(topic: &str) {
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let deleted = rt
-        .block_on(admin().delete_topics(&[topic], &options()))
-        .expect("delete topic");
-    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
-    let config = host::config::TopicConfig {
-        name: topic.parse().expect("valid topic name"),
-        partitions: 1,
-        replication: 1,
-    };
-    // The deletion completes in the background: until then the topic "exists".
-    wait_for("the topic created again", Duration::from_secs(60), || {
-        matches!(
-            rt.block_on(host::kafka::create_topics(
-                &kafka_config(),
-                std::slice::from_ref(&config)
-            ))
-            .as_deref(),
-            Ok([(_, host::kafka::TopicStatus::Created)])
-        )
-    });
-}
-
-/// Deletes the messages of partition 0 below `before`, as retention would.
-fn delete_records(topic: &str, before: i64) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(before))
-        .expect("tpl");
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let result = rt
-        .block_on(admin().delete_records(&tpl, &options()))
-        .expect("delete records");
-    let low = result.find_partition(topic, 0).expect("partition 0");
-    assert_eq!(low.offset(), rdkafka::Offset::Offset(before), "{result:?}");
-}
+use std::time::Duration;
 
 /// Produces `{"gen": generation, "n": i}` to partition 0.
 fn produce(topic: &str, generation: &str, range: std::ops::Range<i64>) {
@@ -225,7 +140,7 @@ fn retention_past_the_stored_offset_stops_the_sink_or_is_skipped_and_counted() {
 
     // Messages 5-9 arrive while the sink is down; retention takes 0-7.
     produce(&topic, "old", 5..10);
-    delete_records(&topic, 8);
+    delete_records(&topic, 0, 8);
     let out = once(stop);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "the sink must stop: {stderr}");
