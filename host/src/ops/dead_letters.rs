@@ -88,7 +88,8 @@ fn since(sel: &Selection) -> anyhow::Result<(Option<String>, Option<String>)> {
         return Ok((None, None));
     };
     let unit = text.chars().last().unwrap_or(' ');
-    let number = &text[..text.len().saturating_sub(1)];
+    // The last character may take several bytes (`5é`): cut it as a char.
+    let number = text.strip_suffix(unit).unwrap_or_default();
     if !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) {
         let word = match unit {
             's' => "seconds",
@@ -368,4 +369,43 @@ pub fn render_show(letters: &[Letter]) -> String {
         out.push_str("no dead letter matches\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn since_of(text: &str) -> Result<(Option<String>, Option<String>), String> {
+        since(&Selection {
+            since: Some(text.into()),
+            ..Selection::default()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// `--since 5é` panicked: the unit was cut off byte-wise, inside `é`.
+    #[test]
+    fn an_age_whose_unit_is_not_ascii_is_refused_not_cut_inside_a_character() {
+        let e = since_of("5é").unwrap_err();
+        assert!(e.starts_with("--since \"5é\": use an age like 30m"), "{e}");
+        assert_eq!(since_of("30m"), Ok((None, Some("30 minutes".into()))));
+        assert_eq!(since_of(" 2d "), Ok((None, Some("2 days".into()))));
+        assert_eq!(
+            since_of("2026-11-28T22:00:00Z"),
+            Ok((Some("2026-11-28T22:00:00Z".into()), None))
+        );
+        // Not an age: PostgreSQL judges it as a time (and says so if not).
+        assert_eq!(since_of("é"), Ok((Some("é".into()), None)));
+        assert_eq!(since_of(""), Ok((Some(String::new()), None)));
+    }
+
+    proptest! {
+        #![proptest_config(proptest::test_runner::Config { failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn any_since_is_an_age_a_time_or_an_error(text in prop_oneof![any::<String>(), "[0-9]{0,3}\\PC{0,2}"]) {
+            let _ = since_of(&text);
+        }
+    }
 }

@@ -249,7 +249,7 @@ fn check_value(c: &Column, v: &Value) -> Result<(), String> {
             "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
             c.name
         )),
-        Value::Json(t) if t.contains("\\u0000") => Err(format!(
+        Value::Json(t) if binary::json_nul_escape(t) => Err(format!(
             "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
             c.name
         )),
