@@ -29,7 +29,7 @@ pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableN
 pub use pg_url::{PgUrl, PgUrlError};
 
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
@@ -122,10 +122,13 @@ pub struct Pipeline {
 }
 
 /// The `[http]` server of `host run`, `consume` and `produce`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpConfig {
     /// `None`: turned off (`listen = ""`).
     pub listen: Option<std::net::SocketAddr>,
+    /// Host names (besides IP addresses and `localhost`) that requests may
+    /// carry in their `Host` header: the names of a proxy in front.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// How `host provision` creates topics and databases.
@@ -396,6 +399,8 @@ struct RawPipeline {
 #[serde(deny_unknown_fields)]
 struct RawHttp {
     listen: Option<Spanned<String>>,
+    #[serde(default)]
+    allowed_hosts: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -779,6 +784,8 @@ impl Pipeline {
 
         let mut sinks = Vec::new();
         let mut tables = HashSet::new();
+        // Group -> (sink, where its group comes from), to refuse a shared group.
+        let mut groups: HashMap<String, (String, std::ops::Range<usize>)> = HashMap::new();
         for s in raw.sinks {
             let name = unique(&s.name, "sinks")?;
             let topic = known_topic(&s.topic, "sinks")?;
@@ -802,6 +809,14 @@ impl Pipeline {
                 // Offsets are kept per table, so the group follows the table too.
                 None => format!("wasm-stream-{}", s.table.get_ref()),
             };
+            let group_span = s.group.as_ref().map_or_else(|| s.name.span(), Spanned::span);
+            if let Some((other, span)) = groups.get(&group) {
+                return Err(src.error(
+                    group_span,
+                    shared_group_message(&group, s.name.get_ref(), other, &src.location(span.clone())),
+                ));
+            }
+            groups.insert(group.clone(), (s.name.get_ref().clone(), group_span));
             let instance_id = match &s.instance_id {
                 Some(id) if id.get_ref().trim().is_empty() => {
                     return Err(src.error(
@@ -879,6 +894,15 @@ impl Pipeline {
     }
 }
 
+/// Two sinks in one consumer group would split the topic's partitions
+/// between their tables (each table silently missing the rest), or, with the
+/// same member id, fence each other.
+fn shared_group_message(group: &str, sink: &str, other: &str, other_at: &str) -> String {
+    format!(
+        "sinks.group {group:?} of sink {sink:?} is also the group of sink {other:?} ({other_at}); Kafka would give each sink only part of the topic's partitions, so each table would miss the messages of the other's\n  hint: give each sink its own group, or leave group out (the default, \"wasm-stream-<table>\", differs per table)"
+    )
+}
+
 /// `mode` and `key` of a sink: `key` is required for upsert and refused for
 /// append, each name a valid column name, none twice.
 fn check_mode(
@@ -942,16 +966,41 @@ fn check_mode(
 }
 
 fn check_http(src: &Source<'_>, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+    let mut allowed_hosts = Vec::new();
+    for name in &raw.allowed_hosts {
+        let text = name.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = !text.is_empty()
+            && text.len() <= 253
+            && text.split('.').all(|label| {
+                !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(src.error(
+                name.span(),
+                format!(
+                    "http.allowed_hosts: {:?} is not a host name; list the names clients use to reach this server, without port or scheme, e.g. [\"status.example.com\"]",
+                    name.get_ref()
+                ),
+            ));
+        }
+        allowed_hosts.push(text);
+    }
     let Some(listen) = raw.listen else {
         let listen = DEFAULT_HTTP_LISTEN.parse().ok();
-        return Ok(HttpConfig { listen });
+        return Ok(HttpConfig { listen, allowed_hosts });
     };
     let text = listen.get_ref().trim();
     if text.is_empty() {
-        return Ok(HttpConfig { listen: None });
+        return Ok(HttpConfig {
+            listen: None,
+            allowed_hosts,
+        });
     }
     match text.parse() {
-        Ok(addr) => Ok(HttpConfig { listen: Some(addr) }),
+        Ok(addr) => Ok(HttpConfig {
+            listen: Some(addr),
+            allowed_hosts,
+        }),
         Err(_) => Err(src.error(
             listen.span(),
             format!(

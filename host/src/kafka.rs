@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod lease;
-pub use lease::{RunLease, claim_counted_run};
+pub use lease::{LeaseGate, RunLease, claim_as as claim_counted_run_as, claim_counted_run};
 
 /// How long metadata and watermark requests may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);

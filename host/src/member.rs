@@ -12,10 +12,15 @@
 //!   third, ... process running on it at the same time. A process claims the
 //!   lowest free number by locking a file, which the kernel releases when the
 //!   process ends (even killed), so a restarted process takes the number it
-//!   left, as long as the others kept theirs.
+//!   left, as long as the others kept theirs. The lock files live in
+//!   `$XDG_RUNTIME_DIR/wasm-stream-members`, or else in
+//!   `/tmp/wasm-stream-members-<uid>`, which must be a real folder of this
+//!   user that no one else can write (checked; lock files that are symbolic
+//!   links are refused, never followed).
 
 use anyhow::{Context as _, bail};
 use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The variable that names this process, like `--instance-id`.
@@ -58,7 +63,7 @@ pub fn claim(explicit: Option<&str>) -> anyhow::Result<String> {
                 _lock: None,
             }
         }
-        None => claim_default(),
+        None => claim_default()?,
     };
     let name = identity.name.clone();
     if IDENTITY.set(identity).is_err() {
@@ -81,15 +86,16 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn claim_default() -> Identity {
+fn claim_default() -> anyhow::Result<Identity> {
     let host = hostname();
-    match claim_slot(&host) {
+    Ok(match claim_slot(&host) {
         Ok((slot, lock)) => Identity {
             name: if slot == 0 { host } else { format!("{host}-{slot}") },
             explicit: false,
             _lock: Some(lock),
         },
-        Err(e) => {
+        Err(SlotError::Unsafe(why)) => bail!("{why}"),
+        Err(SlotError::Other(e)) => {
             tracing::warn!(
                 error = %format!("{e:#}"),
                 "cannot tell this process from others on this machine; using the host name as its id (set --instance-id to run several)"
@@ -100,30 +106,124 @@ fn claim_default() -> Identity {
                 _lock: None,
             }
         }
-    }
+    })
 }
 
 /// Locks the lowest free slot file of this machine and user.
-fn claim_slot(host: &str) -> anyhow::Result<(u32, File)> {
-    let dir = members_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+fn claim_slot(host: &str) -> Result<(u32, File), SlotError> {
+    claim_slot_in(&lock_dir(), host)
+}
+
+/// Why no slot was claimed.
+#[derive(Debug, thiserror::Error)]
+enum SlotError {
+    /// The folder or a file in it could be another user's trap: refuse to run.
+    #[error("{0}")]
+    Unsafe(String),
+    /// Anything else (a read-only disk, say): run under the host name.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The folder of the slot files: `$XDG_RUNTIME_DIR/wasm-stream-members` (a
+/// folder systemd makes for the user alone), otherwise
+/// `<temp dir>/wasm-stream-members-<uid>`, which this process checks.
+fn lock_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("wasm-stream-members"),
+        _ => std::env::temp_dir().join(format!("wasm-stream-members-{}", uid())),
+    }
+}
+
+fn uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Creates `dir` for this user alone, or checks that an existing one is a
+/// real folder (not a link), owned by this user and writable by no one else:
+/// in a shared temp folder anyone could have made it first.
+fn prepare_dir(dir: &Path) -> Result<(), SlotError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot create {}", dir.display()))
+                .into());
+        }
+    }
+    let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let d = dir.display();
+    let fix = "or set XDG_RUNTIME_DIR to a folder of your own, or name the process with --instance-id";
+    if !meta.file_type().is_dir() {
+        return Err(SlotError::Unsafe(format!(
+            "the member lock folder {d} is not a folder (a symbolic link or a file someone put there)
+  hint: remove it (rm {d}) and start again, {fix}"
+        )));
+    }
+    if meta.uid() != uid() {
+        return Err(SlotError::Unsafe(format!(
+            "the member lock folder {d} belongs to user id {}, not to this user ({})
+  hint: remove it as its owner or as root (rm -r {d}) and start again, {fix}",
+            meta.uid(),
+            uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(SlotError::Unsafe(format!(
+            "the member lock folder {d} is writable by other users (mode {:o})
+  hint: chmod 700 {d}, {fix}",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+fn claim_slot_in(dir: &Path, host: &str) -> Result<(u32, File), SlotError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    prepare_dir(dir)?;
     for slot in 0..MAX_SLOTS {
         let path = dir.join(format!("{host}.{slot}.lock"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
+            .mode(0o600)
+            // A link planted in place of a lock file is refused, not followed.
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        let file = match file {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(SlotError::Unsafe(format!(
+                    "{} is a symbolic link, not a lock file
+  hint: remove it (rm {}) and start again",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot open {}", path.display()))
+                    .into());
+            }
+        };
         match file.try_lock() {
             Ok(()) => return Ok((slot, file)),
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot lock {}", path.display()))
+                    .into());
             }
         }
     }
-    bail!("{MAX_SLOTS} processes already run on this machine")
+    Err(anyhow::anyhow!("{MAX_SLOTS} processes already run on this machine").into())
 }
 
 /// A process's claim on one `group.instance.id` on this machine: a locked
@@ -132,7 +232,7 @@ fn claim_slot(host: &str) -> anyhow::Result<(u32, File)> {
 /// process that fenced it runs on this machine: a real duplicate, not a
 /// coordinator that lost track of its own member after a restart.
 pub struct IdHold {
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     prefix: String,
     _lock: Option<File>,
 }
@@ -141,14 +241,17 @@ impl IdHold {
     /// Claims `id` for this process; a claim that cannot be made (an
     /// unwritable temporary folder) only loses the check.
     pub fn claim(id: &str) -> Self {
-        let dir = members_dir();
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = lock_dir();
         let prefix = format!("id.{}.", escape(id));
-        let lock = std::fs::create_dir_all(&dir).ok().and_then(|()| {
+        let lock = prepare_dir(&dir).ok().and_then(|()| {
             let path = dir.join(format!("{prefix}{}.lock", std::process::id()));
             let file = std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .ok()?;
             file.try_lock().ok().map(|()| file)
@@ -166,6 +269,7 @@ impl IdHold {
     /// The process ids of other running processes on this machine that
     /// claimed the same id. Files of ended processes are removed.
     pub fn others(&self) -> Vec<u32> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let own = std::process::id();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
@@ -184,7 +288,11 @@ impl IdHold {
             if pid == own {
                 continue;
             }
-            let Ok(file) = std::fs::OpenOptions::new().write(true).open(entry.path()) else {
+            let Ok(file) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(entry.path())
+            else {
                 continue;
             };
             match file.try_lock() {
@@ -210,13 +318,6 @@ fn escape(id: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// Where the claim files of this machine and user live.
-fn members_dir() -> std::path::PathBuf {
-    use std::os::unix::fs::MetadataExt as _;
-    let uid = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0);
-    std::env::temp_dir().join(format!("wasm-stream-members-{uid}"))
 }
 
 /// This machine's name.
@@ -250,7 +351,7 @@ mod tests {
         let ours = IdHold::claim(&id);
         assert!(ours.others().is_empty());
         // Another process's claim, made here by hand under a made-up pid.
-        let path = members_dir().join(format!("{}{}.lock", ours.prefix, u32::MAX));
+        let path = ours.dir.join(format!("{}{}.lock", ours.prefix, u32::MAX));
         let file = std::fs::File::create(&path).expect("claim file");
         file.try_lock().expect("lock");
         // flock locks belong to the open file: this one is "another process".
@@ -265,5 +366,87 @@ mod tests {
         assert!(check_name("a b").is_err());
         assert!(check_name("").is_err());
         assert!(check_name("worker-1.eu").is_ok());
+    }
+
+    fn scratch(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("member-test-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch folder");
+        dir
+    }
+
+    fn unsafe_reason(r: Result<(u32, File), SlotError>) -> String {
+        match r {
+            Err(SlotError::Unsafe(why)) => why,
+            Err(SlotError::Other(e)) => panic!("expected a refusal, got {e:#}"),
+            Ok((slot, _)) => panic!("expected a refusal, got slot {slot}"),
+        }
+    }
+
+    #[test]
+    fn a_fresh_lock_folder_is_the_owners_alone() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = scratch("fresh").join("members");
+        let (slot, _lock) = claim_slot_in(&dir, "h").expect("slot");
+        assert_eq!(slot, 0);
+        let meta = std::fs::symlink_metadata(&dir).expect("stat");
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        let file = std::fs::symlink_metadata(dir.join("h.0.lock")).expect("stat");
+        assert_eq!(file.mode() & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
+    }
+
+    #[test]
+    fn a_lock_folder_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = scratch("mode").join("members");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let why = unsafe_reason(claim_slot_in(&dir, "h"));
+        assert!(
+            why.contains("writable by other users") && why.contains("chmod 700"),
+            "{why}"
+        );
+        assert!(!dir.join("h.0.lock").exists(), "nothing was written there");
+        let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
+    }
+
+    #[test]
+    fn a_lock_folder_of_another_user_is_refused() {
+        let dir = scratch("owner").join("members");
+        std::fs::create_dir(&dir).expect("dir");
+        // Only root can give a folder away; others test the mode case above.
+        if uid() != 0 {
+            return;
+        }
+        std::os::unix::fs::chown(&dir, Some(65534), None).expect("chown");
+        let why = unsafe_reason(claim_slot_in(&dir, "h"));
+        assert!(
+            why.contains("belongs to user id 65534") && why.contains("rm -r"),
+            "{why}"
+        );
+        let _ = std::fs::remove_dir_all(dir.parent().expect("scratch"));
+    }
+
+    #[test]
+    fn symbolic_links_are_refused_not_followed() {
+        let root = scratch("links");
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir(&elsewhere).expect("dir");
+        // The folder itself is a link.
+        let dir = root.join("members");
+        std::os::unix::fs::symlink(&elsewhere, &dir).expect("symlink");
+        let why = unsafe_reason(claim_slot_in(&dir, "h"));
+        assert!(why.contains("not a folder"), "{why}");
+        // A lock file is a link to a file of the victim's.
+        let dir = root.join("members2");
+        std::fs::create_dir(&dir).expect("dir");
+        let victim = root.join("victim");
+        std::fs::write(&victim, "keep me").expect("victim");
+        std::os::unix::fs::symlink(&victim, dir.join("h.0.lock")).expect("symlink");
+        let why = unsafe_reason(claim_slot_in(&dir, "h"));
+        assert!(why.contains("is a symbolic link"), "{why}");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "keep me");
+        let _ = std::fs::remove_dir_all(&root);
     }
 }

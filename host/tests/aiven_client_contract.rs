@@ -843,3 +843,44 @@ ca = "certs/ca.pem"                # verifies the server's certificate
     let check = host_with_token(&["validate", path.to_str().expect("utf-8")]);
     assert!(check.status.success(), "{}", text(&check).1);
 }
+
+#[cfg(unix)]
+#[test]
+fn credentials_write_keeps_the_file_mode_and_a_symlink() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = credentials_server();
+    // A 0600 file stays 0600 (it may hold secrets the owner put there).
+    let path = aiven_pipeline(&server.url, "");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = host_with_token(&["aiven", "credentials", path.to_str().expect("utf-8"), "--write"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    assert!(
+        std::fs::read_to_string(&path).expect("read").contains("aivencloud.com"),
+        "the file was updated"
+    );
+    assert_eq!(mode(&path), 0o600, "the mode of the pipeline file is kept");
+
+    // A symlink stays a symlink; its target gets the new text and keeps its mode.
+    let real = aiven_pipeline(&server.url, "");
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let dir = std::env::temp_dir().join(unique("aiven_link"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let link = dir.join("pipeline.toml");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let out = host_with_token(&["aiven", "credentials", link.to_str().expect("utf-8"), "--write"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    let kind = std::fs::symlink_metadata(&link).expect("lstat").file_type();
+    assert!(kind.is_symlink(), "the link was replaced by a file");
+    assert_eq!(std::fs::read_link(&link).expect("readlink"), real);
+    assert!(
+        std::fs::read_to_string(&real).expect("read").contains("aivencloud.com"),
+        "the link's target was updated"
+    );
+    assert_eq!(mode(&real), 0o640, "the target keeps its mode");
+    let leftovers: Vec<_> = std::fs::read_dir(real.parent().expect("dir"))
+        .expect("list")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file left: {leftovers:?}");
+}

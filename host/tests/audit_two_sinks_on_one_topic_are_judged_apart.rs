@@ -42,3 +42,43 @@ fn each_sink_gets_its_own_verdict() {
     assert_eq!(row("second")["verdict"], "Kafka ahead", "{report:#}");
     assert_eq!(row("second")["in_sync"], false, "{report:#}");
 }
+
+/// Two sinks of one topic in distinct groups (the only way the file allows:
+/// a shared group is refused when it is loaded) each store every message of
+/// every partition, not a share of the partitions.
+#[test]
+fn two_groups_on_one_topic_each_store_every_message() {
+    let topic = unique("two_groups");
+    let (a, b) = (unique("two_groups_a"), unique("two_groups_b"));
+    create_topic(&topic, 4);
+    let messages: Vec<common::Keyed> = (0..40)
+        .map(|i| {
+            (
+                i % 4,
+                format!("k{i}").into_bytes(),
+                Some(format!("{{\"n\": {i}}}").into_bytes()),
+            )
+        })
+        .collect();
+    common::produce_keyed(&topic, &messages);
+    let sink = |name: &str, table: &str| {
+        format!(
+            "\n[[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\ngroup = \"{table}_group\"\nmapper = \"{}\"\n",
+            plugin("json_row").display()
+        )
+    };
+    let path = write_pipeline(&format!(
+        "\n[[topics]]\nname = \"{topic}\"\npartitions = 4\n{}{}",
+        sink("first", &a),
+        sink("second", &b)
+    ));
+    consume_once(&path, &topic);
+    let db = Db::connect();
+    for table in [&a, &b] {
+        let offsets = db.offsets(table);
+        assert_eq!(offsets.len(), 40, "{table} holds every message once: {offsets:?}");
+        for p in 0..4 {
+            common::assert_each_offset_once(&offsets, p, 10);
+        }
+    }
+}

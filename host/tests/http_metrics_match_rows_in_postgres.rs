@@ -149,3 +149,87 @@ fn a_malformed_listen_is_located_in_the_file() {
         "{stderr}"
     );
 }
+
+/// Sends `request` as is on a new connection and returns what comes back
+/// until the server closes it (or 20 s pass).
+fn raw(port: u16, request: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    // A server that answers early and closes may reset the rest of the send.
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_code(reply: &str) -> Option<u16> {
+    reply.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn the_server_refuses_foreign_hosts_oversize_requests_and_too_many_connections() {
+    let port = free_port();
+    let path = SinkPipeline::new(&unique("guard"), &unique("guard_rows"), "json_row")
+        .extra(&format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\nallowed_hosts = [\"status.example.com\"]\n\n[audit]\ninterval_ms = 0"
+        ))
+        .write();
+    // Killed when the test ends, pass or fail.
+    let _host = KillOnDrop(Running::start(&["run", path.to_str().expect("utf-8"), "--no-watch"]));
+    wait_for_code(port, "/health/live", 200, Duration::from_secs(60));
+    let get_as = |host: &str, path: &str| {
+        raw(
+            port,
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+
+    // DNS rebinding: a page of a foreign site whose name now points here.
+    let foreign = get_as(&format!("evil.example.net:{port}"), "/status");
+    assert_eq!(status_code(&foreign), Some(421), "{foreign}");
+    assert!(foreign.contains("allowed_hosts"), "{foreign}");
+    assert!(!foreign.contains("sinks"), "no status leaks: {foreign}");
+    for allowed in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "status.example.com".to_string(),
+    ] {
+        let ok = get_as(&allowed, "/status");
+        assert_eq!(status_code(&ok), Some(200), "Host {allowed}: {ok}");
+        assert!(ok.contains("\"sinks\""), "{ok}");
+    }
+
+    // A request head far beyond what a status probe needs.
+    let huge = format!(
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let reply = raw(port, huge.as_bytes());
+    assert_eq!(status_code(&reply), Some(431), "{reply}");
+    // A body where none belongs.
+    let reply = raw(
+        port,
+        b"POST /status HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status_code(&reply), Some(413), "{reply}");
+
+    // Connections that send nothing hold every slot: the next one is turned away.
+    let idle: Vec<std::net::TcpStream> = (0..64)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let busy = get_as("127.0.0.1", "/health/live");
+    assert_eq!(status_code(&busy), Some(503), "{busy}");
+    drop(idle);
+    wait_for_code(port, "/health/live", 200, Duration::from_secs(10));
+}
+
+struct KillOnDrop(Running);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}

@@ -46,7 +46,10 @@ fn a_fenced_sink_exits_non_zero_naming_the_instance_id() {
 fn elsewhere(path: &str, topic: &str, id: &str, tmp: &std::path::Path) -> Running {
     Running::start_with_env(
         &["consume", path, "--topic", topic, "--quiet", "--instance-id", id],
-        &[("TMPDIR", tmp.to_str().expect("utf-8 path"))],
+        &[
+            ("TMPDIR", tmp.to_str().expect("utf-8 path")),
+            ("XDG_RUNTIME_DIR", tmp.to_str().expect("utf-8 path")),
+        ],
     )
 }
 

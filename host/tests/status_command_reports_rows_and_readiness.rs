@@ -33,6 +33,7 @@ fn status_reports_the_rows_and_whether_the_host_runs() {
     assert_eq!(s["ready"], true);
     assert_eq!(s["sinks"][0]["name"], "rows");
     assert_eq!(s["sinks"][0]["table_rows"], 12);
+    assert_eq!(s["sinks"][0]["table_rows_kind"], "exact", "a small table is counted");
     let out = host(&["status", path]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("running, ready"), "{text}");
@@ -51,4 +52,59 @@ fn status_reports_the_rows_and_whether_the_host_runs() {
     assert_eq!(s["kafka"]["ok"], true);
     assert_eq!(s["sinks"][0]["table_rows"], 12);
     assert_eq!(s["sinks"][0]["partitions"][0]["lag"], 0);
+}
+
+/// A table too large to count on every refresh gets PostgreSQL's estimate,
+/// and both the JSON and the text say so; a small one beside it is counted.
+#[test]
+fn a_large_table_shows_an_estimate_and_says_so() {
+    let topic = unique("status_big");
+    let (big, small) = (unique("status_big_rows"), unique("status_small_rows"));
+    let big_rows = host::ops::row_counts::EXACT_UP_TO + 20_000;
+    let db = Db::connect();
+    for (table, rows) in [(&big, big_rows), (&small, 50)] {
+        db.execute(&format!(
+            "CREATE TABLE \"{table}\" (message_id bigserial PRIMARY KEY, message_text text NOT NULL, \
+             message_time timestamptz, offset_id bigint NOT NULL, partition_id bigint NOT NULL); \
+             INSERT INTO \"{table}\" (message_text, offset_id, partition_id) \
+             SELECT '{{}}', g, 0 FROM generate_series(1, {rows}) g; ANALYZE \"{table}\""
+        ));
+    }
+    let path = SinkPipeline::new(&topic, &big, "json_row")
+        // No host answers on this port: `host status` reads PostgreSQL itself.
+        .extra(&format!(
+            "[[sinks]]\nname = \"small\"\ntopic = \"{topic}\"\ntable = \"{small}\"\nmapper = \"{}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            common::plugin("json_row").display(),
+            free_port()
+        ))
+        .write();
+    let path = path.to_str().expect("utf-8");
+    let out = host(&["status", path, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let sink = |name: &str| {
+        s["sinks"]
+            .as_array()
+            .expect("sinks")
+            .iter()
+            .find(|k| k["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no sink {name} in {s:#}"))
+    };
+    let estimate = sink("rows");
+    assert_eq!(estimate["table_rows_kind"], "estimate", "{estimate:#}");
+    // ANALYZE of a table this size reads every page: the estimate is the count.
+    let shown = estimate["table_rows"].as_i64().expect("rows");
+    assert!(
+        (shown - big_rows).abs() <= big_rows / 100,
+        "estimate {shown} far from {big_rows}"
+    );
+    assert_eq!(sink("small")["table_rows"], 50);
+    assert_eq!(sink("small")["table_rows_kind"], "exact");
+    let text = String::from_utf8_lossy(&host(&["status", path]).stdout).into_owned();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&big) && l.contains(&format!("~{shown}"))),
+        "{text}"
+    );
+    db.execute(&format!("DROP TABLE \"{big}\"; DROP TABLE \"{small}\""));
 }

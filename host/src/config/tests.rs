@@ -239,3 +239,41 @@ fn limits_inherit_from_plugins_and_per_plugin_limits_win() {
     assert_eq!(limits.memory_limit_bytes, 2 << 20);
     assert_eq!(limits.max_plugin_bytes, DEFAULT_MAX_PLUGIN_BYTES);
 }
+
+#[test]
+fn two_sinks_in_one_group_are_refused_naming_both() {
+    let body = format!(
+        "{}\n[[sinks]]\nname = \"t\"\ntopic = \"cars\"\ntable = \"cars_copy\"\nmapper = \"m.wasm\"\ngroup = \"shared\"\n",
+        sink("group = \"shared\"")
+    );
+    let e = parse(&body).unwrap_err();
+    let first = body
+        .lines()
+        .position(|l| l.contains("group = \"shared\""))
+        .expect("first")
+        + 1;
+    let second = body.lines().count()
+        - body
+            .lines()
+            .rev()
+            .position(|l| l.contains("group = \"shared\""))
+            .expect("second");
+    assert!(
+        e.starts_with(&format!("pipeline.toml:{second}:9: sinks.group \"shared\" of sink \"t\" is also the group of sink \"s\" (pipeline.toml:{first}:9)")),
+        "{e}"
+    );
+    assert!(e.contains("give each sink its own group"), "{e}");
+    // A group written out that equals another sink's default is the same group.
+    let body = format!(
+        "{}\n[[sinks]]\nname = \"t\"\ntopic = \"cars\"\ntable = \"cars_copy\"\nmapper = \"m.wasm\"\ngroup = \"wasm-stream-cars_rows\"\n",
+        sink("")
+    );
+    let e = parse(&body).unwrap_err();
+    assert!(e.contains("is also the group of sink \"s\""), "{e}");
+    // Distinct groups on one topic are fine.
+    let body = format!(
+        "{}\n[[sinks]]\nname = \"t\"\ntopic = \"cars\"\ntable = \"cars_copy\"\nmapper = \"m.wasm\"\ngroup = \"other\"\n",
+        sink("group = \"shared\"")
+    );
+    parse(&body).expect("distinct groups");
+}

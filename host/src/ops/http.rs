@@ -3,6 +3,7 @@
 //! at `/`. HTTP/1.1 on hyper; a problem here (the port in use, say) is logged
 //! and never stops the pipeline.
 
+use super::http_guard::{self, MAX_BODY_BYTES};
 use super::metrics::{self, METRICS};
 use super::state;
 use super::status;
@@ -16,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -81,8 +83,9 @@ pub async fn start(pipeline: &Pipeline) -> Option<Server> {
 }
 
 async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(http_guard::MAX_CONNECTIONS));
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (mut stream, _) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors, say: wait and go on.
@@ -91,13 +94,25 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: say so and close, without a task per connection.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(http_guard::BUSY_REPLY)).await;
+            });
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(&shared, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(http_guard::HEADER_READ_TIMEOUT)
+                .max_buf_size(http_guard::MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
             if let Ok(Err(e)) = tokio::time::timeout(REQUEST_TIMEOUT, conn).await {
                 tracing::debug!(error = %e, "HTTP connection ended");
             }
@@ -127,6 +142,29 @@ fn json(code: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>
 
 async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     METRICS.http_requests.inc();
+    let host = req.headers().get(hyper::header::HOST).map(|h| h.to_str().unwrap_or(""));
+    if !http_guard::host_allowed(host, &shared.pipeline.http.allowed_hosts) {
+        return reply(
+            StatusCode::MISDIRECTED_REQUEST,
+            "text/plain",
+            format!(
+                "this server does not answer for host {:?}; to reach it under that name, add the name to [http] allowed_hosts in {}\n",
+                host.unwrap_or_default(),
+                shared.pipeline.path.display()
+            ),
+        );
+    }
+    let body = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if body.is_some_and(|n| n > MAX_BODY_BYTES) || req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain",
+            format!("requests carry at most {MAX_BODY_BYTES} bytes of body\n"),
+        );
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
     }

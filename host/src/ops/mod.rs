@@ -4,6 +4,8 @@
 
 pub mod dead_letters;
 pub mod http;
+mod http_guard;
 pub mod metrics;
+pub mod row_counts;
 pub mod state;
 pub mod status;

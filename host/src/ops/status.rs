@@ -4,6 +4,7 @@
 //! minutes; the generators, the plugins, the latest audit findings, and
 //! whether the host is ready (and if not, why).
 
+use super::row_counts;
 use super::state::{self, Live};
 use crate::config::Pipeline;
 use crate::kafka;
@@ -50,6 +51,9 @@ pub struct SinkStatus {
     pub dead_letters_written: u64,
     /// Rows the table holds (`None`: PostgreSQL did not answer).
     pub table_rows: Option<i64>,
+    /// Whether `table_rows` is a count or PostgreSQL's estimate (see `row_counts`).
+    #[serde(default)]
+    pub table_rows_kind: Option<row_counts::Kind>,
     /// Dead letters PostgreSQL holds for this sink.
     pub dead_letters: Option<i64>,
     pub partitions: Vec<PartitionStatus>,
@@ -94,34 +98,34 @@ pub struct FindingStatus {
 /// What PostgreSQL holds for the pipeline's sinks.
 #[derive(Default)]
 struct Stored {
-    rows: HashMap<String, i64>,
-    dead: HashMap<String, i64>,
+    rows: HashMap<String, (i64, row_counts::Kind)>,
+    /// `None`: the count ran out of time (a huge dead-letter table).
+    dead: Option<HashMap<String, i64>>,
     offsets: HashMap<(String, String), BTreeMap<i32, i64>>,
 }
 
 async fn read_stored(client: &Client, pipeline: &Pipeline) -> anyhow::Result<Stored> {
     let mut out = Stored::default();
     for s in &pipeline.sinks {
-        if postgres::table_exists(client, &s.table).await? {
-            let n: i64 = client
-                .query_one(&format!("SELECT count(*) FROM {}", ident(&s.table)), &[])
-                .await?
-                .get(0);
-            out.rows.insert(s.name.clone(), n);
-        } else {
-            out.rows.insert(s.name.clone(), 0);
-        }
+        out.rows
+            .insert(s.name.clone(), row_counts::table_rows(client, &s.table).await?);
     }
+    out.dead = Some(HashMap::new());
     if postgres::table_exists(client, DEAD_LETTERS_TABLE).await? {
-        for r in client
-            .query(
-                &format!("SELECT sink, count(*) FROM {} GROUP BY sink", ident(DEAD_LETTERS_TABLE)),
-                &[],
-            )
-            .await?
-        {
-            out.dead.insert(r.get(0), r.get(1));
-        }
+        // Dead letters are few unless something is badly wrong: count them,
+        // but never for longer than a status refresh can wait.
+        let query = format!("SELECT sink, count(*) FROM {} GROUP BY sink", ident(DEAD_LETTERS_TABLE));
+        out.dead = match row_counts::bounded(client, &query).await {
+            Ok(rows) => Some(
+                rows.into_iter()
+                    .filter_map(|r| Some((r.first()?.clone(), r.get(1)?.parse().ok()?)))
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::debug!(error = %e, "dead letter count ran out of time");
+                None
+            }
+        };
     }
     if postgres::table_exists(client, OFFSETS_TABLE).await? {
         for r in client
@@ -257,8 +261,12 @@ pub async fn build(
             assigned: running.and_then(|r| r.assigned.clone()),
             rows_written: running.map_or(0, |r| r.rows),
             dead_letters_written: running.map_or(0, |r| r.dead_letters),
-            table_rows: stored.as_ref().and_then(|st| st.rows.get(&s.name).copied()),
-            dead_letters: stored.as_ref().map(|st| st.dead.get(&s.name).copied().unwrap_or(0)),
+            table_rows: stored.as_ref().and_then(|st| st.rows.get(&s.name)).map(|r| r.0),
+            table_rows_kind: stored.as_ref().and_then(|st| st.rows.get(&s.name)).map(|r| r.1),
+            dead_letters: stored
+                .as_ref()
+                .and_then(|st| st.dead.as_ref())
+                .map(|d| d.get(&s.name).copied().unwrap_or(0)),
             partitions,
             throughput: running
                 .map(|r| r.throughput.iter().copied().collect())
@@ -412,7 +420,11 @@ pub fn render(s: &Status) -> String {
             k.name,
             k.topic,
             k.table,
-            opt(k.table_rows),
+            match (k.table_rows, k.table_rows_kind) {
+                // `~`: PostgreSQL's estimate, the table being large.
+                (Some(n), Some(row_counts::Kind::Estimate)) => format!("~{n}"),
+                (n, _) => opt(n),
+            },
             opt(k.dead_letters),
             rate
         );

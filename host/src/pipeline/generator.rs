@@ -76,6 +76,8 @@ pub struct GeneratorRun {
     pub stop: Arc<AtomicBool>,
     pub echo: Echo,
     pub stats: Arc<GeneratorStats>,
+    /// A counted run's lease: no plugin call while it is not known to be held.
+    pub gate: Option<Arc<kafka::LeaseGate>>,
 }
 
 pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Result<()> {
@@ -86,6 +88,7 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         stop,
         echo,
         stats,
+        gate,
     } = run;
     let mut config = live.borrow_and_update().clone();
     let producer = kafka::producer(&kafka_cfg)?;
@@ -135,6 +138,11 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             if !sleep_until(epoch + config.interval * behind, &stop, &live) {
                 continue 'outer;
             }
+        }
+        if let Some(gate) = &gate
+            && !gate.wait_open(&stop)
+        {
+            continue 'outer;
         }
         let mut messages = match plugin.next(chunk) {
             Ok(messages) => {

@@ -154,6 +154,7 @@ pub fn run_generator(
         stop: Arc::new(AtomicBool::new(false)),
         echo: Echo::Quiet,
         stats,
+        gate: None,
     };
     generator::run(run, plugin)
 }

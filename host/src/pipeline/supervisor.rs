@@ -387,6 +387,7 @@ impl Supervisor {
         let (swaps_tx, swaps_rx) = std::sync::mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(GeneratorStats::default());
+        let gate = claim.as_ref().map(|_| Arc::new(crate::kafka::LeaseGate::default()));
         let run = GeneratorRun {
             kafka: self.pipeline.kafka.clone(),
             config: config_rx,
@@ -398,13 +399,25 @@ impl Supervisor {
                 Echo::Quiet
             },
             stats: stats.clone(),
+            gate: gate.clone(),
         };
+        let on_lost = stop.clone();
         let task = tokio::task::spawn_blocking(move || {
-            let _lease = match &claim {
-                Some((topic, name)) => Some(crate::kafka::claim_counted_run(&kafka, topic, name)?),
-                None => None,
+            let lease = match (&claim, gate) {
+                (Some((topic, name)), Some(gate)) => {
+                    Some(crate::kafka::claim_counted_run(&kafka, topic, name, gate, on_lost)?)
+                }
+                _ => None,
             };
-            generator::run(run, plugin)
+            let result = generator::run(run, plugin);
+            if let (Some(lease), Some((topic, name))) = (&lease, &claim)
+                && lease.lost()
+            {
+                anyhow::bail!(
+                    "generator {name:?} stopped producing: another process took its counted run on topic {topic:?} over while this one was out of the group (paused or cut off); the count is that process's now"
+                );
+            }
+            result
         });
         Unit {
             control: Control::Generator {

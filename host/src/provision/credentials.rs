@@ -142,7 +142,58 @@ fn update_pipeline_file(path: &Path, sections: &[(&str, &[(&str, &str)])]) -> an
             }
         }
     }
-    write_file(path, &doc.to_string(), 0o644).with_context(|| format!("cannot write {}", path.display()))
+    replace_keeping_attributes(path, &doc.to_string()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Replaces the contents of an existing file the way an editor should: a
+/// symlink stays a symlink (its target gets the new contents), and the target
+/// keeps its mode and owner. The new text goes to a temporary file beside the
+/// target, is synced, then renamed over it, so a crash leaves the old file or
+/// the new one, never half of it.
+fn replace_keeping_attributes(path: &Path, contents: &str) -> std::io::Result<()> {
+    let target = std::fs::canonicalize(path)?;
+    let meta = std::fs::metadata(&target)?;
+    let name = target.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let tmp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+            // Never wider than the original while the text is written.
+            options.mode(meta.permissions().mode() & 0o7777);
+            let mut file = options.open(&tmp)?;
+            // Keep the owner and group: allowed for the owner's own files
+            // (the group when the user is in it) and for root; a change we
+            // may not make leaves the writer's own, which is no wider.
+            if let Err(e) = std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid())) {
+                tracing::debug!(error = %e, file = %target.display(), "cannot keep the file's owner");
+            }
+            file.set_permissions(std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))?;
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()?;
+        }
+        #[cfg(not(unix))]
+        {
+            let mut file = options.open(&tmp)?;
+            file.set_permissions(meta.permissions())?;
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &target)?;
+        // The rename itself survives a crash once the folder is synced.
+        if let Some(dir) = target.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Writes a file through a temporary file and a rename, with `mode` on Unix.
