@@ -257,7 +257,10 @@ impl IdHold {
             file.try_lock().ok().map(|()| file)
         });
         if lock.is_none() {
-            tracing::debug!(id, "cannot claim the instance id on this machine; a fence is judged by its repetition only");
+            tracing::debug!(
+                id,
+                "cannot claim the instance id on this machine; a fence is judged by its repetition only"
+            );
         }
         Self {
             dir,

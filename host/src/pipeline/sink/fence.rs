@@ -79,7 +79,11 @@ impl Sink {
     /// After a consumer error retrying cannot cure (`reason`): stops the sink
     /// unless it is a fence that is not a duplicate's, which the sink
     /// survives by joining again with a new consumer.
-    pub(super) async fn fail_or_rejoin(&mut self, reason: String, error: Option<&rdkafka::error::KafkaError>) -> anyhow::Result<()> {
+    pub(super) async fn fail_or_rejoin(
+        &mut self,
+        reason: String,
+        error: Option<&rdkafka::error::KafkaError>,
+    ) -> anyhow::Result<()> {
         if !kafka::fenced(&self.consumer, error) {
             anyhow::bail!("{reason}");
         }
@@ -109,7 +113,11 @@ impl Sink {
         self.consumer
             .subscribe(&[&self.config.topic])
             .with_context(|| format!("cannot subscribe to topic {:?} again", self.config.topic))?;
-        tracing::info!(sink = self.config.name, member = self.config.instance_id, "joining the consumer group again");
+        tracing::info!(
+            sink = self.config.name,
+            member = self.config.instance_id,
+            "joining the consumer group again"
+        );
         Ok(())
     }
 
