@@ -7,6 +7,8 @@
 mod names;
 mod pg_url;
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;
 
 /// The `[kafka]` and `[postgres]` sections of a valid pipeline file that

@@ -6,6 +6,8 @@
 pub mod binary;
 #[cfg(test)]
 mod copy_format_tests;
+pub mod isolate;
+pub mod looser;
 
 use crate::config::{PgTls, PostgresConfig};
 use crate::plugins::mapper::{Column, ColumnType, Value};
@@ -296,8 +298,12 @@ pub async fn ensure_sink_table(
 
     let rows = client
         .query(
-            "SELECT column_name::text, udt_name::text, is_nullable = 'YES', column_default IS NOT NULL
-             FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+            "SELECT column_name::text, udt_name::text, is_nullable = 'YES', column_default IS NOT NULL,
+                    CASE WHEN character_maximum_length IS NOT NULL OR (udt_name = 'numeric' AND numeric_precision IS NOT NULL)
+                         THEN format_type(a.atttypid, a.atttypmod) END
+             FROM information_schema.columns c
+             JOIN pg_attribute a ON a.attrelid = to_regclass(quote_ident(c.table_name)) AND a.attname = c.column_name
+             WHERE c.table_schema = current_schema() AND c.table_name = $1",
             &[&table],
         )
         .await
@@ -309,9 +315,11 @@ pub async fn ensure_sink_table(
             udt: r.get(1),
             nullable: r.get(2),
             has_default: r.get(3),
+            limited: r.get(4),
         })
         .collect();
     let added = schema_changes(table, &existing, columns)?;
+    looser::warn(table, &looser::looser(table, &existing, columns, key));
     if !added.is_empty() {
         let sql = format!(
             "ALTER TABLE {} {}",
@@ -351,6 +359,9 @@ pub struct Existing {
     pub udt: String,
     pub nullable: bool,
     pub has_default: bool,
+    /// The type with its limit (`character varying(5)`, `numeric(5,2)`)
+    /// when it has one.
+    pub limited: Option<String>,
 }
 
 /// What it takes for `existing` to fit the mapper's `columns`: the columns to
@@ -364,7 +375,7 @@ pub fn schema_changes<'a>(
     let mut added = Vec::new();
     for c in columns {
         match existing.iter().find(|e| e.name == c.name) {
-            Some(e) if e.udt == udt_name(c.kind) => {}
+            Some(e) if looser::type_fits(&e.udt, c.kind) => {}
             Some(e) => bail!(
                 "table {table:?} has column {:?} of type {}, but the mapper writes {}\n  hint: the host does not change column types; migrate the column yourself (ALTER TABLE {} ALTER COLUMN {} TYPE {} USING ...), keep the mapper's old type, or point the sink at a new table",
                 c.name,
@@ -419,11 +430,13 @@ pub async fn stored_offsets(client: &Client, table: &str, topic: &str) -> anyhow
 pub struct CopyRows {
     kinds: Vec<ColumnType>,
     buf: Vec<u8>,
-    rows: usize,
+    /// Where each row starts in `buf`, so a subset can be copied again
+    /// when PostgreSQL refuses a row (see `isolate`).
+    starts: Vec<usize>,
 }
 
 /// The binary `COPY` header: signature, flags, header extension length.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(crate) const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 impl CopyRows {
     /// Empty, with room for `bytes` of encoded rows.
@@ -433,20 +446,31 @@ impl CopyRows {
         Self {
             kinds: columns.iter().map(|c| c.kind).collect(),
             buf,
-            rows: 0,
+            starts: Vec::new(),
         }
     }
 
     pub fn len(&self) -> usize {
-        self.rows
+        self.starts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.starts.is_empty()
     }
 
     /// Adds one row, one value per column in order.
     pub fn push(&mut self, row: Vec<Value>) {
+        self.push_ref(&row);
+    }
+
+    /// Adds one row, one value per column in order.
+    pub fn push_ref(&mut self, row: &[Value]) {
+        self.push_values(row.iter());
+    }
+
+    /// Adds one row, one value per column in order.
+    pub fn push_values<'a>(&mut self, row: impl Iterator<Item = &'a Value>) {
+        self.starts.push(self.buf.len());
         let buf = &mut self.buf;
         let count = i16::try_from(self.kinds.len()).unwrap_or(i16::MAX);
         buf.extend_from_slice(&count.to_be_bytes());
@@ -460,28 +484,33 @@ impl CopyRows {
                     buf.extend_from_slice(s.as_bytes());
                 }
                 (_, Value::Text(s) | Value::Json(s)) => field(buf, s.as_bytes()),
-                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => match binary::timestamp(us) {
+                (ColumnType::Timestamp, Value::Timestamp(us) | Value::Integer(us)) => match binary::timestamp(*us) {
                     Ok(pg) => field(buf, &pg.to_be_bytes()),
                     Err(_) => refused_field(buf),
                 },
-                (ColumnType::Float, Value::Integer(i)) => field(buf, &(i as f64).to_be_bytes()),
+                (ColumnType::Float, Value::Integer(i)) => field(buf, &(*i as f64).to_be_bytes()),
                 (ColumnType::Numeric, Value::Integer(i)) => numeric_field(buf, &i.to_string()),
                 (_, Value::Integer(i) | Value::Timestamp(i)) => field(buf, &i.to_be_bytes()),
                 (_, Value::Float(f)) => field(buf, &f.to_be_bytes()),
-                (_, Value::Boolean(b)) => field(buf, &[u8::from(b)]),
-                (_, Value::Uuid(s)) => match binary::uuid(&s) {
+                (_, Value::Boolean(b)) => field(buf, &[u8::from(*b)]),
+                (_, Value::Uuid(s)) => match binary::uuid(s) {
                     Ok(bytes) => field(buf, &bytes),
                     Err(_) => refused_field(buf),
                 },
-                (_, Value::Numeric(s)) => numeric_field(buf, &s),
-                (_, Value::Bytea(bytes)) => field(buf, &bytes),
-                (_, Value::Date(days)) => match binary::date(days) {
+                (_, Value::Numeric(s)) => numeric_field(buf, s),
+                (_, Value::Bytea(bytes)) => field(buf, bytes),
+                (_, Value::Date(days)) => match binary::date(*days) {
                     Ok(pg_days) => field(buf, &pg_days.to_be_bytes()),
                     Err(_) => refused_field(buf),
                 },
             }
         }
-        self.rows += 1;
+    }
+
+    /// The rows as shared bytes (header and rows, no trailer) and where each
+    /// row starts: what a write keeps to copy a subset again.
+    pub fn freeze(self) -> isolate::Frozen {
+        isolate::Frozen::new(bytes::Bytes::from(self.buf), self.starts)
     }
 
     /// The encoded rows with the trailer, ready to send.
@@ -615,6 +644,9 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
+/// The key and payload of a message, kept for a dead letter.
+pub type Source = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Everything one batch writes, in one transaction.
 pub struct Batch {
     pub sink: String,
@@ -622,7 +654,13 @@ pub struct Batch {
     pub topic: String,
     pub group: String,
     pub plugin: String,
-    pub rows: CopyRows,
+    pub rows: isolate::Frozen,
+    /// Which message each row came from, to leave out the ones PostgreSQL refuses.
+    pub parts: isolate::Parts,
+    /// `(partition, offset)` of every message, and its key and payload
+    /// (`None` for the ones already dead letters): for the refused ones.
+    pub positions: Vec<(i32, i64)>,
+    pub sources: Vec<Source>,
     /// How many deletes the mapper asked for (keyed sinks): with none, the
     /// batch needs no `DELETE`.
     pub deletes: usize,
@@ -635,18 +673,106 @@ pub struct Batch {
 /// How a batch write ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Written {
-    Committed,
+    /// Stored; the messages and rows PostgreSQL refused are dead letters.
+    Committed(RowsRefused),
     /// Another consumer moved a partition's stored offset first: the batch
     /// was rolled back and the sink must restart from the stored offsets.
-    Fenced {
-        partition: i32,
-    },
+    Fenced { partition: i32 },
+}
+
+/// Messages of a batch PostgreSQL refused (see [`isolate`]), now dead
+/// letters, and their rows.
+#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
+pub struct RowsRefused {
+    pub letters: u64,
+    pub rows: u64,
 }
 
 /// Writes rows (binary `COPY`), dead letters and next offsets in one
 /// transaction. The offset update is conditional on the offset the batch
 /// started from, which fences a consumer that lost its partition to another.
+/// When PostgreSQL refuses rows for their data, the batch is written again
+/// without them, and their messages become dead letters ([`isolate`]).
 pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch: Batch) -> anyhow::Result<Written> {
+    let started = std::time::Instant::now();
+    match write_whole(client, statements, &batch).await {
+        Err(e) => match isolate::row_refusal(&e).map(isolate::reason) {
+            Some(reason) => isolate::salvage(client, statements, batch, reason, started).await,
+            None => Err(e),
+        },
+        written => written,
+    }
+}
+
+/// The conditional offset updates of a batch; `Some(partition)` when one
+/// found another consumer's offset (fenced).
+async fn update_offsets(
+    tx: &tokio_postgres::Transaction<'_>,
+    statements: &SinkStatements,
+    batch: &Batch,
+) -> Result<Option<i32>, tokio_postgres::Error> {
+    // One round trip for all partitions: the updates are sent together.
+    let updates = batch.offsets.iter().map(|(partition, (old, new))| {
+        let (table, topic, group) = (&batch.table, &batch.topic, &batch.group);
+        async move {
+            let changed = match old {
+                Some(old) => {
+                    tx.execute(&statements.update_offset, &[table, topic, partition, new, group, old])
+                        .await?
+                }
+                None => {
+                    tx.execute(&statements.insert_offset, &[table, topic, partition, new, group])
+                        .await?
+                }
+            };
+            Ok::<_, tokio_postgres::Error>((*partition, changed))
+        }
+    });
+    let updated = futures_util::future::try_join_all(updates).await?;
+    Ok(updated.into_iter().find(|(_, changed)| *changed != 1).map(|(p, _)| p))
+}
+
+/// Inserts dead letters, in one statement.
+async fn insert_dead_letters(
+    tx: &tokio_postgres::Transaction<'_>,
+    sink: &str,
+    topic: &str,
+    plugin: &str,
+    d: &[DeadLetter],
+) -> anyhow::Result<()> {
+    if d.is_empty() {
+        return Ok(());
+    }
+    let partitions: Vec<i32> = d.iter().map(|x| x.partition).collect();
+    let offsets: Vec<i64> = d.iter().map(|x| x.offset).collect();
+    let keys: Vec<Option<&[u8]>> = d.iter().map(|x| x.key.as_deref()).collect();
+    let payloads: Vec<Option<&[u8]>> = d.iter().map(|x| x.payload.as_deref()).collect();
+    let reasons: Vec<&str> = d.iter().map(|x| x.reason.as_str()).collect();
+    let sql = format!(
+        "INSERT INTO {} (sink, topic, plugin, partition, \"offset\", key, payload, reason)
+         SELECT $1, $2, $3, * FROM UNNEST($4::int4[], $5::int8[], $6::bytea[], $7::bytea[], $8::text[])",
+        ident(DEAD_LETTERS_TABLE)
+    );
+    tx.execute(
+        &sql,
+        &[
+            &sink,
+            &topic,
+            &plugin,
+            &partitions,
+            &offsets,
+            &keys,
+            &payloads,
+            &reasons,
+        ],
+    )
+    .await
+    .context("cannot write dead letters")?;
+    Ok(())
+}
+
+/// The batch in one go: the fast path.
+async fn write_whole(client: &mut Client, statements: &SinkStatements, batch: &Batch) -> anyhow::Result<Written> {
     let tx = client.transaction().await?;
     // The end of the copy and the offset updates go out together (one round
     // trip); the commit waits for the updates' row counts.
@@ -655,10 +781,7 @@ pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch
             return Ok(());
         }
         let copy = statements.keyed.as_ref().map_or(&statements.copy, |k| &k.copy);
-        let sink = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(copy).await?;
-        futures_util::pin_mut!(sink);
-        futures_util::SinkExt::send(&mut sink, std::io::Cursor::new(batch.rows.finish())).await?;
-        sink.finish().await?;
+        isolate::copy_in(&tx, copy, batch.rows.whole()).await?;
         // Keyed: one row per key in the staging table, so neither statement
         // touches a row twice; they go out together.
         match &statements.keyed {
@@ -675,62 +798,15 @@ pub async fn write_batch(client: &mut Client, statements: &SinkStatements, batch
         }
         Ok::<(), tokio_postgres::Error>(())
     };
-    if !batch.dead_letters.is_empty() {
-        let d = &batch.dead_letters;
-        let partitions: Vec<i32> = d.iter().map(|x| x.partition).collect();
-        let offsets: Vec<i64> = d.iter().map(|x| x.offset).collect();
-        let keys: Vec<Option<&[u8]>> = d.iter().map(|x| x.key.as_deref()).collect();
-        let payloads: Vec<Option<&[u8]>> = d.iter().map(|x| x.payload.as_deref()).collect();
-        let reasons: Vec<&str> = d.iter().map(|x| x.reason.as_str()).collect();
-        let sql = format!(
-            "INSERT INTO {} (sink, topic, plugin, partition, \"offset\", key, payload, reason)
-             SELECT $1, $2, $3, * FROM UNNEST($4::int4[], $5::int8[], $6::bytea[], $7::bytea[], $8::text[])",
-            ident(DEAD_LETTERS_TABLE)
-        );
-        tx.execute(
-            &sql,
-            &[
-                &batch.sink,
-                &batch.topic,
-                &batch.plugin,
-                &partitions,
-                &offsets,
-                &keys,
-                &payloads,
-                &reasons,
-            ],
-        )
-        .await
-        .context("cannot write dead letters")?;
-    }
-    // One round trip for all partitions: the updates are sent together.
-    let updates = batch.offsets.iter().map(|(partition, (old, new))| {
-        let tx = &tx;
-        let (table, topic, group) = (&batch.table, &batch.topic, &batch.group);
-        async move {
-            let changed = match old {
-                Some(old) => {
-                    tx.execute(&statements.update_offset, &[table, topic, partition, new, group, old])
-                        .await?
-                }
-                None => {
-                    tx.execute(&statements.insert_offset, &[table, topic, partition, new, group])
-                        .await?
-                }
-            };
-            Ok::<_, tokio_postgres::Error>((*partition, changed))
-        }
-    });
-    let (copied, updated) = futures_util::future::join(copied, futures_util::future::try_join_all(updates)).await;
+    insert_dead_letters(&tx, &batch.sink, &batch.topic, &batch.plugin, &batch.dead_letters).await?;
+    let (copied, fenced) = futures_util::future::join(copied, update_offsets(&tx, statements, batch)).await;
     copied.with_context(|| format!("cannot copy rows into {:?}", batch.table))?;
-    for (partition, changed) in updated? {
-        if changed != 1 {
-            tx.rollback().await?;
-            return Ok(Written::Fenced { partition });
-        }
+    if let Some(partition) = fenced? {
+        tx.rollback().await?;
+        return Ok(Written::Fenced { partition });
     }
     tx.commit().await.context("cannot commit the batch")?;
-    Ok(Written::Committed)
+    Ok(Written::Committed(RowsRefused::default()))
 }
 
 /// What the server says about the current session.
@@ -827,6 +903,7 @@ mod tests {
             udt: udt.into(),
             nullable,
             has_default: false,
+            limited: None,
         }
     }
 

@@ -13,12 +13,15 @@
 //!   same `json-row` logic in native Rust; (h) `mode = "upsert"` on
 //!   (partition, offset mod half the partition), so every key comes twice;
 //! - end-to-end latency from produce to committed row at a moderate rate;
-//! - peak resident memory of the `host` binary at default settings.
+//! - peak resident memory of the `host` binary at default settings;
+//! - badrows: one batch of 20,000 with 1 and with 100 rows PostgreSQL
+//!   refuses, beside a clean one (not run by default; `--only badrows`).
 //!
 //! Run it with `scripts/bench [--messages N] [--partitions 1,4] [--only ...]`:
 //! the dev profile (the dependencies as the demo and the tests built them)
 //! with the host crate at opt-level 2.
 
+mod badrows;
 mod latency;
 mod memory;
 mod produce;
@@ -50,7 +53,7 @@ pub struct Args {
     pub repeat: u32,
 }
 
-const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory]
+const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,badrows]
                     [--sinks discard,copy,wasm,native,batch1,scraped,upsert,python,javascript]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
@@ -115,6 +118,11 @@ impl Args {
         self.only.is_empty() || self.only.iter().any(|o| o == part)
     }
 
+    /// Parts that run only when named.
+    fn named(&self, part: &str) -> bool {
+        self.only.iter().any(|o| o == part)
+    }
+
     pub fn wants_sink(&self, mode: &str) -> bool {
         self.sinks.is_empty() || self.sinks.iter().any(|o| o == mode)
     }
@@ -143,6 +151,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
+    if args.named("badrows") {
+        badrows::run(args, env).await?;
+        if args.only.len() == 1 {
+            return Ok(());
+        }
+    }
     let mut figures = Vec::new();
     for &partitions in &args.partitions {
         let mut f = report::Figures::new(partitions, args.messages);

@@ -13,6 +13,7 @@ use crate::config::{Pipeline, SinkConfig};
 use crate::pipeline::{self, BatchMapper};
 use crate::plugins::mapper::Message;
 use crate::plugins::{MapperWorld, Runtime};
+use crate::postgres::isolate::{self, Parts, Plan};
 use crate::postgres::{self, DEAD_LETTERS_TABLE, ident};
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -88,7 +89,8 @@ fn since(sel: &Selection) -> anyhow::Result<(Option<String>, Option<String>)> {
         return Ok((None, None));
     };
     let unit = text.chars().last().unwrap_or(' ');
-    let number = &text[..text.len().saturating_sub(1)];
+    // The last character may take several bytes (`5é`): cut it as a char.
+    let number = text.strip_suffix(unit).unwrap_or_default();
     if !number.is_empty() && number.chars().all(|c| c.is_ascii_digit()) {
         let word = match unit {
             's' => "seconds",
@@ -211,6 +213,10 @@ pub async fn replay(
             ident(&sink.table),
             names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
         );
+        let copy = client
+            .prepare(&copy)
+            .await
+            .with_context(|| format!("cannot prepare the copy into {:?}", sink.table))?;
         let select = format!(
             "SELECT {COLUMNS} FROM {} WHERE {WHERE} AND id > $5 ORDER BY id LIMIT $6 FOR UPDATE SKIP LOCKED",
             ident(DEAD_LETTERS_TABLE)
@@ -246,14 +252,40 @@ pub async fn replay(
             let (m, mapped) = pipeline::map_messages(mapper, columns.clone(), messages, false).await?;
             mapper = m;
             let mapped = mapped?;
-            // Which letters are still rejected, by (partition, offset), in order.
-            let mut rejected: HashMap<(i32, i64), Vec<String>> = HashMap::new();
+            // Which letters are still rejected, by their place in the batch:
+            // the mapper's dead letters come in message order, one at most
+            // per message (letters of one sink may come from several topics,
+            // so a partition and offset alone do not tell them apart).
+            let mut rejected: HashMap<usize, String> = HashMap::new();
+            let mut at = 0;
             for d in mapped.dead_letters {
-                rejected.entry((d.partition, d.offset)).or_default().push(d.reason);
+                while letters
+                    .get(at)
+                    .is_some_and(|l| (l.partition, l.offset) != (d.partition, d.offset))
+                {
+                    at += 1;
+                }
+                rejected.insert(at, d.reason);
+                at += 1;
+            }
+            // The rows, without the ones PostgreSQL refuses: their letters
+            // stay, with PostgreSQL's reason.
+            let of_row = match &mapped.parts {
+                Parts::Rows(of_row) => of_row.as_slice(),
+                Parts::Keyed(..) => bail!("a replay writes an append sink's rows only"),
+            };
+            let rows = mapped.rows.freeze();
+            let plan = Plan::Copy { copy: &copy, of_row };
+            let culprits = isolate::write_isolating(&tx, plan, &rows, None)
+                .await
+                .with_context(|| format!("cannot copy the replayed rows into {:?}", sink.table))?;
+            let refused_rows = mapped.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
+            for (message, reason) in culprits {
+                rejected.insert(message as usize, reason);
             }
             let (mut stored_ids, mut kept_ids, mut kept_reasons) = (Vec::new(), Vec::new(), Vec::new());
-            for l in &letters {
-                match rejected.get_mut(&(l.partition, l.offset)).and_then(|v| v.pop()) {
+            for (i, l) in letters.iter().enumerate() {
+                match rejected.remove(&i) {
                     Some(reason) => {
                         kept_ids.push(l.id);
                         kept_reasons.push(reason);
@@ -261,15 +293,7 @@ pub async fn replay(
                     None => stored_ids.push(l.id),
                 }
             }
-            let rows_written = mapped.rows.len() as u64;
-            if !mapped.rows.is_empty() {
-                let sink_in = tx.copy_in::<_, std::io::Cursor<Vec<u8>>>(&copy).await?;
-                futures_util::pin_mut!(sink_in);
-                futures_util::SinkExt::send(&mut sink_in, std::io::Cursor::new(mapped.rows.finish()))
-                    .await
-                    .with_context(|| format!("cannot copy the replayed rows into {:?}", sink.table))?;
-                sink_in.finish().await?;
-            }
+            let rows_written = (rows.len() as u64).saturating_sub(refused_rows);
             tx.execute(
                 &format!("DELETE FROM {} WHERE id = ANY($1)", ident(DEAD_LETTERS_TABLE)),
                 &[&stored_ids],
@@ -368,4 +392,43 @@ pub fn render_show(letters: &[Letter]) -> String {
         out.push_str("no dead letter matches\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn since_of(text: &str) -> Result<(Option<String>, Option<String>), String> {
+        since(&Selection {
+            since: Some(text.into()),
+            ..Selection::default()
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// `--since 5é` panicked: the unit was cut off byte-wise, inside `é`.
+    #[test]
+    fn an_age_whose_unit_is_not_ascii_is_refused_not_cut_inside_a_character() {
+        let e = since_of("5é").unwrap_err();
+        assert!(e.starts_with("--since \"5é\": use an age like 30m"), "{e}");
+        assert_eq!(since_of("30m"), Ok((None, Some("30 minutes".into()))));
+        assert_eq!(since_of(" 2d "), Ok((None, Some("2 days".into()))));
+        assert_eq!(
+            since_of("2026-11-28T22:00:00Z"),
+            Ok((Some("2026-11-28T22:00:00Z".into()), None))
+        );
+        // Not an age: PostgreSQL judges it as a time (and says so if not).
+        assert_eq!(since_of("é"), Ok((Some("é".into()), None)));
+        assert_eq!(since_of(""), Ok((Some(String::new()), None)));
+    }
+
+    proptest! {
+        #![proptest_config(proptest::test_runner::Config { failure_persistence: None, ..Default::default() })]
+
+        #[test]
+        fn any_since_is_an_age_a_time_or_an_error(text in prop_oneof![any::<String>(), "[0-9]{0,3}\\PC{0,2}"]) {
+            let _ = since_of(&text);
+        }
+    }
 }

@@ -83,3 +83,30 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod prop_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(proptest::test_runner::Config { failure_persistence: None, ..Default::default() })]
+
+        /// Any `Host` header a client sends is judged, never a panic.
+        #[test]
+        fn any_host_header_is_judged(host in prop_oneof![any::<String>(), "\\[?[0-9a-fé:.\\]]{0,12}(:[0-9]{0,5})?"]) {
+            let _ = host_allowed(Some(&host), &["status.example.com".to_string()]);
+        }
+
+        /// A name with a non-ASCII character is no address, localhost or
+        /// allowed name (those are ASCII): refused, with or without a port.
+        #[test]
+        fn non_ascii_names_are_refused(name in "[a-z.]{0,5}[^\\x00-\\x7f][a-z.]{0,5}", port in prop::option::of(0u16..)) {
+            let host = match port {
+                Some(p) => format!("{name}:{p}"),
+                None => name,
+            };
+            prop_assert!(!host_allowed(Some(&host), &["status.example.com".to_string()]), "{}", host);
+        }
+    }
+}

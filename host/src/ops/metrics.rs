@@ -72,6 +72,7 @@ pub struct Metrics {
     pub sink_batches: Family<SinkLabels, Counter>,
     pub sink_fenced: Family<SinkLabels, Counter>,
     pub sink_rewinds: Family<SinkLabels, Counter>,
+    pub sink_stuck_seconds: Family<SinkLabels, Gauge>,
     pub sink_batch_size: Histograms<SinkLabels>,
     pub sink_write_seconds: Histograms<SinkLabels>,
     pub sink_stored_offset: Family<PartitionLabels, Gauge>,
@@ -104,6 +105,7 @@ impl Metrics {
             sink_batches: Family::default(),
             sink_fenced: Family::default(),
             sink_rewinds: Family::default(),
+            sink_stuck_seconds: Family::default(),
             sink_batch_size: Family::new_with_constructor(batch_buckets),
             sink_write_seconds: Family::new_with_constructor(seconds_buckets),
             sink_stored_offset: Family::default(),
@@ -142,6 +144,11 @@ impl Metrics {
             "sink_rewinds",
             "Times a sink went back to the offsets stored in PostgreSQL",
             m.sink_rewinds.clone(),
+        );
+        r.register(
+            "sink_stuck_seconds",
+            "How long a sink has failed every write of its batch (0: it commits)",
+            m.sink_stuck_seconds.clone(),
         );
         r.register(
             "sink_batch_size",
@@ -272,6 +279,14 @@ pub fn batch_committed(
 /// A batch write was fenced: another consumer moved a stored offset.
 pub fn fenced(name: &str) {
     METRICS.sink_fenced.get_or_create(&sink(name)).inc();
+}
+
+/// How long a sink has failed every write (zero once it commits again).
+pub fn stuck(name: &str, failing: Duration) {
+    METRICS
+        .sink_stuck_seconds
+        .get_or_create(&sink(name))
+        .set(i64::try_from(failing.as_secs()).unwrap_or(i64::MAX));
 }
 
 /// A sink went back to the stored offsets.

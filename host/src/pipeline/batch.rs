@@ -7,6 +7,7 @@ use super::mapper::BatchMapper;
 use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
+use crate::postgres::isolate::Parts;
 use crate::postgres::{CopyRows, DeadLetter, binary};
 use anyhow::Context as _;
 
@@ -34,6 +35,11 @@ pub struct Mapped {
     /// `(partition, offset)` of every message, in consumed order.
     pub positions: Vec<(i32, i64)>,
     pub rows: CopyRows,
+    /// Which message each row came from (see `postgres::isolate`).
+    pub parts: Parts,
+    /// The key and payload of every message with rows, for a dead letter
+    /// when PostgreSQL refuses its rows (`None` for the others).
+    pub sources: Vec<crate::postgres::Source>,
     pub dead_letters: Vec<DeadLetter>,
     /// Deletes, in consumed order (so in offset order within a partition);
     /// only when the sink has a key ([`map_keyed`]), else they are dead letters.
@@ -94,11 +100,14 @@ fn map_blocking(
                 .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
                 .sum(),
         ),
+        parts: Parts::Rows(Vec::new()),
+        sources: Vec::with_capacity(messages.len()),
         dead_letters: Vec::new(),
         deletes: Vec::new(),
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
+    let mut of_row: Vec<u32> = Vec::with_capacity(messages.len());
     let mut latest = match key {
         None => None,
         Some(key) => Some(Latest::new(
@@ -108,12 +117,14 @@ fn map_blocking(
         )),
     };
     for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
+        let at = u32::try_from(index).context("a batch of more than 2^32 messages")?;
         let rejected = match outcome {
             Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
                 Ok(()) => match latest.as_mut() {
                     None => {
                         for row in rows {
                             mapped.rows.push(row);
+                            of_row.push(at);
                         }
                         None
                     }
@@ -123,7 +134,7 @@ fn map_blocking(
                     {
                         Ok(()) => {
                             for row in rows {
-                                latest.upsert(row);
+                                latest.upsert(at, row);
                             }
                             None
                         }
@@ -138,7 +149,7 @@ fn map_blocking(
                 Some(key) => match check_delete(key, &values) {
                     Ok(()) => {
                         if let Some(latest) = latest.as_mut() {
-                            latest.delete(values.clone());
+                            latest.delete(at, values.clone());
                         }
                         mapped.deletes.push(Delete {
                             message: index,
@@ -154,19 +165,27 @@ fn map_blocking(
         if echo {
             mapped.echo.push(message.payload.clone().unwrap_or_default());
         }
-        if let Some(reason) = rejected {
-            mapped.dead_letters.push(DeadLetter {
-                partition: message.partition,
-                offset: message.offset,
-                key: message.key,
-                payload: message.payload,
-                reason,
-            });
+        match rejected {
+            Some(reason) => {
+                mapped.dead_letters.push(DeadLetter {
+                    partition: message.partition,
+                    offset: message.offset,
+                    key: message.key,
+                    payload: message.payload,
+                    reason,
+                });
+                mapped.sources.push((None, None));
+            }
+            None => mapped.sources.push((message.key, message.payload)),
         }
     }
-    if let Some(latest) = latest {
-        mapped.rows = latest.finish(columns);
-    }
+    mapped.parts = match latest {
+        Some(latest) => {
+            mapped.rows = latest.finish(columns);
+            Parts::Keyed(latest, columns.to_vec())
+        }
+        None => Parts::Rows(of_row),
+    };
     Ok(mapped)
 }
 
@@ -249,7 +268,7 @@ fn check_value(c: &Column, v: &Value) -> Result<(), String> {
             "column {:?} got text with a NUL byte, which PostgreSQL cannot store",
             c.name
         )),
-        Value::Json(t) if t.contains("\\u0000") => Err(format!(
+        Value::Json(t) if binary::json_nul_escape(t) => Err(format!(
             "column {:?} got JSON with \\u0000, which PostgreSQL's jsonb cannot store",
             c.name
         )),

@@ -41,8 +41,9 @@ mod plan;
 mod reload;
 mod retry;
 mod sink;
+mod stuck;
 mod supervisor;
-mod upsert;
+pub(crate) mod upsert;
 
 pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
 pub use generator::{Echo, GeneratorStats};

@@ -249,6 +249,8 @@ struct Sink {
     destination: Destination,
     /// The fences Kafka put this sink through (see `fence`).
     fences: fence::Fences,
+    /// The writes that failed since the last commit.
+    failing: super::stuck::Failing,
     _registered: crate::ops::state::Registered,
 }
 
@@ -349,6 +351,7 @@ impl Sink {
             echo,
             stats,
             destination,
+            failing: super::stuck::Failing::default(),
             _registered: registered,
         })
     }
@@ -729,7 +732,10 @@ impl Sink {
             topic: self.config.topic.to_string(),
             group: self.config.group.clone(),
             plugin: mapped.plugin,
-            rows: mapped.rows,
+            rows: mapped.rows.freeze(),
+            parts: mapped.parts,
+            positions: mapped.positions,
+            sources: mapped.sources,
             deletes: mapped.deletes.len(),
             dead_letters: mapped.dead_letters,
             offsets,
@@ -738,7 +744,7 @@ impl Sink {
         let task = tokio::spawn(async move {
             let result = match destination {
                 Destination::Postgres => postgres::write_batch(&mut writer.client, &writer.statements, batch).await,
-                Destination::Discard => Ok(Written::Committed),
+                Destination::Discard => Ok(Written::Committed(postgres::RowsRefused::default())),
             };
             (writer, result)
         });
@@ -759,13 +765,17 @@ impl Sink {
     /// when the sink had to rewind to the stored offsets: whatever it holds
     /// that is not written must be dropped, and will be consumed again.
     async fn settle(&mut self) -> anyhow::Result<bool> {
-        let Some(f) = self.in_flight.take() else {
+        let Some(mut f) = self.in_flight.take() else {
             return Ok(false);
         };
-        let (writer, result) = f.task.await.context("the batch writer panicked")?;
+        let (writer, result) = (&mut f.task).await.context("the batch writer panicked")?;
         self.writer = Some(writer);
         let why = match result {
-            Ok(Written::Committed) => {
+            Ok(Written::Committed(refused)) => {
+                // Messages whose rows PostgreSQL refused are dead letters now.
+                f.rows = f.rows.saturating_sub(refused.rows);
+                f.dead_letters += refused.letters;
+                self.committed_again();
                 tracing::debug!(
                     sink = self.config.name,
                     messages = f.messages,
@@ -805,14 +815,32 @@ impl Sink {
             }
             Err(e) => format!("{e:#}"),
         };
-        // The database is the truth: start again from what it holds.
+        // The database is the truth: start again from what it holds, after
+        // a pause that grows while the writes keep failing.
+        let pause = self.failing.failed(&self.config.name, &why);
         tracing::warn!(
             sink = self.config.name,
             reason = why,
+            retry_in_ms = pause.as_millis(),
             "batch not written; resuming from the stored offsets"
         );
+        let mut stop = self.stop.clone();
+        if !*stop.borrow() {
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
+            tokio::select! {
+                _ = &mut sleep => {}
+                // A dropped sender never sends a stop: sleep the pause out.
+                changed = stop.changed() => if changed.is_err() { sleep.await },
+            }
+        }
         self.rewind().await?;
         Ok(true)
+    }
+
+    /// A batch committed: the sink is no longer stuck, if it was.
+    fn committed_again(&mut self) {
+        self.failing.committed(&self.config.name);
     }
 
     /// Swaps in a reloaded mapper when the table fits its columns, or keeps
@@ -891,6 +919,7 @@ impl Sink {
     async fn rewind(&mut self) -> anyhow::Result<()> {
         crate::ops::metrics::rewind(&self.config.name);
         let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &self.columns);
+        let failing = &mut self.failing;
         let mut stop = self.stop.clone();
         let (client, stored, statements) = retry::with_backoff(
             Backoff::default(),
@@ -912,6 +941,7 @@ impl Sink {
                     return Verdict::GiveUp;
                 }
                 tracing::warn!(sink = config.name, error = %format!("{e:#}"), "cannot read stored offsets; retrying");
+                failing.note(&config.name, &format!("{e:#}"));
                 Verdict::Retry
             },
         )

@@ -32,13 +32,16 @@ pub enum Op {
 }
 
 /// The operations of a batch, one per key: a later one for the same key
-/// replaces the earlier. Feed them in offset order.
+/// replaces the earlier. Feed them in offset order. Every operation is kept,
+/// so a subset of the batch's messages can be staged again when PostgreSQL
+/// refuses one of them (see `postgres::isolate`).
 pub struct Latest {
     /// Where each key column is among the columns, in key order.
     key: Vec<usize>,
     width: usize,
     slot: HashMap<Vec<u8>, usize>,
-    ops: Vec<Op>,
+    /// Every operation fed, in order: the message it came from, its key's slot.
+    history: Vec<(u32, usize, Op)>,
 }
 
 impl Latest {
@@ -48,7 +51,7 @@ impl Latest {
             key,
             width,
             slot: HashMap::new(),
-            ops: Vec::new(),
+            history: Vec::new(),
         }
     }
 
@@ -59,26 +62,23 @@ impl Latest {
         key.iter().map(|k| columns.iter().position(|c| &c.name == k)).collect()
     }
 
-    /// A row: its key values must be there and not null (checked by the caller).
-    pub fn upsert(&mut self, row: Vec<Value>) {
+    /// A row of message `message`: its key values must be there and not null
+    /// (checked by the caller).
+    pub fn upsert(&mut self, message: u32, row: Vec<Value>) {
         let id = identity(self.key.iter().map(|i| &row[*i]));
-        self.put(id, Op::Upsert(row));
+        self.put(message, id, Op::Upsert(row));
     }
 
     /// A delete, by its key values in key order.
-    pub fn delete(&mut self, key: Vec<Value>) {
+    pub fn delete(&mut self, message: u32, key: Vec<Value>) {
         let id = identity(key.iter());
-        self.put(id, Op::Delete(key));
+        self.put(message, id, Op::Delete(key));
     }
 
-    fn put(&mut self, id: Vec<u8>, op: Op) {
-        match self.slot.get(&id) {
-            Some(i) => self.ops[*i] = op,
-            None => {
-                self.slot.insert(id, self.ops.len());
-                self.ops.push(op);
-            }
-        }
+    fn put(&mut self, message: u32, id: Vec<u8>, op: Op) {
+        let next = self.slot.len();
+        let slot = *self.slot.entry(id).or_insert(next);
+        self.history.push((message, slot, op));
     }
 
     /// The key columns' positions, in key order.
@@ -86,46 +86,78 @@ impl Latest {
         &self.key
     }
 
+    /// The messages that have an operation, each once, in order.
+    pub fn messages(&self) -> Vec<u32> {
+        let mut messages: Vec<u32> = self.history.iter().map(|(m, _, _)| *m).collect();
+        messages.dedup();
+        messages
+    }
+
+    /// The last operation per key among the messages `keep` takes, in the
+    /// order their keys first appeared.
+    fn last_ops(&self, keep: impl Fn(u32) -> bool) -> Vec<&Op> {
+        let mut last: Vec<Option<usize>> = vec![None; self.slot.len()];
+        let mut order = Vec::new();
+        for (i, (message, slot, _)) in self.history.iter().enumerate() {
+            if keep(*message) {
+                if last[*slot].is_none() {
+                    order.push(*slot);
+                }
+                last[*slot] = Some(i);
+            }
+        }
+        order
+            .iter()
+            .filter_map(|s| last[*s])
+            .map(|i| &self.history[i].2)
+            .collect()
+    }
+
     #[cfg(test)]
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.slot.len()
     }
 
     /// The operations left, one per key, in the order their keys first appeared.
     #[cfg(test)]
-    pub fn ops(&self) -> &[Op] {
-        &self.ops
+    pub fn ops(&self) -> Vec<Op> {
+        self.last_ops(|_| true).into_iter().cloned().collect()
     }
 
     /// The staging rows for `COPY`: the columns, then the delete flag. A
     /// delete has its key values in the key columns and NULL elsewhere.
-    pub fn finish(self, columns: &[Column]) -> CopyRows {
+    pub fn finish(&self, columns: &[Column]) -> CopyRows {
+        self.stage(columns, |_| true).0
+    }
+
+    /// As [`Latest::finish`], for the messages `keep` takes only; with the
+    /// number of deletes among the rows.
+    pub fn stage(&self, columns: &[Column], keep: impl Fn(u32) -> bool) -> (CopyRows, usize) {
         let mut stage: Vec<Column> = columns.to_vec();
         stage.push(Column {
             name: crate::postgres::keyed::DELETE_COLUMN.into(),
             kind: ColumnType::Boolean,
             nullable: false,
         });
-        let mut rows = CopyRows::with_capacity(&stage, self.ops.len() * 64);
-        for op in self.ops {
-            let row = match op {
-                Op::Upsert(mut row) => {
-                    row.push(Value::Boolean(false));
-                    row
-                }
+        let ops = self.last_ops(keep);
+        let mut rows = CopyRows::with_capacity(&stage, ops.len() * 64);
+        let (upsert, delete, null) = (Value::Boolean(false), Value::Boolean(true), Value::Null);
+        let mut deletes = 0;
+        for op in ops {
+            match op {
+                Op::Upsert(row) => rows.push_values(row.iter().chain(std::iter::once(&upsert))),
                 Op::Delete(key) => {
-                    let mut row = vec![Value::Null; self.width];
+                    deletes += 1;
+                    let mut row = vec![&null; self.width];
                     for (i, v) in self.key.iter().zip(key) {
                         row[*i] = v;
                     }
-                    row.push(Value::Boolean(true));
-                    row
+                    rows.push_values(row.into_iter().chain(std::iter::once(&delete)));
                 }
-            };
-            rows.push(row);
+            }
         }
-        rows
+        (rows, deletes)
     }
 }
 
@@ -240,15 +272,15 @@ mod tests {
     #[test]
     fn the_last_operation_per_key_wins_in_offset_order() {
         let mut latest = Latest::new(vec![0], 2);
-        latest.upsert(row("a", "1"));
-        latest.upsert(row("b", "1"));
-        latest.upsert(row("a", "2"));
-        latest.delete(vec![Value::Text("b".into())]);
-        latest.delete(vec![Value::Text("c".into())]);
-        latest.upsert(row("c", "3"));
+        latest.upsert(0, row("a", "1"));
+        latest.upsert(0, row("b", "1"));
+        latest.upsert(0, row("a", "2"));
+        latest.delete(0, vec![Value::Text("b".into())]);
+        latest.delete(0, vec![Value::Text("c".into())]);
+        latest.upsert(0, row("c", "3"));
         assert_eq!(
             latest.ops(),
-            &[
+            [
                 Op::Upsert(row("a", "2")),
                 Op::Delete(vec![Value::Text("b".into())]),
                 Op::Upsert(row("c", "3")),
@@ -257,20 +289,44 @@ mod tests {
     }
 
     #[test]
+    fn a_subset_of_messages_stages_the_last_operation_of_each_key_among_them() {
+        let columns = columns();
+        let mut latest = Latest::new(vec![0], 2);
+        latest.upsert(0, row("a", "1"));
+        latest.upsert(1, row("a", "2"));
+        latest.delete(2, vec![Value::Text("b".into())]);
+        latest.upsert(3, row("c", "3"));
+        assert_eq!(latest.messages(), [0, 1, 2, 3]);
+        // Message 1 refused: key a falls back to message 0's row.
+        let (staged, deletes) = latest.stage(&columns, |m| m != 1);
+        let mut expected = Latest::new(vec![0], 2);
+        expected.upsert(0, row("a", "1"));
+        expected.delete(2, vec![Value::Text("b".into())]);
+        expected.upsert(3, row("c", "3"));
+        assert_eq!(staged.finish(), expected.finish(&columns).finish());
+        assert_eq!(deletes, 1);
+        let (staged, deletes) = latest.stage(&columns, |m| m == 3);
+        assert_eq!((staged.len(), deletes), (1, 0));
+    }
+
+    #[test]
     fn keys_are_told_apart_by_every_key_column_and_by_type() {
         let mut latest = Latest::new(vec![0, 1], 2);
         // "ab" + "c" and "a" + "bc" are different keys.
-        latest.upsert(row("ab", "c"));
-        latest.upsert(row("a", "bc"));
+        latest.upsert(0, row("ab", "c"));
+        latest.upsert(0, row("a", "bc"));
         assert_eq!(latest.len(), 2);
         let mut latest = Latest::new(vec![0], 1);
-        latest.upsert(vec![Value::Integer(1)]);
-        latest.upsert(vec![Value::Text("1".into())]);
-        latest.upsert(vec![Value::Float(1.0)]);
+        latest.upsert(0, vec![Value::Integer(1)]);
+        latest.upsert(0, vec![Value::Text("1".into())]);
+        latest.upsert(0, vec![Value::Float(1.0)]);
         assert_eq!(latest.len(), 2, "an integer and an equal float are one key");
         let mut latest = Latest::new(vec![0], 1);
-        latest.upsert(vec![Value::Uuid("0B7E5A3C-1234-4321-ABCD-0123456789AB".into())]);
-        latest.delete(vec![Value::Uuid("0b7e5a3c123443 21abcd0123456789ab".replace(' ', ""))]);
+        latest.upsert(0, vec![Value::Uuid("0B7E5A3C-1234-4321-ABCD-0123456789AB".into())]);
+        latest.delete(
+            0,
+            vec![Value::Uuid("0b7e5a3c123443 21abcd0123456789ab".replace(' ', ""))],
+        );
         assert_eq!(latest.len(), 1, "one UUID, however written");
         assert!(matches!(latest.ops()[0], Op::Delete(_)));
     }
@@ -289,7 +345,7 @@ mod tests {
     fn a_delete_stages_its_key_in_the_key_columns() {
         let columns = columns();
         let mut latest = Latest::new(vec![1], 2);
-        latest.delete(vec![Value::Text("k".into())]);
+        latest.delete(0, vec![Value::Text("k".into())]);
         let mut expected = CopyRows::with_capacity(
             &[
                 columns[0].clone(),

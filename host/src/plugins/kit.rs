@@ -783,6 +783,9 @@ pub fn diff(expected: &str, actual: &str) -> Option<String> {
 }
 
 #[cfg(test)]
+mod prop_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -124,11 +124,20 @@ pub fn numeric(text: &str) -> Result<Vec<u8>, String> {
                 return Err(bad());
             }
             // Many digits: out of range either way.
-            let exponent: i64 = e.parse().unwrap_or(i64::MAX);
-            if exponent.abs() > MAX_EXPONENT {
-                return Err(overflow(text));
+            let mut exponent: i64 = e.parse().unwrap_or(i64::MAX);
+            let mantissa = &unsigned[..i];
+            // Past MAX_EXPONENT plus the mantissa's digits (its leading
+            // zeros) no number fits, save zero moved left: PostgreSQL takes
+            // `0e140010` as 0 (any exponent below i32::MAX / 2).
+            if exponent.abs() > MAX_EXPONENT + mantissa.len() as i64 {
+                let zero = mantissa.bytes().all(|b| matches!(b, b'0' | b'.'));
+                if zero && exponent > 0 && exponent < i64::from(i32::MAX / 2) {
+                    exponent = mantissa.len() as i64;
+                } else {
+                    return Err(overflow(text));
+                }
             }
-            (&unsigned[..i], exponent)
+            (mantissa, exponent)
         }
         None => (unsigned, 0),
     };
@@ -257,6 +266,25 @@ pub fn json(text: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether JSON text holds the escape `\u0000`, which PostgreSQL's jsonb
+/// refuses; an escaped backslash before `u0000` (`"\\u0000"`, six
+/// characters of text) does not count.
+pub fn json_nul_escape(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b[i + 1..].starts_with(b"u0000") {
+            return true;
+        }
+        i += 2;
+    }
+    false
+}
+
 fn header(ndigits: u16, weight: i16, sign: u16, dscale: u16) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + 2 * usize::from(ndigits));
     out.extend_from_slice(&ndigits.to_be_bytes());
@@ -348,6 +376,8 @@ mod tests {
             "0.0e-16383",
             "0e-300000",
             "1e999999999999999999999",
+            "0e1073741823",
+            "0e-140010",
         ] {
             assert!(numeric(over).unwrap_err().contains("PostgreSQL's numeric"), "{over}");
         }
@@ -375,6 +405,10 @@ mod tests {
             ("5e-0", "00010000000000000005"),
             ("100000000", "00010002000000000001"),
             ("0.1234e4", "000100000000000004d2"),
+            // Zero moved any distance left is zero (found by the round-trip
+            // property test: the check refused what PostgreSQL takes).
+            ("0e140010", "0000000000000000"),
+            ("-0.000e1073741822", "0000000000000000"),
         ] {
             let bytes = numeric(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             let got: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -389,6 +423,7 @@ mod tests {
             "[1, -2.5, 1e3, 1E-3, 1e131071]",
             "\"\\ud83d\\ude00 \\u00e9\"",
             "{\"e\": \"1e999999 is only text\"}",
+            "[0e140010, 0E+999999]",
             "\"\\\\ud800 is an escaped backslash\"",
         ] {
             assert_eq!(json(ok), Ok(()), "{ok}");
@@ -402,6 +437,18 @@ mod tests {
         ] {
             assert!(json(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the round-trip property test: `{"\\u0000": 1}` (a key of
+    /// six characters of text) was refused, though PostgreSQL takes it.
+    #[test]
+    fn only_a_real_nul_escape_is_one() {
+        assert!(json_nul_escape(r#""a\u0000b""#));
+        assert!(json_nul_escape(r#"["\\", "\u0000"]"#));
+        assert!(!json_nul_escape(r#"{"\\u0000": 1}"#));
+        assert!(!json_nul_escape(r#""\\\\u0000""#));
+        assert!(json_nul_escape(r#""\u00001""#));
+        assert!(!json_nul_escape("\\"));
     }
 
     #[test]

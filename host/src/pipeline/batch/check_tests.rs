@@ -117,6 +117,12 @@ fn json_must_parse_and_postgres_limits_on_text_are_caught() {
         check_rows(&json, &[vec![Value::Json("\"a\\u0000b\"".into())]]),
         Err("column \"doc\" got JSON with \\u0000, which PostgreSQL's jsonb cannot store".to_string())
     );
+    // An escaped backslash before u0000 is six characters of text, which
+    // jsonb takes (the round-trip property test found it refused).
+    assert_eq!(
+        check_rows(&json, &[vec![Value::Json(r#"{"\\u0000": 1}"#.into())]]),
+        Ok(())
+    );
     let text = [column("t", ColumnType::Text, true)];
     assert_eq!(
         check_rows(&text, &[vec![Value::Text("a\0b".into())]]),
