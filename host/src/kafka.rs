@@ -604,6 +604,13 @@ pub fn commit_outside_group(
     }
 }
 
+/// Whether the broker fenced this consumer out of its group
+/// (`FencedInstanceId`): the consumer is dead, a new one may join again.
+pub fn fenced<C: ConsumerContext>(consumer: &StreamConsumer<C>, error: Option<&rdkafka::error::KafkaError>) -> bool {
+    let code = |c: Option<RDKafkaErrorCode>| c == Some(RDKafkaErrorCode::FencedInstanceId);
+    code(consumer.client().fatal_error().map(|(c, _)| c)) || code(error.and_then(|e| e.rdkafka_error_code()))
+}
+
 /// A consumer error the sink must not retry: the process was fenced out of
 /// its group, or the broker refused its certificates. `None` for the errors
 /// that pass (a broker down or restarting). The text names the setting to fix.

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod fence;
+
 /// How long the sink waits for a message before checking whether it is done.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long the sink waits for a message while a write is in flight, so the
@@ -253,6 +255,8 @@ struct Sink {
     echo: bool,
     stats: Arc<SinkStats>,
     destination: Destination,
+    /// The fences Kafka put this sink through (see `fence`).
+    fences: fence::Fences,
     /// The writes that failed since the last commit.
     failing: super::stuck::Failing,
     _registered: crate::ops::state::Registered,
@@ -333,6 +337,7 @@ impl Sink {
             "sink started"
         );
         Ok(Sink {
+            fences: fence::Fences::new(&config.instance_id),
             pipeline,
             batch: Vec::with_capacity(config.batch_size),
             config,
@@ -503,14 +508,14 @@ impl Sink {
             Received::Error(e) => {
                 // Fenced, or refused by TLS: retrying would only hide it.
                 if let Some(reason) = self.permanent_kafka_error(Some(&e)) {
-                    anyhow::bail!("{reason}");
+                    return self.fail_or_rejoin(reason, Some(&e)).await;
                 }
                 tracing::warn!(sink = self.config.name, error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(IDLE_POLL).await;
             }
             Received::Nothing => {
                 if let Some(reason) = self.permanent_kafka_error(None) {
-                    anyhow::bail!("{reason}");
+                    return self.fail_or_rejoin(reason, None).await;
                 }
             }
         }
