@@ -1,5 +1,5 @@
-//! Helpers of the tests of lost offsets and `--once`: a host that is ended
-//! with the test, and the Admin API calls that lose offsets (a topic deleted
+//! Helpers of the tests of lost offsets and `--once`: a host in the
+//! background, and the Admin API calls that lose offsets (a topic deleted
 //! and created again, records deleted as retention would).
 #![allow(dead_code)]
 
@@ -9,21 +9,21 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use std::time::{Duration, Instant};
 
-/// A host ended when the test ends, pass or fail.
-pub struct Host(Option<Running>);
+/// A background `host consume` (ended with the test by `Running`'s drop).
+pub struct Host(Running);
 
 impl Host {
     pub fn consume(path: &str, topic: &str) -> Self {
-        Self(Some(Running::start(&["consume", path, "--topic", topic, "--quiet"])))
+        Self(Running::start(&["consume", path, "--topic", topic, "--quiet"]))
     }
 
     pub fn log(&self) -> String {
-        self.0.as_ref().map(Running::log).unwrap_or_default()
+        self.0.log()
     }
 
     /// Waits for the host to exit by itself: (success, log).
     pub fn exit_within(&mut self, limit: Duration) -> (bool, String) {
-        let running = self.0.as_mut().expect("running");
+        let running = &mut self.0;
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = running.child.try_wait().expect("wait") {
@@ -31,15 +31,6 @@ impl Host {
             }
             assert!(Instant::now() < deadline, "host ran over {limit:?}\n{}", running.log());
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut running) = self.0.take() {
-            let _ = running.child.kill();
-            let _ = running.child.wait();
         }
     }
 }
