@@ -274,6 +274,21 @@ pub struct SinkConfig {
     pub flush_interval: Duration,
     /// How rows reach the table: appended, or upserted on a key.
     pub mode: SinkMode,
+    /// What the sink does when Kafka no longer holds its stored offset.
+    pub on_lost_offsets: OnLostOffsets,
+}
+
+/// What a sink does when the offset stored in PostgreSQL is not in Kafka's
+/// log any more (`on_lost_offsets` of a `[[sinks]]` entry): past its end (a
+/// topic created again, an unclean leader election) or before its start
+/// (retention deleted messages that were never stored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnLostOffsets {
+    /// Stop, naming the partitions and the statement to run (the default).
+    #[default]
+    Stop,
+    /// Go on, skipping what cannot be stored, and count it.
+    Skip,
 }
 
 /// How a sink writes rows (`mode` and `key` of a `[[sinks]]` entry).
@@ -670,6 +685,7 @@ struct RawSink {
     flush_interval_ms: Option<Spanned<u64>>,
     mode: Option<Spanned<String>>,
     key: Option<Spanned<Vec<Spanned<String>>>>,
+    on_lost_offsets: Option<Spanned<String>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -862,6 +878,16 @@ impl Pipeline {
             )?;
             let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(&src, "sinks", defaults)?)?;
             let mode = check_mode(&src, &s.name, s.mode.as_ref(), s.key.as_ref())?;
+            let on_lost_offsets = match s.on_lost_offsets.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+                None | Some(("stop", _)) => OnLostOffsets::Stop,
+                Some(("skip", _)) => OnLostOffsets::Skip,
+                Some((other, span)) => {
+                    return Err(src.error(
+                        span,
+                        format!("sinks.on_lost_offsets {other:?} is not a choice; use \"stop\" (the default: the sink stops and names the statement to run) or \"skip\" (it goes on past the messages Kafka no longer holds, and counts them)"),
+                    ));
+                }
+            };
             sinks.push(SinkConfig {
                 name,
                 topic,
@@ -872,6 +898,7 @@ impl Pipeline {
                 batch_size,
                 flush_interval: Duration::from_millis(flush_interval_ms),
                 mode,
+                on_lost_offsets,
             });
         }
 
@@ -1270,6 +1297,20 @@ mod mode_tests {
         let p = parse("").unwrap();
         assert_eq!(p.sinks[0].mode, SinkMode::Append);
         assert_eq!(parse("mode = \"append\"").unwrap().sinks[0].mode, SinkMode::Append);
+    }
+
+    #[test]
+    fn on_lost_offsets_stops_by_default_and_a_wrong_choice_is_located() {
+        assert_eq!(parse("").unwrap().sinks[0].on_lost_offsets, OnLostOffsets::Stop);
+        assert_eq!(
+            parse("on_lost_offsets = \"skip\"").unwrap().sinks[0].on_lost_offsets,
+            OnLostOffsets::Skip
+        );
+        let e = parse("on_lost_offsets = \"earliest\"").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:14:19: ") && e.contains("\"stop\"") && e.contains("\"skip\""),
+            "{e}"
+        );
     }
 
     #[test]

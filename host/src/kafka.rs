@@ -295,8 +295,8 @@ impl ConsumerContext for SinkContext {
     }
 }
 
-/// A consumer for one sink: no auto commit (PostgreSQL holds the offsets) and,
-/// for a partition the database does not know yet, start at the beginning.
+/// A consumer for one sink: no auto commit (PostgreSQL holds the offsets), no
+/// automatic offset reset.
 pub fn sink_consumer(
     cfg: &KafkaConfig,
     group: &str,
@@ -311,7 +311,11 @@ pub fn sink_consumer(
         .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // An offset out of range (a topic created again, retention past the
+        // stored offset) is an error event, not a silent jump: the sink
+        // decides (see `pipeline::lost_offsets`). A partition with nothing
+        // stored is assigned at the beginning explicitly.
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false")
         // librdkafka pauses fetching for this long once its local queue is
         // over `queued.min.messages`; its default (1000 ms) stalls a sink that
@@ -354,15 +358,35 @@ pub fn partitions<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic: &str)
 
 /// The end offset (high watermark) of every partition of a topic.
 pub fn end_offsets<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic: &str) -> anyhow::Result<HashMap<i32, i64>> {
+    Ok(watermarks(consumer, topic)?
+        .into_iter()
+        .map(|(p, (_, high))| (p, high))
+        .collect())
+}
+
+/// The log start and end (low and high watermarks) of every partition of a topic.
+pub fn watermarks<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    topic: &str,
+) -> anyhow::Result<HashMap<i32, (i64, i64)>> {
     partitions(consumer, topic)?
         .into_iter()
         .map(|p| {
-            let (_, high) = consumer
+            let marks = consumer
                 .fetch_watermarks(topic, p, METADATA_TIMEOUT)
-                .with_context(|| format!("cannot read the end offset of {topic}/{p}"))?;
-            Ok((p, high))
+                .with_context(|| format!("cannot read the start and end offsets of {topic}/{p}"))?;
+            Ok((p, marks))
         })
         .collect()
+}
+
+/// Whether a consumer error says a fetch offset was out of range: with
+/// `auto.offset.reset = error`, librdkafka reports it instead of moving on.
+pub fn is_offset_out_of_range(error: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+    )
 }
 
 /// What happened to a declared topic.
@@ -578,6 +602,13 @@ pub fn commit_outside_group(
                 .into()),
         },
     }
+}
+
+/// Whether the broker fenced this consumer out of its group
+/// (`FencedInstanceId`): the consumer is dead, a new one may join again.
+pub fn fenced<C: ConsumerContext>(consumer: &StreamConsumer<C>, error: Option<&rdkafka::error::KafkaError>) -> bool {
+    let code = |c: Option<RDKafkaErrorCode>| c == Some(RDKafkaErrorCode::FencedInstanceId);
+    code(consumer.client().fatal_error().map(|(c, _)| c)) || code(error.and_then(|e| e.rdkafka_error_code()))
 }
 
 /// A consumer error the sink must not retry: the process was fenced out of

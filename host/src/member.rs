@@ -226,6 +226,103 @@ fn claim_slot_in(dir: &Path, host: &str) -> Result<(u32, File), SlotError> {
     Err(anyhow::anyhow!("{MAX_SLOTS} processes already run on this machine").into())
 }
 
+/// A process's claim on one `group.instance.id` on this machine: a locked
+/// file `id.<id>.<pid>.lock` beside the slot files, released by the kernel
+/// when the process ends (even killed). It tells a fenced sink whether the
+/// process that fenced it runs on this machine: a real duplicate, not a
+/// coordinator that lost track of its own member after a restart.
+pub struct IdHold {
+    dir: PathBuf,
+    prefix: String,
+    _lock: Option<File>,
+}
+
+impl IdHold {
+    /// Claims `id` for this process; a claim that cannot be made (an
+    /// unwritable temporary folder) only loses the check.
+    pub fn claim(id: &str) -> Self {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = lock_dir();
+        let prefix = format!("id.{}.", escape(id));
+        let lock = prepare_dir(&dir).ok().and_then(|()| {
+            let path = dir.join(format!("{prefix}{}.lock", std::process::id()));
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .ok()?;
+            file.try_lock().ok().map(|()| file)
+        });
+        if lock.is_none() {
+            tracing::debug!(
+                id,
+                "cannot claim the instance id on this machine; a fence is judged by its repetition only"
+            );
+        }
+        Self {
+            dir,
+            prefix,
+            _lock: lock,
+        }
+    }
+
+    /// The process ids of other running processes on this machine that
+    /// claimed the same id. Files of ended processes are removed.
+    pub fn others(&self) -> Vec<u32> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let own = std::process::id();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut others = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&self.prefix))
+                .and_then(|n| n.strip_suffix(".lock"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == own {
+                continue;
+            }
+            let Ok(file) = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(entry.path())
+            else {
+                continue;
+            };
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) => others.push(pid),
+                // Free: its process ended.
+                Ok(()) => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+                Err(std::fs::TryLockError::Error(_)) => {}
+            }
+        }
+        others.sort_unstable();
+        others
+    }
+}
+
+/// An instance id as a file name: `%XX` for bytes other than letters,
+/// digits, `_` and `-` (a dot separates the name's parts).
+fn escape(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// This machine's name.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -249,6 +346,22 @@ mod tests {
         // A freed slot is taken again: a restarted process gets its name back.
         let (c, _lc) = claim_slot(&host).expect("freed slot");
         assert_eq!(b, c);
+    }
+
+    #[test]
+    fn a_second_claim_of_an_id_is_seen_and_a_released_one_is_not() {
+        let id = format!("unit test/{}", std::process::id());
+        let ours = IdHold::claim(&id);
+        assert!(ours.others().is_empty());
+        // Another process's claim, made here by hand under a made-up pid.
+        let path = ours.dir.join(format!("{}{}.lock", ours.prefix, u32::MAX));
+        let file = std::fs::File::create(&path).expect("claim file");
+        file.try_lock().expect("lock");
+        // flock locks belong to the open file: this one is "another process".
+        assert_eq!(ours.others(), vec![u32::MAX]);
+        drop(file);
+        assert!(ours.others().is_empty());
+        assert!(!path.exists(), "the file of an ended claim is removed");
     }
 
     #[test]

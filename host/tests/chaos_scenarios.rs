@@ -235,6 +235,11 @@ fn three_processes(n: i64) -> Row {
 /// 2. The broker SIGKILLed mid-drain and restarted: `host consume --once`
 ///    recovers by itself and exits 0.
 fn broker_killed(n: i64) -> Row {
+    broker_killed_logged(n).0
+}
+
+/// [`broker_killed`], with the host's log.
+fn broker_killed_logged(n: i64) -> (Row, String) {
     let case = Case::new("broker", 4, n);
     case.produce();
     let mut host = case.consume(&["--once"]);
@@ -245,7 +250,8 @@ fn broker_killed(n: i64) -> Row {
     let fault = Instant::now();
     let mut problems = Vec::new();
     expect_success("host consume --once", &mut host, LIMIT, &mut problems);
-    case.row("broker SIGKILL mid-drain", fault.elapsed(), problems.join("; "))
+    let row = case.row("broker SIGKILL mid-drain", fault.elapsed(), problems.join("; "));
+    (row, host.log())
 }
 
 /// 3. PostgreSQL stopped in immediate mode mid-drain (asynchronous commits
@@ -376,6 +382,41 @@ fn two_generators(n: i64) -> Row {
     let mut host = case.consume(&["--once"]);
     expect_success("host consume --once", &mut host, LIMIT, &mut problems);
     case.row("two generators, one counted run", recover, problems.join("; "))
+}
+
+/// The broker SIGKILLed mid-drain CHAOS_BROKER_RUNS times in a row (default
+/// 10), each time under a fresh `host consume --once`: a restarted broker can
+/// fence a static member with no other process holding its id, and the sink
+/// must join again rather than stop (issue 19). `scripts/chaos --broker-runs N`.
+#[test]
+#[ignore = "minutes of broker restarts: scripts/chaos --broker-runs N runs it"]
+fn the_broker_killed_mid_drain_again_and_again() {
+    chaos::chaos_up();
+    let n = messages();
+    let runs: usize = std::env::var("CHAOS_BROKER_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut failed = Vec::new();
+    for run in 1..=runs {
+        let (row, log) = broker_killed_logged(n);
+        let pass = row.pass(n);
+        // Whether the broker fenced the sink this time (it does not always).
+        let fenced = log.matches("joining the consumer group again").count();
+        println!(
+            "chaos: broker run {run:>2}/{runs}: {} stored, {} duplicates, {} missing, {:.1}s, rejoined after {fenced} fence(s) {} {}",
+            row.tally.stored,
+            row.tally.duplicates,
+            row.tally.missing,
+            row.recover.as_secs_f64(),
+            if pass { "pass" } else { "FAIL" },
+            row.problem
+        );
+        if !pass {
+            failed.push(format!("run {run}: {:?} {}", row.tally, row.problem));
+        }
+    }
+    assert!(failed.is_empty(), "failed broker runs:\n{}", failed.join("\n"));
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn a_stored_offset_past_the_end_stops_the_sink_until_it_is_cleared() {
         &stderr,
         &[
             &format!("past the end of topic {topic}"),
-            &format!("{topic}/0: stored next offset 8, Kafka ends at 7"),
+            &format!("{topic}/0: stored next offset 8, Kafka's log starts at 0 and ends at 7"),
             "created again",
         ],
     );

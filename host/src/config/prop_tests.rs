@@ -73,6 +73,7 @@ batch_size = 100
 flush_interval_ms = 50
 mode = "upsert"
 key = ["id", "at"]
+on_lost_offsets = "skip"
 
 [sinks.settings]
 columns = ["a", "b"]

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub sink_fenced: Family<SinkLabels, Counter>,
     pub sink_rewinds: Family<SinkLabels, Counter>,
     pub sink_stuck_seconds: Family<SinkLabels, Gauge>,
+    pub sink_skipped: Family<SinkLabels, Counter>,
     pub sink_batch_size: Histograms<SinkLabels>,
     pub sink_write_seconds: Histograms<SinkLabels>,
     pub sink_stored_offset: Family<PartitionLabels, Gauge>,
@@ -106,6 +107,7 @@ impl Metrics {
             sink_fenced: Family::default(),
             sink_rewinds: Family::default(),
             sink_stuck_seconds: Family::default(),
+            sink_skipped: Family::default(),
             sink_batch_size: Family::new_with_constructor(batch_buckets),
             sink_write_seconds: Family::new_with_constructor(seconds_buckets),
             sink_stored_offset: Family::default(),
@@ -149,6 +151,11 @@ impl Metrics {
             "sink_stuck_seconds",
             "How long a sink has failed every write of its batch (0: it commits)",
             m.sink_stuck_seconds.clone(),
+        );
+        r.register(
+            "sink_skipped_messages",
+            "Messages a sink with on_lost_offsets = \"skip\" went past without storing: deleted by retention before they were stored, or below the stored offset of a topic created again",
+            m.sink_skipped.clone(),
         );
         r.register(
             "sink_batch_size",
@@ -274,6 +281,11 @@ pub fn batch_committed(
             .set(*o);
     }
     super::state::sink_committed(name, messages, rows, dead_letters, offsets);
+}
+
+/// A sink skipped messages Kafka no longer holds (`on_lost_offsets = "skip"`).
+pub fn skipped(name: &str, messages: u64) {
+    METRICS.sink_skipped.get_or_create(&sink(name)).inc_by(messages);
 }
 
 /// A batch write was fenced: another consumer moved a stored offset.

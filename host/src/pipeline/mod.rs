@@ -36,6 +36,7 @@
 
 mod batch;
 mod generator;
+mod lost_offsets;
 mod mapper;
 mod plan;
 mod reload;

@@ -11,6 +11,7 @@
 
 use super::Swap;
 use super::batch::{self, Mapped};
+use super::lost_offsets::{self, Skipping};
 use super::mapper::BatchMapper;
 use super::retry::{self, Backoff, Verdict};
 use super::upsert;
@@ -29,6 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+
+mod fence;
 
 /// How long the sink waits for a message before checking whether it is done.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -145,10 +148,14 @@ impl Positions {
         self.stored.iter().filter_map(|(p, o)| o.map(|o| (*p, o))).collect()
     }
 
-    /// Whether every partition with messages has its stored offset at `ends`.
-    fn reached(&self, ends: &HashMap<i32, i64>) -> bool {
-        ends.iter()
-            .all(|(p, end)| *end == 0 || self.stored.get(p).copied().flatten() >= Some(*end))
+    /// Whether every partition is done with its log (`marks`: partition ->
+    /// (start, end)): empty, stored up to its end, or read up to it (`read`:
+    /// the consumer's position, past transaction markers, which are never
+    /// delivered). Called only with nothing left to write.
+    fn reached(&self, marks: &HashMap<i32, (i64, i64)>, read: &HashMap<i32, i64>) -> bool {
+        marks.iter().all(|(p, (start, end))| {
+            start >= end || self.stored.get(p).copied().flatten() >= Some(*end) || read.get(p).is_some_and(|r| r >= end)
+        })
     }
 }
 
@@ -237,14 +244,19 @@ struct Sink {
     /// `None` while a write is in flight.
     writer: Option<Writer>,
     in_flight: Option<InFlight>,
-    /// The end of the topic, read once when a `once` sink may be done.
-    end_offsets: Option<HashMap<i32, i64>>,
+    /// The start and end of each partition, read once when a `once` sink
+    /// may be done.
+    end_offsets: Option<HashMap<i32, (i64, i64)>>,
+    /// What `on_lost_offsets = "skip"` went past (see `lost_offsets`).
+    skipping: Skipping,
     stop: watch::Receiver<bool>,
     generators_done: watch::Receiver<bool>,
     once: bool,
     echo: bool,
     stats: Arc<SinkStats>,
     destination: Destination,
+    /// The fences Kafka put this sink through (see `fence`).
+    fences: fence::Fences,
     /// The writes that failed since the last commit.
     failing: super::stuck::Failing,
     _registered: crate::ops::state::Registered,
@@ -325,6 +337,7 @@ impl Sink {
             "sink started"
         );
         Ok(Sink {
+            fences: fence::Fences::new(&config.instance_id),
             pipeline,
             batch: Vec::with_capacity(config.batch_size),
             config,
@@ -340,6 +353,7 @@ impl Sink {
             writer: Some(Writer { client, statements }),
             in_flight: None,
             end_offsets: None,
+            skipping: Skipping::default(),
             stop,
             generators_done,
             once,
@@ -413,7 +427,10 @@ impl Sink {
         }
         self.generation = current;
         if let Some(assignment) = self.consumer.context().take_assignment() {
-            self.refuse_offsets_past_the_end(&assignment).await?;
+            let starts = self.check_offsets(&assignment).await?;
+            if !starts.is_empty() {
+                self.assign(&assignment, &starts)?;
+            }
             // Tell Kafka where the database stands, so a committed offset
             // that drifted (a crash between the two commits, `host
             // simulate`) heals even before the next batch.
@@ -426,45 +443,51 @@ impl Sink {
         Ok(())
     }
 
-    /// Stops the sink when the database's next offset of a partition lies
-    /// past the end of the topic: the topic was deleted and created again, or
-    /// the offsets came from another Kafka cluster. Reading on would skip
-    /// every new message below the stored offset without a trace (they count
-    /// as already stored), so the user decides instead.
-    async fn refuse_offsets_past_the_end(&mut self, assignment: &StoredOffsets) -> anyhow::Result<()> {
-        if assignment.values().all(Option::is_none) {
-            return Ok(());
+    /// Where partitions start instead of their stored offset because Kafka
+    /// no longer holds it (past the end of a topic created again, before the
+    /// start after retention); stops the sink there unless its
+    /// `on_lost_offsets` is "skip" (see `lost_offsets`).
+    async fn check_offsets(&mut self, stored: &StoredOffsets) -> anyhow::Result<HashMap<i32, Offset>> {
+        if stored.values().all(Option::is_none) {
+            return Ok(HashMap::new());
         }
         // None: stopped while Kafka did not answer; nothing is read then.
-        let Some(ends) = self.read_end_offsets().await? else {
-            return Ok(());
+        let Some(marks) = self.read_watermarks().await? else {
+            return Ok(HashMap::new());
         };
-        let mut past: Vec<(i32, i64, i64)> = assignment
-            .iter()
-            .filter_map(|(p, stored)| {
-                let (stored, end) = ((*stored)?, *ends.get(p)?);
-                (stored > end).then_some((*p, stored, end))
-            })
-            .collect();
-        if past.is_empty() {
-            return Ok(());
+        let lost = lost_offsets::find(stored, &marks);
+        self.skipping.take_on(&self.config, &lost)
+    }
+
+    /// Assigns the partitions at their stored offsets, or at `starts`.
+    fn assign(&self, stored: &StoredOffsets, starts: &HashMap<i32, Offset>) -> anyhow::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, offset) in stored {
+            let start = starts
+                .get(p)
+                .copied()
+                .unwrap_or(offset.map_or(Offset::Beginning, Offset::Offset));
+            tpl.add_partition_offset(&self.config.topic, *p, start)?;
         }
-        past.sort_unstable();
-        let (topic, table) = (&self.config.topic, &self.config.table);
-        let list: Vec<String> = past
-            .iter()
-            .map(|(p, stored, end)| format!("{topic}/{p}: stored next offset {stored}, Kafka ends at {end}"))
-            .collect();
-        anyhow::bail!(
-            "PostgreSQL's stored offsets are past the end of topic {topic} ({}): the topic was deleted and created again, \
-             or the database's offsets come from another Kafka cluster, and reading on would skip the messages below them. \
-             Nothing was read. To store the topic from its beginning (the rows already in table {table} stay), delete \
-             the stored offsets:\n  DELETE FROM {} WHERE table_name = '{}' AND topic = '{}';",
-            list.join("; "),
-            crate::postgres::OFFSETS_TABLE,
-            table.as_str().replace('\'', "''"),
-            topic.as_str().replace('\'', "''"),
-        )
+        self.consumer
+            .assign(&tpl)
+            .context("cannot assign the partitions at their start offsets")
+    }
+
+    /// librdkafka found a fetch offset out of range (`auto.offset.reset =
+    /// error`): the write in flight is settled, and the sink starts over from
+    /// the stored offsets, which are checked against the log.
+    async fn offset_out_of_range(&mut self, error: &rdkafka::error::KafkaError) -> anyhow::Result<()> {
+        tracing::warn!(
+            sink = self.config.name,
+            error = %error,
+            "a fetch offset is out of range; checking the stored offsets against the topic"
+        );
+        if !self.settle().await? {
+            self.rewind().await?;
+        }
+        self.batch.clear();
+        Ok(())
     }
 
     /// Adds a message that continues its partition to the batch; stops the
@@ -477,20 +500,22 @@ impl Sink {
                 }
                 self.batch.push(m);
             }
-            // Stale (already stored), from a partition no longer assigned, or
-            // not of the sink's topic.
-            Received::Message(_) | Received::Foreign => {}
+            // Stale (already stored, or skipped), from a partition no longer
+            // assigned, or not of the sink's topic.
+            Received::Message(m) => self.skipping.stale(&self.config.name, m.partition, m.offset),
+            Received::Foreign => {}
+            Received::Error(e) if kafka::is_offset_out_of_range(&e) => self.offset_out_of_range(&e).await?,
             Received::Error(e) => {
                 // Fenced, or refused by TLS: retrying would only hide it.
                 if let Some(reason) = self.permanent_kafka_error(Some(&e)) {
-                    anyhow::bail!("{reason}");
+                    return self.fail_or_rejoin(reason, Some(&e)).await;
                 }
                 tracing::warn!(sink = self.config.name, error = %e, "Kafka consumer error; retrying");
                 tokio::time::sleep(IDLE_POLL).await;
             }
             Received::Nothing => {
                 if let Some(reason) = self.permanent_kafka_error(None) {
-                    anyhow::bail!("{reason}");
+                    return self.fail_or_rejoin(reason, None).await;
                 }
             }
         }
@@ -588,14 +613,17 @@ impl Sink {
     /// Whether the stored offsets reached the end of the topic (read once),
     /// with the commits on disk; also true when a stop came while reading it.
     async fn caught_up(&mut self) -> anyhow::Result<bool> {
-        let ends = match &self.end_offsets {
-            Some(ends) => ends,
-            None => match self.read_end_offsets().await? {
-                Some(ends) => self.end_offsets.insert(ends),
+        let marks = match &self.end_offsets {
+            Some(marks) => marks,
+            None => match self.read_watermarks().await? {
+                Some(marks) => self.end_offsets.insert(marks),
                 None => return Ok(true),
             },
         };
-        if !self.positions.reached(ends) {
+        if !self
+            .positions
+            .reached(marks, &read_positions(&self.consumer, &self.config.topic))
+        {
             return Ok(false);
         }
         // Caught up only once the commits are on disk: a database that
@@ -612,10 +640,10 @@ impl Sink {
         Ok(true)
     }
 
-    /// The end offset of each partition of the topic; `None` when the sink
-    /// was stopped while a broker outage was waited out (never taken for the
-    /// end).
-    async fn read_end_offsets(&mut self) -> anyhow::Result<Option<HashMap<i32, i64>>> {
+    /// The start and end offset of each partition of the topic; `None` when
+    /// the sink was stopped while a broker outage was waited out (never taken
+    /// for the end).
+    async fn read_watermarks(&mut self) -> anyhow::Result<Option<HashMap<i32, (i64, i64)>>> {
         // A client of its own: on the consumer's connection these requests
         // would queue behind its long-polling fetches.
         let (kafka_cfg, group) = (self.pipeline.kafka.clone(), self.config.group.clone());
@@ -628,7 +656,7 @@ impl Sink {
             || {
                 let (q, t) = (query.clone(), topic.clone());
                 async move {
-                    tokio::task::spawn_blocking(move || kafka::end_offsets(q.as_ref(), &t))
+                    tokio::task::spawn_blocking(move || kafka::watermarks(q.as_ref(), &t))
                         .await
                         .map_err(anyhow::Error::from)
                         .and_then(|ends| ends)
@@ -947,19 +975,31 @@ impl Sink {
             .keys()
             .map(|p| (*p, stored.get(p).copied()))
             .collect();
+        // Offsets Kafka no longer holds stop the sink here too.
+        let starts = self.check_offsets(&assignment).await?;
         // Re-assign rather than seek: a seek fails on a partition that is not
         // fetching yet, and the stream would then go on from wherever it was.
-        let mut tpl = TopicPartitionList::new();
-        for (p, start) in &assignment {
-            tpl.add_partition_offset(&self.config.topic, *p, start.map_or(Offset::Beginning, Offset::Offset))?;
-        }
-        self.consumer
-            .assign(&tpl)
+        self.assign(&assignment, &starts)
             .context("cannot rewind the consumer to the stored offsets")?;
         self.positions.reset(assignment);
         self.writer = Some(Writer { client, statements });
         Ok(())
     }
+}
+
+/// The consumer's position in each partition of `topic` it has read from:
+/// one past the last message delivered or transaction marker passed.
+fn read_positions(consumer: &StreamConsumer<kafka::SinkContext>, topic: &str) -> HashMap<i32, i64> {
+    let Ok(tpl) = consumer.position() else {
+        return HashMap::new();
+    };
+    tpl.elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Connects to PostgreSQL, retrying with capped backoff until it works, the
@@ -1093,11 +1133,25 @@ mod tests {
     #[test]
     fn the_end_is_reached_when_every_partition_with_messages_is_stored_up_to_it() {
         let mut p = positions(&[(0, Some(10)), (1, None), (2, None)]);
-        let ends: HashMap<i32, i64> = [(0, 10), (1, 4), (2, 0)].into_iter().collect();
-        assert!(!p.reached(&ends), "partition 1 has nothing stored");
+        let marks: HashMap<i32, (i64, i64)> = [(0, (0, 10)), (1, (0, 4)), (2, (0, 0))].into_iter().collect();
+        let none = HashMap::new();
+        assert!(!p.reached(&marks, &none), "partition 1 has nothing stored");
         p.committed(&[(1, 3)].into_iter().collect());
-        assert!(!p.reached(&ends));
+        assert!(!p.reached(&marks, &none));
         p.committed(&[(1, 4)].into_iter().collect());
-        assert!(p.reached(&ends), "an empty partition (end 0) needs nothing stored");
+        assert!(
+            p.reached(&marks, &none),
+            "an empty partition (end 0) needs nothing stored"
+        );
+    }
+
+    #[test]
+    fn the_end_is_reached_past_a_transaction_marker_or_in_an_emptied_partition() {
+        let p = positions(&[(0, Some(9)), (1, None)]);
+        // Partition 0 ends with a marker at 9; retention emptied partition 1.
+        let marks: HashMap<i32, (i64, i64)> = [(0, (0, 10)), (1, (6, 6))].into_iter().collect();
+        assert!(!p.reached(&marks, &HashMap::new()), "the marker is not passed yet");
+        assert!(!p.reached(&marks, &[(0, 9)].into_iter().collect()));
+        assert!(p.reached(&marks, &[(0, 10)].into_iter().collect()));
     }
 }

@@ -185,6 +185,51 @@ ca = "{ca}"
         out
     }
 
+    /// The group as the coordinator describes it, for a failure message:
+    /// its state, protocol, and each member with its client, host and
+    /// partitions; or why it could not be read.
+    pub fn describe_group(&self, group: &str) -> String {
+        let consumer: BaseConsumer = match host::kafka::client_config(&self.kafka())
+            .expect("client config")
+            .set("group.id", unique("describe"))
+            .create()
+        {
+            Ok(c) => c,
+            Err(e) => return format!("cannot create a client: {e}"),
+        };
+        let list = match consumer.fetch_group_list(Some(group), Duration::from_secs(10)) {
+            Ok(list) => list,
+            Err(e) => return format!("cannot describe group {group}: {e}"),
+        };
+        list.groups()
+            .iter()
+            .map(|g| {
+                let members: Vec<String> = g
+                    .members()
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} ({} at {}) holds {:?}",
+                            m.id(),
+                            m.client_id(),
+                            m.client_host(),
+                            m.assignment().map(assigned_partitions).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                format!(
+                    "group {} state {} protocol {}/{}: [{}]",
+                    g.name(),
+                    g.state(),
+                    g.protocol_type(),
+                    g.protocol(),
+                    members.join("; ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// A blocking client of this stack's PostgreSQL.
     pub fn db(&self) -> Pg {
         let rt = tokio::runtime::Builder::new_multi_thread()

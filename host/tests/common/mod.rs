@@ -409,10 +409,16 @@ pub struct Running {
 
 impl Running {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// `host ARGS` with extra environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("{}.log", unique("host")));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_host"))
             .args(args)
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(file)
             .spawn()
@@ -458,6 +464,32 @@ impl Running {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
         self.wait(Duration::from_secs(60))
+    }
+}
+
+/// A test that fails (or forgets) leaves no host behind: the process is
+/// killed and reaped when its handle goes, unless it has ended already.
+impl Drop for Running {
+    fn drop(&mut self) {
+        reap(&mut self.child);
+    }
+}
+
+/// Kills a child that still runs and waits for it.
+fn reap(child: &mut std::process::Child) {
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A child process that is killed and reaped when the guard goes (a panic
+/// in the test included).
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        reap(&mut self.0);
     }
 }
 
@@ -563,12 +595,15 @@ pub fn consume_through_sigkills(
 ) -> Vec<i64> {
     let mut at_kills = Vec::new();
     for _ in 0..kills {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(["consume", pipeline, "--once", "--quiet"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn host");
+        let mut guard = Reaped(
+            Command::new(env!("CARGO_BIN_EXE_host"))
+                .args(["consume", pipeline, "--once", "--quiet"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn host"),
+        );
+        let child = &mut guard.0;
         let before = progress();
         let started = Instant::now();
         while progress() == before
