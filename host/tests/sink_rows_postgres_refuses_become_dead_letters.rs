@@ -1,5 +1,6 @@
 //! Rows PostgreSQL refuses for their data (NOT NULL, CHECK, `numeric(5,2)`,
-//! `varchar(5)`, a trigger that raises, a unique index, a foreign key), in
+//! `varchar(5)`, a trigger that raises, a unique index, a foreign key, a row
+//! whose write reports `statement_timeout`), in
 //! append and upsert sinks: a few culprits at random offsets among a few
 //! thousand messages become dead letters with PostgreSQL's reason, every
 //! other message is stored, and the stored offset reaches the end; one run

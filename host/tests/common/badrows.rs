@@ -16,9 +16,13 @@ pub enum Rule {
     Trigger,
     Unique,
     ForeignKey,
+    /// A row whose write always hits `statement_timeout`. PostgreSQL reports
+    /// it as SQLSTATE 57014; the sink's 60 s timeout would make each attempt
+    /// take a minute, so a trigger raises that SQLSTATE for the row instead.
+    Timeout,
 }
 
-pub const RULES: [Rule; 7] = [
+pub const RULES: [Rule; 8] = [
     Rule::NotNull,
     Rule::Check,
     Rule::NumericOverflow,
@@ -26,6 +30,7 @@ pub const RULES: [Rule; 7] = [
     Rule::Trigger,
     Rule::Unique,
     Rule::ForeignKey,
+    Rule::Timeout,
 ];
 
 /// The mapper's columns: looser than every table below.
@@ -53,7 +58,7 @@ impl Rule {
             ),
             Rule::NumericOverflow => ("text", "numeric(5,2)", "text", String::new()),
             Rule::VarcharTooLong => ("varchar(5)", "numeric", "text", String::new()),
-            Rule::Trigger | Rule::Unique => ("text", "numeric", "text", String::new()),
+            Rule::Trigger | Rule::Unique | Rule::Timeout => ("text", "numeric", "text", String::new()),
             Rule::ForeignKey => ("text", "numeric", "text", format!(" REFERENCES \"{parent}\" (id)")),
         };
         if self == Rule::ForeignKey {
@@ -76,6 +81,11 @@ impl Rule {
                  BEGIN IF NEW.v = 'boom' THEN RAISE EXCEPTION 'value % refused by the guard trigger', NEW.v; END IF; RETURN NEW; END $$;
                  CREATE TRIGGER guard BEFORE INSERT OR UPDATE ON \"{table}\" FOR EACH ROW EXECUTE FUNCTION \"{table}_guard\"()"
             )),
+            Rule::Timeout => db.execute(&format!(
+                "CREATE FUNCTION \"{table}_slow\"() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN IF NEW.v = 'slow' THEN RAISE EXCEPTION 'canceling statement due to statement timeout' USING ERRCODE = 'query_canceled'; END IF; RETURN NEW; END $$;
+                 CREATE TRIGGER slow BEFORE INSERT OR UPDATE ON \"{table}\" FOR EACH ROW EXECUTE FUNCTION \"{table}_slow\"()"
+            )),
             _ => {}
         }
     }
@@ -97,6 +107,7 @@ impl Rule {
                 Rule::NumericOverflow => price = "\"12345.678\"".into(),
                 Rule::VarcharTooLong => v = "\"much too long\"".into(),
                 Rule::Trigger => v = "\"boom\"".into(),
+                Rule::Timeout => v = "\"slow\"".into(),
                 Rule::Unique => code = format!("\"c{clash}\""),
                 Rule::ForeignKey => parent = "999".into(),
             }
@@ -112,6 +123,7 @@ impl Rule {
             Rule::NumericOverflow => "numeric field overflow",
             Rule::VarcharTooLong => "value too long for type character varying(5)",
             Rule::Trigger => "refused by the guard trigger",
+            Rule::Timeout => "statement timeout",
             Rule::Unique => "duplicate key value violates unique constraint",
             Rule::ForeignKey => "violates foreign key constraint",
         }
