@@ -184,19 +184,24 @@ fn prepare_dir(dir: &Path) -> Result<(), SlotError> {
     Ok(())
 }
 
-fn claim_slot_in(dir: &Path, host: &str) -> Result<(u32, File), SlotError> {
+/// Opens (creating, 0600) a lock file; a link planted in its place is
+/// refused, not followed.
+fn open_lock_file(path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn claim_slot_in(dir: &Path, host: &str) -> Result<(u32, File), SlotError> {
     prepare_dir(dir)?;
     for slot in 0..MAX_SLOTS {
         let path = dir.join(format!("{host}.{slot}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            // A link planted in place of a lock file is refused, not followed.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path);
+        let file = open_lock_file(&path);
         let file = match file {
             Ok(f) => f,
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
@@ -241,19 +246,11 @@ impl IdHold {
     /// Claims `id` for this process; a claim that cannot be made (an
     /// unwritable temporary folder) only loses the check.
     pub fn claim(id: &str) -> Self {
-        use std::os::unix::fs::OpenOptionsExt as _;
         let dir = lock_dir();
         let prefix = format!("id.{}.", escape(id));
         let lock = prepare_dir(&dir).ok().and_then(|()| {
             let path = dir.join(format!("{prefix}{}.lock", std::process::id()));
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .ok()?;
+            let file = open_lock_file(&path).ok()?;
             file.try_lock().ok().map(|()| file)
         });
         if lock.is_none() {
