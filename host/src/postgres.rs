@@ -208,13 +208,33 @@ pub async fn ensure_host_tables(client: &Client) -> anyhow::Result<()> {
         .context("cannot create the host's tables (offsets, dead letters)")
 }
 
-/// Runs DDL that may race with another host doing the same.
-async fn batch_ddl(client: &Client, sql: &str) -> anyhow::Result<()> {
-    match client.batch_execute(sql).await {
+/// Advisory lock key every host takes around its DDL ("wasm" in ASCII).
+const DDL_LOCK: i64 = 0x7761_736d;
+
+/// Runs DDL that may race with another host doing the same: in one
+/// transaction under a transaction-level advisory lock, so a second host
+/// waits for the first to commit and its `IF NOT EXISTS` then sees the table
+/// (without the lock, two concurrent `CREATE TABLE IF NOT EXISTS` can fail
+/// with "type ... already exists").
+pub(crate) async fn batch_ddl(client: &Client, sql: &str) -> anyhow::Result<()> {
+    let wrapped = format!("BEGIN; SELECT pg_advisory_xact_lock({DDL_LOCK}); {sql}; COMMIT;");
+    match client.batch_execute(&wrapped).await {
         Ok(()) => Ok(()),
-        // Two hosts creating the same table at once: the loser sees a unique violation.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            // An error leaves the explicit transaction open and aborted.
+            let _ = client.batch_execute("ROLLBACK").await;
+            use tokio_postgres::error::SqlState;
+            // Something other than a host (no advisory lock) created it first.
+            let raced = [
+                SqlState::UNIQUE_VIOLATION,
+                SqlState::DUPLICATE_TABLE,
+                SqlState::DUPLICATE_OBJECT,
+            ];
+            match e.code() {
+                Some(code) if raced.contains(code) => Ok(()),
+                _ => Err(e.into()),
+            }
+        }
     }
 }
 
@@ -330,8 +350,7 @@ pub async fn ensure_sink_table(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        client
-            .batch_execute(&sql)
+        batch_ddl(client, &sql)
             .await
             .with_context(|| format!("cannot add columns to table {table:?}"))?;
         let names: Vec<&str> = added.iter().map(|c| c.name.as_str()).collect();

@@ -6,7 +6,7 @@ mod common;
 
 use common::chaos::SHARED;
 use common::{Running, SinkPipeline, unique};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const MESSAGES: i64 = 6_000;
 
@@ -24,19 +24,22 @@ fn three_processes_each_hold_two_of_six_partitions() {
     let path = path.to_str().expect("utf-8 path");
     common::host_ok(&["produce", path, "--quiet"]);
 
-    let hosts: Vec<Running> = (0..3)
+    let mut hosts: Vec<Running> = (0..3)
         .map(|_| Running::start(&["consume", path, "--topic", &topic, "--quiet"]))
         .collect();
     let group = format!("wasm-stream-{table}");
     let mut members = Vec::new();
-    let settled = (0..1200).any(|_| {
+    // Bounded by time, not by polls: one look at the group can take seconds.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut settled = false;
+    while Instant::now() < deadline && !hosts.iter_mut().any(|h| h.exited().is_some()) {
         members = SHARED.group_members(&group);
-        let ok = members.len() == 3 && members.iter().all(|(_, p)| p.len() == 2);
-        if !ok {
-            std::thread::sleep(Duration::from_millis(100));
+        settled = members.len() == 3 && members.iter().all(|(_, p)| p.len() == 2);
+        if settled {
+            break;
         }
-        ok
-    });
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let logs: Vec<String> = hosts.iter().map(Running::log).collect();
     assert!(
         settled,

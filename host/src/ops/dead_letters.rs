@@ -118,12 +118,12 @@ pub async fn connect(pipeline: &Pipeline) -> anyhow::Result<Client> {
         .await?
         .is_some();
     if !has {
-        client
-            .batch_execute(&format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS replays integer NOT NULL DEFAULT 0,
-                 ADD COLUMN IF NOT EXISTS replayed_at timestamptz",
-                ident(DEAD_LETTERS_TABLE)
-            ))
+        let sql = format!(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS replays integer NOT NULL DEFAULT 0,
+             ADD COLUMN IF NOT EXISTS replayed_at timestamptz",
+            ident(DEAD_LETTERS_TABLE)
+        );
+        postgres::batch_ddl(&client, &sql)
             .await
             .context("cannot add the replay columns to the dead-letter table")?;
     }

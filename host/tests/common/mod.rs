@@ -443,6 +443,11 @@ impl Running {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// How the host ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
     /// Waits for the host to exit by itself; panics with its log past `limit`.
     pub fn wait(mut self, limit: Duration) -> String {
         let deadline = Instant::now() + limit;
