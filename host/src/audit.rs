@@ -295,6 +295,7 @@ pub fn spawn_periodic(
     let shared = latest.clone();
     let task = tokio::spawn(async move {
         let checks = CheckSet::new(runtime, &pipeline.checks);
+        checks.preload().await;
         let start = tokio::time::Instant::now() + interval;
         let mut tick = tokio::time::interval_at(start, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -42,12 +42,29 @@ fn status_reports_the_rows_and_whether_the_host_runs() {
             .any(|l| l.contains("rows") && l.contains(&table) && l.contains(" 12 ")),
         "{text}"
     );
+    // The generator's count is done: not running, and what it produced.
+    wait_for("the generator finished", Duration::from_secs(30), || {
+        let out = host(&["status", path, "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .is_ok_and(|s| s["generators"][0]["running"] == false)
+    });
+    let out = host(&["status", path, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(s["generators"][0]["produced"], 12, "{s:#}");
+    let text = String::from_utf8_lossy(&host(&["status", path]).stdout).into_owned();
+    assert!(text.contains("not running; produced 12 in its last run"), "{text}");
     running.terminate();
 
     let out = host(&["status", path, "--json"]);
     assert_eq!(out.status.code(), Some(2), "no host runs now");
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(s["host_running"], false);
+    // No host runs it: what it produced is not known here (not `produced 0`).
+    assert_eq!(s["generators"][0]["running"], false);
+    assert!(s["generators"][0]["produced"].is_null(), "{s:#}");
+    let text = String::from_utf8_lossy(&host(&["status", path]).stdout).into_owned();
+    assert!(text.contains("not running; produced: unknown"), "{text}");
+    assert!(!text.contains("produced 0"), "{text}");
     assert_eq!(s["postgres"]["ok"], true);
     assert_eq!(s["kafka"]["ok"], true);
     assert_eq!(s["sinks"][0]["table_rows"], 12);

@@ -6,56 +6,8 @@ mod common;
 mod ops_support;
 
 use common::{Db, Running, plugin, repo_root, unique, wait_for, write_pipeline};
-use ops_support::{count_rows, free_port, wait_for_code};
-use std::process::Command;
+use ops_support::{count_rows, free_port, headless, wait_for_code};
 use std::time::Duration;
-
-/// Debian's `chromium` (`scripts/local-stack up` installs it), or `$CHROMIUM`.
-fn chromium() -> String {
-    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_string());
-    let found = Command::new(&bin)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{bin} not found: install it with `scripts/local-stack up` (or apt-get install chromium), or set CHROMIUM"
-    );
-    bin
-}
-
-/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
-fn headless(url: &str, extra: &[&str]) -> String {
-    let profile = std::env::temp_dir().join(unique("chromium_profile"));
-    let out = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1280,900",
-            // Lets the page's script fetch /status and render before the dump.
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run chromium");
-    let _ = std::fs::remove_dir_all(&profile);
-    assert!(
-        out.status.success(),
-        "chromium failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn the_page_shows_each_sink_and_the_rows_postgres_holds() {

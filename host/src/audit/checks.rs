@@ -58,6 +58,34 @@ impl CheckSet {
         }
     }
 
+    /// Loads every plugin not loaded yet, so the status shows them before the
+    /// first round (a failure is tried again, and reported, by the round).
+    pub async fn preload(&self) {
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut slots = this.slots.lock().unwrap_or_else(|p| p.into_inner());
+            for slot in slots.iter_mut().filter(|s| s.plugin.is_none()) {
+                let name = format!("check {}", slot.config.name);
+                let _ = this.load(&name, slot);
+            }
+        })
+        .await;
+    }
+
+    /// Loads a slot's plugin and records the outcome for the status page.
+    fn load<'a>(&self, name: &str, slot: &'a mut Slot) -> Result<&'a mut Plugin<CheckWorld>, String> {
+        match self.runtime.load::<CheckWorld>(name, &slot.config.plugin, None) {
+            Ok(p) => {
+                crate::ops::plugin_live::loaded(&p);
+                Ok(slot.plugin.insert(p))
+            }
+            Err(e) => {
+                crate::ops::plugin_live::refused_unit(name, &slot.config.plugin.path, &e.to_string());
+                Err(e.to_string())
+            }
+        }
+    }
+
     fn run_blocking(&self, snapshot: &Snapshot) -> Vec<Finding> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if slots.is_empty() {
@@ -72,10 +100,10 @@ impl CheckSet {
             let name = format!("check {}", slot.config.name);
             let plugin = match &mut slot.plugin {
                 Some(p) => p,
-                None => match self.runtime.load::<CheckWorld>(&name, &slot.config.plugin, None) {
-                    Ok(p) => slot.plugin.insert(p),
+                None => match self.load(&name, slot) {
+                    Ok(p) => p,
                     Err(e) => {
-                        findings.push(about_plugin(&name, e.to_string()));
+                        findings.push(about_plugin(&name, e));
                         continue;
                     }
                 },

@@ -185,8 +185,10 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>>
             json(code, &serde_json::json!({ "ready": why.is_empty(), "not_ready": why }))
         }
         "/status" => {
+            // The pipeline as it runs now, after any reload.
+            let pipeline = state::pipeline().unwrap_or_else(|| shared.pipeline.clone());
             let pg = shared.pg.lock().await;
-            let s = status::build(&shared.pipeline, pg.as_ref(), None, None, true).await;
+            let s = status::build(&pipeline, pg.as_ref(), None, None, true).await;
             json(StatusCode::OK, &s)
         }
         "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),

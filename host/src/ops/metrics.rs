@@ -347,17 +347,48 @@ pub fn plugin_call(name: &str, took: Duration, error: Option<&crate::plugins::Pl
     }
 }
 
-/// A plugin reload: ok, or failed with the reason the status page shows.
-pub fn reload(plugin: &str, hash: &str, error: Option<String>) {
+/// A changed plugin file: swapped in (bytes `hash`), or refused with the
+/// reason the status page shows until a later load of it succeeds.
+pub fn reload(path: &std::path::Path, hash: &str, error: Option<String>) {
     METRICS
         .reloads
         .get_or_create(&ReloadLabels {
-            plugin: plugin.to_string(),
+            plugin: path.display().to_string(),
             hash: hash.to_string(),
             result: if error.is_some() { "failed" } else { "ok" },
         })
         .inc();
-    super::state::plugin_reloaded(plugin, hash, error);
+    match error {
+        Some(e) => super::plugin_live::refused_file(path, hash, &e),
+        None => super::plugin_live::file_runs(path, hash, true),
+    }
+}
+
+/// A plugin's health since the host started: (calls, traps, timeouts), and
+/// for a sink's mapper the messages it dead-lettered.
+pub fn plugin_health(name: &str) -> (u64, u64, u64, Option<u64>) {
+    let m = &*METRICS;
+    let l = PluginLabels {
+        plugin: name.to_string(),
+    };
+    let count = |f: &Family<PluginLabels, Counter>| f.get(&l).map_or(0, |c| c.get());
+    let dead = name
+        .strip_prefix("sink ")
+        .map(|s| m.sink_dead_letters.get(&sink(s)).map_or(0, |c| c.get()));
+    (count(&m.plugin_calls), count(&m.plugin_traps), count(&m.plugin_timeouts), dead)
+}
+
+/// A sink left the pipeline: its per-partition gauges go with it.
+pub fn sink_removed(name: &str, partitions: &[i32]) {
+    for p in partitions {
+        let l = PartitionLabels {
+            sink: name.to_string(),
+            partition: *p,
+        };
+        METRICS.sink_lag.remove(&l);
+        METRICS.sink_stored_offset.remove(&l);
+    }
+    METRICS.sink_stuck_seconds.remove(&sink(name));
 }
 
 /// Sets the lag of a sink's partition.

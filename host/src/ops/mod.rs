@@ -6,6 +6,8 @@ pub mod dead_letters;
 pub mod http;
 mod http_guard;
 pub mod metrics;
+pub mod plugin_live;
 pub mod row_counts;
 pub mod state;
 pub mod status;
+mod status_text;

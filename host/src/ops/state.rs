@@ -4,8 +4,9 @@
 //! register themselves when they start and leave when they stop.
 
 use crate::audit::Finding;
+use crate::config::Pipeline;
 use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -47,15 +48,6 @@ pub struct GeneratorLive {
     pub delivery_errors: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct PluginLive {
-    pub path: String,
-    pub hash: String,
-    /// Unix ms of the load (or of the last successful reload).
-    pub loaded_at_ms: u64,
-    pub last_reload_error: Option<String>,
-}
-
 /// Reachability of an outside system, as last probed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Reach {
@@ -70,7 +62,9 @@ pub struct Live {
     pub sinks: BTreeMap<String, SinkLive>,
     pub generators: BTreeMap<String, GeneratorLive>,
     /// By plugin name (`sink favorite_languages`, `generator langs`).
-    pub plugins: BTreeMap<String, PluginLive>,
+    pub plugins: BTreeMap<String, super::plugin_live::PluginLive>,
+    /// The pipeline as it runs now (after every reload); `None` before the start.
+    pub pipeline: Option<Pipeline>,
     pub postgres: Reach,
     pub kafka: Reach,
     pub findings: Option<Arc<Mutex<Vec<Finding>>>>,
@@ -196,34 +190,36 @@ pub fn problem(unit: &str, what: Option<String>) {
     };
 }
 
-/// A plugin was loaded (at start, by a reload, or by a changed pipeline file).
-pub fn plugin_loaded(name: &str, path: &std::path::Path, hash: &str) {
-    lock().plugins.insert(
-        name.to_string(),
-        PluginLive {
-            path: path.display().to_string(),
-            hash: hash.to_string(),
-            loaded_at_ms: now_ms(),
-            last_reload_error: None,
-        },
-    );
+/// The pipeline runs as `pipeline` says from now on: what it no longer
+/// names (a sink or generator removed, their plugins) leaves the status.
+pub fn set_pipeline(pipeline: &Pipeline) {
+    let names: BTreeSet<String> = pipeline
+        .generators
+        .iter()
+        .map(|g| format!("generator {}", g.name))
+        .chain(pipeline.sinks.iter().map(|s| format!("sink {}", s.name)))
+        .chain(pipeline.checks.iter().map(|c| format!("check {}", c.name)))
+        .collect();
+    super::plugin_live::retain(&names);
+    let mut live = lock();
+    let gone: Vec<(String, Vec<i32>)> = live
+        .sinks
+        .iter()
+        .filter(|(name, _)| !pipeline.sinks.iter().any(|s| &s.name == *name))
+        .map(|(name, s)| (name.clone(), s.end.keys().chain(s.stored.keys()).copied().collect()))
+        .collect();
+    for (name, partitions) in gone {
+        live.sinks.remove(&name);
+        super::metrics::sink_removed(&name, &partitions);
+    }
+    live.generators
+        .retain(|name, _| pipeline.generators.iter().any(|g| &g.name == name));
+    live.pipeline = Some(pipeline.clone());
 }
 
-/// A reload of the plugins at `path_or_name` ended; a failure is kept until the next success.
-pub(super) fn plugin_reloaded(path_or_name: &str, hash: &str, error: Option<String>) {
-    let mut live = lock();
-    for (name, p) in live.plugins.iter_mut() {
-        if name == path_or_name || p.path == path_or_name {
-            match &error {
-                Some(e) => p.last_reload_error = Some(format!("{hash}: {e}")),
-                None => {
-                    p.last_reload_error = None;
-                    p.hash = hash.to_string();
-                    p.loaded_at_ms = now_ms();
-                }
-            }
-        }
-    }
+/// The pipeline as the host runs it now (`None`: no pipeline started).
+pub fn pipeline() -> Option<Pipeline> {
+    lock().pipeline.clone()
 }
 
 /// The periodic audit's latest findings (replaced when the audit restarts).

@@ -14,6 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tokio_postgres::Client;
 
+pub use super::status_text::render;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub pipeline: String,
@@ -59,6 +61,16 @@ pub struct SinkStatus {
     pub partitions: Vec<PartitionStatus>,
     /// (unix ms, rows per second), oldest first.
     pub throughput: Vec<(u64, f64)>,
+    /// The most frequent reasons among its recent dead letters, most frequent first.
+    #[serde(default)]
+    pub dead_letter_reasons: Vec<ReasonCount>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReasonCount {
+    /// The reason's first line.
+    pub reason: String,
+    pub count: i64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -74,8 +86,10 @@ pub struct GeneratorStatus {
     pub name: String,
     pub topic: String,
     pub running: bool,
-    pub produced: u64,
-    pub delivery_errors: u64,
+    /// Messages Kafka acknowledged in its current run, or its last one in
+    /// this host; `None`: unknown (no host runs it).
+    pub produced: Option<u64>,
+    pub delivery_errors: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -83,8 +97,33 @@ pub struct PluginStatus {
     pub name: String,
     pub path: String,
     pub hash: String,
+    /// `generator`, `mapper` or `check`; `None`: not loaded.
+    #[serde(default)]
+    pub world: Option<String>,
+    /// The plugin contract version it targets.
+    #[serde(default)]
+    pub contract: Option<String>,
     pub loaded_at_ms: Option<u64>,
+    /// Why it is not loaded, when it is not.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// The last reload that failed (cleared by a later successful load).
     pub last_reload_error: Option<String>,
+    #[serde(default)]
+    pub last_reload_error_at_ms: Option<u64>,
+    /// Hash of the bytes that reload refused.
+    #[serde(default)]
+    pub last_reload_error_hash: Option<String>,
+    /// Since the host started (`None`: not running).
+    #[serde(default)]
+    pub calls: Option<u64>,
+    #[serde(default)]
+    pub traps: Option<u64>,
+    #[serde(default)]
+    pub timeouts: Option<u64>,
+    /// A mapper's: the messages its sink dead-lettered since the host started.
+    #[serde(default)]
+    pub dead_letters: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -102,6 +141,36 @@ struct Stored {
     /// `None`: the count ran out of time (a huge dead-letter table).
     dead: Option<HashMap<String, i64>>,
     offsets: HashMap<(String, String), BTreeMap<i32, i64>>,
+    reasons: HashMap<String, Vec<ReasonCount>>,
+}
+
+/// Recent dead letters (the last this many of all sinks) whose reasons are counted.
+const RECENT_DEAD_LETTERS: i64 = 5000;
+/// Reasons shown per sink.
+const TOP_REASONS: i64 = 5;
+
+/// The most frequent first lines of reason among the recent dead letters, per sink.
+async fn read_reasons(client: &Client) -> Result<HashMap<String, Vec<ReasonCount>>, tokio_postgres::Error> {
+    let query = format!(
+        "SELECT sink, reason, n FROM (\
+           SELECT sink, reason, count(*) AS n, \
+                  row_number() OVER (PARTITION BY sink ORDER BY count(*) DESC, reason) AS rank \
+           FROM (SELECT sink, left(split_part(reason, E'\\n', 1), 300) AS reason FROM {dl} \
+                 WHERE id > (SELECT coalesce(max(id), 0) - {RECENT_DEAD_LETTERS} FROM {dl})) recent \
+           GROUP BY sink, reason) ranked \
+         WHERE rank <= {TOP_REASONS} ORDER BY sink, n DESC, reason",
+        dl = ident(DEAD_LETTERS_TABLE)
+    );
+    let mut out: HashMap<String, Vec<ReasonCount>> = HashMap::new();
+    for r in row_counts::bounded(client, &query).await? {
+        if let (Some(sink), Some(reason), Some(Ok(count))) = (r.first(), r.get(1), r.get(2).map(|n| n.parse())) {
+            out.entry(sink.clone()).or_default().push(ReasonCount {
+                reason: reason.clone(),
+                count,
+            });
+        }
+    }
+    Ok(out)
 }
 
 async fn read_stored(client: &Client, pipeline: &Pipeline) -> anyhow::Result<Stored> {
@@ -126,6 +195,12 @@ async fn read_stored(client: &Client, pipeline: &Pipeline) -> anyhow::Result<Sto
                 None
             }
         };
+        if out.dead.as_ref().is_none_or(|d| d.values().any(|n| *n > 0)) {
+            out.reasons = read_reasons(client).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "dead letter reasons ran out of time");
+                HashMap::new()
+            });
+        }
     }
     if postgres::table_exists(client, OFFSETS_TABLE).await? {
         for r in client
@@ -224,7 +299,12 @@ pub async fn build(
 
     let mut sinks = Vec::new();
     for s in &pipeline.sinks {
-        let running = l.sinks.get(&s.name);
+        // What runs under this name now; a sink that ran with another table
+        // or topic (before a reload) says nothing about this one.
+        let running = l
+            .sinks
+            .get(&s.name)
+            .filter(|r| r.table == s.table.as_str() && r.topic == s.topic.as_str());
         let stored_offsets = stored
             .as_ref()
             .and_then(|st| st.offsets.get(&(s.table.to_string(), s.topic.to_string())).cloned())
@@ -271,6 +351,10 @@ pub async fn build(
             throughput: running
                 .map(|r| r.throughput.iter().copied().collect())
                 .unwrap_or_default(),
+            dead_letter_reasons: stored
+                .as_ref()
+                .and_then(|st| st.reasons.get(&s.name).cloned())
+                .unwrap_or_default(),
         });
     }
     let generators = pipeline
@@ -282,20 +366,33 @@ pub async fn build(
                 name: g.name.clone(),
                 topic: g.topic.to_string(),
                 running: running.is_some_and(|r| !r.finished),
-                produced: running.map_or(0, |r| r.produced),
-                delivery_errors: running.map_or(0, |r| r.delivery_errors),
+                produced: running.map(|r| r.produced),
+                delivery_errors: running.map(|r| r.delivery_errors),
             }
         })
         .collect();
     let mut plugins: Vec<PluginStatus> = l
         .plugins
         .iter()
-        .map(|(name, p)| PluginStatus {
-            name: name.clone(),
-            path: p.path.clone(),
-            hash: p.hash.clone(),
-            loaded_at_ms: Some(p.loaded_at_ms),
-            last_reload_error: p.last_reload_error.clone(),
+        .map(|(name, p)| {
+            let (calls, traps, timeouts, dead_letters) = super::metrics::plugin_health(name);
+            let loaded = p.loaded_at_ms.is_some();
+            PluginStatus {
+                name: name.clone(),
+                path: p.path.clone(),
+                hash: p.hash.clone(),
+                world: p.world.clone(),
+                contract: p.contract.clone(),
+                loaded_at_ms: p.loaded_at_ms,
+                note: p.note.clone(),
+                last_reload_error: p.reload_error.as_ref().map(|e| e.message.clone()),
+                last_reload_error_at_ms: p.reload_error.as_ref().map(|e| e.at_ms),
+                last_reload_error_hash: p.reload_error.as_ref().and_then(|e| e.hash.clone()),
+                calls: loaded.then_some(calls),
+                traps: loaded.then_some(traps),
+                timeouts: loaded.then_some(timeouts),
+                dead_letters: dead_letters.filter(|_| loaded),
+            }
         })
         .collect();
     if !live {
@@ -322,8 +419,8 @@ pub async fn build(
                 hash: std::fs::read(path)
                     .map(|b| crate::plugins::content_hash(&b))
                     .unwrap_or_else(|e| format!("unreadable: {e}")),
-                loaded_at_ms: None,
-                last_reload_error: None,
+                note: Some("no host is running it".to_string()),
+                ..Default::default()
             })
             .collect();
     }
@@ -380,94 +477,4 @@ pub async fn offline(pipeline: &Pipeline) -> Status {
     topics.dedup();
     let ends = end_offsets(pipeline, topics, timeout).await;
     build(pipeline, client.as_ref(), pg_error, Some(ends), false).await
-}
-
-/// The status as text, for terminals.
-pub fn render(s: &Status) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let reach = |r: &Reachability| match (r.ok, &r.error) {
-        (Some(true), _) => "ok".to_string(),
-        (Some(false), e) => format!("UNREACHABLE: {}", e.as_deref().unwrap_or("")),
-        (None, _) => "not checked".to_string(),
-    };
-    let _ = writeln!(out, "Pipeline {} (host {})", s.pipeline, s.version);
-    let state = if !s.host_running {
-        "not running"
-    } else if s.ready {
-        "running, ready"
-    } else {
-        "running, NOT READY"
-    };
-    let _ = writeln!(out, "  host: {state}");
-    for why in &s.not_ready {
-        let _ = writeln!(out, "    - {why}");
-    }
-    let _ = writeln!(out, "  PostgreSQL: {}", reach(&s.postgres));
-    let _ = writeln!(out, "  Kafka: {}", reach(&s.kafka));
-    let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
-    let _ = writeln!(out, "\nSinks");
-    let _ = writeln!(
-        out,
-        "  {:<24} {:<20} {:<24} {:>10} {:>12} {:>10}",
-        "SINK", "TOPIC", "TABLE", "ROWS", "DEAD LETTERS", "ROWS/S"
-    );
-    for k in &s.sinks {
-        let rate = k.throughput.last().map_or("-".to_string(), |(_, r)| format!("{r:.0}"));
-        let _ = writeln!(
-            out,
-            "  {:<24} {:<20} {:<24} {:>10} {:>12} {:>10}",
-            k.name,
-            k.topic,
-            k.table,
-            match (k.table_rows, k.table_rows_kind) {
-                // `~`: PostgreSQL's estimate, the table being large.
-                (Some(n), Some(row_counts::Kind::Estimate)) => format!("~{n}"),
-                (n, _) => opt(n),
-            },
-            opt(k.dead_letters),
-            rate
-        );
-        for p in &k.partitions {
-            let _ = writeln!(
-                out,
-                "      partition {:<4} stored {:>10}  end {:>10}  lag {:>8}",
-                p.partition,
-                opt(p.stored),
-                opt(p.end),
-                opt(p.lag)
-            );
-        }
-    }
-    if !s.generators.is_empty() {
-        let _ = writeln!(out, "\nGenerators");
-        for g in &s.generators {
-            let _ = writeln!(
-                out,
-                "  {:<24} topic {:<20} produced {:>10}  delivery errors {}",
-                g.name, g.topic, g.produced, g.delivery_errors
-            );
-        }
-    }
-    let _ = writeln!(out, "\nPlugins");
-    for p in &s.plugins {
-        let _ = writeln!(out, "  {:<32} {} (hash {})", p.name, p.path, p.hash);
-        if let Some(e) = &p.last_reload_error {
-            let _ = writeln!(out, "      last reload error: {e}");
-        }
-    }
-    if !s.findings.is_empty() {
-        let _ = writeln!(out, "\nLatest audit findings");
-        for f in &s.findings {
-            let _ = writeln!(
-                out,
-                "  {:<8} {}: {}  [{}]",
-                f.severity.to_uppercase(),
-                f.subject,
-                f.message,
-                f.source
-            );
-        }
-    }
-    out
 }

@@ -67,10 +67,11 @@ impl Instance {
         }
     }
 
-    fn name(&self) -> &str {
+    /// Shows the instance on the status page as the one its unit runs.
+    fn record(&self) {
         match self {
-            Instance::Generator(p) => p.name(),
-            Instance::Mapper(p) => p.name(),
+            Instance::Generator(p) => crate::ops::plugin_live::loaded(p),
+            Instance::Mapper(p) => crate::ops::plugin_live::loaded(p),
         }
     }
 }
@@ -203,6 +204,7 @@ impl Supervisor {
     /// topics in use, and starts every generator and sink the options select.
     pub async fn start(runtime: Runtime, pipeline: Pipeline, options: RunOptions) -> anyhow::Result<Self> {
         let (generators_done, _) = watch::channel(false);
+        crate::ops::state::set_pipeline(&pipeline);
         let mut sup = Self {
             runtime,
             pipeline_text: std::fs::read_to_string(&pipeline.path).ok(),
@@ -256,6 +258,7 @@ impl Supervisor {
             };
             sup.running_hashes
                 .insert(normalize(instance.path()), instance.hash().to_string());
+            instance.record();
             loaded.push((unit, instance));
         }
         sup.create_topics(&pipeline).await?;
@@ -272,7 +275,15 @@ impl Supervisor {
     /// runs the whole pipeline and the audit is on. Records the check plugins'
     /// hashes either way: they run from these bytes now.
     fn restart_audit(&mut self) {
+        let whole = self.options.generators && self.options.sinks && self.options.topic.is_none();
+        let audits = whole && self.pipeline.audit.interval.is_some();
         for check in &self.pipeline.checks {
+            let note = if audits {
+                "loading (the periodic audit loads it)"
+            } else {
+                "not loaded: only the periodic audit of `host run` (the whole pipeline, [audit] interval_ms > 0) runs checks"
+            };
+            crate::ops::plugin_live::declared(&format!("check {}", check.name), &check.plugin.path, note);
             if let Ok(bytes) = std::fs::read(&check.plugin.path) {
                 self.running_hashes
                     .insert(normalize(&check.plugin.path), content_hash(&bytes));
@@ -282,7 +293,6 @@ impl Supervisor {
             let _ = old.stop.send(true);
             old.task.abort();
         }
-        let whole = self.options.generators && self.options.sinks && self.options.topic.is_none();
         let Some(interval) = self
             .pipeline
             .audit
@@ -342,7 +352,7 @@ impl Supervisor {
         .await??;
         self.running_hashes
             .insert(normalize(instance.path()), instance.hash().to_string());
-        crate::ops::state::plugin_loaded(instance.name(), instance.path(), instance.hash());
+        instance.record();
         Ok(instance)
     }
 
@@ -516,7 +526,13 @@ impl Supervisor {
             tracing::error!(error = %format!("{e:#}"), "cannot create the topics of the new pipeline");
         }
         let actions = plan::pipeline_changed(&old, &new, &self.running(), &self.options);
+        let audit_restarts = actions.contains(&Action::RestartAudit);
         self.execute(actions, &current, Source::Files).await;
+        crate::ops::state::set_pipeline(&self.pipeline);
+        if !audit_restarts && (old.sinks != new.sinks || old.generators != new.generators || old.topics != new.topics) {
+            // The audit judges the pipeline it was started with: give it the new one.
+            self.restart_audit();
+        }
     }
 
     /// A plugin file changed: compile it once per world that uses it, make one
@@ -534,6 +550,10 @@ impl Supervisor {
         let old_hash = self.running_hashes.get(path).cloned();
         let seen = self.seen_hashes.insert(path.to_path_buf(), hash.clone());
         if !plan::file_is_new(&hash, old_hash.as_deref(), seen.as_deref()) {
+            if old_hash.as_deref() == Some(hash.as_str()) {
+                // Back to the bytes that run (after a refused change, say).
+                crate::ops::plugin_live::file_runs(path, &hash, false);
+            }
             return;
         }
         let actions = plan::plugin_file_changed(&self.pipeline, &self.running(), path);
@@ -548,7 +568,7 @@ impl Supervisor {
         let pipeline = self.pipeline.clone();
         let swapped = self.execute(actions, &pipeline, source).await;
         if swapped {
-            crate::ops::metrics::reload(&path.display().to_string(), &hash, None);
+            crate::ops::metrics::reload(path, &hash, None);
             self.running_hashes.insert(path.to_path_buf(), hash);
         }
     }
@@ -603,14 +623,15 @@ impl Supervisor {
                                         tracing::error!(sink = id.name, error = %format!("{e:#}"), "new mapper settings refused; keeping the old mapper")
                                     }
                                 }
+                                crate::ops::plugin_live::refused_unit(&id.to_string(), &config.plugin().path, &format!("{e:#}"));
                                 refused_units.insert(id);
                                 continue;
                             }
                         },
-                        Source::Changed { path, bytes, .. } => {
+                        Source::Changed { path, bytes, hash, .. } => {
                             if let Entry::Vacant(slot) = compiled.entry(id.kind) {
                                 let result = self.compile(id.kind, path, bytes, &config.plugin().limits).await;
-                                slot.insert(result.map_err(|e| refused(path, &e)).ok());
+                                slot.insert(result.map_err(|e| refused(path, hash, &e)).ok());
                             }
                             let Some(Some(c)) = compiled.get(&id.kind) else {
                                 refused_units.insert(id);
@@ -619,13 +640,14 @@ impl Supervisor {
                             match c.instantiate(&config) {
                                 Ok(instance) => instance,
                                 Err(e) => {
-                                    refused(path, &e);
+                                    refused(path, hash, &e);
                                     refused_units.insert(id);
                                     continue;
                                 }
                             }
                         }
                     };
+                    instance.record();
                     let detected = match &source {
                         Source::Files => Instant::now(),
                         Source::Changed { detected, .. } => *detected,
@@ -700,12 +722,15 @@ impl Supervisor {
                 }
                 self.spawn(config, instance);
             }
-            Err(e) => match id.kind {
-                Kind::Generator => {
-                    tracing::error!(generator = id.name, error = %format!("{e:#}"), "cannot start the new generator")
+            Err(e) => {
+                crate::ops::plugin_live::refused_unit(&id.to_string(), &config.plugin().path, &format!("{e:#}"));
+                match id.kind {
+                    Kind::Generator => {
+                        tracing::error!(generator = id.name, error = %format!("{e:#}"), "cannot start the new generator")
+                    }
+                    Kind::Sink => tracing::error!(sink = id.name, error = %format!("{e:#}"), "cannot start the sink"),
                 }
-                Kind::Sink => tracing::error!(sink = id.name, error = %format!("{e:#}"), "cannot start the sink"),
-            },
+            }
         }
     }
 
@@ -829,7 +854,7 @@ fn find_compiled<'a, W: World>(
         .expect("every plugin config was compiled")
 }
 
-fn refused(path: &Path, e: &PluginError) {
-    crate::ops::metrics::reload(&path.display().to_string(), "-", Some(e.to_string()));
+fn refused(path: &Path, hash: &str, e: &PluginError) {
+    crate::ops::metrics::reload(path, hash, Some(e.to_string()));
     tracing::error!(path = %path.display(), error = %e, "changed plugin refused; the running version keeps serving");
 }

@@ -3,6 +3,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A port nothing listens on right now.
@@ -78,4 +79,83 @@ pub fn count_rows(db: &crate::common::Db, table: &str) -> i64 {
         return 0;
     }
     db.query(&format!("SELECT count(*) FROM \"{table}\""), &[])[0].get(0)
+}
+
+/// Debian's `chromium` (`scripts/local-stack up` installs it), or `$CHROMIUM`.
+fn chromium() -> String {
+    let bin = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".to_string());
+    let found = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{bin} not found: install it with `scripts/local-stack up` (or apt-get install chromium), or set CHROMIUM"
+    );
+    bin
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments; returns stdout.
+pub fn headless(url: &str, extra: &[&str]) -> String {
+    let profile = std::env::temp_dir().join(crate::common::unique("chromium_profile"));
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            // Lets the page's script fetch /status and render before the dump.
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `<tr ...>...</tr>` of the dumped DOM whose tag carries `attr="value"`.
+pub fn dom_row(dom: &str, attr: &str, value: &str) -> Option<String> {
+    let needle = format!(r#" {attr}="{value}""#);
+    let mut from = 0;
+    while let Some(at) = dom[from..].find("<tr ") {
+        let start = from + at;
+        let tag_end = start + dom[start..].find('>')?;
+        let end = start + dom[start..].find("</tr>")? + "</tr>".len();
+        if dom[start..tag_end].contains(&needle) {
+            return Some(dom[start..end].to_string());
+        }
+        from = tag_end;
+    }
+    None
+}
+
+/// Every value of `attr` in `html`, in order.
+pub fn attrs(html: &str, attr: &str) -> Vec<String> {
+    let needle = format!(r#" {attr}=""#);
+    html.match_indices(&needle)
+        .filter_map(|(at, _)| {
+            let rest = &html[at + needle.len()..];
+            rest.find('"').map(|end| rest[..end].to_string())
+        })
+        .collect()
+}
+
+/// The first value of `attr` in `html`.
+pub fn attr(html: &str, attr_name: &str) -> Option<String> {
+    attrs(html, attr_name).into_iter().next()
 }
