@@ -40,14 +40,28 @@ fn plugin_json(s: &serde_json::Value, name: &str) -> Option<serde_json::Value> {
     s["plugins"].as_array()?.iter().find(|p| p["name"] == name).cloned()
 }
 
-/// `/status` shows the sink on `table` with every message of its topic stored (lag 0).
-fn caught_up(port: u16, sink: &str, table: &str, messages: i64) -> bool {
+/// `/status` shows the sink on `table` with its `rows` and every one of the
+/// topic's `messages` stored (lag 0).
+fn caught_up(port: u16, sink: &str, table: &str, rows: i64, messages: i64) -> bool {
     sink_json(&status(port), sink).is_some_and(|k| {
         k["table"] == table
-            && k["table_rows"] == messages
+            && k["table_rows"] == rows
             && k["partitions"][0]["lag"] == 0
             && k["partitions"][0]["end"] == messages
     })
+}
+
+/// Waits for `condition`, showing the last `/status` when it does not come.
+fn wait_status(port: u16, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; /status:\n{:#}",
+            status(port)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn stored_offset(db: &Db, table: &str) -> i64 {
@@ -153,8 +167,8 @@ fn the_page_follows_every_reload() {
         &hostile_payloads.iter().map(|p| Some(p.as_bytes().to_vec())).collect::<Vec<_>>(),
     );
     let db = Db::connect();
-    wait_for("both sinks caught up", WAIT, || {
-        caught_up(port, &a, &a1, 30) && caught_up(port, &b, &b_table, 2)
+    wait_status(port, "both sinks caught up", || {
+        caught_up(port, &a, &a1, 30, 30) && caught_up(port, &b, &b_table, 2, 5)
     });
     wait_for("the check loaded", WAIT, || {
         plugin_json(&status(port), "check sync").is_some_and(|p| !p["loaded_at_ms"].is_null())
@@ -207,11 +221,12 @@ fn the_page_follows_every_reload() {
         host.log().matches("pipeline file reloaded").count() > saves
     });
     produce_raw(&topic, &(30..40).map(json).collect::<Vec<_>>());
-    wait_for("both sinks caught up after the reload", WAIT, || {
-        caught_up(port, &a, &a2, 40) && caught_up(port, &c, &c_table, 40)
+    wait_status(port, "both sinks caught up after the reload", || {
+        caught_up(port, &a, &a2, 40, 40) && caught_up(port, &c, &c_table, 40, 40)
     });
+    // Two sinks on the topic now: sync-audit names the sink too.
     let subject = format!("{a}:{topic}/0");
-    wait_for("an audit round on the new table", WAIT, || {
+    wait_status(port, "an audit round on the new table", || {
         status(port)["findings"]
             .as_array()
             .is_some_and(|f| f.iter().any(|f| f["subject"] == subject.as_str() && f["message"] == "in sync at offset 40"))
