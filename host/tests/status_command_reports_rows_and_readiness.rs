@@ -45,8 +45,7 @@ fn status_reports_the_rows_and_whether_the_host_runs() {
     // The generator's count is done: not running, and what it produced.
     wait_for("the generator finished", Duration::from_secs(30), || {
         let out = host(&["status", path, "--json"]);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .is_ok_and(|s| s["generators"][0]["running"] == false)
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| s["generators"][0]["running"] == false)
     });
     let out = host(&["status", path, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");

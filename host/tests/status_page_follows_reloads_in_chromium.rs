@@ -89,9 +89,17 @@ fn assert_sink_row(dom: &str, db: &Db, sink: &str, topic: &str, table: &str) {
     assert_eq!(attr(&row, "data-table").as_deref(), Some(table), "{row}");
     assert_eq!(attr(&row, "data-running").as_deref(), Some("true"), "{row}");
     let rows = count_rows(db, table);
-    assert_eq!(attr(&row, "data-rows"), Some(rows.to_string()), "rows of {table}: {row}");
+    assert_eq!(
+        attr(&row, "data-rows"),
+        Some(rows.to_string()),
+        "rows of {table}: {row}"
+    );
     let (stored, end) = (stored_offset(db, table), topic_size(topic));
-    assert_eq!(attr(&row, "data-stored"), Some(stored.to_string()), "stored offset: {row}");
+    assert_eq!(
+        attr(&row, "data-stored"),
+        Some(stored.to_string()),
+        "stored offset: {row}"
+    );
     assert_eq!(attr(&row, "data-end"), Some(end.to_string()), "end offset: {row}");
     assert_eq!(attr(&row, "data-lag"), Some((end - stored).to_string()), "lag: {row}");
 }
@@ -164,7 +172,10 @@ fn the_page_follows_every_reload() {
     let hostile_payloads = ["fine-1", "trap", "trap", "fine-2", "trap"];
     produce_raw(
         &traps_topic,
-        &hostile_payloads.iter().map(|p| Some(p.as_bytes().to_vec())).collect::<Vec<_>>(),
+        &hostile_payloads
+            .iter()
+            .map(|p| Some(p.as_bytes().to_vec()))
+            .collect::<Vec<_>>(),
     );
     let db = Db::connect();
     wait_status(port, "both sinks caught up", || {
@@ -185,7 +196,11 @@ fn the_page_follows_every_reload() {
     let b_plugin = assert_plugin_row(&dom, &format!("sink {b}"), "mapper", &hostile);
     assert_plugin_row(&dom, "check sync", "check", &check);
     let metrics = get(port, "/metrics").expect("/metrics").1;
-    let traps = sample(&metrics, &format!("wasm_stream_plugin_traps_total{{plugin=\"sink {b}\"}}")).expect("traps metric");
+    let traps = sample(
+        &metrics,
+        &format!("wasm_stream_plugin_traps_total{{plugin=\"sink {b}\"}}"),
+    )
+    .expect("traps metric");
     assert!(traps >= 3.0, "three messages trapped:\n{metrics}");
     assert_eq!(attr(&b_plugin, "data-traps"), Some(format!("{traps}")), "{b_plugin}");
     assert_eq!(attr(&b_plugin, "data-timeouts").as_deref(), Some("0"), "{b_plugin}");
@@ -227,21 +242,30 @@ fn the_page_follows_every_reload() {
     // Two sinks on the topic now: sync-audit names the sink too.
     let subject = format!("{a}:{topic}/0");
     wait_status(port, "an audit round on the new table", || {
-        status(port)["findings"]
-            .as_array()
-            .is_some_and(|f| f.iter().any(|f| f["subject"] == subject.as_str() && f["message"] == "in sync at offset 40"))
+        status(port)["findings"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["subject"] == subject.as_str() && f["message"] == "in sync at offset 40")
+        })
     });
     let dom = headless(&url, &["--dump-dom"]);
     assert_sink_row(&dom, &db, &a, &topic, &a2);
     assert_sink_row(&dom, &db, &c, &topic, &c_table);
     assert_eq!(count_rows(&db, &a1), 30, "the old table is left as it was");
-    assert!(dom_row(&dom, "data-sink", &b).is_none(), "the removed sink is gone:\n{dom}");
+    assert!(
+        dom_row(&dom, "data-sink", &b).is_none(),
+        "the removed sink is gone:\n{dom}"
+    );
     assert!(dom_row(&dom, "data-plugin", &format!("sink {b}")).is_none(), "{dom}");
     assert_plugin_row(&dom, &format!("sink {a}"), "mapper", &v1);
     assert_plugin_row(&dom, &format!("sink {c}"), "mapper", &c_mapper);
-    let at = dom.find(&format!("<td>{subject}</td>")).expect("the audit row of sink a");
+    let at = dom
+        .find(&format!("<td>{subject}</td>"))
+        .expect("the audit row of sink a");
     assert!(
-        dom[at..].split("</tr>").next().is_some_and(|r| r.contains("in sync at offset 40")),
+        dom[at..]
+            .split("</tr>")
+            .next()
+            .is_some_and(|r| r.contains("in sync at offset 40")),
         "the audit row agrees: {}",
         &dom[at..]
     );
@@ -267,7 +291,11 @@ fn the_page_follows_every_reload() {
         row.contains(&format!("(file hash {})", hash(&c_mapper))),
         "the refused bytes' hash: {row}"
     );
-    assert_eq!(attr(&row, "data-hash"), Some(host::plugins::content_hash(&good)), "still the good one runs");
+    assert_eq!(
+        attr(&row, "data-hash"),
+        Some(host::plugins::content_hash(&good)),
+        "still the good one runs"
+    );
     replace_atomically(&c_mapper, &good);
     wait_for("the error cleared", WAIT, || {
         plugin_json(&status(port), &c_name).is_some_and(|p| p["last_reload_error"].is_null())

@@ -375,7 +375,12 @@ pub fn plugin_health(name: &str) -> (u64, u64, u64, Option<u64>) {
     let dead = name
         .strip_prefix("sink ")
         .map(|s| m.sink_dead_letters.get(&sink(s)).map_or(0, |c| c.get()));
-    (count(&m.plugin_calls), count(&m.plugin_traps), count(&m.plugin_timeouts), dead)
+    (
+        count(&m.plugin_calls),
+        count(&m.plugin_traps),
+        count(&m.plugin_timeouts),
+        dead,
+    )
 }
 
 /// A sink left the pipeline: its per-partition gauges go with it.

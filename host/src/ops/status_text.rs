@@ -75,14 +75,20 @@ pub fn render(s: &Status) -> String {
         };
         let _ = writeln!(out, "      {loaded}; hash {}", p.hash);
         if let (Some(calls), Some(traps), Some(timeouts)) = (p.calls, p.traps, p.timeouts) {
-            let dead = p.dead_letters.map(|d| format!(", dead letters {d}")).unwrap_or_default();
+            let dead = p
+                .dead_letters
+                .map(|d| format!(", dead letters {d}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "      since the host started: calls {calls}, traps {traps}, timeouts {timeouts}{dead}"
             );
         }
         if let Some(e) = &p.last_reload_error {
-            let when = p.last_reload_error_at_ms.map(|t| ago(s.generated_at_ms, t)).unwrap_or_default();
+            let when = p
+                .last_reload_error_at_ms
+                .map(|t| ago(s.generated_at_ms, t))
+                .unwrap_or_default();
             let bytes = p
                 .last_reload_error_hash
                 .as_ref()

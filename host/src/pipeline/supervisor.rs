@@ -623,7 +623,11 @@ impl Supervisor {
                                         tracing::error!(sink = id.name, error = %format!("{e:#}"), "new mapper settings refused; keeping the old mapper")
                                     }
                                 }
-                                crate::ops::plugin_live::refused_unit(&id.to_string(), &config.plugin().path, &format!("{e:#}"));
+                                crate::ops::plugin_live::refused_unit(
+                                    &id.to_string(),
+                                    &config.plugin().path,
+                                    &format!("{e:#}"),
+                                );
                                 refused_units.insert(id);
                                 continue;
                             }
