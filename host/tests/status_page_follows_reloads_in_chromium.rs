@@ -155,7 +155,8 @@ fn the_page_follows_every_reload() {
     };
     let sink = |name: &str, topic: &str, table: &str, mapper: &Path| {
         format!(
-            "[[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\nflush_interval_ms = 50\n\n",
+            "[[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\nflush_interval_ms = 50\n\
+             limits = {{ call_timeout_ms = 500 }}\n\n",
             mapper.display()
         )
     };
@@ -169,7 +170,8 @@ fn the_page_follows_every_reload() {
     wait_for_code(port, "/health/ready", 200, WAIT);
     let json = |i: i64| Some(format!("{{\"n\": {i}}}").into_bytes());
     produce_raw(&topic, &(0..30).map(json).collect::<Vec<_>>());
-    let hostile_payloads = ["fine-1", "trap", "trap", "fine-2", "trap"];
+    // Three traps and one call that never ends (stopped at its deadline).
+    let hostile_payloads = ["fine-1", "trap", "trap", "fine-2", "naps", "trap"];
     produce_raw(
         &traps_topic,
         &hostile_payloads
@@ -179,7 +181,7 @@ fn the_page_follows_every_reload() {
     );
     let db = Db::connect();
     wait_status(port, "both sinks caught up", || {
-        caught_up(port, &a, &a1, 30, 30) && caught_up(port, &b, &b_table, 2, 5)
+        caught_up(port, &a, &a1, 30, 30) && caught_up(port, &b, &b_table, 2, 6)
     });
     wait_for("the check loaded", WAIT, || {
         plugin_json(&status(port), "check sync").is_some_and(|p| !p["loaded_at_ms"].is_null())
@@ -203,18 +205,25 @@ fn the_page_follows_every_reload() {
     .expect("traps metric");
     assert!(traps >= 3.0, "three messages trapped:\n{metrics}");
     assert_eq!(attr(&b_plugin, "data-traps"), Some(format!("{traps}")), "{b_plugin}");
-    assert_eq!(attr(&b_plugin, "data-timeouts").as_deref(), Some("0"), "{b_plugin}");
+    let timeouts = sample(
+        &metrics,
+        &format!("wasm_stream_plugin_timeouts_total{{plugin=\"sink {b}\"}}"),
+    )
+    .expect("timeouts metric");
+    assert!(timeouts >= 1.0, "one call ran out of time:\n{metrics}");
+    assert_eq!(attr(&b_plugin, "data-timeouts"), Some(format!("{timeouts}")), "{b_plugin}");
     let letters = db.dead_letters(&traps_topic);
-    assert_eq!(letters.len(), 3, "{letters:?}");
-    assert_eq!(attr(&b_plugin, "data-dead-letters").as_deref(), Some("3"), "{b_plugin}");
+    assert_eq!(letters.len(), 4, "{letters:?}");
+    assert_eq!(attr(&b_plugin, "data-dead-letters").as_deref(), Some("4"), "{b_plugin}");
     let b_row = dom_row(&dom, "data-sink", &b).expect("sink b");
-    assert_eq!(attr(&b_row, "data-dead-letters").as_deref(), Some("3"), "{b_row}");
+    assert_eq!(attr(&b_row, "data-dead-letters").as_deref(), Some("4"), "{b_row}");
     assert!(b_row.contains("<details"), "the reasons are one click away: {b_row}");
     let expected: Vec<String> = dead_letter_reasons(&db, &b)
         .into_iter()
         .take(5)
         .map(|(_, n)| n.to_string())
         .collect();
+    assert_eq!(expected, ["3", "1"], "a trap reason and a deadline reason");
     assert_eq!(attrs(&b_row, "data-count"), expected, "{b_row}");
 
     // A reload: sink a switches mapper and table, b goes, c comes, and the
@@ -308,4 +317,35 @@ fn the_page_follows_every_reload() {
         db.execute(&format!("DROP TABLE IF EXISTS \"{table}\""));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `host consume` serves the page too: its mapper shows from the start, and
+/// the check it does not run shows as not loaded, saying why.
+#[test]
+fn consume_shows_its_mapper_from_the_start() {
+    let (topic, table, name) = (unique("consume_page"), unique("consume_page_rows"), unique("cp"));
+    let port = free_port();
+    let mapper = plugin("json_row");
+    let check = plugin("sync_audit");
+    let path = write_pipeline(&format!(
+        "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[checks]]\nname = \"sync\"\nplugin = \"{}\"\n\n\
+         [[topics]]\nname = \"{topic}\"\n\n\
+         [[sinks]]\nname = \"{name}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\nflush_interval_ms = 50\n",
+        check.display(),
+        mapper.display()
+    ));
+    let host = Running::start(&["consume", path.to_str().expect("utf-8"), "--topic", &topic]);
+    wait_for_code(port, "/health/ready", 200, WAIT);
+    produce_raw(&topic, &(0..5).map(|i| Some(format!("{{\"n\": {i}}}").into_bytes())).collect::<Vec<_>>());
+    wait_status(port, "the sink caught up", || caught_up(port, &name, &table, 5, 5));
+    let dom = headless(&format!("http://127.0.0.1:{port}/"), &["--dump-dom"]);
+    let db = Db::connect();
+    assert_sink_row(&dom, &db, &name, &topic, &table);
+    assert_plugin_row(&dom, &format!("sink {name}"), "mapper", &mapper);
+    let row = dom_row(&dom, "data-plugin", "check sync").unwrap_or_else(|| panic!("no check row:\n{dom}"));
+    assert_eq!(attr(&row, "data-loaded").as_deref(), Some("false"), "{row}");
+    assert_eq!(attr(&row, "data-hash"), Some(hash(&check)), "{row}");
+    assert!(row.contains("not loaded: only the periodic audit"), "{row}");
+    host.terminate();
+    db.execute(&format!("DROP TABLE IF EXISTS \"{table}\""));
 }

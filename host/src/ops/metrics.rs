@@ -347,8 +347,8 @@ pub fn plugin_call(name: &str, took: Duration, error: Option<&crate::plugins::Pl
     }
 }
 
-/// A changed plugin file: swapped in (bytes `hash`), or refused with the
-/// reason the status page shows until a later load of it succeeds.
+/// A changed plugin file: handed to its units (bytes `hash`), or refused
+/// with the reason the status page shows until a later load of it succeeds.
 pub fn reload(path: &std::path::Path, hash: &str, error: Option<String>) {
     METRICS
         .reloads
@@ -358,9 +358,9 @@ pub fn reload(path: &std::path::Path, hash: &str, error: Option<String>) {
             result: if error.is_some() { "failed" } else { "ok" },
         })
         .inc();
-    match error {
-        Some(e) => super::plugin_live::refused_file(path, hash, &e),
-        None => super::plugin_live::file_runs(path, hash, true),
+    // A success is shown by each unit as it takes the new plugin.
+    if let Some(e) = error {
+        super::plugin_live::refused_file(path, Some(hash), &e);
     }
 }
 

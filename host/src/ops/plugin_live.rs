@@ -98,32 +98,27 @@ pub fn refused_unit(name: &str, path: &Path, error: &str) {
     });
 }
 
-/// The changed file at `path` (bytes `hash`) was refused for every plugin loaded from it.
-pub fn refused_file(path: &Path, hash: &str, error: &str) {
+/// The changed file at `path` (bytes `hash`, when it could be read) was
+/// refused for every plugin loaded from it.
+pub fn refused_file(path: &Path, hash: Option<&str>, error: &str) {
     let at_ms = now_ms();
     for p in state::lock().plugins.values_mut() {
         if same_file(Path::new(&p.path), path) {
             p.reload_error = Some(ReloadError {
                 message: error.to_string(),
                 at_ms,
-                hash: Some(hash.to_string()),
+                hash: hash.map(str::to_string),
             });
         }
     }
 }
 
-/// The file at `path` holds bytes `hash` that every plugin loaded from it now
-/// runs: swapped in, or restored to the running version after a refused
-/// change. Clears their reload errors.
-pub fn file_runs(path: &Path, hash: &str, swapped: bool) {
-    let now = now_ms();
+/// The file at `path` holds the bytes every plugin loaded from it runs again
+/// (restored after a refused change): their reload errors clear.
+pub fn file_runs(path: &Path) {
     for p in state::lock().plugins.values_mut() {
         if same_file(Path::new(&p.path), path) && p.loaded_at_ms.is_some() {
             p.reload_error = None;
-            if swapped {
-                p.hash = hash.to_string();
-                p.loaded_at_ms = Some(now);
-            }
         }
     }
 }
@@ -146,16 +141,14 @@ mod tests {
         let name = "generator plugin_live_test";
         declared(name, &path, "loading");
         state::lock().plugins.get_mut(name).expect("declared").loaded_at_ms = Some(1);
-        refused_file(&path, "abc", "is not a WebAssembly component");
+        refused_file(&path, Some("abc"), "is not a WebAssembly component");
         let e = state::lock().plugins[name].reload_error.clone().expect("an error");
         assert_eq!(e.message, "is not a WebAssembly component", "no stray prefix");
         assert_eq!(e.hash.as_deref(), Some("abc"));
-        file_runs(&path, "def", false);
+        file_runs(&path);
         assert!(state::lock().plugins[name].reload_error.is_none());
         refused_unit(name, &path, "wrong world");
         assert!(state::lock().plugins[name].reload_error.is_some());
-        file_runs(&path, "def", true);
-        assert_eq!(state::lock().plugins[name].hash, "def");
         let others: BTreeSet<String> = state::lock().plugins.keys().filter(|n| *n != name).cloned().collect();
         retain(&others);
         assert!(!state::lock().plugins.contains_key(name));

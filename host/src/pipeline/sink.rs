@@ -905,6 +905,7 @@ impl Sink {
                 );
                 writer.statements = statements;
                 self.columns = new_columns;
+                crate::ops::plugin_live::loaded(&swap.plugin);
                 self.mapper = Some(Box::new(swap.plugin));
             }
             // The database did not answer (a lock held past the lock
@@ -932,6 +933,7 @@ impl Sink {
                     error = %format!("{e:#}"),
                     "the new mapper does not fit the table; keeping the old one"
                 );
+                crate::ops::plugin_live::refused_unit(swap.plugin.name(), swap.plugin.path(), &format!("{e:#}"));
             }
         }
         Ok(())

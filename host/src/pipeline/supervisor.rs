@@ -352,7 +352,6 @@ impl Supervisor {
         .await??;
         self.running_hashes
             .insert(normalize(instance.path()), instance.hash().to_string());
-        instance.record();
         Ok(instance)
     }
 
@@ -543,6 +542,7 @@ impl Supervisor {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(path = %path.display(), error = %e, "cannot read the changed plugin; keeping the running one");
+                crate::ops::plugin_live::refused_file(path, None, &format!("cannot read {}: {e}", path.display()));
                 return;
             }
         };
@@ -552,7 +552,7 @@ impl Supervisor {
         if !plan::file_is_new(&hash, old_hash.as_deref(), seen.as_deref()) {
             if old_hash.as_deref() == Some(hash.as_str()) {
                 // Back to the bytes that run (after a refused change, say).
-                crate::ops::plugin_live::file_runs(path, &hash, false);
+                crate::ops::plugin_live::file_runs(path);
             }
             return;
         }
@@ -651,7 +651,11 @@ impl Supervisor {
                             }
                         }
                     };
-                    instance.record();
+                    if id.kind == Kind::Generator {
+                        // A generator takes every plugin it is handed; a sink
+                        // shows its mapper once the table takes it (`sink::swap`).
+                        instance.record();
+                    }
                     let detected = match &source {
                         Source::Files => Instant::now(),
                         Source::Changed { detected, .. } => *detected,
@@ -724,6 +728,7 @@ impl Supervisor {
                         "sink started by reload"
                     ),
                 }
+                instance.record();
                 self.spawn(config, instance);
             }
             Err(e) => {
