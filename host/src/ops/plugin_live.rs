@@ -88,9 +88,11 @@ pub fn refused_unit(name: &str, path: &Path, error: &str) {
     let entry = live.plugins.entry(name.to_string()).or_insert_with(|| PluginLive {
         path: path.display().to_string(),
         hash: hash.clone().unwrap_or_else(|| "-".to_string()),
-        note: Some("not loaded".to_string()),
         ..Default::default()
     });
+    if entry.loaded_at_ms.is_none() {
+        entry.note = Some("not loaded: see the last reload error".to_string());
+    }
     entry.reload_error = Some(ReloadError {
         message: error.to_string(),
         at_ms: now_ms(),
