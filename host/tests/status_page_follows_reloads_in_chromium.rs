@@ -211,7 +211,11 @@ fn the_page_follows_every_reload() {
     )
     .expect("timeouts metric");
     assert!(timeouts >= 1.0, "one call ran out of time:\n{metrics}");
-    assert_eq!(attr(&b_plugin, "data-timeouts"), Some(format!("{timeouts}")), "{b_plugin}");
+    assert_eq!(
+        attr(&b_plugin, "data-timeouts"),
+        Some(format!("{timeouts}")),
+        "{b_plugin}"
+    );
     let letters = db.dead_letters(&traps_topic);
     assert_eq!(letters.len(), 4, "{letters:?}");
     assert_eq!(attr(&b_plugin, "data-dead-letters").as_deref(), Some("4"), "{b_plugin}");
@@ -336,7 +340,12 @@ fn consume_shows_its_mapper_from_the_start() {
     ));
     let host = Running::start(&["consume", path.to_str().expect("utf-8"), "--topic", &topic]);
     wait_for_code(port, "/health/ready", 200, WAIT);
-    produce_raw(&topic, &(0..5).map(|i| Some(format!("{{\"n\": {i}}}").into_bytes())).collect::<Vec<_>>());
+    produce_raw(
+        &topic,
+        &(0..5)
+            .map(|i| Some(format!("{{\"n\": {i}}}").into_bytes()))
+            .collect::<Vec<_>>(),
+    );
     wait_status(port, "the sink caught up", || caught_up(port, &name, &table, 5, 5));
     let dom = headless(&format!("http://127.0.0.1:{port}/"), &["--dump-dom"]);
     let db = Db::connect();
