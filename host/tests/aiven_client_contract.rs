@@ -166,6 +166,7 @@ fn config(url: &str) -> AivenConfig {
         kafka_service: KAFKA.into(),
         pg_service: PG.into(),
         token_env: TOKEN_ENV.into(),
+        token_file: None,
         api_url: url.into(),
     }
 }
