@@ -244,7 +244,10 @@ fn token_place(config: &AivenConfig) -> (String, String) {
     match &config.token_file {
         Some(path) => {
             let path = path.display();
-            (format!("the file {path} (aiven.token_file)"), format!("write the token into {path}"))
+            (
+                format!("the file {path} (aiven.token_file)"),
+                format!("write the token into {path}"),
+            )
         }
         None => {
             let var = &config.token_env;

@@ -6,11 +6,11 @@
 
 mod names;
 mod pg_url;
+#[cfg(test)]
+mod prop_tests;
 mod secrets;
 #[cfg(test)]
 mod secrets_tests;
-#[cfg(test)]
-mod prop_tests;
 #[cfg(test)]
 mod tests;
 
@@ -32,7 +32,7 @@ ca = "/nowhere/ca.pem"
 
 pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
 pub use pg_url::{PgUrl, PgUrlError};
-pub use secrets::SecretSource;
+pub use secrets::{Secret, SecretSource};
 
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -192,6 +192,9 @@ pub struct KafkaConfig {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The passphrase of an encrypted `key` (`key_password_env` or `key_password_file`).
+    pub key_password: Option<Secret>,
+    pub key_password_source: SecretSource,
 }
 
 /// How the host secures its PostgreSQL connection.
@@ -490,6 +493,8 @@ struct RawKafka {
     ca: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    key_password_env: Option<Spanned<String>>,
+    key_password_file: Option<Spanned<String>>,
 }
 
 fn default_protocol() -> Spanned<String> {
@@ -963,6 +968,7 @@ impl Pipeline {
         ];
         if let Some(key) = &self.kafka.key {
             sources.push(("kafka.key (private key)", SecretSource::File(key.clone())));
+            sources.push(("kafka.key passphrase", self.kafka.key_password_source.clone()));
         }
         if let Some(aiven) = &self.aiven {
             let source = match &aiven.token_file {
@@ -1127,10 +1133,24 @@ fn check_kafka(src: &Source<'_>, raw: RawKafka) -> Result<KafkaConfig, ConfigErr
             Some(p) => Ok(Some(src.resolve(p.get_ref()))),
         }
     };
+    let key_password = secrets::SecretKeys {
+        key: "kafka.key_password",
+        what: "the passphrase of the encrypted kafka.key",
+        inline: None,
+        env: raw.key_password_env.as_ref(),
+        file: raw.key_password_file.as_ref(),
+    }
+    .read(src)?;
+    let (key_password, key_password_source) = match key_password {
+        Some((value, source)) => (Some(Secret::new(value)), source),
+        None => (None, SecretSource::None),
+    };
     Ok(KafkaConfig {
         ca: file(&raw.ca, "ca")?,
         cert: file(&raw.cert, "cert")?,
         key: file(&raw.key, "key")?,
+        key_password,
+        key_password_source,
         bootstrap_servers: raw.bootstrap_servers.into_inner(),
         security_protocol,
     })
@@ -1193,7 +1213,11 @@ fn check_postgres(src: &Source<'_>, raw: Spanned<RawPostgres>) -> Result<Postgre
                 secrets::SecretSource::Env(_) => "postgres.password_env",
                 _ => "postgres.password_file",
             };
-            let span = raw.password_env.as_ref().or(raw.password_file.as_ref()).map_or(0..0, Spanned::span);
+            let span = raw
+                .password_env
+                .as_ref()
+                .or(raw.password_file.as_ref())
+                .map_or(0..0, Spanned::span);
             return Err(src.error(
                 span,
                 format!(

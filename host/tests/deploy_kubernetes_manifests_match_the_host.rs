@@ -117,7 +117,10 @@ fn the_manifests_agree_with_the_host() {
     let secrets = documents(&python, "secret.yaml");
     let root = std::env::temp_dir().join(unique("kube"));
     let local = |p: &Path| root.join(p.strip_prefix("/").expect("absolute"));
-    for (volume, secret) in [("kafka-certs", "wasm-stream-kafka"), ("postgres-secret", "wasm-stream-postgres")] {
+    for (volume, secret) in [
+        ("kafka-certs", "wasm-stream-kafka"),
+        ("postgres-secret", "wasm-stream-postgres"),
+    ] {
         let s = secrets
             .iter()
             .find(|s| s["metadata"]["name"] == secret)
@@ -149,12 +152,19 @@ fn the_manifests_agree_with_the_host() {
         host::config::SecretSource::File(local(&mount_of("postgres-secret").join("pg-password")))
     );
     for sink in &pipeline.sinks {
-        assert!(sink.mapper.path.is_file(), "{} is not a bundled plugin", sink.mapper.path.display());
+        assert!(
+            sink.mapper.path.is_file(),
+            "{} is not a bundled plugin",
+            sink.mapper.path.display()
+        );
     }
 
     // The port the host listens on is the container's, the probes' and the scrape's.
     let listen = pipeline.http.listen.expect("[http] is on");
-    assert!(listen.ip().is_unspecified(), "probes reach the pod's IP, not loopback: {listen}");
+    assert!(
+        listen.ip().is_unspecified(),
+        "probes reach the pod's IP, not loopback: {listen}"
+    );
     let port = named(items(container, "/ports"), "http")["containerPort"].as_u64();
     assert_eq!(port, Some(u64::from(listen.port())));
     assert_eq!(text(container, "/readinessProbe/httpGet/path"), "/health/ready");

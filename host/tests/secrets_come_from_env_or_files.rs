@@ -17,15 +17,20 @@ const MESSAGES: i64 = 20;
 
 /// A folder holding pipeline.toml whose `[postgres]` section is `postgres`.
 fn pipeline(postgres: &str, topic: &str, table: &str) -> PathBuf {
+    let key = format!("key = \"{}\"", repo_root().join("certs/service.key").display());
+    pipeline_with_key(&key, postgres, topic, table)
+}
+
+/// Like [`pipeline`], with the `key` lines of `[kafka]` given.
+fn pipeline_with_key(key: &str, postgres: &str, topic: &str, table: &str) -> PathBuf {
     let certs = repo_root().join("certs");
     let dir = std::env::temp_dir().join(unique("secrets"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let path = dir.join("pipeline.toml");
     let text = format!(
-        "[kafka]\nbootstrap_servers = \"localhost:9093\"\nsecurity_protocol = \"ssl\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[postgres]\n{postgres}\nca = \"{ca}\"\n\n{body}",
+        "[kafka]\nbootstrap_servers = \"localhost:9093\"\nsecurity_protocol = \"ssl\"\nca = \"{ca}\"\ncert = \"{cert}\"\n{key}\n\n[postgres]\n{postgres}\nca = \"{ca}\"\n\n{body}",
         ca = certs.join("ca.pem").display(),
         cert = certs.join("service.cert").display(),
-        key = certs.join("service.key").display(),
         body = SinkPipeline::new(topic, table, "json_row").body(),
     );
     std::fs::write(&path, text).expect("write pipeline");
@@ -49,7 +54,10 @@ fn host(args: &[&str], env: &[(&str, &str)]) -> Output {
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
-            panic!("host {args:?} ran over two minutes: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "host {args:?} ran over two minutes: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -153,13 +161,19 @@ fn a_missing_secret_or_two_sources_stop_the_host_naming_the_key_and_line() {
         let said = text(&out);
         assert!(!out.status.success(), "{said}");
         assert!(
-            said.contains(&format!("{file}:10:16: postgres.password_env names {var:?}, which is not set")),
+            said.contains(&format!(
+                "{file}:10:16: postgres.password_env names {var:?}, which is not set"
+            )),
             "{said}"
         );
     }
     // Set but empty is not a password either.
     let out = host(&["validate", file], &[(&var, "")]);
-    assert!(!out.status.success() && text(&out).contains("set but empty"), "{}", text(&out));
+    assert!(
+        !out.status.success() && text(&out).contains("set but empty"),
+        "{}",
+        text(&out)
+    );
 
     let path = pipeline(&format!("{url}\npassword_file = \"nowhere/pw\""), &topic, &table);
     let out = host(&["validate", path.to_str().expect("utf-8")], &[]);
@@ -187,4 +201,67 @@ fn a_missing_secret_or_two_sources_stop_the_host_naming_the_key_and_line() {
         "{said}"
     );
     assert!(!said.contains(PASSWORD), "{said}");
+}
+
+#[test]
+fn an_encrypted_kafka_key_with_its_passphrase_in_a_file_stores_rows() {
+    const PASSPHRASE: &str = "Key-Passphrase-5150";
+    let (topic, table) = (topic_with_messages("secret_key"), unique("secret_key_rows"));
+    let pem = std::fs::read(repo_root().join("certs/service.key")).expect("read key");
+    let key = openssl::pkey::PKey::private_key_from_pem(&pem).expect("key");
+    let encrypted = key
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), PASSPHRASE.as_bytes())
+        .expect("encrypt key");
+    let url = "url = \"postgres://avnadmin:localdev@localhost:5432/info?sslmode=require\"";
+
+    // Without its passphrase the key is refused, saying how to give it.
+    let path = pipeline_with_key("key = \"service.key\"", url, &topic, &table);
+    let folder = path.parent().expect("folder");
+    std::fs::write(folder.join("service.key"), &encrypted).expect("write key");
+    let out = host(&["validate", path.to_str().expect("utf-8")], &[]);
+    let said = text(&out);
+    assert!(
+        !out.status.success() && said.contains("the key is encrypted") && said.contains("kafka.key_password_file"),
+        "{said}"
+    );
+
+    let path = pipeline_with_key(
+        "key = \"service.key\"\nkey_password_file = \"key-passphrase\"",
+        url,
+        &topic,
+        &table,
+    );
+    let folder = path.parent().expect("folder");
+    std::fs::write(folder.join("service.key"), &encrypted).expect("write key");
+    std::fs::write(folder.join("key-passphrase"), format!("{PASSPHRASE}\n")).expect("write passphrase");
+    let file = path.to_str().expect("utf-8");
+    let out = host(&["validate", file], &[]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("encrypted private key, matches kafka.cert")
+            && said.contains(&format!(
+                "secret kafka.key passphrase: file {}",
+                folder.join("key-passphrase").display()
+            )),
+        "{said}"
+    );
+    let out = host(
+        &["consume", file, "--once", "--quiet", "--topic", &topic],
+        &[("RUST_LOG", "trace")],
+    );
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains(PASSPHRASE), "the passphrase was printed");
+    let expected: Vec<(i64, i64)> = (0..MESSAGES).map(|o| (0, o)).collect();
+    assert_eq!(Db::connect().offsets(&table), expected, "every message stored once");
+
+    // A wrong passphrase is named as such.
+    std::fs::write(folder.join("key-passphrase"), "wrong").expect("write passphrase");
+    let out = host(&["validate", file], &[]);
+    assert!(
+        !out.status.success() && text(&out).contains("cannot be read with the passphrase"),
+        "{}",
+        text(&out)
+    );
 }

@@ -13,6 +13,28 @@ use std::fmt;
 use std::path::PathBuf;
 use toml::Spanned;
 
+/// A secret value held after loading (a key's passphrase): its `Debug`
+/// shows no value, so a printed config never leaks it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    /// The value, to hand to the library that needs it (never to a message).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
 /// Where a secret came from, for `host validate`: never the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
@@ -23,7 +45,10 @@ pub enum SecretSource {
     /// That file.
     File(PathBuf),
     /// Inside another secret (a password in a URL): where that came from.
-    Within { key: &'static str, source: Box<SecretSource> },
+    Within {
+        key: &'static str,
+        source: Box<SecretSource>,
+    },
     /// Not given.
     None,
 }
@@ -196,7 +221,11 @@ pub(super) fn refuse_interpolation(src: &Source<'_>, key: &str, v: &Spanned<Stri
     };
     // Quote the name only when it is one: anything else may be part of a password.
     let name: String = v.get_ref()[at + 2..].chars().take_while(|&c| c != '}').collect();
-    let shown = if is_env_name(&name) { format!("${{{name}}}") } else { "${".to_string() };
+    let shown = if is_env_name(&name) {
+        format!("${{{name}}}")
+    } else {
+        "${".to_string()
+    };
     Err(src.error(
         v.span(),
         format!(

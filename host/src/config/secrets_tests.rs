@@ -84,7 +84,11 @@ fn the_url_may_come_from_a_file_or_a_variable_with_its_password() {
         format!("in postgres.url (file {})", dir.join("pg-url").display())
     );
     // A URL from a file that is not one says so without quoting it.
-    std::fs::write(dir.join("bad-url"), format!("postgres://u:{SECRET}@localhost:99999999/db\n")).expect("write");
+    std::fs::write(
+        dir.join("bad-url"),
+        format!("postgres://u:{SECRET}@localhost:99999999/db\n"),
+    )
+    .expect("write");
     let e = parse_in(&dir, &head("url_file = \"bad-url\"")).unwrap_err();
     assert!(e.contains(":6:12: postgres.url (from file "), "{e}");
     assert!(!e.contains(SECRET), "{e}");
@@ -93,7 +97,10 @@ fn the_url_may_come_from_a_file_or_a_variable_with_its_password() {
 #[test]
 fn an_inline_password_is_reported_as_in_the_url_and_none_as_none() {
     let p = parse(&head("url = \"postgres://u:pw@localhost/db\"")).expect("valid");
-    assert_eq!(p.postgres.password_source.to_string(), "in postgres.url (pipeline.toml)");
+    assert_eq!(
+        p.postgres.password_source.to_string(),
+        "in postgres.url (pipeline.toml)"
+    );
     let p = parse(&head("url = \"postgres://u@localhost/db\"")).expect("valid");
     assert_eq!(p.postgres.password_source, SecretSource::None);
     let sources = p.secret_sources();
@@ -137,7 +144,10 @@ fn two_sources_of_one_secret_are_refused_naming_both_keys_and_lines() {
 #[test]
 fn an_unset_variable_is_an_error_naming_it_the_key_the_line_and_the_fix() {
     let var = unset_var();
-    let e = parse(&head(&format!("url = \"postgres://u@localhost/db\"\npassword_env = \"{var}\""))).unwrap_err();
+    let e = parse(&head(&format!(
+        "url = \"postgres://u@localhost/db\"\npassword_env = \"{var}\""
+    )))
+    .unwrap_err();
     assert!(
         e.starts_with("/nowhere/pipeline.toml:7:16: postgres.password_env names")
             && e.contains(&format!("{var:?}, which is not set"))
@@ -146,8 +156,14 @@ fn an_unset_variable_is_an_error_naming_it_the_key_the_line_and_the_fix() {
         "{e}"
     );
     let e = parse(&head(&format!("url_env = \"{var}\""))).unwrap_err();
-    assert!(e.contains(":6:11: postgres.url_env names") && e.contains("not set"), "{e}");
-    let e = parse(&head("url = \"postgres://u@localhost/db\"\npassword_env = \"not a name\"")).unwrap_err();
+    assert!(
+        e.contains(":6:11: postgres.url_env names") && e.contains("not set"),
+        "{e}"
+    );
+    let e = parse(&head(
+        "url = \"postgres://u@localhost/db\"\npassword_env = \"not a name\"",
+    ))
+    .unwrap_err();
     assert!(e.contains("is not an environment variable name"), "{e}");
 }
 
@@ -167,7 +183,11 @@ fn a_missing_or_empty_file_is_an_error_naming_it_the_key_and_the_line() {
         "{e}"
     );
     std::fs::write(dir.join("empty"), "\n").expect("write");
-    let e = parse_in(&dir, &head("url = \"postgres://u@localhost/db\"\npassword_file = \"empty\"")).unwrap_err();
+    let e = parse_in(
+        &dir,
+        &head("url = \"postgres://u@localhost/db\"\npassword_file = \"empty\""),
+    )
+    .unwrap_err();
     assert!(e.contains("is empty"), "{e}");
     let e = parse_in(
         &dir,
@@ -176,7 +196,10 @@ fn a_missing_or_empty_file_is_an_error_naming_it_the_key_and_the_line() {
         ),
     )
     .unwrap_err();
-    assert!(e.contains(":11:14: aiven.token_file ") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains(":11:14: aiven.token_file ") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -218,4 +241,29 @@ fn the_aiven_token_file_is_its_source() {
         Some(("aiven token", format!("file {}", dir.join("token").display())))
     );
     assert!(!format!("{p:?}").contains(SECRET));
+}
+
+#[test]
+fn a_kafka_key_passphrase_comes_from_a_variable_or_a_file_and_never_shows() {
+    let dir = folder("keypass");
+    std::fs::write(dir.join("pass"), format!("{SECRET}\n")).expect("write");
+    let text = |key_lines: &str| {
+        format!(
+            "[kafka]\nbootstrap_servers = \"localhost:9093\"\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n{key_lines}\n[postgres]\nurl = \"postgres://u@localhost/db\"\n"
+        )
+    };
+    let p = parse_in(&dir, &text("key_password_file = \"pass\"")).expect("valid");
+    assert_eq!(p.kafka.key_password.as_ref().map(Secret::expose), Some(SECRET));
+    assert_eq!(p.kafka.key_password_source, SecretSource::File(dir.join("pass")));
+    assert!(!format!("{p:?}").contains(SECRET), "the passphrase is in Debug");
+    let p = parse_in(&dir, &text("key_password_env = \"HOME\"")).expect("valid");
+    assert_eq!(p.kafka.key_password_source.to_string(), "env HOME");
+    let e = parse_in(&dir, &text("key_password_env = \"HOME\"\nkey_password_file = \"pass\"")).unwrap_err();
+    assert!(
+        e.contains(":7:21: kafka.key_password_file and kafka.key_password_env ("),
+        "{e}"
+    );
+    let p = parse_in(&dir, &text("")).expect("valid");
+    assert_eq!(p.kafka.key_password, None);
+    assert_eq!(p.kafka.key_password_source, SecretSource::None);
 }
