@@ -5,8 +5,9 @@
 //! variable or file, or two sources of one secret, stop the host at once with
 //! an error naming the key, the line and the variable or file.
 mod common;
+mod ops_support;
 
-use common::{Db, SinkPipeline, create_topic, produce_raw, repo_root, unique};
+use common::{Db, Running, SinkPipeline, create_topic, produce_raw, repo_root, unique};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -264,4 +265,34 @@ fn an_encrypted_kafka_key_with_its_passphrase_in_a_file_stores_rows() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn status_metrics_and_the_status_page_never_show_the_password() {
+    let (topic, table) = (topic_with_messages("secret_http"), unique("secret_http_rows"));
+    let port = ops_support::free_port();
+    let path = pipeline(
+        "url = \"postgres://avnadmin@localhost:5432/info?sslmode=require\"\npassword_file = \"pg-password\"",
+        &topic,
+        &table,
+    );
+    let mut text = std::fs::read_to_string(&path).expect("read pipeline");
+    text.push_str(&format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&path, text).expect("write pipeline");
+    std::fs::write(path.parent().expect("folder").join("pg-password"), PASSWORD).expect("write secret");
+
+    let file = path.to_str().expect("utf-8");
+    let host = Running::start(&["consume", file, "--topic", &topic, "--quiet"]);
+    ops_support::wait_for_code(port, "/health/ready", 200, Duration::from_secs(90));
+    let db = Db::connect();
+    common::wait_for("every message stored", Duration::from_secs(90), || {
+        db.offsets(&table).len() == MESSAGES as usize
+    });
+    for page in ["/status", "/metrics", "/", "/health/ready"] {
+        let (code, body) = ops_support::get(port, page).expect("the server answers");
+        assert_eq!(code, 200, "{page}: {body}");
+        assert!(!body.contains(PASSWORD), "{page} shows the password");
+    }
+    let log = host.terminate();
+    assert!(!log.contains(PASSWORD), "the log shows the password");
 }
