@@ -653,6 +653,61 @@ fn provision_without_the_token_says_which_variable_to_set_and_calls_nothing() {
 }
 
 #[test]
+fn provision_reads_the_token_from_token_file_and_sends_it() {
+    let server = Server::start(|_, _| {
+        reply(
+            200,
+            json!({"topics": [{"topic_name": "langs", "partitions": 1, "replication": 3, "state": "ACTIVE"}]}),
+        )
+    });
+    let path = aiven_pipeline(&server.url, "[[topics]]\nname = \"langs\"\nreplication = 3\n");
+    // As a mounted secret: no variable, the token in a file with a newline.
+    let text_of = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text_of.replace(&format!("token_env = \"{TOKEN_ENV}\""), "token_file = \"aiven-token\""),
+    )
+    .expect("write");
+    let token_file = path.parent().expect("folder").join("aiven-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["provision", path.to_str().expect("utf-8")])
+            .env_remove(TOKEN_ENV)
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run host");
+        assert_no_secret(&out);
+        out
+    };
+    let out = run();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let requests = server.requests();
+    assert!(!requests.is_empty());
+    requests.iter().for_each(assert_authorized);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["validate", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run host");
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!("secret aiven token: file {}", token_file.display())),
+        "{stdout}"
+    );
+
+    // Emptied (a secret not mounted yet): located at load, naming the file.
+    std::fs::write(&token_file, "").expect("empty token");
+    let out = run();
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("aiven.token_file ") && stderr.contains("is empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn invalid_names_are_refused_before_any_request_or_statement() {
     let server = Server::start(|_, _| reply(200, json!({"topics": []})));
     let long_table = format!("t{}", "x".repeat(63));
