@@ -5,7 +5,7 @@
 //! documented behaviour. The token never shows in output, logs or errors.
 mod common;
 
-use common::{connection_sections, unique};
+use common::{connection_sections, repo_root, unique};
 use host::aiven::{Client, Created, RetryPolicy};
 use host::config::{AivenConfig, TopicConfig};
 use serde_json::{Value, json};
@@ -842,6 +842,48 @@ fn credentials_writes_the_certificates_and_prints_the_sections() {
     }
     // Printing changes no file but the certificates.
     assert!(std::fs::read_to_string(&path).expect("read").contains("localhost:9093"));
+}
+
+#[test]
+fn credentials_write_keeps_a_password_file_and_one_source_per_secret() {
+    let server = credentials_server();
+    let certs = repo_root().join("certs");
+    let path = write_temp_pipeline(&format!(
+        "[kafka]\nbootstrap_servers = \"localhost:9093\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[postgres]\nurl_file = \"pg-url\"\npassword_file = \"pg-password\"\n\n{}",
+        aiven_section(&server.url),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join("service.cert").display(),
+        key = certs.join("service.key").display(),
+    ));
+    let dir = path.parent().expect("dir");
+    std::fs::write(
+        dir.join("pg-url"),
+        "postgres://avnadmin@localhost:5432/info?sslmode=require\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("pg-password"), format!("{PG_PASSWORD}\n")).expect("write");
+    let out = host_with_token(&["aiven", "credentials", path.to_str().expect("utf-8"), "--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("Then write the password of avnadmin: Aiven console → service \"{PG}\" → Overview → Connection information into {}", dir.join("pg-password").display())),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&path).expect("read");
+    assert!(
+        written
+            .contains("url = \"postgres://avnadmin@pg-demo-demo-project.aivencloud.com:12691/info?sslmode=require\"")
+            && written.contains("password_file = \"pg-password\"")
+            && !written.contains("url_file")
+            && !written.contains("password_env"),
+        "{written}"
+    );
+    // One source per secret: the file still loads.
+    let pipeline = host::config::Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}\n{written}"));
+    assert_eq!(
+        pipeline.postgres.password_source,
+        host::config::SecretSource::File(dir.join("pg-password"))
+    );
 }
 
 #[test]
