@@ -1183,7 +1183,7 @@ fn check_postgres(src: &Source<'_>, raw: Spanned<RawPostgres>) -> Result<Postgre
         .next()
         .map_or(0..0, Spanned::span);
     let from = match &url_source {
-        secrets::SecretSource::Inline => String::new(),
+        SecretSource::Inline => String::new(),
         other => format!(" (from {other})"),
     };
     let mut url = PgUrl::parse(&text).map_err(|e| {
@@ -1210,7 +1210,7 @@ fn check_postgres(src: &Source<'_>, raw: Spanned<RawPostgres>) -> Result<Postgre
     let password_source = match password_keys.read(src)? {
         Some((_, source)) if in_url => {
             let key = match source {
-                secrets::SecretSource::Env(_) => "postgres.password_env",
+                SecretSource::Env(_) => "postgres.password_env",
                 _ => "postgres.password_file",
             };
             let span = raw
