@@ -316,6 +316,31 @@ fn the_page_follows_every_reload() {
     let dom = headless(&url, &["--dump-dom"]);
     let row = assert_plugin_row(&dom, &c_name, "mapper", &c_mapper);
     assert_eq!(attr(&row, "data-reload-error").as_deref(), Some(""), "{row}");
+
+    // A mapper that compiles but whose columns do not fit the table: the sink
+    // keeps the old one, and the page says so (not the new hash as running).
+    let misfit = std::fs::read(plugin("hostile_mapper")).expect("read hostile");
+    replace_atomically(&c_mapper, &misfit);
+    // A sink swaps its mapper at a batch boundary: give it a batch.
+    wait_for("the misfit refused by the sink", WAIT, || {
+        produce_raw(&topic, &[json(40)]);
+        std::thread::sleep(Duration::from_millis(500));
+        plugin_json(&status(port), &c_name).is_some_and(|p| !p["last_reload_error"].is_null())
+    });
+    let dom = headless(&url, &["--dump-dom"]);
+    let row = dom_row(&dom, "data-plugin", &c_name).expect("plugin c");
+    assert_eq!(
+        attr(&row, "data-hash"),
+        Some(host::plugins::content_hash(&good)),
+        "the old mapper runs: {row}"
+    );
+    assert!(!attr(&row, "data-reload-error").unwrap_or_default().is_empty(), "{row}");
+    replace_atomically(&c_mapper, &good);
+    wait_for("the good mapper back", WAIT, || {
+        produce_raw(&topic, &[json(41)]);
+        std::thread::sleep(Duration::from_millis(500));
+        plugin_json(&status(port), &c_name).is_some_and(|p| p["last_reload_error"].is_null())
+    });
     host.terminate();
     for table in [&a1, &a2, &b_table, &c_table] {
         db.execute(&format!("DROP TABLE IF EXISTS \"{table}\""));
