@@ -161,6 +161,49 @@ mod tests {
     }
 
     #[test]
+    fn a_plugin_shows_its_world_health_and_last_reload_error() {
+        let s = Status {
+            pipeline: "p.toml".into(),
+            version: "0".into(),
+            generated_at_ms: 100_000,
+            host_running: true,
+            ready: true,
+            not_ready: vec![],
+            postgres: Reachability::default(),
+            kafka: Reachability::default(),
+            sinks: vec![],
+            generators: vec![],
+            plugins: vec![super::super::status::PluginStatus {
+                name: "sink rows".into(),
+                path: "/p/m.wasm".into(),
+                hash: "abc".into(),
+                world: Some("mapper".into()),
+                contract: Some("0.2.0".into()),
+                loaded_at_ms: Some(40_000),
+                last_reload_error: Some("/p/m.wasm is not a WebAssembly component".into()),
+                last_reload_error_at_ms: Some(90_000),
+                last_reload_error_hash: Some("def".into()),
+                calls: Some(7),
+                traps: Some(2),
+                timeouts: Some(1),
+                dead_letters: Some(3),
+                ..Default::default()
+            }],
+            findings: vec![],
+        };
+        let text = render(&s);
+        assert!(
+            text.contains("mapper, contract 0.2.0, loaded 1 min ago; hash abc"),
+            "{text}"
+        );
+        assert!(text.contains("calls 7, traps 2, timeouts 1, dead letters 3"), "{text}");
+        assert!(
+            text.contains("last reload error (10 s ago, file hash def): /p/m.wasm is not a WebAssembly component"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn times_read_as_how_long_ago() {
         assert_eq!(ago(10_000, 4_000), "6 s ago");
         assert_eq!(ago(600_000, 0), "10 min ago");
