@@ -292,7 +292,14 @@ fn container_runs_the_pipeline() -> Outcome {
     match build.status.code() {
         Some(0) => {}
         // The script's "podman cannot be installed or run here".
-        Some(3) => return Outcome::Skipped(String::from_utf8_lossy(&build.stderr).trim().replace('\n', "; ")),
+        Some(3) => {
+            let said = String::from_utf8_lossy(&build.stderr).into_owned();
+            let why = said
+                .lines()
+                .rfind(|l| l.contains("cannot use podman"))
+                .unwrap_or(said.trim());
+            return Outcome::Skipped(why.to_string());
+        }
         _ => panic!("scripts/image failed:\n{}", text(&build)),
     }
     let podman = Podman::read();
@@ -359,6 +366,18 @@ mapper = "/usr/lib/wasm-stream/plugins/json_row.wasm"
         Ok(dir) => dir,
         Err(why) => return Outcome::Skipped(why),
     };
+    // The image's own pipeline.toml names plugins the image has.
+    let validated = run(podman
+        .cmd()
+        .args(["run", "--rm", "--network", "none", "--no-healthcheck"])
+        .args(&podman.run)
+        .args(["-v", &format!("{}:/etc/wasm-stream/certs:ro", certs.display())])
+        .args([tag, "validate", "/etc/wasm-stream/pipeline.toml"]));
+    assert!(
+        validated.status.success(),
+        "the image's pipeline.toml does not validate: {}",
+        text(&validated)
+    );
 
     let container = Container {
         podman: &podman,
