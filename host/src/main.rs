@@ -222,7 +222,7 @@ enum Command {
     /// Write, test and inspect plugins, with no Kafka and no PostgreSQL (see PLUGINS.md).
     #[command(subcommand)]
     Plugin(host::plugins::kit::PluginCommand),
-    /// Exit 0 when a running host's health endpoint answers 200, else 1.
+    /// Exit 0 when a running host's health endpoint answers 2xx, else 1.
     ///
     /// For health checks where no curl is at hand (the container image's
     /// HEALTHCHECK). Prints one line either way.
