@@ -9,22 +9,15 @@
 //! machine (no podman, no systemd-analyze) is reported `ignored` with the
 //! reason, so scripts/test counts it as skipped, never as passed.
 mod common;
+mod harness_support;
 mod ops_support;
 
 use common::chaos::SHARED;
 use common::{Db, assert_each_offset_once, repo_root, unique, wait_for};
-use std::panic::AssertUnwindSafe;
+use harness_support::{Outcome, Test};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Output};
 use std::time::{Duration, Instant};
-
-/// How a test ended when it did not panic.
-enum Outcome {
-    Passed,
-    Skipped(String),
-}
-
-type Test = (&'static str, fn() -> Outcome);
 
 const TESTS: &[Test] = &[
     (
@@ -38,64 +31,8 @@ const TESTS: &[Test] = &[
     ),
 ];
 
-/// A small libtest: `[FILTER] [--exact] [--list]`; other flags are accepted and
-/// ignored. Prints the lines scripts/test and cargo read.
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let exact = args.iter().any(|a| a == "--exact");
-    let filter = args.iter().find(|a| !a.starts_with('-'));
-    let chosen: Vec<&Test> = TESTS
-        .iter()
-        .filter(|(name, _)| {
-            filter.is_none_or(|f| {
-                if exact {
-                    *name == f.as_str()
-                } else {
-                    name.contains(f.as_str())
-                }
-            })
-        })
-        .collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in &chosen {
-            println!("{name}: test");
-        }
-        return ExitCode::SUCCESS;
-    }
-    let started = Instant::now();
-    println!("\nrunning {} tests", chosen.len());
-    let (mut passed, mut failed, mut ignored) = (0, Vec::new(), 0);
-    for (name, test) in &chosen {
-        match std::panic::catch_unwind(AssertUnwindSafe(test)) {
-            Ok(Outcome::Passed) => {
-                passed += 1;
-                println!("test {name} ... ok");
-            }
-            Ok(Outcome::Skipped(why)) => {
-                ignored += 1;
-                println!("test {name} ... ignored, {why}");
-            }
-            Err(_) => {
-                failed.push(*name);
-                println!("test {name} ... FAILED");
-            }
-        }
-    }
-    if !failed.is_empty() {
-        println!("\nfailures:\n    {}", failed.join("\n    "));
-    }
-    println!(
-        "\ntest result: {}. {passed} passed; {} failed; {ignored} ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        failed.len(),
-        TESTS.len() - chosen.len(),
-        started.elapsed().as_secs_f64()
-    );
-    if failed.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    harness_support::main(TESTS)
 }
 
 fn run(cmd: &mut Command) -> Output {
