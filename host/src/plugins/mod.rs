@@ -17,6 +17,7 @@ pub mod kit;
 mod limits;
 pub mod output;
 pub mod scaffold;
+pub mod trap_text;
 mod worlds;
 
 pub use worlds::{CONTRACT_VERSION, CheckWorld, GeneratorWorld, MapperWorld, Version, World, check, generator, mapper};
@@ -549,15 +550,7 @@ impl<W: World> Plugin<W> {
                 limit_bytes: self.limits.memory_limit_bytes,
             };
         }
-        let stderr = String::from_utf8_lossy(&store.data().stderr.contents())
-            .trim()
-            .to_string();
-        let first_line = text.lines().next().unwrap_or_default().to_string();
-        let reason = if stderr.is_empty() {
-            first_line
-        } else {
-            format!("{first_line}; stderr: {stderr}")
-        };
+        let reason = trap_text::reason(&e, &store.data().stderr.contents());
         PluginError::Trap { name, reason }
     }
 }
