@@ -6,6 +6,7 @@
 
 mod names;
 mod pg_url;
+mod type_errors;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
@@ -741,6 +742,10 @@ impl Pipeline {
         let src = Source { path, text };
         let raw: RawPipeline = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().to_string();
+            let span = e.span().unwrap_or(0..0);
+            if let Some(explained) = type_errors::explain(text, span.clone(), &message) {
+                return src.error(span, explained);
+            }
             let hint = if message.contains("unknown field") {
                 "\n  hint: check the spelling; the keys each section accepts are listed in the README"
             } else {
