@@ -108,7 +108,7 @@ pub fn mapper_call_failed(plugin: &str, e: &PluginError, whole_batch: bool) {
             other = counts.other,
             reason,
             whole_batch,
-            "mapper call failed; a message it fails on alone is a dead letter (failed_calls: since this plugin's previous line, at most one line per {} s)",
+            "mapper call failed; each message it fails on alone is a dead letter (failed_calls counts since this plugin's previous line; at most one line per {} s)",
             INTERVAL.as_secs()
         );
     }

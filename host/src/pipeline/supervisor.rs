@@ -644,7 +644,7 @@ impl Supervisor {
                                 // Names what was refused and why; the unit
                                 // keeps its plugin and all its settings.
                                 let what = format!(
-                                    "{id}: new {} {} (file, settings, limits or seed)",
+                                    "{id}: new {} {}",
                                     match id.kind {
                                         Kind::Generator => "plugin",
                                         Kind::Sink => "mapper",
