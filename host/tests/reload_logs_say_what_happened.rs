@@ -266,3 +266,52 @@ fn a_sink_switched_to_a_new_mapper_and_table_writes_on_while_the_mapper_compiles
         longest.as_millis()
     );
 }
+
+/// A sink moved to a new table with a plugin that cannot be its mapper: the
+/// move is refused, the sink writes on into its old table (the compile comes
+/// before the stop), the same save tried again is tried again, and a good
+/// save moves it.
+#[test]
+fn a_sink_whose_move_is_refused_writes_on_into_its_old_table() {
+    let (topic, first, second) = (unique("logs_keep"), unique("logs_keep_a"), unique("logs_keep_b"));
+    let head = format!("[[topics]]\nname = \"{topic}\"\n\n");
+    let steady = generator("steady", &topic, &plugin("langs"), 5);
+    let path = write_pipeline(&format!("{head}{steady}{}", sink(&topic, &first, &plugin("json_row"), 20)));
+    let host = Running::start(&["run", path.to_str().expect("utf-8")]);
+    let db = Db::connect();
+    wait_for("the first rows", Duration::from_secs(60), || rows(&db, &first) > 0);
+
+    let refused_move = format!("{head}{steady}{}", sink(&topic, &second, &plugin("langs"), 20));
+    for attempt in 1..=2 {
+        save(&path, &refused_move);
+        wait_for(&format!("refusal {attempt}"), Duration::from_secs(60), || {
+            host.log().matches("pipeline file partly applied").count() == attempt
+        });
+        let stored = rows(&db, &first);
+        wait_for("the old table to grow", Duration::from_secs(30), || rows(&db, &first) > stored + 50);
+    }
+    assert_eq!(rows(&db, &second), 0, "nothing in the table it was to move to");
+
+    save(&path, &format!("{head}{steady}{}", sink(&topic, &second, &plugin("json_row"), 20)));
+    wait_for("rows in the new table", Duration::from_secs(60), || rows(&db, &second) > 0);
+    let log = host.terminate();
+
+    let refusals = lines_with(&log, "sink rows: restart with the plugin");
+    assert_eq!(refusals.len(), 4, "two ERROR lines and two closing lines:\n{log}");
+    assert!(
+        refusals
+            .iter()
+            .all(|l| l.contains("is not a mapper plugin") && l.contains(&plugin("langs").display().to_string())),
+        "{refusals:#?}"
+    );
+    assert_eq!(log.matches("sink rows restarted with its new settings").count(), 1, "{log}");
+    assert_eq!(log.matches("sink stopping").count(), 1, "stopped once, for the good move:\n{log}");
+    // The old table: each offset once, from 0, up to its stored offset.
+    let offsets = db.offsets(&first);
+    let stored: i64 = db.query(
+        "SELECT next_offset FROM wasm_stream_offsets WHERE table_name = $1",
+        &[&first],
+    )[0]
+    .get(0);
+    common::assert_each_offset_once(&offsets, 0, stored);
+}

@@ -631,7 +631,7 @@ impl Supervisor {
                     if let Some(config) = config_of(&id) {
                         match self.start_unit(config).await {
                             Ok(()) => report.applied(format!("{id} added")),
-                            Err(e) => report.refused(format!("{id} added"), &e),
+                            Err(e) => report.refused(format!("adding {id}"), &e),
                         }
                     }
                 }
