@@ -6,11 +6,11 @@
 
 mod names;
 mod pg_url;
-mod type_errors;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
 mod tests;
+mod type_errors;
 
 /// The `[kafka]` and `[postgres]` sections of a valid pipeline file that
 /// points nowhere: the head of the pipelines unit tests parse from text.

@@ -70,12 +70,18 @@ fn a_component_cut_short_or_not_webassembly_gets_a_hint_of_its_own() {
     let empty = dir.join("empty.wasm");
     std::fs::write(&empty, b"").expect("write");
     let err = validate(&sink_with_mapper(&empty.display().to_string()));
-    assert!(err.contains("the file is empty") && err.contains("still being written"), "{err}");
+    assert!(
+        err.contains("the file is empty") && err.contains("still being written"),
+        "{err}"
+    );
 
     let text = dir.join("text.wasm");
     std::fs::write(&text, b"#!/bin/sh\necho hi\n").expect("write");
     let err = validate(&sink_with_mapper(&text.display().to_string()));
-    assert!(err.contains("the file is not WebAssembly (it starts with \"#!/bin/sh"), "{err}");
+    assert!(
+        err.contains("the file is not WebAssembly (it starts with \"#!/bin/sh"),
+        "{err}"
+    );
     assert!(!err.contains("magic header"), "no multi-line compiler text: {err}");
 }
 

@@ -80,7 +80,9 @@ fn a_wrong_world_at_reload_is_named_and_the_reload_reads_as_partly_applied() {
     wait_for("the generator to go on", Duration::from_secs(30), || {
         topic_size(&topic) > produced + 50
     });
-    wait_for("the sink to go on", Duration::from_secs(30), || rows(&db, &table) > stored + 50);
+    wait_for("the sink to go on", Duration::from_secs(30), || {
+        rows(&db, &table) > stored + 50
+    });
     let log = host.terminate();
 
     let refused = lines_with(&log, "refused");
@@ -95,7 +97,11 @@ fn a_wrong_world_at_reload_is_named_and_the_reload_reads_as_partly_applied() {
     let closing = lines_with(&log, "pipeline file partly applied");
     assert_eq!(closing.len(), 1, "{log}");
     assert!(closing[0].contains("WARN"), "{}", closing[0]);
-    assert!(closing[0].contains("sink rows: new settings"), "what applied: {}", closing[0]);
+    assert!(
+        closing[0].contains("sink rows: new settings"),
+        "what applied: {}",
+        closing[0]
+    );
     assert!(
         closing[0].contains("generator steady: new plugin") && closing[0].contains("is not a generator plugin"),
         "what was refused and why: {}",
@@ -138,14 +144,28 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
     assert_eq!(rows(&db, &table), 20, "the good messages are stored");
 
     let warned = lines_with(&log, "mapper call failed");
-    assert_eq!(warned.len(), 2, "one line per burst (10 s apart), not one per trap:\n{log}");
+    assert_eq!(
+        warned.len(),
+        2,
+        "one line per burst (10 s apart), not one per trap:\n{log}"
+    );
     for line in &warned {
         assert!(line.contains("WARN"), "{line}");
-        assert!(line.contains("plugin=sink rows") || line.contains("plugin=\"sink rows\""), "{line}");
-        assert!(line.contains("asked to trap at offset"), "the reason's first line: {line}");
+        assert!(
+            line.contains("plugin=sink rows") || line.contains("plugin=\"sink rows\""),
+            "{line}"
+        );
+        assert!(
+            line.contains("asked to trap at offset"),
+            "the reason's first line: {line}"
+        );
     }
     let count = |line: &str, field: &str| -> u64 {
-        let at = line.find(&format!("{field}=")).unwrap_or_else(|| panic!("{field} in {line}")) + field.len() + 1;
+        let at = line
+            .find(&format!("{field}="))
+            .unwrap_or_else(|| panic!("{field} in {line}"))
+            + field.len()
+            + 1;
         line[at..]
             .split(|c: char| !c.is_ascii_digit())
             .next()
@@ -154,18 +174,25 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
     };
     assert_eq!(count(warned[0], "failed_calls"), 1, "the first failure at once");
     let second = count(warned[1], "failed_calls");
-    assert!(second > 1, "the failures since the first line are counted: {}", warned[1]);
+    assert!(
+        second > 1,
+        "the failures since the first line are counted: {}",
+        warned[1]
+    );
     assert_eq!(count(warned[1], "traps"), second, "all of them traps: {}", warned[1]);
 
     // The reasons in PostgreSQL: no empty field, the panic message inline.
     for (offset, _, reason) in db.dead_letters(&topic) {
         assert!(reason.contains("trapped: wasm trap: "), "{reason}");
         assert!(
-            reason.contains(&format!("stderr: panicked at ")) && reason.contains(&format!("asked to trap at offset {offset}")),
+            reason.contains("stderr: panicked at ") && reason.contains(&format!("asked to trap at offset {offset}")),
             "{reason}"
         );
         assert!(!reason.contains("backtrace"), "no empty backtrace: {reason}");
-        assert!(!reason.contains("RUST_BACKTRACE"), "no advice a plugin cannot take: {reason}");
+        assert!(
+            !reason.contains("RUST_BACKTRACE"),
+            "no advice a plugin cannot take: {reason}"
+        );
     }
 }
 
@@ -190,7 +217,10 @@ fn python_and_javascript_components_get_their_own_build_command() {
     std::fs::write(&cut, &whole[..whole.len() / 2]).expect("write");
     let err = validate_mapper(&cut);
     assert!(err.contains("Python component (componentize-py) cut short"), "{err}");
-    assert!(err.contains("incomplete") && err.contains("componentize-py -d wit"), "{err}");
+    assert!(
+        err.contains("incomplete") && err.contains("componentize-py -d wit"),
+        "{err}"
+    );
     assert!(!err.contains("cargo build"), "not Rust's hint: {err}");
     assert!(!err.contains("core module"), "not a core module: {err}");
 
@@ -202,7 +232,10 @@ fn python_and_javascript_components_get_their_own_build_command() {
     // A JavaScript generator where a mapper goes.
     let err = validate_mapper(&plugin("js_langs"));
     assert!(err.contains("is not a mapper plugin"), "{err}");
-    assert!(err.contains("componentize-js app.js --wit wit --world-name mapper-plugin"), "{err}");
+    assert!(
+        err.contains("componentize-js app.js --wit wit --world-name mapper-plugin"),
+        "{err}"
+    );
 }
 
 /// A sink moved to a new table and a Python mapper (compiled afresh: the
@@ -214,8 +247,14 @@ fn a_sink_switched_to_a_new_mapper_and_table_writes_on_while_the_mapper_compiles
     let (topic, first, second) = (unique("logs_switch"), unique("logs_switch_a"), unique("logs_switch_b"));
     let head = format!("[[topics]]\nname = \"{topic}\"\n\n");
     let steady = generator("steady", &topic, &plugin("langs"), 5);
-    let path = write_pipeline(&format!("{head}{steady}{}", sink(&topic, &first, &plugin("json_row"), 20)));
-    let host = Running::start_with_env(&["run", path.to_str().expect("utf-8")], &[("WASM_STREAM_CACHE_DIR", "off")]);
+    let path = write_pipeline(&format!(
+        "{head}{steady}{}",
+        sink(&topic, &first, &plugin("json_row"), 20)
+    ));
+    let host = Running::start_with_env(
+        &["run", path.to_str().expect("utf-8")],
+        &[("WASM_STREAM_CACHE_DIR", "off")],
+    );
     let db = Db::connect();
     wait_for("the first rows", Duration::from_secs(60), || rows(&db, &first) > 0);
 
@@ -276,7 +315,10 @@ fn a_sink_whose_move_is_refused_writes_on_into_its_old_table() {
     let (topic, first, second) = (unique("logs_keep"), unique("logs_keep_a"), unique("logs_keep_b"));
     let head = format!("[[topics]]\nname = \"{topic}\"\n\n");
     let steady = generator("steady", &topic, &plugin("langs"), 5);
-    let path = write_pipeline(&format!("{head}{steady}{}", sink(&topic, &first, &plugin("json_row"), 20)));
+    let path = write_pipeline(&format!(
+        "{head}{steady}{}",
+        sink(&topic, &first, &plugin("json_row"), 20)
+    ));
     let host = Running::start(&["run", path.to_str().expect("utf-8")]);
     let db = Db::connect();
     wait_for("the first rows", Duration::from_secs(60), || rows(&db, &first) > 0);
@@ -288,12 +330,19 @@ fn a_sink_whose_move_is_refused_writes_on_into_its_old_table() {
             host.log().matches("pipeline file partly applied").count() == attempt
         });
         let stored = rows(&db, &first);
-        wait_for("the old table to grow", Duration::from_secs(30), || rows(&db, &first) > stored + 50);
+        wait_for("the old table to grow", Duration::from_secs(30), || {
+            rows(&db, &first) > stored + 50
+        });
     }
     assert_eq!(rows(&db, &second), 0, "nothing in the table it was to move to");
 
-    save(&path, &format!("{head}{steady}{}", sink(&topic, &second, &plugin("json_row"), 20)));
-    wait_for("rows in the new table", Duration::from_secs(60), || rows(&db, &second) > 0);
+    save(
+        &path,
+        &format!("{head}{steady}{}", sink(&topic, &second, &plugin("json_row"), 20)),
+    );
+    wait_for("rows in the new table", Duration::from_secs(60), || {
+        rows(&db, &second) > 0
+    });
     let log = host.terminate();
 
     let refusals = lines_with(&log, "sink rows: restart with the plugin");
@@ -304,8 +353,16 @@ fn a_sink_whose_move_is_refused_writes_on_into_its_old_table() {
             .all(|l| l.contains("is not a mapper plugin") && l.contains(&plugin("langs").display().to_string())),
         "{refusals:#?}"
     );
-    assert_eq!(log.matches("sink rows restarted with its new settings").count(), 1, "{log}");
-    assert_eq!(log.matches("sink stopping").count(), 1, "stopped once, for the good move:\n{log}");
+    assert_eq!(
+        log.matches("sink rows restarted with its new settings").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(
+        log.matches("sink stopping").count(),
+        1,
+        "stopped once, for the good move:\n{log}"
+    );
     // The old table: each offset once, from 0, up to its stored offset.
     let offsets = db.offsets(&first);
     let stored: i64 = db.query(

@@ -26,8 +26,10 @@ pub fn explain(text: &str, span: Range<usize>, message: &str) -> Option<String> 
 
 /// What to write, with an example, from serde's name of the expected type.
 fn wanted(key: &str, expected: &str, found: &str) -> String {
-    let integer = ["u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize"]
-        .contains(&expected)
+    let integer = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ]
+    .contains(&expected)
         || expected.contains("integer");
     if integer {
         let (what, example) = if key.ends_with("_ms") {
@@ -37,7 +39,11 @@ fn wanted(key: &str, expected: &str, found: &str) -> String {
         } else {
             ("a whole number", "3")
         };
-        let quoted = if found.starts_with("string") { " (no quotes)" } else { "" };
+        let quoted = if found.starts_with("string") {
+            " (no quotes)"
+        } else {
+            ""
+        };
         return format!("{what}, e.g. {key} = {example}{quoted}");
     }
     if expected.contains("string") {
@@ -198,7 +204,10 @@ mod tests {
         );
         let text = "generators = []\n[[sinks]]\nname = \"s\"\ntable = 5\n";
         let e = explained::<Doc>(text);
-        assert_eq!(e, "sinks.s.table: expected a string in quotes, e.g. table = \"5\", not integer `5`");
+        assert_eq!(
+            e,
+            "sinks.s.table: expected a string in quotes, e.g. table = \"5\", not integer `5`"
+        );
         let text = "generators = []\n[[sinks]]\nname = \"s\"\ntable = \"t\"\nkey = \"id\"\n";
         let e = explained::<Doc>(text);
         assert!(e.starts_with("sinks.s.key: expected a list in brackets"), "{e}");

@@ -143,7 +143,10 @@ mod tests {
             "plugin sink rows trapped: wasm trap: unreachable; stderr: panicked at x.rs:1:1: boom 1"
         );
         for i in 2..=5 {
-            assert_eq!(l.record("sink rows", &trap(i), t0 + Duration::from_secs(u64::from(i))), None);
+            assert_eq!(
+                l.record("sink rows", &trap(i), t0 + Duration::from_secs(u64::from(i))),
+                None
+            );
         }
         assert_eq!(l.record("sink rows", &timeout(), t0 + Duration::from_secs(9)), None);
         let next = l

@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn each_kind_of_file_gets_its_own_hint() {
         let (what, hint) = not_a_component(b"", "unexpected end-of-file (at offset 0x0)");
-        assert!(what.contains("empty") && hint.contains("still being written"), "{what} / {hint}");
+        assert!(
+            what.contains("empty") && hint.contains("still being written"),
+            "{what} / {hint}"
+        );
 
         let (what, hint) = not_a_component(b"hello\n", "magic header not detected");
         assert!(what.contains("not WebAssembly") && what.contains("hello"), "{what}");
@@ -165,7 +168,10 @@ mod tests {
     fn a_cut_short_python_or_javascript_component_gets_its_build_command() {
         let py = component(b"..componentize_py..libpython3.12..");
         let (what, hint) = not_a_component(&py, "section range 1..9 is out of bounds");
-        assert!(what.contains("Python component") && what.contains("cut short"), "{what}");
+        assert!(
+            what.contains("Python component") && what.contains("cut short"),
+            "{what}"
+        );
         assert!(hint.contains("componentize-py") && !hint.contains("cargo"), "{hint}");
 
         let js = component(b"..StarlingMonkey..");
@@ -177,7 +183,10 @@ mod tests {
     #[test]
     fn a_component_that_is_whole_but_invalid_is_not_called_cut_short() {
         let (what, hint) = not_a_component(&component(b"x"), "type mismatch");
-        assert!(what.contains("does not validate") && !what.contains("cut short"), "{what}");
+        assert!(
+            what.contains("does not validate") && !what.contains("cut short"),
+            "{what}"
+        );
         assert!(hint.contains("build it again"), "{hint}");
     }
 
@@ -187,6 +196,9 @@ mod tests {
         let hint = wrong_world_hint(&py, "mapper-plugin");
         assert!(hint.contains("-w mapper-plugin"), "{hint}");
         let hint = wrong_world_hint(&component(b"rustc"), "generator-plugin");
-        assert!(hint.contains("wrong section") && hint.contains("generator-plugin"), "{hint}");
+        assert!(
+            hint.contains("wrong section") && hint.contains("generator-plugin"),
+            "{hint}"
+        );
     }
 }
