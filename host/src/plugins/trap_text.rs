@@ -2,7 +2,9 @@
 //! happened, then what the plugin wrote to stderr. No field is printed
 //! empty: wasmtime's "error while executing at wasm backtrace:" header is
 //! dropped (our backtraces carry no frames, so it read `backtrace:;`), and
-//! `stderr:` appears only when the plugin wrote something.
+//! `stderr:` appears only when the plugin wrote something. What the plugin
+//! wrote is tidied so its first line says what failed: a Rust panic, a
+//! Python traceback, a JavaScript error each become one line.
 
 /// How wasmtime's `WasmBacktrace` starts when displayed.
 const BACKTRACE_HEADER: &str = "error while executing at wasm backtrace";
@@ -51,6 +53,31 @@ pub fn tidy_stderr(text: &str) -> String {
     let mut out = Vec::with_capacity(lines.len());
     let mut i = 0;
     while i < lines.len() {
+        if let Some((text, next)) = python_traceback(&lines, i) {
+            out.push(text);
+            i = next;
+            continue;
+        }
+        // componentize-js: the message, `Stack:`, a frame a line. The
+        // innermost frame joins the message; the rest goes.
+        if lines[i].trim() == "Stack:" {
+            let mut j = i + 1;
+            let innermost = lines.get(j).filter(|l| l.starts_with(char::is_whitespace)).map(|l| l.trim());
+            while j < lines.len() && lines[j].starts_with(char::is_whitespace) {
+                j += 1;
+            }
+            match (out.last_mut(), innermost) {
+                (Some(message), Some(frame)) => message.push_str(&format!(" (at {frame})")),
+                _ => out.push(lines[i..j].join("\n")),
+            }
+            i = j;
+            continue;
+        }
+        if lines[i] == "Redirecting call to abort() to mozalloc_abort" {
+            // StarlingMonkey's way to trap: no news for the user.
+            i += 1;
+            continue;
+        }
         match panic_location(lines[i]) {
             Some(at) if i + 1 < lines.len() => {
                 out.push(format!("panicked at {at}: {}", lines[i + 1].trim()));
@@ -67,6 +94,29 @@ pub fn tidy_stderr(text: &str) -> String {
         }
     }
     out.join("\n")
+}
+
+/// A Python traceback starting at `lines[i]`, as `Error: message (at File
+/// "app.py", line 43, in map_one)`: the exception first, then its innermost
+/// frame. Returns the text and the index of the line after it.
+fn python_traceback(lines: &[&str], i: usize) -> Option<(String, usize)> {
+    if lines[i].trim() != "Traceback (most recent call last):" {
+        return None;
+    }
+    let mut j = i + 1;
+    let mut innermost = None;
+    while j < lines.len() && lines[j].starts_with(char::is_whitespace) {
+        if lines[j].trim_start().starts_with("File ") {
+            innermost = Some(lines[j].trim());
+        }
+        j += 1;
+    }
+    let exception = lines.get(j)?.trim();
+    let text = match innermost {
+        Some(frame) => format!("{exception} (at {frame})"),
+        None => exception.to_string(),
+    };
+    Some((text, j + 1))
 }
 
 /// `FILE:LINE:COL` of a Rust panic header: `thread 'x' (1) panicked at FILE:LINE:COL:`.
@@ -96,6 +146,28 @@ mod tests {
             tidy_stderr(stderr),
             "panicked at fixtures/hostile-mapper/src/lib.rs:39:19: hostile-mapper: asked to trap at offset 1"
         );
+    }
+
+    #[test]
+    fn a_python_traceback_reads_exception_first_with_its_innermost_frame() {
+        // What a componentize-py mapper that raises writes.
+        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 83, in map_batch\n  File \"/0/app.py\", line 43, in map_one\nValueError: asked to fail on 1\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\nPython function threw an unexpected exception\n";
+        assert_eq!(
+            tidy_stderr(stderr),
+            "ValueError: asked to fail on 1 (at File \"/0/app.py\", line 43, in map_one)\npanicked at runtime/src/lib.rs:1280:25: Python function threw an unexpected exception"
+        );
+        // A traceback cut off before its exception line is kept as written.
+        assert_eq!(
+            tidy_stderr("Traceback (most recent call last):\n  File \"a.py\", line 1, in f"),
+            "Traceback (most recent call last):\n  File \"a.py\", line 1, in f"
+        );
+    }
+
+    #[test]
+    fn a_javascript_error_reads_with_its_innermost_frame() {
+        // What a componentize-js mapper that throws writes.
+        let stderr = "asked to fail on 1\nStack:\n  mapOne@app.js:29:11\n  mapBatch@app.js:73:21\n  export_mapper_0_2_0$mapBatch@/tmp/x/sources/initializer.js:288:15\nRedirecting call to abort() to mozalloc_abort\n";
+        assert_eq!(tidy_stderr(stderr), "asked to fail on 1 (at mapOne@app.js:29:11)");
     }
 
     #[test]
