@@ -42,6 +42,15 @@ fn save(path: &Path, body: &str) {
     replace_atomically(path, format!("{}\n{body}", connection_sections()).as_bytes());
 }
 
+/// Seconds since midnight of a log line's timestamp (`2026-12-02T16:10:44.299759Z ...`).
+fn time_of_day(line: &str) -> f64 {
+    let clock = line.get(11..26).unwrap_or_else(|| panic!("a timestamp: {line}"));
+    clock
+        .split(':')
+        .map(|p| p.parse::<f64>().unwrap_or_else(|_| panic!("a timestamp: {line}")))
+        .fold(0.0, |acc, p| acc * 60.0 + p)
+}
+
 /// The lines of a log that contain `needle`.
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(needle)).collect()
@@ -144,10 +153,9 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
     assert_eq!(rows(&db, &table), 20, "the good messages are stored");
 
     let warned = lines_with(&log, "mapper call failed");
-    assert_eq!(
-        warned.len(),
-        2,
-        "one line per burst (10 s apart), not one per trap:\n{log}"
+    assert!(
+        (2..=4).contains(&warned.len()),
+        "a line at the first trap, then at most one per 10 s, not one per trap:\n{log}"
     );
     for line in &warned {
         assert!(line.contains("WARN"), "{line}");
@@ -159,6 +167,12 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
             line.contains("asked to trap at offset"),
             "the reason's first line: {line}"
         );
+    }
+    // Lines are at least 10 s apart; the last may be the count held back
+    // when the host stopped.
+    let seconds: Vec<f64> = warned.iter().map(|l| time_of_day(l)).collect();
+    for pair in seconds[..seconds.len() - 1].windows(2) {
+        assert!(pair[1] - pair[0] >= 10.0, "lines {pair:?} s apart:\n{log}");
     }
     let count = |line: &str, field: &str| -> u64 {
         let at = line
@@ -173,13 +187,13 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
             .unwrap_or_else(|| panic!("{field} in {line}"))
     };
     assert_eq!(count(warned[0], "failed_calls"), 1, "the first failure at once");
-    let second = count(warned[1], "failed_calls");
+    let failed: u64 = warned.iter().map(|l| count(l, "failed_calls")).sum();
+    let traps: u64 = warned.iter().map(|l| count(l, "traps")).sum();
     assert!(
-        second > 1,
-        "the failures since the first line are counted: {}",
-        warned[1]
+        failed >= 20,
+        "every failure is counted in a line (each of the 20 trapping messages failed alone): {failed}\n{log}"
     );
-    assert_eq!(count(warned[1], "traps"), second, "all of them traps: {}", warned[1]);
+    assert_eq!(traps, failed, "all of them traps:\n{log}");
 
     // The reasons in PostgreSQL: no empty field, the panic message inline.
     for (offset, _, reason) in db.dead_letters(&topic) {

@@ -199,11 +199,11 @@ fn map_isolating_failures(
     match mapper.map_batch(messages) {
         Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
         Err(e) if messages.len() == 1 => {
-            super::fault_log::mapper_call_failed(mapper.name(), &e, false);
+            super::fault_log::mapper_call_failed(mapper.name(), &e);
             return Ok(vec![fatal_or(e)?]);
         }
         Err(e) => {
-            super::fault_log::mapper_call_failed(mapper.name(), &e, true);
+            super::fault_log::mapper_call_failed(mapper.name(), &e);
             tracing::debug!(plugin = mapper.name(), error = %e, "batch call failed; mapping one by one");
         }
     }
@@ -214,7 +214,7 @@ fn map_isolating_failures(
         .map(|m| match mapper.map_batch(std::slice::from_ref(m)) {
             Ok(mut one) => Ok(budget.take(one.remove(0))),
             Err(e) => {
-                super::fault_log::mapper_call_failed(mapper.name(), &e, false);
+                super::fault_log::mapper_call_failed(mapper.name(), &e);
                 fatal_or(e)
             }
         })

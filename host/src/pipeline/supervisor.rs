@@ -834,6 +834,7 @@ impl Supervisor {
         for (id, unit) in &self.units {
             unit.log_progress(&id.name);
         }
+        super::fault_log::log_pending(false);
     }
 
     /// Asks every unit to stop (generators flush, sinks write the batch in
@@ -860,6 +861,8 @@ impl Supervisor {
                 Err(e) => self.failures.push(format!("{name}: task failed: {e}")),
             }
         }
+        // The failures counted since each mapper's last line.
+        super::fault_log::log_pending(true);
         if self.failures.is_empty() {
             Ok(())
         } else {

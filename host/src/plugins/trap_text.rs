@@ -62,7 +62,10 @@ pub fn tidy_stderr(text: &str) -> String {
         // innermost frame joins the message; the rest goes.
         if lines[i].trim() == "Stack:" {
             let mut j = i + 1;
-            let innermost = lines.get(j).filter(|l| l.starts_with(char::is_whitespace)).map(|l| l.trim());
+            let innermost = lines
+                .get(j)
+                .filter(|l| l.starts_with(char::is_whitespace))
+                .map(|l| l.trim());
             while j < lines.len() && lines[j].starts_with(char::is_whitespace) {
                 j += 1;
             }
