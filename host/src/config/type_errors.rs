@@ -12,6 +12,13 @@ use toml::de::{DeTable, DeValue};
 /// The message for a serde type or value error at `span` of `text`, or
 /// `None` when `message` is another kind of error.
 pub fn explain(text: &str, span: Range<usize>, message: &str) -> Option<String> {
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        // `mode = "apend"`: the key, the choices, and one written out.
+        let path = key_path(text, &span)?;
+        let key = path.rsplit('.').next().unwrap_or(&path);
+        let first = rest.split('`').nth(3).map(|v| format!(", e.g. {key} = \"{v}\""));
+        return Some(format!("{path}: unknown value {rest}{}", first.unwrap_or_default()));
+    }
     let rest = message
         .strip_prefix("invalid type: ")
         .or_else(|| message.strip_prefix("invalid value: "))?;
@@ -221,6 +228,31 @@ mod tests {
         let text = "generators = [{ interval_ms = \"2\", name = 3 }]\n";
         let e = explained::<Doc>(text);
         assert!(e.starts_with("generators.0."), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_choice_names_the_key_and_writes_one_out() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Pg {
+            postgres: Tls,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Tls {
+            tls: Mode,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[serde(rename_all = "kebab-case")]
+        enum Mode {
+            Require,
+            Disable,
+        }
+        let e = explained::<Pg>("[postgres]\ntls = \"maybe\"\n");
+        assert_eq!(
+            e,
+            "postgres.tls: unknown value `maybe`, expected `require` or `disable`, e.g. tls = \"require\""
+        );
     }
 
     #[test]
