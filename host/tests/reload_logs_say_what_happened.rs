@@ -368,7 +368,7 @@ fn a_sink_whose_move_is_refused_writes_on_into_its_old_table() {
         "{refusals:#?}"
     );
     assert_eq!(
-        log.matches("sink rows restarted with its new settings").count(),
+        log.matches(&format!("sink rows restarted (table {second}")).count(),
         1,
         "{log}"
     );

@@ -68,6 +68,9 @@ fn wanted(key: &str, expected: &str, found: &str) -> String {
     if expected.contains("bool") {
         return format!("true or false, e.g. {key} = true");
     }
+    if ["generators", "sinks", "topics", "checks"].contains(&key) {
+        return format!("[[{key}]] tables, one per entry");
+    }
     if expected.contains("sequence") || expected.contains("array") {
         return format!("a list in brackets, e.g. {key} = [\"a\", \"b\"]");
     }

@@ -616,8 +616,12 @@ impl Supervisor {
                     match self.load(&config).await {
                         Ok(instance) => {
                             self.stop_unit(&id).await;
+                            let what = match &config {
+                                UnitConfig::Sink(s) => format!("{id} restarted (table {}, topic {})", s.table, s.topic),
+                                UnitConfig::Generator(_) => format!("{id} restarted"),
+                            };
                             self.spawn_loaded(config, instance);
-                            report.applied(format!("{id} restarted with its new settings"));
+                            report.applied(what);
                         }
                         Err(e) => {
                             let what = format!("{id}: restart with the plugin {}", config.plugin().path.display());
