@@ -51,6 +51,20 @@ fn time_of_day(line: &str) -> f64 {
         .fold(0.0, |acc, p| acc * 60.0 + p)
 }
 
+/// The number a log line gives a field (`failed_calls=14`).
+fn field(line: &str, name: &str) -> u64 {
+    let at = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+        + name.len()
+        + 2;
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {line}"))
+}
+
 /// The lines of a log that contain `needle`.
 fn lines_with<'a>(log: &'a str, needle: &str) -> Vec<&'a str> {
     log.lines().filter(|l| l.contains(needle)).collect()
@@ -174,21 +188,9 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
     for pair in seconds[..seconds.len() - 1].windows(2) {
         assert!(pair[1] - pair[0] >= 10.0, "lines {pair:?} s apart:\n{log}");
     }
-    let count = |line: &str, field: &str| -> u64 {
-        let at = line
-            .find(&format!("{field}="))
-            .unwrap_or_else(|| panic!("{field} in {line}"))
-            + field.len()
-            + 1;
-        line[at..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{field} in {line}"))
-    };
-    assert_eq!(count(warned[0], "failed_calls"), 1, "the first failure at once");
-    let failed: u64 = warned.iter().map(|l| count(l, "failed_calls")).sum();
-    let traps: u64 = warned.iter().map(|l| count(l, "traps")).sum();
+    assert_eq!(field(warned[0], "failed_calls"), 1, "the first failure at once");
+    let failed: u64 = warned.iter().map(|l| field(l, "failed_calls")).sum();
+    let traps: u64 = warned.iter().map(|l| field(l, "traps")).sum();
     assert!(
         failed >= 20,
         "every failure is counted in a line (each of the 20 trapping messages failed alone): {failed}\n{log}"
@@ -208,6 +210,44 @@ fn a_trapping_mapper_is_logged_at_warning_at_most_once_per_interval_with_counts(
             "no advice a plugin cannot take: {reason}"
         );
     }
+}
+
+#[test]
+fn a_mapper_that_runs_past_its_deadline_is_logged_with_its_timeouts() {
+    let (topic, table) = (unique("logs_slow"), unique("logs_slow_rows"));
+    let path = SinkPipeline::new(&topic, &table, "hostile_mapper")
+        .batch_size(1)
+        .extra("[sinks.limits]\ncall_timeout_ms = 200\n")
+        .write();
+    common::create_topic(&topic, 1);
+    let host = Running::start(&["run", path.to_str().expect("utf-8")]);
+    let db = Db::connect();
+    produce_raw(
+        &topic,
+        &[Some(b"loop".to_vec()), Some(b"ok".to_vec()), Some(b"loop".to_vec())],
+    );
+    wait_for("the dead letters", Duration::from_secs(60), || {
+        db.dead_letters(&topic).len() == 2
+    });
+    let log = host.terminate();
+    assert_eq!(rows(&db, &table), 1, "the good message is stored");
+    for (_, _, reason) in db.dead_letters(&topic) {
+        assert!(
+            reason.contains("did not return within its deadline of 200 ms"),
+            "{reason}"
+        );
+    }
+    let warned = lines_with(&log, "mapper call failed");
+    assert!(!warned.is_empty() && warned.len() <= 2, "{log}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert_eq!(field(warned[0], "timeouts"), 1, "{}", warned[0]);
+    assert!(
+        warned[0].contains("did not return within its deadline"),
+        "{}",
+        warned[0]
+    );
+    let timeouts: u64 = warned.iter().map(|l| field(l, "timeouts")).sum();
+    assert_eq!(timeouts, 2, "both timeouts counted:\n{log}");
 }
 
 /// `host validate` of a pipeline whose sink's mapper is `mapper`: its stderr.
