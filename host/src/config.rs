@@ -13,6 +13,7 @@ mod secrets;
 mod secrets_tests;
 #[cfg(test)]
 mod tests;
+mod type_errors;
 
 /// The `[kafka]` and `[postgres]` sections of a valid pipeline file that
 /// points nowhere: the head of the pipelines unit tests parse from text.
@@ -761,6 +762,10 @@ impl Pipeline {
         let src = Source { path, text };
         let raw: RawPipeline = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().to_string();
+            let span = e.span().unwrap_or(0..0);
+            if let Some(explained) = type_errors::explain(text, span.clone(), &message) {
+                return src.error(span, explained);
+            }
             let hint = if message.contains("unknown field") {
                 "\n  hint: check the spelling; the keys each section accepts are listed in the README"
             } else {

@@ -48,7 +48,88 @@ fn a_core_module_is_not_a_component() {
     std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
     let err = validate(&sink_with_mapper(&core.display().to_string()));
     assert!(err.contains("is not a WebAssembly component"), "{err}");
+    assert!(err.contains("it is a core WebAssembly module"), "{err}");
     assert!(err.contains("wasm32-wasip2"), "{err}");
+}
+
+#[test]
+fn a_component_cut_short_or_not_webassembly_gets_a_hint_of_its_own() {
+    let dir = std::env::temp_dir().join(unique("cut"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let whole = std::fs::read(plugin("json_row")).expect("json_row is built");
+    let cut = dir.join("cut.wasm");
+    std::fs::write(&cut, &whole[..whole.len() / 2]).expect("write");
+    let err = validate(&sink_with_mapper(&cut.display().to_string()));
+    assert!(
+        err.contains(&format!("a component cut short at {} bytes", whole.len() / 2)),
+        "{err}"
+    );
+    assert!(err.contains("hint: the file is incomplete"), "{err}");
+    assert!(!err.contains("core module"), "it is no core module: {err}");
+
+    let empty = dir.join("empty.wasm");
+    std::fs::write(&empty, b"").expect("write");
+    let err = validate(&sink_with_mapper(&empty.display().to_string()));
+    assert!(
+        err.contains("the file is empty") && err.contains("still being written"),
+        "{err}"
+    );
+
+    let text = dir.join("text.wasm");
+    std::fs::write(&text, b"#!/bin/sh\necho hi\n").expect("write");
+    let err = validate(&sink_with_mapper(&text.display().to_string()));
+    assert!(
+        err.contains("the file is not WebAssembly (it starts with \"#!/bin/sh"),
+        "{err}"
+    );
+    assert!(!err.contains("magic header"), "no multi-line compiler text: {err}");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_key_and_what_to_write() {
+    let langs = plugin("langs").display().to_string();
+    let generator = format!(
+        "[[topics]]\nname = \"t\"\n\n[[generators]]\nname = \"langs\"\ntopic = \"t\"\nplugin = \"{langs}\"\ninterval_ms = \"1s\"\n"
+    );
+    // The connection sections take 11 lines: interval_ms is on line 19.
+    let err = validate(&generator);
+    assert!(
+        err.contains("pipeline.toml:19:15: generators.langs.interval_ms: expected a whole number of milliseconds, e.g. interval_ms = 1000 (no quotes), not string \"1s\""),
+        "{err}"
+    );
+    // Other keys and types, by the same rule.
+    let json_row = plugin("json_row").display().to_string();
+    for (extra, expected) in [
+        (
+            "batch_size = \"500\"\n",
+            "pipeline.toml:20:14: sinks.s.batch_size: expected a whole number, e.g. batch_size = 3 (no quotes)",
+        ),
+        (
+            "key = \"id\"\n",
+            "sinks.s.key: expected a list in brackets, e.g. key = [\"a\", \"b\"]",
+        ),
+        (
+            "[sinks.limits]\nmemory_limit_bytes = \"64MB\"\n",
+            "sinks.s.limits.memory_limit_bytes: expected a whole number of bytes, e.g. memory_limit_bytes = 1048576",
+        ),
+        (
+            "table = 7\n",
+            "sinks.s.table: expected a string in quotes, e.g. table = \"7\", not integer `7`",
+        ),
+    ] {
+        let body = if extra.starts_with("table") {
+            sink_with_mapper(&json_row).replace("table = \"rows\"\n", extra)
+        } else {
+            format!("{}{extra}", sink_with_mapper(&json_row))
+        };
+        let err = validate(&body);
+        assert!(err.contains(expected), "{extra}: {err}");
+    }
+    let err = validate("[[topics]]\nname = \"t\"\npartitions = \"3\"\n");
+    assert!(
+        err.contains("topics.t.partitions: expected a whole number, e.g. partitions = 3 (no quotes)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -252,8 +252,8 @@ pub(super) fn kafka(
                         Severity::Warning,
                         &name,
                         format!(
-                            "the topic has {} partitions, the pipeline file declares {d}",
-                            partitions.len()
+                            "the topic has {}, the pipeline file declares {d}",
+                            crate::plugins::trap_text::plural(partitions.len() as u64, "partition", "partitions")
                         ),
                     ));
                 }

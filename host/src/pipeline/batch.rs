@@ -198,8 +198,14 @@ fn map_isolating_failures(
 ) -> anyhow::Result<Vec<Result<Outcome, PluginError>>> {
     match mapper.map_batch(messages) {
         Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
-        Err(e) if messages.len() == 1 => return Ok(vec![fatal_or(e)?]),
-        Err(e) => tracing::warn!(plugin = mapper.name(), error = %e, "batch call failed; mapping one by one"),
+        Err(e) if messages.len() == 1 => {
+            super::fault_log::mapper_call_failed(mapper.name(), &e);
+            return Ok(vec![fatal_or(e)?]);
+        }
+        Err(e) => {
+            super::fault_log::mapper_call_failed(mapper.name(), &e);
+            tracing::debug!(plugin = mapper.name(), error = %e, "batch call failed; mapping one by one");
+        }
     }
     // One call at a time, each up to the cap: their sum is capped too.
     let mut budget = crate::plugins::output::OutputBudget::new(mapper.name(), mapper.max_output_bytes());
@@ -207,7 +213,10 @@ fn map_isolating_failures(
         .iter()
         .map(|m| match mapper.map_batch(std::slice::from_ref(m)) {
             Ok(mut one) => Ok(budget.take(one.remove(0))),
-            Err(e) => fatal_or(e),
+            Err(e) => {
+                super::fault_log::mapper_call_failed(mapper.name(), &e);
+                fatal_or(e)
+            }
         })
         .collect()
 }

@@ -35,11 +35,13 @@
 //! So every message lands exactly once, through crashes and restarts.
 
 mod batch;
+mod fault_log;
 mod generator;
 mod lost_offsets;
 mod mapper;
 mod plan;
 mod reload;
+mod reload_report;
 mod retry;
 mod sink;
 mod stuck;

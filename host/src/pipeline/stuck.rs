@@ -40,9 +40,9 @@ impl Failing {
         self.attempts += 1;
         if stuck_for >= STUCK_AFTER {
             let what = format!(
-                "no batch committed for {} s ({} attempts); the last failed with: {why}",
+                "no batch committed for {} s ({}); the last failed with: {why}",
                 stuck_for.as_secs(),
-                self.attempts
+                crate::plugins::trap_text::plural(u64::from(self.attempts), "attempt", "attempts")
             );
             if self.warned.is_none_or(|w| now.duration_since(w) >= WARN_EVERY) {
                 self.warned = Some(now);

@@ -8,6 +8,7 @@
 use super::generator::{self, Echo, GeneratorRun, GeneratorStats};
 use super::plan::{self, Action, Kind, UnitConfig, UnitId};
 use super::reload::normalize;
+use super::reload_report::ReloadReport;
 use super::sink::{self, SinkRun, SinkStats};
 use super::{RunOptions, Swap};
 use crate::config::{GeneratorConfig, Pipeline, PluginConfig, PluginLimits, SinkConfig};
@@ -504,17 +505,19 @@ impl Supervisor {
         };
         self.pipeline_text = Some(text);
         let started = Instant::now();
-        self.apply(new).await;
-        tracing::info!(path = %path.display(), ms = started.elapsed().as_millis(), "pipeline file reloaded");
+        let report = self.apply(new).await;
+        report.log(&path, started.elapsed().as_millis());
     }
 
     /// Applies a new, valid pipeline as a difference from the running one.
-    async fn apply(&mut self, new: Pipeline) {
+    async fn apply(&mut self, new: Pipeline) -> ReloadReport {
+        let mut report = ReloadReport::default();
         let old = std::mem::replace(&mut self.pipeline, new.clone());
         if old.kafka != new.kafka || old.postgres != new.postgres {
             tracing::warn!(
                 "changes to [kafka] or [postgres] (addresses, TLS files) need a restart of the host; they are not applied, the rest is"
             );
+            report.refused("[kafka] or [postgres] changes", "they need a restart of the host");
             // Keep running against the connections the units were started with.
             self.pipeline.kafka = old.kafka.clone();
             self.pipeline.postgres = old.postgres.clone();
@@ -523,15 +526,28 @@ impl Supervisor {
         let current = self.pipeline.clone();
         if let Err(e) = self.create_topics(&current).await {
             tracing::error!(error = %format!("{e:#}"), "cannot create the topics of the new pipeline");
+            report.refused("creating the new topics", &format!("{e:#}"));
         }
         let actions = plan::pipeline_changed(&old, &new, &self.running(), &self.options);
         let audit_restarts = actions.contains(&Action::RestartAudit);
-        self.execute(actions, &current, Source::Files).await;
+        self.execute(actions, &current, Source::Files, &mut report).await;
+        // A sink whose restart was refused runs with its old settings: the
+        // pipeline says so, and the next save of the file tries again.
+        for id in report.kept() {
+            if let (Some(now), Some(before)) = (
+                self.pipeline.sinks.iter_mut().find(|s| s.name == id.name),
+                old.sinks.iter().find(|s| s.name == id.name),
+            ) {
+                *now = before.clone();
+                self.pipeline_text = None;
+            }
+        }
         crate::ops::state::set_pipeline(&self.pipeline);
         if !audit_restarts && (old.sinks != new.sinks || old.generators != new.generators || old.topics != new.topics) {
             // The audit judges the pipeline it was started with: give it the new one.
             self.restart_audit();
         }
+        report
     }
 
     /// A plugin file changed: compile it once per world that uses it, make one
@@ -566,7 +582,9 @@ impl Supervisor {
             detected,
         };
         let pipeline = self.pipeline.clone();
-        let swapped = self.execute(actions, &pipeline, source).await;
+        let swapped = self
+            .execute(actions, &pipeline, source, &mut ReloadReport::default())
+            .await;
         if swapped {
             crate::ops::metrics::reload(path, &hash, None);
             self.running_hashes.insert(path.to_path_buf(), hash);
@@ -575,7 +593,13 @@ impl Supervisor {
 
     /// Carries out a plan against `pipeline` (the one now current). Returns
     /// whether any unit received a new plugin instance.
-    async fn execute(&mut self, actions: Vec<Action>, pipeline: &Pipeline, source: Source<'_>) -> bool {
+    async fn execute(
+        &mut self,
+        actions: Vec<Action>,
+        pipeline: &Pipeline,
+        source: Source<'_>,
+        report: &mut ReloadReport,
+    ) -> bool {
         let configs: BTreeMap<UnitId, UnitConfig> = plan::units(pipeline).into_iter().map(|u| (u.id(), u)).collect();
         // Units whose new plugin was refused keep everything as it was.
         let mut refused_units: BTreeSet<UnitId> = BTreeSet::new();
@@ -596,17 +620,44 @@ impl Supervisor {
                         }
                     }
                     self.restart_audit();
+                    report.applied("checks and audit");
                 }
-                Action::Stop(id) => self.stop_unit(&id).await,
-                Action::Restart(id) => {
+                Action::Stop(id) => {
                     self.stop_unit(&id).await;
-                    if let Some(config) = config_of(&id) {
-                        self.start_unit(config).await;
+                    report.applied(format!("{id} removed"));
+                }
+                Action::Restart(id) => {
+                    let Some(config) = config_of(&id) else {
+                        self.stop_unit(&id).await;
+                        continue;
+                    };
+                    // Compile first, then stop and swap: the unit's pause
+                    // is the swap, not the compile (seconds for Python).
+                    match self.load(&config).await {
+                        Ok(instance) => {
+                            self.stop_unit(&id).await;
+                            let what = match &config {
+                                UnitConfig::Sink(s) => format!("{id} restarted (table {}, topic {})", s.table, s.topic),
+                                UnitConfig::Generator(_) => format!("{id} restarted"),
+                            };
+                            self.spawn_loaded(config, instance);
+                            report.applied(what);
+                        }
+                        Err(e) => {
+                            let what = format!("{id}: restart with the plugin {}", config.plugin().path.display());
+                            tracing::error!(unit = %id, error = %format!("{e:#}"), "{what} refused: {}; the {} runs on as before", first_line(&e), id.kind.label());
+                            crate::ops::plugin_live::refused_unit(&id.to_string(), &config.plugin().path, &format!("{e:#}"));
+                            report.refused(what, &e.to_string());
+                            report.kept_running(id);
+                        }
                     }
                 }
                 Action::Start(id) => {
                     if let Some(config) = config_of(&id) {
-                        self.start_unit(config).await;
+                        match self.start_unit(config).await {
+                            Ok(()) => report.applied(format!("{id} added")),
+                            Err(e) => report.refused(format!("adding {id}"), &e),
+                        }
                     }
                 }
                 Action::SwapPlugin(id) => {
@@ -615,19 +666,23 @@ impl Supervisor {
                         Source::Files => match self.load(&config).await {
                             Ok(instance) => instance,
                             Err(e) => {
-                                match id.kind {
-                                    Kind::Generator => {
-                                        tracing::error!(generator = id.name, error = %format!("{e:#}"), "new plugin settings refused; keeping the old plugin")
-                                    }
-                                    Kind::Sink => {
-                                        tracing::error!(sink = id.name, error = %format!("{e:#}"), "new mapper settings refused; keeping the old mapper")
-                                    }
-                                }
+                                // Names what was refused and why; the unit
+                                // keeps its plugin and all its settings.
+                                let what = format!(
+                                    "{id}: new {} {}",
+                                    match id.kind {
+                                        Kind::Generator => "plugin",
+                                        Kind::Sink => "mapper",
+                                    },
+                                    config.plugin().path.display()
+                                );
+                                tracing::error!(unit = %id, error = %format!("{e:#}"), "{what} refused: {}; keeping the running plugin and the old settings", first_line(&e));
                                 crate::ops::plugin_live::refused_unit(
                                     &id.to_string(),
                                     &config.plugin().path,
                                     &format!("{e:#}"),
                                 );
+                                report.refused(what, &e.to_string());
                                 refused_units.insert(id);
                                 continue;
                             }
@@ -664,6 +719,7 @@ impl Supervisor {
                         && unit.swap(instance, detected)
                     {
                         swapped = true;
+                        report.applied(format!("{id}: new plugin"));
                         if let (
                             Source::Changed {
                                 path, hash, old_hash, ..
@@ -681,6 +737,7 @@ impl Supervisor {
                     }
                     if let (Some(unit), Some(config)) = (self.units.get(&id), config_of(&id)) {
                         unit.update(config);
+                        report.applied(format!("{id}: new settings"));
                     }
                 }
             }
@@ -714,22 +771,14 @@ impl Supervisor {
         }
     }
 
-    /// Loads a unit's plugin and starts it; a failure is logged and the rest goes on.
-    async fn start_unit(&mut self, config: UnitConfig) {
+    /// Loads a unit's plugin and starts it; a failure is logged (and
+    /// returned, its first line) and the rest goes on.
+    async fn start_unit(&mut self, config: UnitConfig) -> Result<(), String> {
         let id = config.id();
         match self.load(&config).await {
             Ok(instance) => {
-                match &config {
-                    UnitConfig::Generator(g) => tracing::info!(generator = g.name, topic = %g.topic, "generator added"),
-                    UnitConfig::Sink(s) => tracing::info!(
-                        sink = s.name,
-                        topic = %s.topic,
-                        table = %s.table,
-                        "sink started by reload"
-                    ),
-                }
-                instance.record();
-                self.spawn(config, instance);
+                self.spawn_loaded(config, instance);
+                Ok(())
             }
             Err(e) => {
                 crate::ops::plugin_live::refused_unit(&id.to_string(), &config.plugin().path, &format!("{e:#}"));
@@ -739,8 +788,24 @@ impl Supervisor {
                     }
                     Kind::Sink => tracing::error!(sink = id.name, error = %format!("{e:#}"), "cannot start the sink"),
                 }
+                Err(e.to_string())
             }
         }
+    }
+
+    /// Starts a unit of a reload whose plugin is loaded.
+    fn spawn_loaded(&mut self, config: UnitConfig, instance: Instance) {
+        instance.record();
+        match &config {
+            UnitConfig::Generator(g) => tracing::info!(generator = g.name, topic = %g.topic, "generator added"),
+            UnitConfig::Sink(s) => tracing::info!(
+                sink = s.name,
+                topic = %s.topic,
+                table = %s.table,
+                "sink started by reload"
+            ),
+        }
+        self.spawn(config, instance);
     }
 
     async fn compile(
@@ -806,6 +871,7 @@ impl Supervisor {
         for (id, unit) in &self.units {
             unit.log_progress(&id.name);
         }
+        super::fault_log::log_pending(false);
     }
 
     /// Asks every unit to stop (generators flush, sinks write the batch in
@@ -832,6 +898,8 @@ impl Supervisor {
                 Err(e) => self.failures.push(format!("{name}: task failed: {e}")),
             }
         }
+        // The failures counted since each mapper's last line.
+        super::fault_log::log_pending(true);
         if self.failures.is_empty() {
             Ok(())
         } else {
@@ -861,6 +929,11 @@ fn find_compiled<'a, W: World>(
         .find(|(p, l, _)| *p == config.path && *l == config.limits)
         .map(|(_, _, c)| c)
         .expect("every plugin config was compiled")
+}
+
+/// An error's first line: the headline, without its hint.
+fn first_line(e: &impl std::fmt::Display) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 fn refused(path: &Path, hash: &str, e: &PluginError) {

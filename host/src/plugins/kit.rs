@@ -349,7 +349,9 @@ fn run_generator(mut plugin: super::Plugin<GeneratorWorld>, count: u64, json: bo
         }
     }
     eprintln!(
-        "{produced} messages in {calls} calls, {} ms",
+        "{} in {}, {} ms",
+        super::trap_text::plural(produced, "message", "messages"),
+        super::trap_text::plural(calls, "call", "calls"),
         started.elapsed().as_millis()
     );
     Ok(out)

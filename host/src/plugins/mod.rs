@@ -12,11 +12,13 @@
 mod cache;
 mod compat;
 mod deadline;
+mod file_kind;
 pub mod inspect;
 pub mod kit;
 mod limits;
 pub mod output;
 pub mod scaffold;
+pub mod trap_text;
 mod worlds;
 
 pub use worlds::{CONTRACT_VERSION, CheckWorld, GeneratorWorld, MapperWorld, Version, World, check, generator, mapper};
@@ -52,18 +54,16 @@ pub enum PluginError {
     CompileTimeout { path: PathBuf, timeout_ms: u128 },
     #[error("plugin {path} is {size} bytes, over the limit of {max} bytes (plugins.max_plugin_bytes)")]
     TooLarge { path: PathBuf, size: usize, max: usize },
-    #[error(
-        "{path} is not a WebAssembly component ({reason})\n  hint: build the plugin with `cargo build --target wasm32-wasip2`; core modules are not accepted"
-    )]
-    NotComponent { path: PathBuf, reason: String },
-    #[error(
-        "{path} is not a {kind} plugin: it exports [{found}], but a {kind} must export {expected}\n  hint: is it configured in the wrong section of the pipeline file?"
-    )]
+    /// `what` and `hint` fit the file (see `file_kind`).
+    #[error("{path} is not a WebAssembly component: {what}\n  hint: {hint}")]
+    NotComponent { path: PathBuf, what: String, hint: String },
+    #[error("{path} is not a {kind} plugin: it exports [{found}], but a {kind} must export {expected}\n  hint: {hint}")]
     WrongWorld {
         path: PathBuf,
         kind: &'static str,
         found: String,
         expected: String,
+        hint: String,
     },
     #[error(
         "{path} is a {kind} plugin for version {found} of the plugin contract, which this host does not run: it runs versions {supported}\n  hint: rebuild the plugin against the wit/plugin.wit of this host (version {current}; `host plugin new` writes a project that has it), or run it with a host of its version; `host plugin inspect` shows the version a component targets",
@@ -209,7 +209,25 @@ impl Runtime {
     ) -> Result<Compiled<W>, PluginError> {
         let started = Instant::now();
         let component = self.component(path, bytes, limits)?;
-        let compiled = self.prepare::<W>(path, &component, content_hash(bytes))?;
+        let compiled = self
+            .prepare::<W>(path, &component, content_hash(bytes))
+            .map_err(|e| match e {
+                // The bytes tell the language, and so the build command.
+                PluginError::WrongWorld {
+                    path,
+                    kind,
+                    found,
+                    expected,
+                    ..
+                } => PluginError::WrongWorld {
+                    hint: file_kind::wrong_world_hint(bytes, &format!("{kind}-plugin")),
+                    path,
+                    kind,
+                    found,
+                    expected,
+                },
+                other => other,
+            })?;
         let compile_ms = started.elapsed().as_millis();
         // Large components (Python's are 12-20 MB) take seconds: worth a line.
         let contract = compiled.version().as_str();
@@ -272,9 +290,13 @@ impl Runtime {
                 reason: e.to_string(),
             })?;
         match rx.recv_timeout(limits.compile_timeout) {
-            Ok(result) => result.map_err(|e| PluginError::NotComponent {
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
+            Ok(result) => result.map_err(|e| {
+                let (what, hint) = file_kind::not_a_component(bytes, &format!("{e:#}"));
+                PluginError::NotComponent {
+                    path: path.to_path_buf(),
+                    what,
+                    hint,
+                }
             }),
             Err(_) => Err(PluginError::CompileTimeout {
                 path: path.to_path_buf(),
@@ -323,6 +345,7 @@ impl Runtime {
                     kind: W::KIND,
                     found: exports.join(", "),
                     expected: W::accepted(),
+                    hint: "is it configured in the wrong section of the pipeline file?".into(),
                 });
             }
             Some(v) => Version::parse(v).ok_or_else(|| PluginError::UnsupportedVersion {
@@ -549,15 +572,7 @@ impl<W: World> Plugin<W> {
                 limit_bytes: self.limits.memory_limit_bytes,
             };
         }
-        let stderr = String::from_utf8_lossy(&store.data().stderr.contents())
-            .trim()
-            .to_string();
-        let first_line = text.lines().next().unwrap_or_default().to_string();
-        let reason = if stderr.is_empty() {
-            first_line
-        } else {
-            format!("{first_line}; stderr: {stderr}")
-        };
+        let reason = trap_text::reason(&e, &store.data().stderr.contents());
         PluginError::Trap { name, reason }
     }
 }

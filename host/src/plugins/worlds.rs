@@ -294,9 +294,9 @@ impl Plugin<MapperWorld> {
             return Err(PluginError::Contract {
                 name: self.name().to_string(),
                 reason: format!(
-                    "map-batch returned {} outcomes for {} messages",
-                    out.len(),
-                    messages.len()
+                    "map-batch returned {} for {}",
+                    super::trap_text::plural(out.len() as u64, "outcome", "outcomes"),
+                    super::trap_text::plural(messages.len() as u64, "message", "messages")
                 ),
             });
         }
