@@ -193,3 +193,116 @@ fn inspect_names_the_world_and_an_import_the_host_does_not_provide() {
     );
     assert!(err.contains("hint: build the plugin without it"), "{err}");
 }
+
+#[test]
+fn generator_calls_are_made_as_host_run_makes_them_and_a_failing_call_is_named() {
+    let hostile = plugin("hostile_generator");
+    let calls = |settings: &str, calls: &str| {
+        host(&[
+            "plugin",
+            "test",
+            path(&hostile),
+            "--calls",
+            calls,
+            "--count",
+            "2",
+            "--settings",
+            settings,
+        ])
+    };
+    // The fixture numbers its calls in each message: 2 messages from each of 4 calls.
+    let out = calls(r#"{"mode": "none"}"#, "4");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let numbers: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["call"]
+                .as_u64()
+                .expect("call")
+        })
+        .collect();
+    assert_eq!(numbers, [1, 1, 2, 2, 3, 3, 4, 4]);
+    assert!(stderr(&out).contains("8 messages in 4 calls"), "{}", stderr(&out));
+
+    // It traps on its third call: the first two calls' messages, then the fault, named.
+    let out = calls(r#"{"mode": "trap", "every": 3}"#, "5");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("call 3 (next(2)) failed after 4 messages"), "{err}");
+    assert!(err.contains("asked to trap on call 3"), "{err}");
+
+    let out = calls("{}", "0");
+    assert_eq!(out.status.code(), Some(2), "--calls 0 is refused");
+}
+
+/// A process of the test's own that lives until the test ends, pass or fail.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cache_files(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("cache folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.into_iter().partition(|n| n.ends_with(".cwasm"))
+}
+
+#[test]
+fn a_python_component_compiles_once_and_no_run_leaves_a_partial_file() {
+    let py = plugin("py_langs");
+    let cache = std::env::temp_dir().join(unique("kit_cache"));
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["plugin", "test", path(&py), "--count", "3", "--seed", "1"])
+            .env("WASM_STREAM_CACHE_DIR", &cache)
+            .output()
+            .expect("run host");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+
+    let first = run();
+    assert!(stderr(&first).contains("compiled in "), "{}", stderr(&first));
+    let (entries, others) = cache_files(&cache);
+    assert_eq!(entries.len(), 1, "the compiled code is kept: {entries:?} {others:?}");
+    assert!(others.is_empty(), "no partial file left: {others:?}");
+
+    // A partial file of a run killed mid-write (its process is gone), and one
+    // a running process is writing now.
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn true");
+    gone.wait().expect("wait true");
+    let live = Sleeper(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    let killed = cache.join(format!("killed.tmp{}", gone.id()));
+    let writing = cache.join(format!("writing.tmp{}", live.0.id()));
+    std::fs::write(&killed, b"partial").expect("write");
+    std::fs::write(&writing, b"partial").expect("write");
+
+    let second = run();
+    let err = stderr(&second);
+    assert!(
+        err.contains("compiled code read from the cache"),
+        "nothing compiled: {err}"
+    );
+    assert_eq!(stdout(&second), stdout(&first), "the same messages");
+    let (again, others) = cache_files(&cache);
+    assert_eq!(again, entries);
+    assert_eq!(
+        others,
+        [writing.file_name().expect("name").to_string_lossy().into_owned()],
+        "the killed run's partial file is removed, the running process's is not"
+    );
+    drop(live);
+    let _ = std::fs::remove_dir_all(&cache);
+}

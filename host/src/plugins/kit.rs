@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 const GENERATOR_CHUNK: u32 = 500;
 /// Most differences `--expect` prints.
 const DIFF_LINES: usize = 20;
+/// How long `test` waits, before it exits, for its compiled code to reach the cache.
+const CACHE_WRITE_WAIT: Duration = Duration::from_secs(120);
 
 /// `host plugin ...`
 #[derive(clap::Subcommand)]
@@ -27,7 +29,9 @@ pub enum PluginCommand {
     /// sandbox and limits as a pipeline, and print what it makes.
     ///
     /// The world is read from the component. A generator prints --count
-    /// messages, one payload a line. A mapper maps each line of --input (a
+    /// messages, one payload a line; with --calls N it is called N times for
+    /// --count messages each, as `host run` calls it, and a call that fails
+    /// is named. A mapper maps each line of --input (a
     /// payload per line, or JSON lines such as {"payload": "...", "key": "k",
     /// "partition": 0, "offset": 7, "timestamp": 1700000000000}) and prints
     /// its columns, the rows as a table and each rejection with its reason. A
@@ -37,7 +41,10 @@ pub enum PluginCommand {
     /// With --expect FILE the output is compared with the file: a difference
     /// is printed and the exit code is 1, so plugins can be tested in CI.
     /// Exit code 2: the plugin cannot load (wrong world, trap in configure,
-    /// refused settings) or the input cannot be read.
+    /// refused settings), the input cannot be read, or a generator call fails.
+    ///
+    /// Compiled code is kept in the cache `host run` uses, so a large
+    /// (Python, JavaScript) component compiles once per version.
     ///
     /// Example: host plugin test my_generator.wasm --count 5 --seed 1
     Test(TestArgs),
@@ -63,9 +70,15 @@ pub enum PluginCommand {
 pub struct TestArgs {
     /// The component (.wasm).
     pub plugin: PathBuf,
-    /// Generator: how many messages to ask for.
+    /// Generator: how many messages to ask for (in calls of at most 500,
+    /// or in each call with --calls).
     #[arg(long, default_value_t = 10)]
     pub count: u64,
+    /// Generator: make this many `next(--count)` calls on one instance, as
+    /// `host run` does (it asks for 500 a call with interval_ms = 0, else 1),
+    /// so a fault on a later call or a sequence across calls shows.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub calls: Option<u64>,
     /// Generator: seed `wasi:random`, as `seed` in pipeline.toml does.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -187,7 +200,15 @@ impl Loaded {
             path: path.to_path_buf(),
             error,
         })?;
+        let (compiles, started) = (runtime.compiles(), Instant::now());
         let component = runtime.component(path, &bytes, limits)?;
+        let ms = started.elapsed().as_millis();
+        match runtime.cache_dir() {
+            Some(dir) if runtime.compiles() == compiles => {
+                eprintln!("compiled code read from the cache in {ms} ms ({})", dir.display());
+            }
+            _ => eprintln!("compiled in {ms} ms"),
+        }
         let exports = runtime.exports(&component);
         let Some((kind, _)) = world_of(&exports) else {
             return Err(PluginError::NoWorld {
@@ -231,20 +252,45 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
         limits,
     };
     let runtime = Runtime::new().map_err(unusable)?;
+    let result = run_test(args, &runtime, &config);
+    // The compile thread writes the cache after handing over the code: an
+    // exit now would leave a partial file and compile again next run.
+    if !runtime.finish_cache_writes(CACHE_WRITE_WAIT) {
+        eprintln!("warning: the compiled code did not reach the cache in time; the next run compiles again");
+    }
+    result
+}
+
+fn run_test(args: &TestArgs, runtime: &Runtime, config: &PluginConfig) -> Result<u8, Failure> {
+    let limits = config.limits;
     let load = |e: PluginError| {
         let here =
             matches!(e, PluginError::Configure { .. }).then_some("\n  (here, the settings are the --settings JSON)");
         unusable(anyhow::anyhow!("{e}{}", here.unwrap_or_default()))
     };
-    let loaded = Loaded::read(&runtime, &args.plugin, &limits).map_err(load)?;
+    let loaded = Loaded::read(runtime, &args.plugin, &limits).map_err(load)?;
     let name = format!("{} {}", loaded.kind.name(), file_stem(&args.plugin));
     let output = match loaded.kind {
         Kind::Generator => {
             let plugin = loaded
                 .prepare::<GeneratorWorld>()
-                .and_then(|c| c.instantiate(&name, &config, args.seed))
+                .and_then(|c| c.instantiate(&name, config, args.seed))
                 .map_err(load)?;
-            run_generator(plugin, args.count, args.json).map_err(unusable)?
+            let calls = match args.calls {
+                None => Calls::Chunked(args.count),
+                Some(n) => Calls::Each {
+                    calls: n,
+                    count: u32::try_from(args.count)
+                        .map_err(|_| unusable(anyhow::anyhow!("--count is over {} with --calls", u32::MAX)))?,
+                },
+            };
+            let (output, failed) = run_generator(plugin, calls, args.json);
+            if let Some(error) = failed {
+                // What the calls before the failing one made, then why it failed.
+                print!("{output}");
+                return Err(unusable(error));
+            }
+            output
         }
         Kind::Mapper => {
             let input = args
@@ -255,7 +301,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
             let messages = read_messages(input).map_err(unusable)?;
             let plugin = loaded
                 .prepare::<MapperWorld>()
-                .and_then(|c| c.instantiate(&name, &config, None))
+                .and_then(|c| c.instantiate(&name, config, None))
                 .map_err(load)?;
             run_mapper(plugin, &messages, args.json)
         }
@@ -268,7 +314,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
             let snapshot = read_snapshot(path).map_err(unusable)?;
             let plugin = loaded
                 .prepare::<CheckWorld>()
-                .and_then(|c| c.instantiate(&name, &config, None))
+                .and_then(|c| c.instantiate(&name, config, None))
                 .map_err(load)?;
             run_check(plugin, &snapshot, args.json).map_err(unusable)?
         }
@@ -299,20 +345,49 @@ fn file_stem(path: &Path) -> String {
         .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned())
 }
 
-fn run_generator(mut plugin: super::Plugin<GeneratorWorld>, count: u64, json: bool) -> anyhow::Result<String> {
+/// How `test` calls a generator.
+#[derive(Clone, Copy)]
+enum Calls {
+    /// This many messages, in calls of at most [`GENERATOR_CHUNK`].
+    Chunked(u64),
+    /// `calls` calls of `next(count)`.
+    Each { calls: u64, count: u32 },
+}
+
+/// The messages the calls made, and the error of the call that failed (the last made).
+fn run_generator(
+    mut plugin: super::Plugin<GeneratorWorld>,
+    calls: Calls,
+    json: bool,
+) -> (String, Option<anyhow::Error>) {
     let mut out = String::new();
-    let (mut produced, mut calls, started) = (0u64, 0u64, Instant::now());
-    while produced < count {
-        let max = GENERATOR_CHUNK.min(u32::try_from(count - produced).unwrap_or(u32::MAX));
-        calls += 1;
-        let mut messages = plugin.next(max)?;
+    let (mut produced, mut made, started) = (0u64, 0u64, Instant::now());
+    loop {
+        let max = match calls {
+            Calls::Chunked(count) if produced < count => {
+                GENERATOR_CHUNK.min(u32::try_from(count - produced).unwrap_or(u32::MAX))
+            }
+            Calls::Each { calls, count } if made < calls => count,
+            _ => break,
+        };
+        made += 1;
+        let mut messages = match plugin.next(max) {
+            Ok(messages) => messages,
+            Err(e) => {
+                let error = anyhow::anyhow!(
+                    "call {made} (next({max})) failed after {produced} {}: {e}\n  (`host run` drops that call's messages, logs the error and makes the next call on a fresh instance, whose state starts over)",
+                    plural(produced, "message", "messages")
+                );
+                return (out, Some(error));
+            }
+        };
         if messages.is_empty() {
-            eprintln!("the generator has no more messages after {produced}");
+            eprintln!("the generator has no more messages after {produced} (call {made} returned none)");
             break;
         }
         if messages.len() > max as usize {
             eprintln!(
-                "warning: contract broken: next({max}) returned {} messages; `host run` produces only the first {max}",
+                "warning: contract broken: call {made}: next({max}) returned {} messages; `host run` produces only the first {max}",
                 messages.len()
             );
             messages.truncate(max as usize);
@@ -349,10 +424,16 @@ fn run_generator(mut plugin: super::Plugin<GeneratorWorld>, count: u64, json: bo
         }
     }
     eprintln!(
-        "{produced} messages in {calls} calls, {} ms",
+        "{produced} {} in {made} {}, {} ms",
+        plural(produced, "message", "messages"),
+        plural(made, "call", "calls"),
         started.elapsed().as_millis()
     );
-    Ok(out)
+    (out, None)
+}
+
+fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
 }
 
 /// A payload as JSON: a string when it is UTF-8, the bytes otherwise.

@@ -127,6 +127,10 @@ pub struct Runtime {
     linker: Arc<Linker<PluginState>>,
     /// Compiled components of earlier runs (see `cache`); `None` when off.
     cache: Option<cache::Cache>,
+    /// Cache writes under way (see [`Runtime::finish_cache_writes`]).
+    writes: cache::Writes,
+    /// Components compiled (not read from the cache) by this runtime.
+    compiles: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Runtime {
@@ -150,6 +154,8 @@ impl Runtime {
             cache: cache::Cache::open(&engine),
             engine,
             linker: Arc::new(linker),
+            writes: cache::Writes::default(),
+            compiles: Arc::default(),
         })
     }
 
@@ -256,16 +262,22 @@ impl Runtime {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let (engine, owned, cache) = (self.engine.clone(), bytes.to_vec(), cache.cloned());
+        let writes = self.writes.clone();
+        self.compiles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
                 let result = Component::new(&engine, &owned);
                 let keep = result.as_ref().ok().cloned();
+                // Counted before the answer, so a caller that then waits for
+                // the writes cannot miss this one.
+                let writing = cache.is_some().then(|| writes.begin());
                 let _ = tx.send(result);
                 // After the answer, so the caller does not wait for the write.
                 if let (Some(cache), Some(component)) = (cache, keep) {
                     cache.store(&owned, &component);
                 }
+                drop(writing);
             })
             .map_err(|e| PluginError::Instantiate {
                 path: path.to_path_buf(),
@@ -281,6 +293,23 @@ impl Runtime {
                 timeout_ms: limits.compile_timeout.as_millis(),
             }),
         }
+    }
+
+    /// How many components this runtime compiled (rather than read from the cache).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The compiled-code cache's folder, when the cache is on.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(cache::Cache::dir)
+    }
+
+    /// Waits (at most `limit`) for the compiled-code cache writes under way:
+    /// a command that exits right after loading a plugin calls it, so the
+    /// next run finds the entry and no partial file is left.
+    pub fn finish_cache_writes(&self, limit: Duration) -> bool {
+        self.writes.wait(limit)
     }
 
     /// The names a component exports.
