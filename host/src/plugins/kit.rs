@@ -7,9 +7,12 @@
 //! `--expect`, 2 the plugin cannot load or the input is unusable.
 
 use super::{
-    CheckWorld, Compiled, GeneratorWorld, MapperWorld, PluginError, Runtime, World, check, content_hash, mapper,
+    CACHE_WRITE_WAIT, CheckWorld, Compiled, GeneratorWorld, MapperWorld, PluginError, Runtime, World, check,
+    content_hash, mapper,
 };
-use crate::config::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MEMORY_LIMIT_BYTES, PluginConfig, PluginLimits};
+use crate::config::{
+    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_COMPILE_TIMEOUT_MS, DEFAULT_MEMORY_LIMIT_BYTES, PluginConfig, PluginLimits,
+};
 use anyhow::{Context as _, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,8 +22,6 @@ use std::time::{Duration, Instant};
 const GENERATOR_CHUNK: u32 = 500;
 /// Most differences `--expect` prints.
 const DIFF_LINES: usize = 20;
-/// How long `test` waits, before it exits, for its compiled code to reach the cache.
-const CACHE_WRITE_WAIT: Duration = Duration::from_secs(120);
 
 /// `host plugin ...`
 #[derive(clap::Subcommand)]
@@ -103,6 +104,9 @@ pub struct TestArgs {
     /// The memory cap (limits.memory_limit_bytes).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_BYTES)]
     pub memory_limit_bytes: usize,
+    /// How long compiling may take (limits.compile_timeout_ms).
+    #[arg(long, default_value_t = DEFAULT_COMPILE_TIMEOUT_MS)]
+    pub compile_timeout_ms: u64,
 }
 
 /// Why a command failed, and with which exit code.
@@ -235,6 +239,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
     let limits = PluginLimits {
         call_timeout: Duration::from_millis(args.call_timeout_ms),
         memory_limit_bytes: args.memory_limit_bytes,
+        compile_timeout: Duration::from_millis(args.compile_timeout_ms),
         ..PluginLimits::default()
     };
     let settings: serde_json::Value = serde_json::from_str(&args.settings)

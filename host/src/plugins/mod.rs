@@ -35,6 +35,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Components at least this large are kept in the compiled-code cache.
 const MIN_CACHED_BYTES: usize = 1 << 20;
+/// How long a short-lived command (`plugin test`, `validate`) waits, before
+/// it exits, for its compiled code to reach the cache.
+pub const CACHE_WRITE_WAIT: Duration = Duration::from_secs(120);
 /// Compilations at least this long are logged at info level.
 const SLOW_COMPILE_MS: u128 = 500;
 /// How much of a plugin's stderr is kept for error messages.
