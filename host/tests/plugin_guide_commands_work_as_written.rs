@@ -107,3 +107,95 @@ fn hand_made_messages_reach_a_sink_and_a_trial_sink_is_removed_without_a_trace()
     assert_eq!(traces(&db, &kept), (true, 1, 2), "the other sink keeps everything");
     db.execute(&format!("DROP TABLE \"{kept}\""));
 }
+
+#[test]
+fn host_produce_stdin_sends_the_guides_lines_as_written() {
+    let topic = unique("trial_stdin");
+    create_topic(&topic, 2);
+    let pipeline = SinkPipeline::new(&topic, &topic, "json_row").write();
+    let lines = tested_block("stdin");
+    let (command, input) = lines
+        .split_once(" | host produce")
+        .expect("a printf piped into host produce");
+    // The guide's printf, into the host this test built.
+    let printf = std::process::Command::new("bash")
+        .args(["-c", command])
+        .output()
+        .expect("printf");
+    assert!(printf.status.success());
+    assert!(input.contains("--stdin"), "{lines}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args([
+            "produce",
+            pipeline.to_str().expect("utf-8"),
+            "--topic",
+            &topic,
+            "--stdin",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn host");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(&printf.stdout).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("host ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("produced 4 messages"), "{err}");
+
+    let read: Vec<(i32, i64, Option<String>)> = read_topic(&topic)
+        .into_iter()
+        .map(|r| {
+            (
+                r.partition,
+                r.offset,
+                r.payload.map(|p| String::from_utf8(p).expect("utf-8")),
+            )
+        })
+        .collect();
+    let mut payloads: Vec<Option<String>> = read.iter().map(|r| r.2.clone()).collect();
+    payloads.sort();
+    assert_eq!(
+        payloads,
+        [
+            None,
+            Some("not json".to_string()),
+            Some("x".to_string()),
+            Some("{\"a\": 1}".to_string())
+        ],
+        "bare lines as they are, a JSON record's payload, null a tombstone"
+    );
+    // The record's partition is kept, and the tombstone follows its message.
+    let of = |payload: Option<&str>| {
+        read.iter()
+            .find(|r| r.2.as_deref() == payload)
+            .map(|r| (r.0, r.1))
+            .expect("read back")
+    };
+    let (x, tombstone) = (of(Some("x")), of(None));
+    assert_eq!((x.0, tombstone.0), (1, 1));
+    assert!(x.1 < tombstone.1);
+
+    // A topic that does not exist is named at once, with what to do.
+    let missing = unique("no_such_topic");
+    let out = host_within(
+        &[
+            "produce",
+            pipeline.to_str().expect("utf-8"),
+            "--topic",
+            &missing,
+            "--stdin",
+        ],
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("does not exist") && err.contains("host provision"),
+        "{err}"
+    );
+}
