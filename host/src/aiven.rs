@@ -3,7 +3,8 @@
 //! database, read the project CA and a service's connection details.
 //!
 //! Every request carries `authorization: aivenv1 <token>`. The token comes
-//! only from the environment variable named by `aiven.token_env`; it is marked
+//! only from the environment variable named by `aiven.token_env`, or the file
+//! `aiven.token_file` names (read when the client is made); it is marked
 //! sensitive in the header, kept out of every `Debug` and error message, and
 //! redacted from any response text quoted in an error.
 //!
@@ -71,21 +72,26 @@ impl RetryPolicy {
 #[derive(Debug, thiserror::Error)]
 pub enum AivenError {
     #[error(
-        "the Aiven API token is not set: export {var}=<token>\n  hint: {TOKEN_HINT}; the token is read from {var} only, never from the pipeline file"
+        "the Aiven API token is not set: {renew}\n  hint: {TOKEN_HINT}; the token is read from {var} only, never from the pipeline file"
     )]
-    TokenMissing { var: String },
+    TokenMissing { var: String, renew: String },
     #[error(
-        "the Aiven API token in {var} holds characters an HTTP header cannot carry (a stray newline?)\n  hint: export {var} again with the token alone"
+        "the Aiven API token in {var} holds characters an HTTP header cannot carry (a stray newline?)\n  hint: {renew}, with the token alone"
     )]
-    TokenMalformed { var: String },
+    TokenMalformed { var: String, renew: String },
+    #[error(
+        "cannot read the Aiven API token: aiven.token_file {path} {reason}\n  hint: mount the secret holding the token there, readable by the user running the host, or use aiven.token_env"
+    )]
+    TokenFile { path: String, reason: String },
     #[error("cannot set up the HTTPS client for the Aiven API: {reason}")]
     Setup { reason: String },
     #[error(
-        "{action}: Aiven rejected the API token in {var} (401 Unauthorized: {message})\n  hint: the token is wrong, expired or revoked; {TOKEN_HINT}, then export {var}=<token>"
+        "{action}: Aiven rejected the API token in {var} (401 Unauthorized: {message})\n  hint: the token is wrong, expired or revoked; {TOKEN_HINT}, then {renew}"
     )]
     Unauthorized {
         action: String,
         var: String,
+        renew: String,
         message: String,
     },
     #[error(
@@ -227,8 +233,26 @@ impl fmt::Debug for Client {
             .field("base", &self.base.as_str())
             .field("project", &self.config.project)
             .field("token_env", &self.config.token_env)
+            .field("token_file", &self.config.token_file)
             .field("token", &"<redacted>")
             .finish_non_exhaustive()
+    }
+}
+
+/// Where the token is read from, and how to put a new one there, for messages.
+fn token_place(config: &AivenConfig) -> (String, String) {
+    match &config.token_file {
+        Some(path) => {
+            let path = path.display();
+            (
+                format!("the file {path} (aiven.token_file)"),
+                format!("write the token into {path}"),
+            )
+        }
+        None => {
+            let var = &config.token_env;
+            (var.clone(), format!("export {var}=<token>"))
+        }
     }
 }
 
@@ -249,23 +273,31 @@ impl Service {
 }
 
 impl Client {
-    /// A client whose token is read from the variable named by `aiven.token_env`.
+    /// A client whose token is read from the file `aiven.token_file` names,
+    /// or else the variable `aiven.token_env` names.
     pub fn new(config: &AivenConfig) -> Result<Self, AivenError> {
-        let token = std::env::var(&config.token_env).unwrap_or_default();
+        let token = match &config.token_file {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| AivenError::TokenFile {
+                path: path.display().to_string(),
+                reason: match e.kind() {
+                    std::io::ErrorKind::NotFound => "does not exist".into(),
+                    std::io::ErrorKind::PermissionDenied => "is not readable by this user".into(),
+                    _ => format!("cannot be read ({e})"),
+                },
+            })?,
+            None => std::env::var(&config.token_env).unwrap_or_default(),
+        };
         Self::with_token(config, token.trim())
     }
 
     /// A client with the given token.
     pub fn with_token(config: &AivenConfig, token: &str) -> Result<Self, AivenError> {
+        let (var, renew) = token_place(config);
         if token.is_empty() {
-            return Err(AivenError::TokenMissing {
-                var: config.token_env.clone(),
-            });
+            return Err(AivenError::TokenMissing { var, renew });
         }
-        let mut header =
-            HeaderValue::from_str(&format!("aivenv1 {token}")).map_err(|_| AivenError::TokenMalformed {
-                var: config.token_env.clone(),
-            })?;
+        let mut header = HeaderValue::from_str(&format!("aivenv1 {token}"))
+            .map_err(|_| AivenError::TokenMalformed { var, renew })?;
         header.set_sensitive(true);
         let base = Url::parse(&format!("{}/v1/", config.api_url)).map_err(|e| AivenError::Setup {
             reason: format!("aiven.api_url {:?} is not a URL: {e}", config.api_url),
@@ -603,11 +635,15 @@ impl Client {
         let action = action.to_string();
         let project = &self.config.project;
         match status {
-            StatusCode::UNAUTHORIZED => AivenError::Unauthorized {
-                action,
-                var: self.config.token_env.clone(),
-                message,
-            },
+            StatusCode::UNAUTHORIZED => {
+                let (var, renew) = token_place(&self.config);
+                AivenError::Unauthorized {
+                    action,
+                    var,
+                    renew,
+                    message,
+                }
+            }
             StatusCode::FORBIDDEN => AivenError::Forbidden {
                 action,
                 project: project.clone(),

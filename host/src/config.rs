@@ -8,6 +8,9 @@ mod names;
 mod pg_url;
 #[cfg(test)]
 mod prop_tests;
+mod secrets;
+#[cfg(test)]
+mod secrets_tests;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +32,7 @@ ca = "/nowhere/ca.pem"
 
 pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
 pub use pg_url::{PgUrl, PgUrlError};
+pub use secrets::{Secret, SecretSource};
 
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -161,13 +165,16 @@ pub const DEFAULT_AIVEN_API_URL: &str = "https://api.aiven.io";
 pub const DEFAULT_AIVEN_TOKEN_ENV: &str = "AIVEN_TOKEN";
 
 /// Where the Aiven services live. Holds the *name* of the token's
-/// environment variable, never the token.
+/// environment variable or the path of its file, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AivenConfig {
     pub project: String,
     pub kafka_service: String,
     pub pg_service: String,
     pub token_env: String,
+    /// `aiven.token_file`: the token is read from this file instead of
+    /// `token_env` (when the client is made, so a rotated secret is seen).
+    pub token_file: Option<PathBuf>,
     /// Without a trailing slash.
     pub api_url: String,
 }
@@ -185,6 +192,9 @@ pub struct KafkaConfig {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The passphrase of an encrypted `key` (`key_password_env` or `key_password_file`).
+    pub key_password: Option<Secret>,
+    pub key_password_source: SecretSource,
 }
 
 /// How the host secures its PostgreSQL connection.
@@ -202,10 +212,14 @@ pub enum PgTls {
 /// `[postgres]`. Its `Debug` never shows the password (see [`PgUrl`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresConfig {
-    /// The connection URL, with the password from `password_env` filled in.
+    /// The connection URL, with the password from `password_env` or
+    /// `password_file` filled in.
     pub url: PgUrl,
     pub tls: PgTls,
     pub ca: Option<PathBuf>,
+    /// Where the URL and the password came from (`host validate`).
+    pub url_source: SecretSource,
+    pub password_source: SecretSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,7 +417,7 @@ impl Default for AuditConfig {
 #[serde(deny_unknown_fields)]
 struct RawPipeline {
     kafka: RawKafka,
-    postgres: RawPostgres,
+    postgres: Spanned<RawPostgres>,
     #[serde(default)]
     plugins: RawLimits,
     #[serde(default)]
@@ -466,6 +480,7 @@ struct RawAiven {
     kafka_service: Spanned<String>,
     pg_service: Spanned<String>,
     token_env: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
     api_url: Option<Spanned<String>>,
 }
 
@@ -478,6 +493,8 @@ struct RawKafka {
     ca: Option<Spanned<String>>,
     cert: Option<Spanned<String>>,
     key: Option<Spanned<String>>,
+    key_password_env: Option<Spanned<String>>,
+    key_password_file: Option<Spanned<String>>,
 }
 
 fn default_protocol() -> Spanned<String> {
@@ -487,8 +504,11 @@ fn default_protocol() -> Spanned<String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPostgres {
-    url: Spanned<String>,
+    url: Option<Spanned<String>>,
+    url_env: Option<Spanned<String>>,
+    url_file: Option<Spanned<String>>,
     password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
     #[serde(default = "default_pg_tls")]
     tls: Spanned<PgTls>,
     ca: Option<Spanned<String>>,
@@ -939,6 +959,27 @@ impl Pipeline {
         })
     }
 
+    /// Each secret the pipeline uses and where it comes from, for `host
+    /// validate`: never a value.
+    pub fn secret_sources(&self) -> Vec<(&'static str, SecretSource)> {
+        let mut sources = vec![
+            ("postgres.url", self.postgres.url_source.clone()),
+            ("postgres password", self.postgres.password_source.clone()),
+        ];
+        if let Some(key) = &self.kafka.key {
+            sources.push(("kafka.key (private key)", SecretSource::File(key.clone())));
+            sources.push(("kafka.key passphrase", self.kafka.key_password_source.clone()));
+        }
+        if let Some(aiven) = &self.aiven {
+            let source = match &aiven.token_file {
+                Some(path) => SecretSource::File(path.clone()),
+                None => SecretSource::Env(aiven.token_env.clone()),
+            };
+            sources.push(("aiven token", source));
+        }
+        sources
+    }
+
     /// The topic's declaration.
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
         self.topics.iter().find(|t| t.name == name)
@@ -1092,46 +1133,115 @@ fn check_kafka(src: &Source<'_>, raw: RawKafka) -> Result<KafkaConfig, ConfigErr
             Some(p) => Ok(Some(src.resolve(p.get_ref()))),
         }
     };
+    let key_password = secrets::SecretKeys {
+        key: "kafka.key_password",
+        what: "the passphrase of the encrypted kafka.key",
+        inline: None,
+        env: raw.key_password_env.as_ref(),
+        file: raw.key_password_file.as_ref(),
+    }
+    .read(src)?;
+    let (key_password, key_password_source) = match key_password {
+        Some((value, source)) => (Some(Secret::new(value)), source),
+        None => (None, SecretSource::None),
+    };
     Ok(KafkaConfig {
         ca: file(&raw.ca, "ca")?,
         cert: file(&raw.cert, "cert")?,
         key: file(&raw.key, "key")?,
+        key_password,
+        key_password_source,
         bootstrap_servers: raw.bootstrap_servers.into_inner(),
         security_protocol,
     })
 }
 
-fn check_postgres(src: &Source<'_>, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {
+fn check_postgres(src: &Source<'_>, raw: Spanned<RawPostgres>) -> Result<PostgresConfig, ConfigError> {
+    let section = raw.span();
+    let raw = raw.into_inner();
     let tls = *raw.tls.get_ref();
-    let mut url = PgUrl::parse(raw.url.get_ref()).map_err(|e| {
+    let url_keys = secrets::SecretKeys {
+        key: "postgres.url",
+        what: "the database URL",
+        inline: raw.url.as_ref(),
+        env: raw.url_env.as_ref(),
+        file: raw.url_file.as_ref(),
+    };
+    if let Some(url) = &raw.url {
+        secrets::refuse_interpolation(src, "postgres.url", url)?;
+    }
+    let Some((text, url_source)) = url_keys.read(src)? else {
+        return Err(src.error(
+            section,
+            "[postgres] has no url; set url = \"postgres://user@host:5432/database?sslmode=require\", or url_env / url_file to read it from an environment variable or a file",
+        ));
+    };
+    // Where url errors stand: the key that gave the URL.
+    let url_span = [&raw.url, &raw.url_env, &raw.url_file]
+        .into_iter()
+        .flatten()
+        .next()
+        .map_or(0..0, Spanned::span);
+    let from = match &url_source {
+        SecretSource::Inline => String::new(),
+        other => format!(" (from {other})"),
+    };
+    let mut url = PgUrl::parse(&text).map_err(|e| {
         let message = match e {
-            PgUrlError::Database(_) => format!("postgres.url: {e}"),
-            _ => format!("postgres.url {e}"),
+            PgUrlError::Database(_) => format!("postgres.url{from}: {e}"),
+            _ => format!("postgres.url{from} {e}"),
         };
-        src.error(raw.url.span(), message)
+        src.error(url_span.clone(), message)
     })?;
     if url.ssl_mode() == tokio_postgres::config::SslMode::Disable && tls != PgTls::Disable {
         return Err(src.error(
-            raw.url.span(),
+            url_span,
             "postgres.url has sslmode=disable but TLS is required; remove sslmode from the URL, or set postgres.tls = \"disable\" if the server really cannot do TLS",
         ));
     }
-    if let Some(var) = &raw.password_env {
-        let password = std::env::var(var.get_ref()).map_err(|_| {
-            src.error(
-                var.span(),
+    let password_keys = secrets::SecretKeys {
+        key: "postgres.password",
+        what: "the database password",
+        inline: None,
+        env: raw.password_env.as_ref(),
+        file: raw.password_file.as_ref(),
+    };
+    let in_url = url.config().get_password().is_some();
+    let password_source = match password_keys.read(src)? {
+        Some((_, source)) if in_url => {
+            let key = match source {
+                SecretSource::Env(_) => "postgres.password_env",
+                _ => "postgres.password_file",
+            };
+            let span = raw
+                .password_env
+                .as_ref()
+                .or(raw.password_file.as_ref())
+                .map_or(0..0, Spanned::span);
+            return Err(src.error(
+                span,
                 format!(
-                    "postgres.password_env names {:?}, which is not set; export it with the database password",
-                    var.get_ref()
+                    "{key} and postgres.url ({}) both give the database password; keep one of them\n  hint: remove the password from the URL (postgres://user@host/...) to take it from {key}",
+                    src.location(url_span)
                 ),
-            )
-        })?;
-        url = url.with_password(&password);
-    }
+            ));
+        }
+        Some((password, source)) => {
+            url = url.with_password(&password);
+            source
+        }
+        None if in_url => SecretSource::Within {
+            key: "postgres.url",
+            source: Box::new(url_source.clone()),
+        },
+        None => SecretSource::None,
+    };
     Ok(PostgresConfig {
         url,
         tls,
         ca: raw.ca.as_ref().map(|p| src.resolve(p.get_ref())),
+        url_source,
+        password_source,
     })
 }
 
@@ -1173,12 +1283,34 @@ fn check_aiven(src: &Source<'_>, raw: RawAiven) -> Result<AivenConfig, ConfigErr
             )
         })?;
     }
+    secrets::SecretKeys {
+        key: "aiven.token",
+        what: "the Aiven API token",
+        inline: None,
+        env: raw.token_env.as_ref(),
+        file: raw.token_file.as_ref(),
+    }
+    .one_source(src)?;
+    // Read when a client is made (only provision and `host aiven` need it);
+    // a file is checked now, so a wrong path is found before that.
+    let token_file = match &raw.token_file {
+        Some(path) => {
+            secrets::SecretKeys {
+                key: "aiven.token",
+                what: "the Aiven API token",
+                inline: None,
+                env: None,
+                file: Some(path),
+            }
+            .read(src)?;
+            Some(src.resolve(path.get_ref()))
+        }
+        None => None,
+    };
     let token_env = match &raw.token_env {
         Some(v) => {
             let name = v.get_ref();
-            let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
+            if !secrets::is_env_name(name) {
                 return Err(src.error(
                     v.span(),
                     format!("aiven.token_env {name:?} is not an environment variable name; name the variable that holds the token, e.g. \"{DEFAULT_AIVEN_TOKEN_ENV}\" (the token itself never goes in this file)"),
@@ -1212,6 +1344,7 @@ fn check_aiven(src: &Source<'_>, raw: RawAiven) -> Result<AivenConfig, ConfigErr
         kafka_service: raw.kafka_service.into_inner(),
         pg_service: raw.pg_service.into_inner(),
         token_env,
+        token_file,
         api_url,
     })
 }

@@ -56,6 +56,10 @@ pub fn client_config(cfg: &KafkaConfig) -> anyhow::Result<ClientConfig> {
                 }
                 c.set(key, path.to_string_lossy());
             }
+            if let Some(password) = &cfg.key_password {
+                // librdkafka marks it sensitive: never in its logs.
+                c.set("ssl.key.password", password.expose());
+            }
         }
     }
     Ok(c)

@@ -476,6 +476,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Validate { pipeline: path } => {
             let pipeline = Pipeline::load(&path)?;
+            let sources = pipeline.secret_sources();
             let report = tokio::task::spawn_blocking(move || {
                 let mut lines = pipeline::validate_plugins(&pipeline)?;
                 lines.extend(host::tls::check_files(&pipeline)?);
@@ -486,6 +487,10 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             println!("{}: ok", path.display());
             for line in report {
                 println!("  {line}");
+            }
+            // Where each secret came from, never its value.
+            for (secret, source) in sources {
+                println!("  secret {secret}: {source}");
             }
             Ok(())
         }

@@ -126,7 +126,7 @@ fn refusal(e: &tokio_postgres::Error, config: &Config, target: &str) -> Option<S
     if let Some(db) = e.as_db_error() {
         let why = match *db.code() {
             SqlState::INVALID_PASSWORD => format!(
-                "PostgreSQL at {target} refused the password of user {user:?}\n  hint: check the password in postgres.url (on Aiven, the service's avnadmin password)"
+                "PostgreSQL at {target} refused the password of user {user:?}\n  hint: check the password in postgres.url, or in the variable or file postgres.password_env or password_file names (`host validate` says which one it came from; on Aiven, the service's avnadmin password)"
             ),
             SqlState::INVALID_AUTHORIZATION_SPECIFICATION => format!(
                 "PostgreSQL at {target} refused user {user:?}: {}\n  hint: check the user in postgres.url and that the server accepts it over TLS (pg_hba.conf)",

@@ -28,7 +28,8 @@ pub fn check_files(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
             .as_deref()
             .context("kafka.key is not set: name the access key (service.key)")?;
         lines.push(certificates("kafka.cert", cert)?);
-        lines.push(private_key("kafka.key", key, cert)?);
+        let password = kafka.key_password.as_ref().map(|p| p.expose().as_bytes());
+        lines.push(private_key("kafka.key", key, cert, password)?);
     }
     if pipeline.postgres.tls != PgTls::Disable
         && let Some(ca) = pipeline.postgres.ca.as_deref()
@@ -68,14 +69,27 @@ fn certificates(setting: &str, path: &Path) -> anyhow::Result<String> {
     ))
 }
 
-fn private_key(setting: &str, path: &Path, cert_path: &Path) -> anyhow::Result<String> {
+fn private_key(setting: &str, path: &Path, cert_path: &Path, password: Option<&[u8]>) -> anyhow::Result<String> {
     let bytes = read(setting, path)?;
     // The library's error could quote the file: report only that it failed.
-    let Ok(key) = PKey::private_key_from_pem(&bytes) else {
-        bail!(
-            "{setting} {} is not an unencrypted PEM private key\n  hint: name the access key (service.key); an encrypted key is not supported",
-            path.display()
-        );
+    let key = match password {
+        Some(password) => PKey::private_key_from_pem_passphrase(&bytes, password).map_err(|_| {
+            anyhow::anyhow!(
+                "{setting} {} cannot be read with the passphrase of kafka.key_password_env / key_password_file\n  hint: check the passphrase (`host validate` says where it came from), and that the file is a PEM private key (service.key)",
+                path.display()
+            )
+        })?,
+        // A callback that gives no passphrase: OpenSSL's default one would
+        // ask on the terminal for an encrypted key.
+        None => PKey::private_key_from_pem_callback(&bytes, |_| Ok(0)).map_err(|_| {
+            let encrypted = String::from_utf8_lossy(&bytes).contains("ENCRYPTED");
+            let hint = if encrypted {
+                "the key is encrypted: give its passphrase with kafka.key_password_env (a variable's name) or kafka.key_password_file (a file's path)"
+            } else {
+                "name the access key (service.key)"
+            };
+            anyhow::anyhow!("{setting} {} is not a readable PEM private key\n  hint: {hint}", path.display())
+        })?,
     };
     let cert = std::fs::read(cert_path)
         .ok()
@@ -89,5 +103,9 @@ fn private_key(setting: &str, path: &Path, cert_path: &Path) -> anyhow::Result<S
             cert_path.display()
         );
     }
-    Ok(format!("{setting} {}: private key, matches kafka.cert", path.display()))
+    let encrypted = if password.is_some() { "encrypted " } else { "" };
+    Ok(format!(
+        "{setting} {}: {encrypted}private key, matches kafka.cert",
+        path.display()
+    ))
 }

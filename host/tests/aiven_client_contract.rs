@@ -5,7 +5,7 @@
 //! documented behaviour. The token never shows in output, logs or errors.
 mod common;
 
-use common::{connection_sections, unique};
+use common::{connection_sections, repo_root, unique};
 use host::aiven::{Client, Created, RetryPolicy};
 use host::config::{AivenConfig, TopicConfig};
 use serde_json::{Value, json};
@@ -166,6 +166,7 @@ fn config(url: &str) -> AivenConfig {
         kafka_service: KAFKA.into(),
         pg_service: PG.into(),
         token_env: TOKEN_ENV.into(),
+        token_file: None,
         api_url: url.into(),
     }
 }
@@ -652,6 +653,61 @@ fn provision_without_the_token_says_which_variable_to_set_and_calls_nothing() {
 }
 
 #[test]
+fn provision_reads_the_token_from_token_file_and_sends_it() {
+    let server = Server::start(|_, _| {
+        reply(
+            200,
+            json!({"topics": [{"topic_name": "langs", "partitions": 1, "replication": 3, "state": "ACTIVE"}]}),
+        )
+    });
+    let path = aiven_pipeline(&server.url, "[[topics]]\nname = \"langs\"\nreplication = 3\n");
+    // As a mounted secret: no variable, the token in a file with a newline.
+    let text_of = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text_of.replace(&format!("token_env = \"{TOKEN_ENV}\""), "token_file = \"aiven-token\""),
+    )
+    .expect("write");
+    let token_file = path.parent().expect("folder").join("aiven-token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(["provision", path.to_str().expect("utf-8")])
+            .env_remove(TOKEN_ENV)
+            .env("RUST_LOG", "trace")
+            .output()
+            .expect("run host");
+        assert_no_secret(&out);
+        out
+    };
+    let out = run();
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let requests = server.requests();
+    assert!(!requests.is_empty());
+    requests.iter().for_each(assert_authorized);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["validate", path.to_str().expect("utf-8")])
+        .output()
+        .expect("run host");
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout.contains(&format!("secret aiven token: file {}", token_file.display())),
+        "{stdout}"
+    );
+
+    // Emptied (a secret not mounted yet): located at load, naming the file.
+    std::fs::write(&token_file, "").expect("empty token");
+    let out = run();
+    let (_, stderr) = text(&out);
+    assert!(
+        !out.status.success() && stderr.contains("aiven.token_file ") && stderr.contains("is empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn invalid_names_are_refused_before_any_request_or_statement() {
     let server = Server::start(|_, _| reply(200, json!({"topics": []})));
     let long_table = format!("t{}", "x".repeat(63));
@@ -786,6 +842,48 @@ fn credentials_writes_the_certificates_and_prints_the_sections() {
     }
     // Printing changes no file but the certificates.
     assert!(std::fs::read_to_string(&path).expect("read").contains("localhost:9093"));
+}
+
+#[test]
+fn credentials_write_keeps_a_password_file_and_one_source_per_secret() {
+    let server = credentials_server();
+    let certs = repo_root().join("certs");
+    let path = write_temp_pipeline(&format!(
+        "[kafka]\nbootstrap_servers = \"localhost:9093\"\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n[postgres]\nurl_file = \"pg-url\"\npassword_file = \"pg-password\"\n\n{}",
+        aiven_section(&server.url),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join("service.cert").display(),
+        key = certs.join("service.key").display(),
+    ));
+    let dir = path.parent().expect("dir");
+    std::fs::write(
+        dir.join("pg-url"),
+        "postgres://avnadmin@localhost:5432/info?sslmode=require\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("pg-password"), format!("{PG_PASSWORD}\n")).expect("write");
+    let out = host_with_token(&["aiven", "credentials", path.to_str().expect("utf-8"), "--write"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("Then write the password of avnadmin: Aiven console → service \"{PG}\" → Overview → Connection information into {}", dir.join("pg-password").display())),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&path).expect("read");
+    assert!(
+        written
+            .contains("url = \"postgres://avnadmin@pg-demo-demo-project.aivencloud.com:12691/info?sslmode=require\"")
+            && written.contains("password_file = \"pg-password\"")
+            && !written.contains("url_file")
+            && !written.contains("password_env"),
+        "{written}"
+    );
+    // One source per secret: the file still loads.
+    let pipeline = host::config::Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}\n{written}"));
+    assert_eq!(
+        pipeline.postgres.password_source,
+        host::config::SecretSource::File(dir.join("pg-password"))
+    );
 }
 
 #[test]

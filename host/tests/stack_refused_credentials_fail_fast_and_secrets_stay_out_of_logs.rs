@@ -15,6 +15,10 @@ struct Setup {
     kafka_cert: String,
     kafka_key: String,
     pg_url: String,
+    /// More `[postgres]` lines: `password_env`, `password_file`.
+    pg_extra: String,
+    /// Environment variables the host gets.
+    env: Vec<(String, String)>,
     pg_ca: String,
 }
 
@@ -28,6 +32,8 @@ fn good() -> Setup {
         kafka_cert: certs("service.cert"),
         kafka_key: certs("service.key"),
         pg_url: "postgres://avnadmin:localdev@localhost:5432/info?sslmode=require".into(),
+        pg_extra: String::new(),
+        env: Vec::new(),
         pg_ca: certs("ca.pem"),
     }
 }
@@ -50,6 +56,7 @@ key = "{}"
 
 [postgres]
 url = "{}"
+{}
 ca = "{}"
 
 [[topics]]
@@ -66,6 +73,7 @@ mapper = "{}"
             s.kafka_cert,
             s.kafka_key,
             s.pg_url,
+            s.pg_extra,
             s.pg_ca,
             plugin("json_row").display()
         ),
@@ -82,6 +90,7 @@ mapper = "{}"
             topic,
         ])
         .env("RUST_LOG", "trace")
+        .envs(s.env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
@@ -133,6 +142,25 @@ fn permanent_errors_end_the_host_naming_the_setting() {
         "{}",
         tail(&log)
     );
+    assert_no_secrets(&log);
+
+    // The same wrong password from an environment variable, then from a file.
+    let var = format!("WASM_STREAM_TEST_CANARY_{}", std::process::id());
+    let mut s = good();
+    s.pg_url = "postgres://avnadmin@localhost:5432/info?sslmode=require".into();
+    s.pg_extra = format!("password_env = \"{var}\"");
+    s.env = vec![(var, CANARY.into())];
+    let (ok, log) = consume(&s, &topic, fast);
+    assert!(!ok && log.contains("password"), "{}", tail(&log));
+    assert_no_secrets(&log);
+
+    let file = std::env::temp_dir().join(unique("canary-password"));
+    std::fs::write(&file, format!("{CANARY}\n")).expect("write secret");
+    let mut s = good();
+    s.pg_url = "postgres://avnadmin@localhost:5432/info?sslmode=require".into();
+    s.pg_extra = format!("password_file = \"{}\"", file.display());
+    let (ok, log) = consume(&s, &topic, fast);
+    assert!(!ok && log.contains("password"), "{}", tail(&log));
     assert_no_secrets(&log);
 
     let mut s = good();

@@ -18,7 +18,7 @@ cert = "certs/service.cert"
 key = "certs/service.key"
 
 [postgres]
-url = "postgres://avnadmin:pw@localhost:5432/info?sslmode=require"
+url = "postgres://avnadmin@localhost:5432/info?sslmode=require"
 password_env = "HOME"
 tls = "verify-full"
 ca = "certs/ca.pem"

@@ -12,6 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// The link a Kubernetes ConfigMap or Secret volume swaps on an update: its
+/// files are links through it (`pipeline.toml -> ..data/pipeline.toml`), so
+/// no event names them, only `..data` (renamed over a new `..data_tmp`).
+const KUBERNETES_DATA: &str = "..data";
+
 /// How long a file must be quiet before it is reloaded.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -129,8 +134,16 @@ impl Watcher {
                 event = self.events.recv() => match event {
                     Some(path) => {
                         let path = normalize(&path);
+                        let now = Instant::now();
                         if self.files.contains(&path) {
-                            self.pending.insert(path, Instant::now());
+                            self.pending.insert(path, now);
+                        } else if path.file_name().is_some_and(|n| n == KUBERNETES_DATA) {
+                            // A Kubernetes ConfigMap or Secret volume was updated:
+                            // every file in it may have changed (an unchanged one
+                            // is then found equal and left alone).
+                            for file in self.files.iter().filter(|f| f.parent() == path.parent()) {
+                                self.pending.insert(file.clone(), now);
+                            }
                         }
                     }
                     None => std::future::pending::<()>().await,
@@ -218,6 +231,35 @@ mod tests {
         ] {
             assert!(counts_as_change(&kind), "{kind:?}");
         }
+    }
+
+    /// A ConfigMap volume updated the way the kubelet does it (its atomic
+    /// writer): the new files in a new folder, a new `..data_tmp` link to it
+    /// renamed over `..data`. The file the host watches is a link through
+    /// `..data`, which no event names.
+    #[tokio::test]
+    async fn a_kubernetes_configmap_update_is_a_change_of_its_files() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("wasm-stream-configmap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..v1")).expect("folder");
+        std::fs::write(dir.join("..v1/pipeline.toml"), "v1").expect("write");
+        symlink("..v1", dir.join("..data")).expect("link");
+        symlink("..data/pipeline.toml", dir.join("pipeline.toml")).expect("link");
+
+        let mut watcher = Watcher::new(Duration::from_millis(50)).expect("watcher");
+        watcher.watch_files([dir.join("pipeline.toml")]);
+        std::fs::create_dir_all(dir.join("..v2")).expect("folder");
+        std::fs::write(dir.join("..v2/pipeline.toml"), "v2").expect("write");
+        symlink("..v2", dir.join("..data_tmp")).expect("link");
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
+
+        let changed = tokio::time::timeout(Duration::from_secs(10), watcher.next())
+            .await
+            .expect("the update is seen");
+        assert_eq!(changed, normalize(&dir.join("pipeline.toml")));
+        assert_eq!(std::fs::read_to_string(&changed).expect("read"), "v2");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

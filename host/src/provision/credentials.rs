@@ -5,11 +5,12 @@
 //! and `certs/service.key` (owner-only) next to the pipeline file, then prints
 //! the `[kafka]` and `[postgres]` sections, or with `--write` sets them in the
 //! pipeline file, keeping its comments. The PostgreSQL password is never
-//! printed or written: the sections name `PGPASSWORD` instead. A certs folder
+//! printed or written: the sections name `PGPASSWORD` instead, or keep the
+//! `password_file` the pipeline already reads it from. A certs folder
 //! without a `.gitignore` gets one that ignores everything in it.
 
 use crate::aiven;
-use crate::config::{PgUrl, Pipeline};
+use crate::config::{PgUrl, Pipeline, SecretSource};
 use anyhow::{Context as _, bail};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,17 +82,34 @@ pub async fn run(pipeline: &Pipeline, write: bool, out: &mut dyn Write) -> anyho
         ("cert", CERT_FILE),
         ("key", KEY_FILE),
     ];
-    let pg_keys = [
-        ("url", pg_url.as_str()),
-        ("password_env", PASSWORD_ENV),
-        ("ca", CA_FILE),
-    ];
-    let export = format!(
-        "Then export {PASSWORD_ENV}=<the password of {pg_user}: Aiven console → service {:?} → Overview → Connection information>",
+    // A password already read from a file (a mounted secret) stays there;
+    // otherwise it is PGPASSWORD. Either way the section keeps one source.
+    let password_file = match &pipeline.postgres.password_source {
+        SecretSource::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    let mut pg_keys = vec![("url", pg_url.as_str())];
+    if password_file.is_none() {
+        pg_keys.push(("password_env", PASSWORD_ENV));
+    }
+    pg_keys.push(("ca", CA_FILE));
+    let pg_other_sources: &[&str] = match password_file {
+        Some(_) => &["url_env", "url_file", "password_env"],
+        None => &["url_env", "url_file", "password_file"],
+    };
+    let what = format!(
+        "the password of {pg_user}: Aiven console → service {:?} → Overview → Connection information",
         config.pg_service
     );
+    let export = match &password_file {
+        Some(path) => format!("Then write {what} into {}", path.display()),
+        None => format!("Then export {PASSWORD_ENV}=<{what}>"),
+    };
     if write {
-        update_pipeline_file(&pipeline.path, &[("kafka", &kafka_keys), ("postgres", &pg_keys)])?;
+        update_pipeline_file(
+            &pipeline.path,
+            &[("kafka", &kafka_keys, &[]), ("postgres", &pg_keys, pg_other_sources)],
+        )?;
         writeln!(
             out,
             "Updated [kafka] and [postgres] in {} (other lines and comments kept).",
@@ -116,13 +134,17 @@ pub async fn run(pipeline: &Pipeline, write: bool, out: &mut dyn Write) -> anyho
 }
 
 /// Sets keys of tables in a TOML file, keeping everything else (comments,
-/// order, other keys, and the inline comment after a replaced value).
-fn update_pipeline_file(path: &Path, sections: &[(&str, &[(&str, &str)])]) -> anyhow::Result<()> {
+/// order, other keys, and the inline comment after a replaced value), and
+/// removes the keys of each table's removal list (other sources of a secret
+/// set here, which would make two).
+type Section<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
+fn update_pipeline_file(path: &Path, sections: &[Section<'_>]) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut doc: DocumentMut = text
         .parse()
         .with_context(|| format!("{} is not valid TOML", path.display()))?;
-    for (section, keys) in sections {
+    for (section, keys, remove) in sections {
         let table = doc
             .entry(section)
             .or_insert_with(toml_edit::table)
@@ -140,6 +162,9 @@ fn update_pipeline_file(path: &Path, sections: &[(&str, &[(&str, &str)])]) -> an
                     table.insert(key, toml_edit::value(*new));
                 }
             }
+        }
+        for key in *remove {
+            table.remove(key);
         }
     }
     replace_keeping_attributes(path, &doc.to_string()).with_context(|| format!("cannot write {}", path.display()))
