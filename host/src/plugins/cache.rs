@@ -31,6 +31,8 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Whether this process opened a cache before (see [`Cache::at`]).
+static OPENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Entries kept; the oldest beyond this are deleted when one is added.
 const MAX_ENTRIES: usize = 64;
 /// A temporary file older than this was left by a host that exited mid-write
@@ -86,7 +88,10 @@ impl Cache {
             engine_key: format!("{:016x}", hasher.finish()),
             uid,
         };
-        cache.remove_stale_temporaries();
+        // Before this process's first cache write, no temporary carrying its
+        // pid is its own: a container restarted mid-write can get the same pid.
+        let first_open = !OPENED.swap(true, std::sync::atomic::Ordering::Relaxed);
+        cache.remove_stale_temporaries(first_open);
         Some(cache)
     }
 
@@ -97,7 +102,7 @@ impl Cache {
 
     /// Removes the partial writes of processes that are gone (killed while
     /// writing) and any older than [`STALE_TMP`].
-    fn remove_stale_temporaries(&self) {
+    fn remove_stale_temporaries(&self, first_open: bool) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -112,7 +117,7 @@ impl Cache {
                 .ok()
                 .and_then(|m| m.elapsed().ok())
                 .is_some_and(|age| age > STALE_TMP);
-            if old || !running(pid) {
+            if old || !running(pid) || (first_open && pid == std::process::id()) {
                 tracing::debug!(path = %path.display(), "removing a partial compiled-code cache entry");
                 let _ = std::fs::remove_file(&path);
             }
@@ -176,7 +181,7 @@ impl Cache {
                 files.push((modified, path));
             }
         }
-        self.remove_stale_temporaries();
+        self.remove_stale_temporaries(false);
         if files.len() <= MAX_ENTRIES {
             return;
         }
