@@ -237,9 +237,9 @@ fn generator_calls_are_made_as_host_run_makes_them_and_a_failing_call_is_named()
 }
 
 /// A process of the test's own that lives until the test ends, pass or fail.
-struct Sleeper(std::process::Child);
+struct Reaped(std::process::Child);
 
-impl Drop for Sleeper {
+impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -252,6 +252,46 @@ fn cache_files(dir: &Path) -> (Vec<String>, Vec<String>) {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     names.into_iter().partition(|n| n.ends_with(".cwasm"))
+}
+
+/// Starts `plugin test` of `py` and kills it (SIGKILL) once its cache write
+/// has begun; the partial file it left, or `None` when the write ended first.
+fn kill_while_writing(py: &Path, cache: &Path) -> Option<String> {
+    let _ = std::fs::remove_dir_all(cache);
+    let mut child = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args([
+                "plugin",
+                "test",
+                path(py),
+                "--count",
+                "1",
+                "--compile-timeout-ms",
+                "600000",
+            ])
+            .env("WASM_STREAM_CACHE_DIR", cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn host"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while std::time::Instant::now() < deadline && child.0.try_wait().expect("try_wait").is_none() {
+        let writing = std::fs::read_dir(cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.contains(".tmp"));
+        if let Some(name) = writing {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            let (entries, others) = cache_files(cache);
+            return (entries.is_empty() && others == [name.clone()]).then_some(name);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
 }
 
 #[test]
@@ -270,25 +310,29 @@ fn a_python_component_compiles_once_and_no_command_leaves_a_partial_file() {
         out
     };
 
+    // A run killed while it writes its compiled code leaves a partial file
+    // (tried again when the write won the race with the kill).
+    let killed = (0..3)
+        .find_map(|_| kill_while_writing(&py, &cache))
+        .expect("a run killed during its cache write left its partial file");
+
     let first = run();
     assert!(stderr(&first).contains("compiled in "), "{}", stderr(&first));
     let (entries, others) = cache_files(&cache);
     assert_eq!(entries.len(), 1, "the compiled code is kept: {entries:?} {others:?}");
-    assert!(others.is_empty(), "no partial file left: {others:?}");
+    assert!(
+        others.is_empty(),
+        "the killed run's partial file {killed} is removed, and this run left none: {others:?}"
+    );
 
-    // A partial file of a run killed mid-write (its process is gone), and one
-    // a running process is writing now.
-    let mut gone = std::process::Command::new("true").spawn().expect("spawn true");
-    gone.wait().expect("wait true");
-    let live = Sleeper(
+    // A partial file a running process is writing now stays.
+    let live = Reaped(
         std::process::Command::new("sleep")
             .arg("600")
             .spawn()
             .expect("spawn sleep"),
     );
-    let killed = cache.join(format!("killed.tmp{}", gone.id()));
     let writing = cache.join(format!("writing.tmp{}", live.0.id()));
-    std::fs::write(&killed, b"partial").expect("write");
     std::fs::write(&writing, b"partial").expect("write");
 
     let second = run();
@@ -303,7 +347,7 @@ fn a_python_component_compiles_once_and_no_command_leaves_a_partial_file() {
     assert_eq!(
         others,
         [writing.file_name().expect("name").to_string_lossy().into_owned()],
-        "the killed run's partial file is removed, the running process's is not"
+        "the running process's partial file stays"
     );
     drop(live);
     let _ = std::fs::remove_dir_all(&cache);
