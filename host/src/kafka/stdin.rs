@@ -4,7 +4,8 @@
 //! A line is a message: either its payload as it is, or a JSON object of
 //! nothing but `payload` (a string, or `null` for a tombstone), `key`,
 //! `partition` and `timestamp` (milliseconds), the lines `host plugin test
-//! --input` takes. Any other line, JSON or not, is itself the payload.
+//! --input` takes (their `offset` and `topic` are left to Kafka and
+//! `--topic`). Any other line, JSON or not, is itself the payload.
 
 use crate::config::KafkaConfig;
 use anyhow::{Context as _, bail};
@@ -36,6 +37,11 @@ struct Record {
     partition: Option<i32>,
     #[serde(default)]
     timestamp: Option<i64>,
+    /// Fields of `host plugin test --input` lines that producing cannot set.
+    #[serde(default, rename = "offset")]
+    _offset: Option<serde_json::Value>,
+    #[serde(default, rename = "topic")]
+    _topic: Option<serde_json::Value>,
 }
 
 /// Reads one line as a message (see the module's comment).
@@ -144,6 +150,8 @@ mod tests {
                 timestamp: Some(5)
             }
         );
+        let test_input = parse(r#"{"payload": "x", "offset": 41, "topic": "t"}"#);
+        assert_eq!(test_input.payload.as_deref(), Some(&b"x"[..]));
         let tombstone = parse(r#"{"payload": null, "key": "k"}"#);
         assert_eq!((tombstone.payload, tombstone.key), (None, Some(b"k".to_vec())));
     }
