@@ -382,7 +382,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let result = runtime.block_on(execute(cli.command));
+    // A plugin compiled just before the end: its compiled code reaches the
+    // cache whole, so the next command does not compile it again.
+    host::plugins::finish_cache_writes(host::plugins::CACHE_WRITE_WAIT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast::<Exit>() {
             Ok(exit) => {

@@ -233,8 +233,6 @@ pub fn validate_plugins(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
             columns.join(", ")
         ));
     }
-    // So the next command finds the compiled code, and no partial file is left.
-    runtime.finish_cache_writes(crate::plugins::CACHE_WRITE_WAIT);
     Ok(report)
 }
 

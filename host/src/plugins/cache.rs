@@ -16,8 +16,8 @@
 //! A write goes to `<entry>.tmp<pid>` and is renamed into place. A process
 //! killed mid-write leaves that file: each start removes the temporaries of
 //! processes that are gone (and any older than [`STALE_TMP`]), never those of
-//! a process still running. A short-lived command ([`Writes::wait`]) waits
-//! for its writes before it exits, so it leaves none and the next run finds
+//! a process still running. Every command waits for its writes
+//! ([`WRITES`]) before it exits, so it leaves none and the next run finds
 //! the entry.
 //!
 //! `WASM_STREAM_CACHE_DIR=off` turns the cache off. Linux only (the user is
@@ -192,10 +192,13 @@ impl Cache {
     }
 }
 
-/// Cache writes still under way, so a short-lived command can wait for them
-/// before it exits (a write cut short by the exit only costs a compile).
+/// Cache writes still under way, so a command can wait for them before it
+/// exits (a write cut short by the exit only costs a compile).
 #[derive(Clone, Default)]
 pub struct Writes(Arc<(Mutex<usize>, Condvar)>);
+
+/// This process's cache writes.
+pub static WRITES: std::sync::LazyLock<Writes> = std::sync::LazyLock::new(Writes::default);
 
 /// One write under way; dropping it ends it.
 pub struct Writing(Writes);

@@ -258,7 +258,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
     let result = run_test(args, &runtime, &config);
     // The compile thread writes the cache after handing over the code: an
     // exit now would leave a partial file and compile again next run.
-    if !runtime.finish_cache_writes(CACHE_WRITE_WAIT) {
+    if !super::finish_cache_writes(CACHE_WRITE_WAIT) {
         eprintln!("warning: the compiled code did not reach the cache in time; the next run compiles again");
     }
     result

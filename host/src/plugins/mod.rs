@@ -35,8 +35,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Components at least this large are kept in the compiled-code cache.
 const MIN_CACHED_BYTES: usize = 1 << 20;
-/// How long a short-lived command (`plugin test`, `validate`) waits, before
-/// it exits, for its compiled code to reach the cache.
+/// How long a command waits, before it exits, for its compiled code to
+/// reach the cache (see [`finish_cache_writes`]).
 pub const CACHE_WRITE_WAIT: Duration = Duration::from_secs(120);
 /// Compilations at least this long are logged at info level.
 const SLOW_COMPILE_MS: u128 = 500;
@@ -130,8 +130,6 @@ pub struct Runtime {
     linker: Arc<Linker<PluginState>>,
     /// Compiled components of earlier runs (see `cache`); `None` when off.
     cache: Option<cache::Cache>,
-    /// Cache writes under way (see [`Runtime::finish_cache_writes`]).
-    writes: cache::Writes,
     /// Components compiled (not read from the cache) by this runtime.
     compiles: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -157,7 +155,6 @@ impl Runtime {
             cache: cache::Cache::open(&engine),
             engine,
             linker: Arc::new(linker),
-            writes: cache::Writes::default(),
             compiles: Arc::default(),
         })
     }
@@ -265,7 +262,6 @@ impl Runtime {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let (engine, owned, cache) = (self.engine.clone(), bytes.to_vec(), cache.cloned());
-        let writes = self.writes.clone();
         self.compiles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::thread::Builder::new()
             .name("plugin-compile".into())
@@ -274,7 +270,7 @@ impl Runtime {
                 let keep = result.as_ref().ok().cloned();
                 // Counted before the answer, so a caller that then waits for
                 // the writes cannot miss this one.
-                let writing = cache.is_some().then(|| writes.begin());
+                let writing = cache.is_some().then(|| cache::WRITES.begin());
                 let _ = tx.send(result);
                 // After the answer, so the caller does not wait for the write.
                 if let (Some(cache), Some(component)) = (cache, keep) {
@@ -306,13 +302,6 @@ impl Runtime {
     /// The compiled-code cache's folder, when the cache is on.
     pub fn cache_dir(&self) -> Option<&Path> {
         self.cache.as_ref().map(cache::Cache::dir)
-    }
-
-    /// Waits (at most `limit`) for the compiled-code cache writes under way:
-    /// a command that exits right after loading a plugin calls it, so the
-    /// next run finds the entry and no partial file is left.
-    pub fn finish_cache_writes(&self, limit: Duration) -> bool {
-        self.writes.wait(limit)
     }
 
     /// The names a component exports.
@@ -649,6 +638,13 @@ fn host_provides(import: &str) -> bool {
         return Version::parse(version).is_some();
     }
     PROVIDED_INTERFACES.contains(&interface) && (version.is_empty() || version.starts_with("0.2."))
+}
+
+/// Waits (at most `limit`) for this process's compiled-code cache writes:
+/// every command calls it before it exits, so the next run finds the entry
+/// and no partial file is left. False when a write is still under way.
+pub fn finish_cache_writes(limit: Duration) -> bool {
+    cache::WRITES.wait(limit)
 }
 
 /// A short, stable hash of a plugin's bytes (FNV-1a, 64 bits), for logs.
