@@ -2,11 +2,17 @@
 //! so `host plugin new` needs no files beside the binary. Every file under
 //! `templates/` is listed, so a template added later is picked up by the
 //! next build without touching this file.
+//!
+//! Also sets `WASM_STREAM_COMMIT` for `host --version`: the commit being
+//! built (`git rev-parse --short HEAD`), or the variable of that name when a
+//! build has no .git (a source tarball), else "unknown".
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
+    println!("cargo:rustc-env=WASM_STREAM_COMMIT={}", commit());
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("templates");
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
@@ -50,4 +56,44 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
             files.push(path);
         }
     }
+}
+
+/// The commit for `host --version`; rebuilds when HEAD moves.
+fn commit() -> String {
+    println!("cargo:rerun-if-env-changed=WASM_STREAM_COMMIT");
+    if let Ok(given) = std::env::var("WASM_STREAM_COMMIT")
+        && !given.trim().is_empty()
+    {
+        return given.trim().to_string();
+    }
+    let Some(hash) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".to_string();
+    };
+    // HEAD names the branch; the branch's ref file (or packed-refs) moves on
+    // each commit. Only existing files: a missing one would rerun every build.
+    let mut watched = vec![git(&["rev-parse", "--path-format=absolute", "--git-path", "HEAD"])];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(git(&["rev-parse", "--path-format=absolute", "--git-path", &branch]));
+    }
+    watched.push(git(&[
+        "rev-parse",
+        "--path-format=absolute",
+        "--git-path",
+        "packed-refs",
+    ]));
+    for path in watched.into_iter().flatten() {
+        if Path::new(&path).exists() {
+            println!("cargo:rerun-if-changed={path}");
+        }
+    }
+    hash
+}
+
+/// `git ARGS` run in the crate's folder: its trimmed output, or `None`
+/// (no git, not a checkout, an error).
+fn git(args: &[&str]) -> Option<String> {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").ok()?;
+    let out = Command::new("git").args(args).current_dir(dir).output().ok()?;
+    let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
 }

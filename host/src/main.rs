@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// `host --version`: the crate's version and the commit it was built from
+/// (build.rs: `git rev-parse --short HEAD`, `$WASM_STREAM_COMMIT`, or "unknown").
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("WASM_STREAM_COMMIT"), ")");
+
 /// Runs Kafka -> PostgreSQL pipelines whose logic lives in WebAssembly plugins.
 ///
 /// A pipeline file (pipeline.toml) names the Kafka and PostgreSQL services,
@@ -20,7 +24,7 @@ use std::time::Duration;
 /// Start with `scripts/demo`, which brings up a local Kafka and PostgreSQL and
 /// runs the default pipeline. Logs go to stderr; set RUST_LOG=debug for more.
 #[derive(Parser)]
-#[command(name = "host", version, propagate_version = true)]
+#[command(name = "host", version = VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -228,6 +232,20 @@ enum Command {
     /// Write, test and inspect plugins, with no Kafka and no PostgreSQL (see PLUGINS.md).
     #[command(subcommand)]
     Plugin(host::plugins::kit::PluginCommand),
+    /// Exit 0 when a running host's health endpoint answers 2xx, else 1.
+    ///
+    /// For health checks where no curl is at hand (the container image's
+    /// HEALTHCHECK). Prints one line either way.
+    ///
+    /// Example: host probe http://127.0.0.1:9187/health/ready
+    Probe {
+        /// The URL to ask.
+        #[arg(default_value = "http://127.0.0.1:9187/health/live")]
+        url: String,
+        /// Longest wait for the answer, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
 }
 
 /// Which dead letters (`host dead-letters ...`).
@@ -524,6 +542,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::DeadLetters(command) => dead_letters(command).await,
         Command::Status { pipeline: path, json } => status(&path, json).await,
+        Command::Probe { url, timeout_secs } => probe(&url, Duration::from_secs(timeout_secs)).await,
         Command::Plugin(command) => {
             match tokio::task::spawn_blocking(move || host::plugins::kit::execute(command)).await? {
                 Ok(0) => Ok(()),
@@ -591,6 +610,24 @@ async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `host probe`: exit 0 when `url` answers 2xx within `timeout`, else 1.
+async fn probe(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    let failure = match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => {
+            println!("{url}: {}", r.status());
+            return Ok(());
+        }
+        Ok(r) => anyhow::anyhow!("{url} answered {}", r.status()),
+        Err(e) => anyhow::Error::new(e).context(format!("no answer from {url}")),
+    };
+    Err(Exit {
+        code: 1,
+        error: Some(failure),
+    }
+    .into())
 }
 
 /// `host status`: the running host's /status, or PostgreSQL and Kafka asked directly.

@@ -34,6 +34,8 @@ fn stub_tools() -> PathBuf {
         "node",
         "npm",
         "openssl",
+        "podman",
+        "debootstrap",
     ] {
         let path = dir.join(tool);
         std::fs::write(&path, format!("#!/bin/sh\necho \"STUB {tool} CALLED\" >&2\nexit 97\n")).expect("write stub");
