@@ -269,15 +269,31 @@ fn judged(rows: &mut [SyncRow], findings: &[Finding]) {
         };
         // `max_by_key` keeps the last of equals; the first is wanted.
         let top = about().rev().max_by_key(|f| f.severity);
-        row.verdict = top.map(|f| headline(&f.message).to_string());
+        let names = [
+            subject.clone(),
+            of_sink.clone(),
+            row.sink.clone(),
+            format!("sink {}", row.sink),
+            row.topic.clone(),
+        ];
+        row.verdict = top.map(|f| headline(&f.message, &names).to_string());
         row.in_sync = top.map(|_| !about().any(|f| f.severity == Severity::Error));
     }
 }
 
-/// A message's first clause: `database ahead by 1` of `database ahead by 1: PostgreSQL holds ...`.
-fn headline(message: &str) -> &str {
-    let first_line = message.lines().next().unwrap_or_default();
-    first_line.split_once(": ").map_or(first_line, |(head, _)| head)
+/// A message's first clause: `database ahead by 1` of `database ahead by 1:
+/// PostgreSQL holds ...`. A leading clause that only names what the row
+/// already shows (`sink x: lag 29`, `langs/0: ...`) is skipped: as a verdict
+/// it would say nothing.
+fn headline<'a>(message: &'a str, names: &[String]) -> &'a str {
+    let mut rest = message.lines().next().unwrap_or_default();
+    while let Some((head, tail)) = rest.split_once(": ") {
+        if !names.iter().any(|n| n == head.trim()) || tail.trim().is_empty() {
+            return head;
+        }
+        rest = tail;
+    }
+    rest
 }
 
 /// Runs the sync audit every `interval` until `stop` turns true (or its
@@ -414,6 +430,20 @@ mod tests {
     }
 
     #[test]
+    fn a_leading_clause_naming_the_sink_or_partition_is_not_the_verdict() {
+        let mut rows = [row("langs", 0), row("langs", 1), row("langs", 2)];
+        let findings = [
+            by("lag", Severity::Warning, "langs/0", "sink s: lag 29"),
+            by("lag", Severity::Warning, "langs/1", "langs/1: lag 30: above 10"),
+            by("lag", Severity::Warning, "langs/2", "sink s:"),
+        ];
+        judged(&mut rows, &findings);
+        assert_eq!(rows[0].verdict.as_deref(), Some("lag 29"));
+        assert_eq!(rows[1].verdict.as_deref(), Some("lag 30"));
+        assert_eq!(rows[2].verdict.as_deref(), Some("sink s:"));
+    }
+
+    #[test]
     fn the_host_judges_nothing_itself() {
         // Out of sync by the numbers, but no check said so: no verdict.
         let mut rows = [row("langs", 0)];
@@ -450,12 +480,12 @@ mod tests {
     #[test]
     fn a_headline_is_the_first_clause_of_the_first_line() {
         assert_eq!(
-            headline("database ahead by 1: PostgreSQL holds 10"),
+            headline("database ahead by 1: PostgreSQL holds 10", &[]),
             "database ahead by 1"
         );
-        assert_eq!(headline("in sync at offset 4"), "in sync at offset 4");
-        assert_eq!(headline("two lines\nsecond: line"), "two lines");
-        assert_eq!(headline("a: b: c"), "a");
-        assert_eq!(headline(""), "");
+        assert_eq!(headline("in sync at offset 4", &[]), "in sync at offset 4");
+        assert_eq!(headline("two lines\nsecond: line", &[]), "two lines");
+        assert_eq!(headline("a: b: c", &[]), "a");
+        assert_eq!(headline("", &[]), "");
     }
 }

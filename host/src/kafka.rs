@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod lease;
+pub mod stdin;
 pub use lease::{LeaseGate, RunLease, claim_as as claim_counted_run_as, claim_counted_run};
 
 /// How long metadata and watermark requests may take.

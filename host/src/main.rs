@@ -62,17 +62,27 @@ enum Command {
     },
     /// Run only the generators, printing each message sent (`Sending: {...}`).
     ///
+    /// With --stdin, produce hand-made messages instead: each line of stdin
+    /// to --topic, either the payload as it is or a JSON line of `payload`
+    /// (null: a tombstone), `key`, `partition` and `timestamp` (ms), as
+    /// `host plugin test --input` takes them.
+    ///
     /// Example: host produce pipeline.toml --topic langs
+    ///
+    /// Example: printf '%s\n' '{"a": 1}' '{"payload": null, "key": "k"}' | host produce pipeline.toml --topic t --stdin
     Produce {
         /// The pipeline file.
         pipeline: PathBuf,
-        /// Only the generators of this topic.
+        /// Only the generators of this topic (with --stdin: the topic to produce to).
         #[arg(long)]
         topic: Option<String>,
         /// Print a progress line every few seconds instead of every message
         /// (for high rates).
         #[arg(long, short)]
         quiet: bool,
+        /// Produce the lines of stdin to --topic, not the generators' messages.
+        #[arg(long, requires = "topic")]
+        stdin: bool,
     },
     /// Run only the sinks, printing each message stored (`Received: {...}`).
     ///
@@ -390,7 +400,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let result = runtime.block_on(execute(cli.command));
+    // A plugin compiled just before the end: its compiled code reaches the
+    // cache whole, so the next command does not compile it again.
+    host::plugins::finish_cache_writes(host::plugins::CACHE_WRITE_WAIT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => match e.downcast::<Exit>() {
             Ok(exit) => {
@@ -441,8 +455,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             pipeline: path,
             topic,
             quiet,
+            stdin,
         } => {
             let pipeline = Pipeline::load(&path)?;
+            if let (true, Some(topic)) = (stdin, &topic) {
+                let produced = host::kafka::stdin::produce(&pipeline.kafka, topic)?;
+                let noun = if produced == 1 { "message" } else { "messages" };
+                eprintln!("produced {produced} {noun} to {topic:?}");
+                return Ok(());
+            }
             let options = RunOptions {
                 generators: true,
                 topic,

@@ -193,3 +193,183 @@ fn inspect_names_the_world_and_an_import_the_host_does_not_provide() {
     );
     assert!(err.contains("hint: build the plugin without it"), "{err}");
 }
+
+#[test]
+fn generator_calls_are_made_as_host_run_makes_them_and_a_failing_call_is_named() {
+    let hostile = plugin("hostile_generator");
+    let calls = |settings: &str, calls: &str| {
+        host(&[
+            "plugin",
+            "test",
+            path(&hostile),
+            "--calls",
+            calls,
+            "--count",
+            "2",
+            "--settings",
+            settings,
+        ])
+    };
+    // The fixture numbers its calls in each message: 2 messages from each of 4 calls.
+    let out = calls(r#"{"mode": "none"}"#, "4");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let numbers: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("JSON")["call"]
+                .as_u64()
+                .expect("call")
+        })
+        .collect();
+    assert_eq!(numbers, [1, 1, 2, 2, 3, 3, 4, 4]);
+    assert!(stderr(&out).contains("8 messages in 4 calls"), "{}", stderr(&out));
+
+    // It traps on its third call: the first two calls' messages, then the fault, named.
+    let out = calls(r#"{"mode": "trap", "every": 3}"#, "5");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 4, "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("call 3 (next(2)) failed after 4 messages"), "{err}");
+    assert!(err.contains("asked to trap on call 3"), "{err}");
+
+    let out = calls("{}", "0");
+    assert_eq!(out.status.code(), Some(2), "--calls 0 is refused");
+}
+
+/// A process of the test's own that lives until the test ends, pass or fail.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cache_files(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("cache folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.into_iter().partition(|n| n.ends_with(".cwasm"))
+}
+
+/// Starts `plugin test` of `py` and kills it (SIGKILL) once its cache write
+/// has begun; the partial file it left, or `None` when the write ended first.
+fn kill_while_writing(py: &Path, cache: &Path) -> Option<String> {
+    let _ = std::fs::remove_dir_all(cache);
+    let mut child = Reaped(
+        std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args([
+                "plugin",
+                "test",
+                path(py),
+                "--count",
+                "1",
+                "--compile-timeout-ms",
+                "600000",
+            ])
+            .env("WASM_STREAM_CACHE_DIR", cache)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn host"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while std::time::Instant::now() < deadline && child.0.try_wait().expect("try_wait").is_none() {
+        let writing = std::fs::read_dir(cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.contains(".tmp"));
+        if let Some(name) = writing {
+            let _ = child.0.kill();
+            let _ = child.0.wait();
+            let (entries, others) = cache_files(cache);
+            return (entries.is_empty() && others == [name.clone()]).then_some(name);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn a_python_component_compiles_once_and_no_command_leaves_a_partial_file() {
+    let py = plugin("py_langs");
+    let cache = std::env::temp_dir().join(unique("kit_cache"));
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            // The compile limit is not under test: a loaded machine may pass the default.
+            .args(["plugin", "test", path(&py), "--count", "3", "--seed", "1"])
+            .args(["--compile-timeout-ms", "600000"])
+            .env("WASM_STREAM_CACHE_DIR", &cache)
+            .output()
+            .expect("run host");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        out
+    };
+
+    // A run killed while it writes its compiled code leaves a partial file
+    // (tried again when the write won the race with the kill).
+    let killed = (0..3)
+        .find_map(|_| kill_while_writing(&py, &cache))
+        .expect("a run killed during its cache write left its partial file");
+
+    let first = run();
+    assert!(stderr(&first).contains("compiled in "), "{}", stderr(&first));
+    let (entries, others) = cache_files(&cache);
+    assert_eq!(entries.len(), 1, "the compiled code is kept: {entries:?} {others:?}");
+    assert!(
+        others.is_empty(),
+        "the killed run's partial file {killed} is removed, and this run left none: {others:?}"
+    );
+
+    // A partial file a running process is writing now stays.
+    let live = Reaped(
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    let writing = cache.join(format!("writing.tmp{}", live.0.id()));
+    std::fs::write(&writing, b"partial").expect("write");
+
+    let second = run();
+    let err = stderr(&second);
+    assert!(
+        err.contains("compiled code read from the cache"),
+        "nothing compiled: {err}"
+    );
+    assert_eq!(stdout(&second), stdout(&first), "the same messages");
+    let (again, others) = cache_files(&cache);
+    assert_eq!(again, entries);
+    assert_eq!(
+        others,
+        [writing.file_name().expect("name").to_string_lossy().into_owned()],
+        "the running process's partial file stays"
+    );
+    drop(live);
+    let _ = std::fs::remove_dir_all(&cache);
+
+    // `host validate`, another command that exits once its plugins are
+    // loaded, keeps the compiled code whole too. (In this test, not a test of
+    // its own: two Python compiles at once slow each other down.)
+    let pipeline = write_pipeline(&format!(
+        "[plugins]\ncompile_timeout_ms = 600000\n\n[[topics]]\nname = \"t\"\n\n[[generators]]\nname = \"g\"\ntopic = \"t\"\nplugin = \"{}\"\n",
+        py.display()
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+        .args(["validate", path(&pipeline)])
+        .env("WASM_STREAM_CACHE_DIR", &cache)
+        .output()
+        .expect("run host");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (entries, others) = cache_files(&cache);
+    assert_eq!(
+        (entries.len(), others),
+        (1, Vec::<String>::new()),
+        "kept whole: {entries:?}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}

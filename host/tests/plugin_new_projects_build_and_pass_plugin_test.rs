@@ -76,6 +76,9 @@ fn test_args(kind: &str, project: &Path) -> Vec<String> {
 fn plugin_test(wasm: &Path, kind: &str, project: &Path) -> String {
     let mut args = vec!["plugin".to_string(), "test".into(), wasm.display().to_string()];
     args.extend(test_args(kind, project));
+    // Not the compile limit under test: four projects compile at once here,
+    // and an 18 MB component alone can take the default 60 s on a busy machine.
+    args.extend(["--compile-timeout-ms".into(), "600000".into()]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = host(&args);
     assert_eq!(

@@ -13,19 +13,31 @@
 //!   the engine's version and settings, so other bytes or another engine
 //!   never match.
 //!
+//! A write goes to `<entry>.tmp<pid>` and is renamed into place. A process
+//! killed mid-write leaves that file: each start removes the temporaries of
+//! processes that are gone (and any older than [`STALE_TMP`]), never those of
+//! a process still running. Every command waits for its writes
+//! ([`WRITES`]) before it exits, so it leaves none and the next run finds
+//! the entry.
+//!
 //! `WASM_STREAM_CACHE_DIR=off` turns the cache off. Linux only (the user is
 //! read from /proc/self); elsewhere every start compiles.
 
 use sha2::Digest as _;
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// Whether this process opened a cache before (see [`Cache::at`]).
+static OPENED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Entries kept; the oldest beyond this are deleted when one is added.
 const MAX_ENTRIES: usize = 64;
-/// A temporary file older than this was left by a host that exited mid-write.
-const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
+/// A temporary file older than this was left by a host that exited mid-write
+/// (even if its pid now names another process).
+const STALE_TMP: Duration = Duration::from_secs(600);
 
 #[derive(Clone)]
 pub struct Cache {
@@ -71,11 +83,45 @@ impl Cache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        Some(Self {
+        let cache = Self {
             dir: dir.to_path_buf(),
             engine_key: format!("{:016x}", hasher.finish()),
             uid,
-        })
+        };
+        // Before this process's first cache write, no temporary carrying its
+        // pid is its own: a container restarted mid-write can get the same pid.
+        let first_open = !OPENED.swap(true, std::sync::atomic::Ordering::Relaxed);
+        cache.remove_stale_temporaries(first_open);
+        Some(cache)
+    }
+
+    /// The folder the entries are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes the partial writes of processes that are gone (killed while
+    /// writing) and any older than [`STALE_TMP`].
+    fn remove_stale_temporaries(&self, first_open: bool) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(pid) = temporary_of(&path) else {
+                continue;
+            };
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if old || !running(pid) || (first_open && pid == std::process::id()) {
+                tracing::debug!(path = %path.display(), "removing a partial compiled-code cache entry");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 
     fn entry(&self, bytes: &[u8]) -> PathBuf {
@@ -131,17 +177,11 @@ impl Cache {
             let (path, Ok(modified)) = (entry.path(), entry.metadata().and_then(|m| m.modified())) else {
                 continue;
             };
-            let ext = path
-                .extension()
-                .map(|x| x.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if ext == "cwasm" {
+            if path.extension().is_some_and(|x| x == "cwasm") {
                 files.push((modified, path));
-            } else if ext.starts_with("tmp") && modified.elapsed().is_ok_and(|age| age > STALE_TMP) {
-                // Left by a host that exited while writing.
-                let _ = std::fs::remove_file(&path);
             }
         }
+        self.remove_stale_temporaries(false);
         if files.len() <= MAX_ENTRIES {
             return;
         }
@@ -150,6 +190,54 @@ impl Cache {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Cache writes still under way, so a command can wait for them before it
+/// exits (a write cut short by the exit only costs a compile).
+#[derive(Clone, Default)]
+pub struct Writes(Arc<(Mutex<usize>, Condvar)>);
+
+/// This process's cache writes.
+pub static WRITES: std::sync::LazyLock<Writes> = std::sync::LazyLock::new(Writes::default);
+
+/// One write under way; dropping it ends it.
+pub struct Writing(Writes);
+
+impl Writes {
+    pub fn begin(&self) -> Writing {
+        let (count, _) = &*self.0;
+        *count.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+        Writing(self.clone())
+    }
+
+    /// Waits until no write is under way, at most `limit`; false when one still is.
+    pub fn wait(&self, limit: Duration) -> bool {
+        let (count, done) = &*self.0;
+        let guard = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = done
+            .wait_timeout_while(guard, limit, |n| *n > 0)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard == 0
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let (count, done) = &*(self.0).0;
+        let mut n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        done.notify_all();
+    }
+}
+
+/// The pid in a temporary entry's name (`<entry>.tmp<pid>`).
+fn temporary_of(path: &Path) -> Option<u32> {
+    path.extension()?.to_str()?.strip_prefix("tmp")?.parse().ok()
+}
+
+/// Whether process `pid` runs (as far as this host can see: its /proc).
+fn running(pid: u32) -> bool {
+    pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists()
 }
 
 #[cfg(target_os = "linux")]
@@ -246,6 +334,43 @@ mod tests {
         std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         assert!(cache.load(&engine, &bytes).is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn partial_writes_of_gone_processes_are_removed_at_open() {
+        let engine = Engine::default();
+        let dir = temp_dir("partial");
+        let _ = std::fs::remove_dir_all(&dir);
+        Cache::at(&dir, &engine).expect("a fresh folder is private");
+        let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+        gone.wait().expect("wait");
+        let dead = dir.join(format!("a.tmp{}", gone.id()));
+        let mine = dir.join(format!("b.tmp{}", std::process::id()));
+        let entry = dir.join("c.cwasm");
+        for path in [&dead, &mine, &entry] {
+            std::fs::write(path, b"x").expect("write");
+        }
+        Cache::at(&dir, &engine).expect("still private");
+        assert!(!dead.exists(), "a gone process's partial write is removed");
+        assert!(
+            mine.exists() && entry.exists(),
+            "a running process's write and entries stay"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn waiting_for_writes_ends_when_the_last_ends() {
+        let writes = Writes::default();
+        assert!(writes.wait(Duration::ZERO));
+        let writing = writes.begin();
+        assert!(!writes.wait(Duration::from_millis(10)));
+        let waiter = {
+            let writes = writes.clone();
+            std::thread::spawn(move || writes.wait(Duration::from_secs(60)))
+        };
+        drop(writing);
+        assert!(waiter.join().expect("joins"));
     }
 
     #[test]

@@ -7,16 +7,17 @@
 //! `--expect`, 2 the plugin cannot load or the input is unusable.
 
 use super::{
-    CheckWorld, Compiled, GeneratorWorld, MapperWorld, PluginError, Runtime, World, check, content_hash, mapper,
+    CACHE_WRITE_WAIT, CheckWorld, Compiled, GeneratorWorld, MapperWorld, PluginError, Runtime, World, check,
+    content_hash, mapper,
 };
-use crate::config::{DEFAULT_CALL_TIMEOUT_MS, DEFAULT_MEMORY_LIMIT_BYTES, PluginConfig, PluginLimits};
+use crate::config::{
+    DEFAULT_CALL_TIMEOUT_MS, DEFAULT_COMPILE_TIMEOUT_MS, DEFAULT_MEMORY_LIMIT_BYTES, PluginConfig, PluginLimits,
+};
 use anyhow::{Context as _, bail};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Most messages asked of a generator in one call, as `host run` does.
-const GENERATOR_CHUNK: u32 = 500;
 /// Most differences `--expect` prints.
 const DIFF_LINES: usize = 20;
 
@@ -27,7 +28,9 @@ pub enum PluginCommand {
     /// sandbox and limits as a pipeline, and print what it makes.
     ///
     /// The world is read from the component. A generator prints --count
-    /// messages, one payload a line. A mapper maps each line of --input (a
+    /// messages, one payload a line; with --calls N it is called N times for
+    /// --count messages each, as `host run` calls it, and a call that fails
+    /// is named. A mapper maps each line of --input (a
     /// payload per line, or JSON lines such as {"payload": "...", "key": "k",
     /// "partition": 0, "offset": 7, "timestamp": 1700000000000}) and prints
     /// its columns, the rows as a table and each rejection with its reason. A
@@ -37,7 +40,10 @@ pub enum PluginCommand {
     /// With --expect FILE the output is compared with the file: a difference
     /// is printed and the exit code is 1, so plugins can be tested in CI.
     /// Exit code 2: the plugin cannot load (wrong world, trap in configure,
-    /// refused settings) or the input cannot be read.
+    /// refused settings), the input cannot be read, or a generator call fails.
+    ///
+    /// Compiled code is kept in the cache `host run` uses, so a large
+    /// (Python, JavaScript) component compiles once per version.
     ///
     /// Example: host plugin test my_generator.wasm --count 5 --seed 1
     Test(TestArgs),
@@ -63,9 +69,15 @@ pub enum PluginCommand {
 pub struct TestArgs {
     /// The component (.wasm).
     pub plugin: PathBuf,
-    /// Generator: how many messages to ask for.
+    /// Generator: how many messages to ask for (in calls of at most 500,
+    /// or in each call with --calls).
     #[arg(long, default_value_t = 10)]
     pub count: u64,
+    /// Generator: make this many `next(--count)` calls on one instance, as
+    /// `host run` does (it asks for 500 a call with interval_ms = 0, else 1),
+    /// so a fault on a later call or a sequence across calls shows.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub calls: Option<u64>,
     /// Generator: seed `wasi:random`, as `seed` in pipeline.toml does.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -90,6 +102,9 @@ pub struct TestArgs {
     /// The memory cap (limits.memory_limit_bytes).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_BYTES)]
     pub memory_limit_bytes: usize,
+    /// How long compiling may take (limits.compile_timeout_ms).
+    #[arg(long, default_value_t = DEFAULT_COMPILE_TIMEOUT_MS)]
+    pub compile_timeout_ms: u64,
 }
 
 /// Why a command failed, and with which exit code.
@@ -187,7 +202,15 @@ impl Loaded {
             path: path.to_path_buf(),
             error,
         })?;
+        let (compiles, started) = (runtime.compiles(), Instant::now());
         let component = runtime.component(path, &bytes, limits)?;
+        let ms = started.elapsed().as_millis();
+        match runtime.cache_dir() {
+            Some(dir) if runtime.compiles() == compiles => {
+                eprintln!("compiled code read from the cache in {ms} ms ({})", dir.display());
+            }
+            _ => eprintln!("compiled in {ms} ms"),
+        }
         let exports = runtime.exports(&component);
         let Some((kind, _)) = world_of(&exports) else {
             return Err(PluginError::NoWorld {
@@ -214,6 +237,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
     let limits = PluginLimits {
         call_timeout: Duration::from_millis(args.call_timeout_ms),
         memory_limit_bytes: args.memory_limit_bytes,
+        compile_timeout: Duration::from_millis(args.compile_timeout_ms),
         ..PluginLimits::default()
     };
     let settings: serde_json::Value = serde_json::from_str(&args.settings)
@@ -231,20 +255,45 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
         limits,
     };
     let runtime = Runtime::new().map_err(unusable)?;
+    let result = run_test(args, &runtime, &config);
+    // The compile thread writes the cache after handing over the code: an
+    // exit now would leave a partial file and compile again next run.
+    if !super::finish_cache_writes(CACHE_WRITE_WAIT) {
+        eprintln!("warning: the compiled code did not reach the cache in time; the next run compiles again");
+    }
+    result
+}
+
+fn run_test(args: &TestArgs, runtime: &Runtime, config: &PluginConfig) -> Result<u8, Failure> {
+    let limits = config.limits;
     let load = |e: PluginError| {
         let here =
             matches!(e, PluginError::Configure { .. }).then_some("\n  (here, the settings are the --settings JSON)");
         unusable(anyhow::anyhow!("{e}{}", here.unwrap_or_default()))
     };
-    let loaded = Loaded::read(&runtime, &args.plugin, &limits).map_err(load)?;
+    let loaded = Loaded::read(runtime, &args.plugin, &limits).map_err(load)?;
     let name = format!("{} {}", loaded.kind.name(), file_stem(&args.plugin));
     let output = match loaded.kind {
         Kind::Generator => {
             let plugin = loaded
                 .prepare::<GeneratorWorld>()
-                .and_then(|c| c.instantiate(&name, &config, args.seed))
+                .and_then(|c| c.instantiate(&name, config, args.seed))
                 .map_err(load)?;
-            run_generator(plugin, args.count, args.json).map_err(unusable)?
+            let calls = match args.calls {
+                None => Calls::Chunked(args.count),
+                Some(n) => Calls::Each {
+                    calls: n,
+                    count: u32::try_from(args.count)
+                        .map_err(|_| unusable(anyhow::anyhow!("--count is over {} with --calls", u32::MAX)))?,
+                },
+            };
+            let (output, failed) = run_generator(plugin, calls, args.json);
+            if let Some(error) = failed {
+                // What the calls before the failing one made, then why it failed.
+                print!("{output}");
+                return Err(unusable(error));
+            }
+            output
         }
         Kind::Mapper => {
             let input = args
@@ -255,7 +304,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
             let messages = read_messages(input).map_err(unusable)?;
             let plugin = loaded
                 .prepare::<MapperWorld>()
-                .and_then(|c| c.instantiate(&name, &config, None))
+                .and_then(|c| c.instantiate(&name, config, None))
                 .map_err(load)?;
             run_mapper(plugin, &messages, args.json)
         }
@@ -268,7 +317,7 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
             let snapshot = read_snapshot(path).map_err(unusable)?;
             let plugin = loaded
                 .prepare::<CheckWorld>()
-                .and_then(|c| c.instantiate(&name, &config, None))
+                .and_then(|c| c.instantiate(&name, config, None))
                 .map_err(load)?;
             run_check(plugin, &snapshot, args.json).map_err(unusable)?
         }
@@ -297,72 +346,6 @@ fn test(args: &TestArgs) -> Result<u8, Failure> {
 fn file_stem(path: &Path) -> String {
     path.file_stem()
         .map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned())
-}
-
-fn run_generator(mut plugin: super::Plugin<GeneratorWorld>, count: u64, json: bool) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let (mut produced, mut calls, started) = (0u64, 0u64, Instant::now());
-    while produced < count {
-        let max = GENERATOR_CHUNK.min(u32::try_from(count - produced).unwrap_or(u32::MAX));
-        calls += 1;
-        let mut messages = plugin.next(max)?;
-        if messages.is_empty() {
-            eprintln!("the generator has no more messages after {produced}");
-            break;
-        }
-        if messages.len() > max as usize {
-            eprintln!(
-                "warning: contract broken: next({max}) returned {} messages; `host run` produces only the first {max}",
-                messages.len()
-            );
-            messages.truncate(max as usize);
-        }
-        for m in messages {
-            if m.payload.len() + m.key.as_ref().map_or(0, Vec::len) > 1_000_000 {
-                eprintln!(
-                    "warning: a message of {} bytes is over Kafka's default maximum message size (1,000,000 bytes); `host run` does not produce it",
-                    m.payload.len()
-                );
-            }
-            if json {
-                let line = serde_json::json!({
-                    "key": m.key.as_deref().map(bytes_json),
-                    "payload": bytes_json(&m.payload),
-                });
-                let _ = writeln!(out, "{line}");
-            } else {
-                match &m.key {
-                    Some(key) => {
-                        let _ = writeln!(
-                            out,
-                            "key={} {}",
-                            String::from_utf8_lossy(key),
-                            String::from_utf8_lossy(&m.payload)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(out, "{}", String::from_utf8_lossy(&m.payload));
-                    }
-                }
-            }
-            produced += 1;
-        }
-    }
-    eprintln!(
-        "{} in {}, {} ms",
-        super::trap_text::plural(produced, "message", "messages"),
-        super::trap_text::plural(calls, "call", "calls"),
-        started.elapsed().as_millis()
-    );
-    Ok(out)
-}
-
-/// A payload as JSON: a string when it is UTF-8, the bytes otherwise.
-fn bytes_json(bytes: &[u8]) -> serde_json::Value {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => serde_json::Value::String(s.to_string()),
-        Err(_) => serde_json::Value::from(bytes.to_vec()),
-    }
 }
 
 /// Reads mapper input: each line a message, either a bare payload or a JSON
@@ -783,6 +766,9 @@ pub fn diff(expected: &str, actual: &str) -> Option<String> {
     let _ = writeln!(out, "  ({} lines expected, {} lines actual)", e.len(), a.len());
     Some(out)
 }
+
+mod generator;
+use generator::{Calls, run_generator};
 
 #[cfg(test)]
 mod prop_tests;

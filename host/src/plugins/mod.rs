@@ -37,6 +37,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Components at least this large are kept in the compiled-code cache.
 const MIN_CACHED_BYTES: usize = 1 << 20;
+/// How long a command waits, before it exits, for its compiled code to
+/// reach the cache (see [`finish_cache_writes`]).
+pub const CACHE_WRITE_WAIT: Duration = Duration::from_secs(120);
 /// Compilations at least this long are logged at info level.
 const SLOW_COMPILE_MS: u128 = 500;
 /// How much of a plugin's stderr is kept for error messages.
@@ -127,6 +130,8 @@ pub struct Runtime {
     linker: Arc<Linker<PluginState>>,
     /// Compiled components of earlier runs (see `cache`); `None` when off.
     cache: Option<cache::Cache>,
+    /// Components compiled (not read from the cache) by this runtime.
+    compiles: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Runtime {
@@ -150,6 +155,7 @@ impl Runtime {
             cache: cache::Cache::open(&engine),
             engine,
             linker: Arc::new(linker),
+            compiles: Arc::default(),
         })
     }
 
@@ -274,16 +280,21 @@ impl Runtime {
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let (engine, owned, cache) = (self.engine.clone(), bytes.to_vec(), cache.cloned());
+        self.compiles.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         std::thread::Builder::new()
             .name("plugin-compile".into())
             .spawn(move || {
                 let result = Component::new(&engine, &owned);
                 let keep = result.as_ref().ok().cloned();
+                // Counted before the answer, so a caller that then waits for
+                // the writes cannot miss this one.
+                let writing = cache.is_some().then(|| cache::WRITES.begin());
                 let _ = tx.send(result);
                 // After the answer, so the caller does not wait for the write.
                 if let (Some(cache), Some(component)) = (cache, keep) {
                     cache.store(&owned, &component);
                 }
+                drop(writing);
             })
             .map_err(|e| PluginError::Instantiate {
                 path: path.to_path_buf(),
@@ -303,6 +314,16 @@ impl Runtime {
                 timeout_ms: limits.compile_timeout.as_millis(),
             }),
         }
+    }
+
+    /// How many components this runtime compiled (rather than read from the cache).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The compiled-code cache's folder, when the cache is on.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_ref().map(cache::Cache::dir)
     }
 
     /// The names a component exports.
@@ -632,6 +653,13 @@ fn host_provides(import: &str) -> bool {
         return Version::parse(version).is_some();
     }
     PROVIDED_INTERFACES.contains(&interface) && (version.is_empty() || version.starts_with("0.2."))
+}
+
+/// Waits (at most `limit`) for this process's compiled-code cache writes:
+/// every command calls it before it exits, so the next run finds the entry
+/// and no partial file is left. False when a write is still under way.
+pub fn finish_cache_writes(limit: Duration) -> bool {
+    cache::WRITES.wait(limit)
 }
 
 /// A short, stable hash of a plugin's bytes (FNV-1a, 64 bits), for logs.

@@ -96,6 +96,9 @@ pub fn snake_case(name: &str) -> String {
     name.replace('-', "_")
 }
 
+/// A kind's part of BUILDING.md, under `host/templates/<lang>/<kind>/`.
+const KIND_NOTES: &str = "BUILDING.notes.md";
+
 /// The files of a new project, without writing anything.
 pub fn render(kind: Kind, lang: Lang, name: &str) -> anyhow::Result<Vec<ProjectFile>> {
     check_name(name)?;
@@ -104,14 +107,25 @@ pub fn render(kind: Kind, lang: Lang, name: &str) -> anyhow::Result<Vec<ProjectF
         format!("{}/{}/", lang.dir(), kind.name()),
         format!("{}/common/", lang.dir()),
     ];
+    // What BUILDING.md says of this kind only (`{{kind_notes}}`): a kind's
+    // `BUILDING.notes.md`, which is not a project file itself.
+    let notes_path = format!("{}{KIND_NOTES}", prefixes[0]);
+    let kind_notes = embedded::TEMPLATES
+        .iter()
+        .find(|(path, _)| *path == notes_path)
+        .map_or("", |(_, text)| text.trim_end());
     let mut files: Vec<ProjectFile> = Vec::new();
     for (path, text) in embedded::TEMPLATES {
         let Some(relative) = prefixes.iter().find_map(|p| path.strip_prefix(p.as_str())) else {
             continue;
         };
+        if relative == KIND_NOTES {
+            continue;
+        }
         let relative = relative.strip_suffix(".tmpl").unwrap_or(relative);
         let fill = |s: &str| {
-            s.replace("{{name}}", name)
+            s.replace("{{kind_notes}}", kind_notes)
+                .replace("{{name}}", name)
                 .replace("{{snake}}", &snake)
                 .replace("{{world}}", kind.world())
                 .replace("{{kind}}", kind.name())
@@ -221,6 +235,33 @@ mod tests {
             }
             assert!(files.iter().any(|f| f.path == Path::new("Cargo.toml")));
             assert!(files.iter().any(|f| f.path == Path::new(".cargo/config.toml")));
+        }
+    }
+
+    #[test]
+    fn each_building_md_says_what_fits_its_kind() {
+        for lang in [Lang::Rust, Lang::Python, Lang::Javascript] {
+            for kind in Kind::ALL {
+                let files = render(kind, lang, "my-plugin").expect("renders");
+                assert!(!files.iter().any(|f| f.path.to_string_lossy().contains("notes")));
+                let building = &files
+                    .iter()
+                    .find(|f| f.path == Path::new("BUILDING.md"))
+                    .expect("BUILDING.md")
+                    .text;
+                let at = format!("{} {}", lang.dir(), kind.name());
+                assert!(!building.contains("{{"), "{at}: a placeholder is left");
+                assert!(building.contains("state starts over"), "{at}");
+                let says = |text: &str| building.contains(text);
+                assert_eq!(says("replays the same messages"), kind == Kind::Generator, "{at}");
+                assert_eq!(says("--calls"), kind == Kind::Generator, "{at}");
+                assert_eq!(
+                    says("memory_limit_bytes"),
+                    kind == Kind::Mapper && lang == Lang::Javascript,
+                    "{at}"
+                );
+                assert_eq!(says("headline"), kind == Kind::Check, "{at}");
+            }
         }
     }
 }
