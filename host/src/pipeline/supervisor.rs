@@ -646,7 +646,11 @@ impl Supervisor {
                         Err(e) => {
                             let what = format!("{id}: restart with the plugin {}", config.plugin().path.display());
                             tracing::error!(unit = %id, error = %format!("{e:#}"), "{what} refused: {}; the {} runs on as before", first_line(&e), id.kind.label());
-                            crate::ops::plugin_live::refused_unit(&id.to_string(), &config.plugin().path, &format!("{e:#}"));
+                            crate::ops::plugin_live::refused_unit(
+                                &id.to_string(),
+                                &config.plugin().path,
+                                &format!("{e:#}"),
+                            );
                             report.refused(what, &e.to_string());
                             report.kept_running(id);
                         }
