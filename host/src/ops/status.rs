@@ -68,7 +68,7 @@ pub struct SinkStatus {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReasonCount {
-    /// The reason's first line.
+    /// The reason's first line (the latest of those that differ only in numbers).
     pub reason: String,
     pub count: i64,
 }
@@ -149,16 +149,18 @@ const RECENT_DEAD_LETTERS: i64 = 5000;
 /// Reasons shown per sink.
 const TOP_REASONS: i64 = 5;
 
-/// The most frequent first lines of reason among the recent dead letters, per sink.
+/// The most frequent reasons among the recent dead letters, per sink, by
+/// their first line. Lines that differ only in numbers (the offset a trap
+/// names, a size) count as one reason, shown as its latest line.
 async fn read_reasons(client: &Client) -> Result<HashMap<String, Vec<ReasonCount>>, tokio_postgres::Error> {
     let query = format!(
-        "SELECT sink, reason, n FROM (\
-           SELECT sink, reason, count(*) AS n, \
-                  row_number() OVER (PARTITION BY sink ORDER BY count(*) DESC, reason) AS rank \
-           FROM (SELECT sink, left(split_part(reason, E'\\n', 1), 300) AS reason FROM {dl} \
+        "SELECT sink, latest, n FROM (\
+           SELECT sink, (array_agg(line ORDER BY id DESC))[1] AS latest, count(*) AS n, \
+                  row_number() OVER (PARTITION BY sink ORDER BY count(*) DESC, min(line)) AS rank \
+           FROM (SELECT id, sink, left(split_part(reason, E'\\n', 1), 300) AS line FROM {dl} \
                  WHERE id > (SELECT coalesce(max(id), 0) - {RECENT_DEAD_LETTERS} FROM {dl})) recent \
-           GROUP BY sink, reason) ranked \
-         WHERE rank <= {TOP_REASONS} ORDER BY sink, n DESC, reason",
+           GROUP BY sink, regexp_replace(line, '[0-9]+', 'N', 'g')) ranked \
+         WHERE rank <= {TOP_REASONS} ORDER BY sink, rank",
         dl = ident(DEAD_LETTERS_TABLE)
     );
     let mut out: HashMap<String, Vec<ReasonCount>> = HashMap::new();
