@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
-use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -88,6 +88,39 @@ impl ProducerContext for DeliveryCounter {
                 let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
                 first.get_or_insert_with(|| e.to_string());
             }
+        }
+    }
+}
+
+impl DeliveryCounter {
+    /// The first delivery failure's text, empty when none was kept.
+    pub fn first_error(&self) -> String {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+/// Queues a record, waiting while the producer's local queue is full (the
+/// poll lets deliveries drain); any other refusal is returned.
+pub fn send_waiting<K, P>(
+    producer: &BaseProducer<DeliveryCounter>,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), rdkafka::error::KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e),
         }
     }
 }

@@ -9,7 +9,6 @@
 
 use crate::config::KafkaConfig;
 use anyhow::{Context as _, bail};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use std::io::BufRead as _;
 use std::sync::atomic::Ordering;
@@ -100,15 +99,8 @@ pub fn produce(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<u64> {
         if let Some(t) = m.timestamp {
             record = record.timestamp(t);
         }
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(10));
-                }
-                Err((e, _)) => bail!("line {}: cannot produce to {topic:?}: {e}", n + 1),
-            }
+        if let Err(e) = super::send_waiting(&producer, record) {
+            bail!("line {}: cannot produce to {topic:?}: {e}", n + 1);
         }
         sent += 1;
         producer.poll(Duration::ZERO);
@@ -119,13 +111,10 @@ pub fn produce(cfg: &KafkaConfig, topic: &str) -> anyhow::Result<u64> {
     let counter = producer.context();
     let failed = counter.failed.load(Ordering::Relaxed);
     if failed > 0 {
-        let first = counter
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
-        bail!("{failed} of {sent} messages were not produced to {topic:?}: {first}");
+        bail!(
+            "{failed} of {sent} messages were not produced to {topic:?}: {}",
+            counter.first_error()
+        );
     }
     Ok(counter.delivered.load(Ordering::Relaxed))
 }

@@ -209,15 +209,10 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
     let failed = ctx.failed.load(Ordering::Relaxed);
     crate::ops::metrics::generator_progress(&config.name, ctx);
     if failed > 0 {
-        let first = ctx
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
         bail!(
-            "generator {}: {failed} of {produced} messages were not delivered (first error: {first})",
-            config.name
+            "generator {}: {failed} of {produced} messages were not delivered (first error: {})",
+            config.name,
+            ctx.first_error()
         );
     }
     Ok(())
@@ -254,29 +249,22 @@ fn send(
     if let Some(key) = &m.key {
         record = record.key(key);
     }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(true),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                // The local queue is full: let deliveries drain, then try again.
-                record = r;
-                producer.poll(Duration::from_millis(10));
+    match kafka::send_waiting(producer, record) {
+        Ok(()) => Ok(true),
+        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+            reported.oversized += 1;
+            if reported.oversized == 1 {
+                tracing::error!(
+                    generator = name,
+                    topic,
+                    payload_bytes = m.payload.len(),
+                    key_bytes = m.key.as_ref().map_or(0, Vec::len),
+                    "the plugin returned a message over the producer's maximum message size (message.max.bytes, 1,000,000 by default); it is not produced, nor any other such message of this generator (reported once)"
+                );
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                reported.oversized += 1;
-                if reported.oversized == 1 {
-                    tracing::error!(
-                        generator = name,
-                        topic,
-                        payload_bytes = m.payload.len(),
-                        key_bytes = m.key.as_ref().map_or(0, Vec::len),
-                        "the plugin returned a message over the producer's maximum message size (message.max.bytes, 1,000,000 by default); it is not produced, nor any other such message of this generator (reported once)"
-                    );
-                }
-                return Ok(false);
-            }
-            Err((e, _)) => bail!("generator {name}: cannot produce to {topic:?}: {e}"),
+            Ok(false)
         }
+        Err(e) => bail!("generator {name}: cannot produce to {topic:?}: {e}"),
     }
 }
 
