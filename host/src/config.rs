@@ -11,6 +11,7 @@ mod prop_tests;
 mod secrets;
 #[cfg(test)]
 mod secrets_tests;
+mod start;
 #[cfg(test)]
 mod tests;
 mod type_errors;
@@ -34,6 +35,7 @@ ca = "/nowhere/ca.pem"
 pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
 pub use pg_url::{PgUrl, PgUrlError};
 pub use secrets::{Secret, SecretSource};
+pub use start::{StartAt, rfc3339_ms};
 
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -291,6 +293,8 @@ pub struct SinkConfig {
     pub mode: SinkMode,
     /// What the sink does when Kafka no longer holds its stored offset.
     pub on_lost_offsets: OnLostOffsets,
+    /// Where a partition with nothing stored starts.
+    pub start: StartAt,
 }
 
 /// What a sink does when the offset stored in PostgreSQL is not in Kafka's
@@ -707,6 +711,7 @@ struct RawSink {
     mode: Option<Spanned<String>>,
     key: Option<Spanned<Vec<Spanned<String>>>>,
     on_lost_offsets: Option<Spanned<String>>,
+    start: Option<Spanned<String>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -913,6 +918,10 @@ impl Pipeline {
                     ));
                 }
             };
+            let start = match &s.start {
+                None => StartAt::Earliest,
+                Some(v) => StartAt::parse(v.get_ref()).map_err(|m| src.error(v.span(), m))?,
+            };
             sinks.push(SinkConfig {
                 name,
                 topic,
@@ -924,6 +933,7 @@ impl Pipeline {
                 flush_interval: Duration::from_millis(flush_interval_ms),
                 mode,
                 on_lost_offsets,
+                start,
             });
         }
 
@@ -1435,6 +1445,21 @@ mod mode_tests {
         let p = parse("").unwrap();
         assert_eq!(p.sinks[0].mode, SinkMode::Append);
         assert_eq!(parse("mode = \"append\"").unwrap().sinks[0].mode, SinkMode::Append);
+    }
+
+    #[test]
+    fn start_is_earliest_by_default_and_a_wrong_choice_is_located() {
+        assert_eq!(parse("").unwrap().sinks[0].start, StartAt::Earliest);
+        assert_eq!(parse("start = \"latest\"").unwrap().sinks[0].start, StartAt::Latest);
+        assert_eq!(
+            parse("start = \"1970-01-01T00:00:02Z\"").unwrap().sinks[0].start,
+            StartAt::Time(2000)
+        );
+        let e = parse("start = \"yesterday\"").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:14:9: ") && e.contains("sinks.start") && e.contains("RFC 3339"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod lease;
+mod start;
 pub mod stdin;
 pub use lease::{LeaseGate, RunLease, claim_as as claim_counted_run_as, claim_counted_run};
+pub use start::{offsets_for_time, start_offsets};
 
 /// How long metadata and watermark requests may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,6 +157,8 @@ pub struct SinkContext {
     /// This process's `group.instance.id`, for the assignment logs.
     member: String,
     load_offsets: OffsetLoader,
+    /// Where partitions with nothing stored start.
+    start: crate::config::StartAt,
     assignment: Mutex<Option<StoredOffsets>>,
     generation: AtomicU64,
     /// librdkafka's words when a TLS handshake failed over a certificate.
@@ -167,10 +171,17 @@ impl SinkContext {
             topic: topic.to_string(),
             member: member.to_string(),
             load_offsets,
+            start: crate::config::StartAt::Earliest,
             assignment: Mutex::new(None),
             generation: AtomicU64::new(0),
             tls_refusal: Mutex::new(None),
         }
+    }
+
+    /// Partitions with nothing stored start at `start` (default: earliest).
+    pub fn starting(mut self, start: crate::config::StartAt) -> Self {
+        self.start = start;
+        self
     }
 
     /// Increases with every assignment change.
@@ -292,11 +303,18 @@ impl ConsumerContext for SinkContext {
                     );
                 }
                 let stored = (self.load_offsets)(&self.topic, &partitions);
+                let fresh: Vec<i32> = partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| stored.get(p).copied().flatten().is_none())
+                    .collect();
+                let starts = start_offsets(consumer, &self.topic, &fresh, self.start);
                 let mut own = TopicPartitionList::new();
                 let mut assignment = StoredOffsets::new();
                 for p in partitions {
                     let start = stored.get(&p).copied().flatten();
-                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                    let offset =
+                        start.map_or_else(|| starts.get(&p).copied().unwrap_or(Offset::Beginning), Offset::Offset);
                     if let Err(e) = own.add_partition_offset(&self.topic, p, offset) {
                         tracing::error!(topic = self.topic, partition = p, error = %e, "cannot set the start offset");
                     }

@@ -214,6 +214,22 @@ enum Command {
     /// List, show and replay the messages a sink could not map.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Reprocess a sink's messages (rewind), or pause and resume it; safe
+    /// while `host run` runs the sink in any number of processes.
+    ///
+    /// The state lives in PostgreSQL: every running process of the sink
+    /// obeys within about a second, and a paused sink stays paused across
+    /// restarts. README "Reprocessing" tells what each command does to rows,
+    /// offsets and dead letters.
+    ///
+    /// Examples:
+    ///   host sink pause pipeline.toml --sink favorite_languages
+    ///   host sink resume pipeline.toml --sink favorite_languages
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-time 2026-12-01T10:00:00Z --dry-run
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-start
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-offset 0:1200 1:980
+    #[command(subcommand, verbatim_doc_comment)]
+    Sink(SinkCommand),
     /// Print the status the running host's page shows: per sink the rows
     /// stored, dead letters, offsets, lag and throughput; the generators,
     /// plugins and latest audit findings; and whether the host is ready.
@@ -295,6 +311,82 @@ enum DeadLettersCommand {
     Replay {
         #[command(flatten)]
         which: LetterArgs,
+    },
+}
+
+/// Which sink (`host sink ...`).
+#[derive(clap::Args)]
+struct SinkArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// The sink, by its name in the pipeline file.
+    #[arg(long)]
+    sink: String,
+}
+
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// Move a sink's stored offsets back, so it consumes those messages again
+    /// (after a mapper fix, say), exactly once.
+    ///
+    /// In one PostgreSQL transaction, for each partition: the dead letters at
+    /// or after the new offset are deleted (they will be consumed again); in
+    /// an append sink the rows that came from those offsets are deleted too
+    /// (by the lineage columns _kafka_partition and _kafka_offset, which the
+    /// tables the host creates have); an upsert sink keeps its rows, which
+    /// the messages consumed again update, so its table ends equal to what
+    /// the whole topic makes; the stored offsets move back (never forward).
+    /// Running sinks notice at once, drop what they hold and go on from the
+    /// new offsets; a write they had in flight either committed before the
+    /// rewind (and is rewound with the rest) or is rolled back.
+    ///
+    /// An append table without lineage (made by an older host, or by hand)
+    /// is refused: use --to-start --delete-all, which deletes every row of
+    /// the table and every dead letter and stored offset of the sink.
+    ///
+    /// Examples:
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-start --dry-run
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-time 2026-12-01T10:00:00Z
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-offset 0:1200 1:980
+    ///   host sink rewind pipeline.toml --sink old_table_sink --to-start --delete-all
+    #[command(verbatim_doc_comment, group(clap::ArgGroup::new("to").required(true).args(["to_start", "to_time", "to_offset"])))]
+    Rewind {
+        #[command(flatten)]
+        which: SinkArgs,
+        /// Every partition back to the start of its log.
+        #[arg(long)]
+        to_start: bool,
+        /// Each partition back to its first message at or after this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        to_time: Option<String>,
+        /// These partitions back to these offsets (PARTITION:OFFSET, several
+        /// allowed); the others stay.
+        #[arg(long, value_name = "PARTITION:OFFSET", num_args = 1..)]
+        to_offset: Vec<String>,
+        /// Print, per partition, where the sink would resume and how many rows
+        /// and dead letters would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// For a table without lineage: delete all its rows and the sink's dead
+        /// letters and offsets, and start from the start (with --to-start).
+        #[arg(long)]
+        delete_all: bool,
+    },
+    /// Pause a sink: every process running it stops writing within about a
+    /// second, keeping its partitions (no rebalance); it stays paused, also
+    /// across restarts, until resumed. `host status` and the page say "paused".
+    ///
+    /// Example: host sink pause pipeline.toml --sink favorite_languages
+    Pause {
+        #[command(flatten)]
+        which: SinkArgs,
+    },
+    /// Resume a paused sink: its processes go on from the stored offsets.
+    ///
+    /// Example: host sink resume pipeline.toml --sink favorite_languages
+    Resume {
+        #[command(flatten)]
+        which: SinkArgs,
     },
 }
 
@@ -541,6 +633,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             audit::command::simulate(&pipeline, case, topic, Duration::from_secs(wait_secs)).await
         }
         Command::DeadLetters(command) => dead_letters(command).await,
+        Command::Sink(command) => sink_command(command).await,
         Command::Status { pipeline: path, json } => status(&path, json).await,
         Command::Probe { url, timeout_secs } => probe(&url, Duration::from_secs(timeout_secs)).await,
         Command::Plugin(command) => {
@@ -610,6 +703,79 @@ async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `host sink rewind|pause|resume`.
+async fn sink_command(command: SinkCommand) -> anyhow::Result<()> {
+    use host::ops::rewind;
+    match command {
+        SinkCommand::Pause { which } => {
+            let pipeline = Pipeline::load(&which.pipeline)?;
+            let was = rewind::set_paused(&pipeline, &which.sink, true).await?;
+            println!(
+                "sink {}: paused{}; its running processes stop writing within about a second and keep their partitions",
+                which.sink,
+                if was { " (it was already)" } else { "" }
+            );
+        }
+        SinkCommand::Resume { which } => {
+            let pipeline = Pipeline::load(&which.pipeline)?;
+            let was = rewind::set_paused(&pipeline, &which.sink, false).await?;
+            println!(
+                "sink {}: {}",
+                which.sink,
+                if was {
+                    "resumed; its running processes go on from the stored offsets"
+                } else {
+                    "was not paused"
+                }
+            );
+        }
+        SinkCommand::Rewind {
+            which,
+            to_start,
+            to_time,
+            to_offset,
+            dry_run,
+            delete_all,
+        } => {
+            let target = match (to_start, to_time) {
+                (true, _) => rewind::Target::Start,
+                (false, Some(t)) => rewind::Target::Time(
+                    host::config::rfc3339_ms(&t).map_err(|why| anyhow::anyhow!("--to-time: {why}"))?,
+                ),
+                (false, None) => rewind::Target::Offsets(partition_offsets(&to_offset)?),
+            };
+            let pipeline = Pipeline::load(&which.pipeline)?;
+            let request = rewind::Request {
+                sink: which.sink,
+                target,
+                dry_run,
+                delete_all,
+            };
+            let done = rewind::rewind(&pipeline, &request).await?;
+            print!("{}", rewind::render(&done));
+        }
+    }
+    Ok(())
+}
+
+/// `--to-offset PARTITION:OFFSET ...`, each partition once.
+fn partition_offsets(args: &[String]) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for arg in args {
+        let parsed = arg
+            .split_once(':')
+            .and_then(|(p, o)| Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?)))
+            .filter(|(p, o)| *p >= 0 && *o >= 0);
+        let Some((p, o)) = parsed else {
+            anyhow::bail!("--to-offset {arg:?}: write PARTITION:OFFSET, e.g. 0:1200");
+        };
+        if out.insert(p, o).is_some() {
+            anyhow::bail!("--to-offset names partition {p} twice");
+        }
+    }
+    Ok(out)
 }
 
 /// `host probe`: exit 0 when `url` answers 2xx within `timeout`, else 1.

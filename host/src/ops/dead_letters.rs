@@ -207,7 +207,11 @@ pub async fn replay(
             );
         }
         postgres::ensure_sink_table(client, &sink.table, &columns, &[]).await?;
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        // Replayed rows carry their message's lineage too, so a rewind
+        // deletes them with the others of their offsets.
+        let lineage = postgres::lineage::present(client, &sink.table).await?;
+        let written = postgres::lineage::write_columns(&columns, lineage);
+        let names: Vec<&str> = written.iter().map(|c| c.name.as_str()).collect();
         let copy = format!(
             "COPY {} ({}) FROM STDIN BINARY",
             ident(&sink.table),
@@ -249,7 +253,7 @@ pub async fn replay(
                     payload: l.payload.clone(),
                 })
                 .collect();
-            let (m, mapped) = pipeline::map_messages(mapper, columns.clone(), messages, false).await?;
+            let (m, mapped) = pipeline::map_messages(mapper, columns.clone(), messages, false, lineage).await?;
             mapper = m;
             let mapped = mapped?;
             // Which letters are still rejected, by their place in the batch:

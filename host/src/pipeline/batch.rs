@@ -54,13 +54,16 @@ pub struct Mapped {
 /// checks and encodes the rows there too. Returns the mapper back. Fails only
 /// when the mapper cannot even be restarted. Deletes become dead letters
 /// (an append sink has no key to delete by).
+/// With `lineage`, every row also gets its message's partition and offset
+/// (see `postgres::lineage`).
 pub async fn map(
     mapper: Box<dyn BatchMapper>,
     columns: Vec<Column>,
     messages: Vec<Message>,
     echo: bool,
+    lineage: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
-    map_keyed(mapper, columns, None, messages, echo).await
+    map_keyed(mapper, columns, None, messages, echo, lineage).await
 }
 
 /// As [`map`], for a sink with a key: `key` holds the key columns in the
@@ -73,9 +76,10 @@ pub async fn map_keyed(
     key: Option<Vec<Column>>,
     messages: Vec<Message>,
     echo: bool,
+    lineage: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
     tokio::task::spawn_blocking(move || {
-        let mapped = map_blocking(mapper.as_mut(), &columns, key.as_deref(), messages, echo);
+        let mapped = map_blocking(mapper.as_mut(), &columns, key.as_deref(), messages, echo, lineage);
         (mapper, mapped)
     })
     .await
@@ -88,13 +92,22 @@ fn map_blocking(
     key: Option<&[Column]>,
     messages: Vec<Message>,
     echo: bool,
+    lineage: bool,
 ) -> anyhow::Result<Mapped> {
     let outcomes = map_isolating_failures(mapper, &messages)?;
+    // What the table is written with: the mapper's columns, then lineage.
+    let written = crate::postgres::lineage::write_columns(columns, lineage);
+    let with_lineage = |mut row: Vec<Value>, m: &Message| {
+        if lineage {
+            row.extend(crate::postgres::lineage::values(m.partition, m.offset));
+        }
+        row
+    };
     let mut mapped = Mapped {
         positions: messages.iter().map(|m| (m.partition, m.offset)).collect(),
         // Room for about one row per message, so the buffer does not grow by copying.
         rows: CopyRows::with_capacity(
-            columns,
+            &written,
             messages
                 .iter()
                 .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
@@ -113,7 +126,7 @@ fn map_blocking(
         Some(key) => Some(Latest::new(
             Latest::positions(columns, &key.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
                 .context("a key column is not among the mapper's columns")?,
-            columns.len(),
+            written.len(),
         )),
     };
     for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
@@ -123,7 +136,7 @@ fn map_blocking(
                 Ok(()) => match latest.as_mut() {
                     None => {
                         for row in rows {
-                            mapped.rows.push(row);
+                            mapped.rows.push(with_lineage(row, &message));
                             of_row.push(at);
                         }
                         None
@@ -134,7 +147,7 @@ fn map_blocking(
                     {
                         Ok(()) => {
                             for row in rows {
-                                latest.upsert(at, row);
+                                latest.upsert(at, with_lineage(row, &message));
                             }
                             None
                         }
@@ -181,8 +194,8 @@ fn map_blocking(
     }
     mapped.parts = match latest {
         Some(latest) => {
-            mapped.rows = latest.finish(columns);
-            Parts::Keyed(latest, columns.to_vec())
+            mapped.rows = latest.finish(&written);
+            Parts::Keyed(latest, written)
         }
         None => Parts::Rows(of_row),
     };
@@ -374,10 +387,41 @@ mod tests {
     fn run(outcomes: Vec<Outcome>, key: Option<&[Column]>) -> Mapped {
         let messages: Vec<Message> = (0..outcomes.len() as i64).map(message).collect();
         let mut mapper = Scripted(outcomes, columns());
-        map_blocking(&mut mapper, &columns(), key, messages, false).expect("maps")
+        map_blocking(&mut mapper, &columns(), key, messages, false, false).expect("maps")
     }
 
     const ID: &str = "0b7e5a3c-1234-4abc-8def-001122334455";
+
+    #[test]
+    fn lineage_appends_the_partition_and_offset_to_every_row() {
+        let row = || Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Null]]);
+        let mut mapper = Scripted(vec![row()], columns());
+        let mapped = map_blocking(&mut mapper, &columns(), None, vec![message(7)], false, true).expect("maps");
+        let bytes = mapped.rows.finish();
+        let at = crate::postgres::COPY_HEADER.len();
+        assert_eq!(
+            i16::from_be_bytes([bytes[at], bytes[at + 1]]),
+            4,
+            "two columns and lineage"
+        );
+        let end = bytes.len() - 2;
+        assert_eq!(&bytes[end - 8..end], &7i64.to_be_bytes(), "the offset comes last");
+        assert_eq!(
+            &bytes[end - 24..end - 12],
+            &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0],
+            "partition 0"
+        );
+        // Keyed: the staging rows carry lineage too (before the delete flag).
+        let key = [column("id", ColumnType::Uuid, false)];
+        let mut mapper = Scripted(vec![row()], columns());
+        let mapped = map_blocking(&mut mapper, &columns(), Some(&key), vec![message(9)], false, true).expect("maps");
+        let bytes = mapped.rows.finish();
+        assert_eq!(
+            i16::from_be_bytes([bytes[at], bytes[at + 1]]),
+            5,
+            "lineage and the delete flag"
+        );
+    }
 
     #[test]
     fn an_append_sink_dead_letters_deletes_with_the_reason() {

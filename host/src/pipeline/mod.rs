@@ -11,8 +11,8 @@
 //!   started from (`... WHERE next_offset = $old`): a consumer that lost its
 //!   partition to another writes nothing and starts again from the database.
 //! - On start and on every partition assignment the consumer starts each
-//!   partition at the offset stored in PostgreSQL (the beginning when there is
-//!   none). Kafka offset commits happen after the database commit and are
+//!   partition at the offset stored in PostgreSQL (where the sink's `start`
+//!   says when there is none). Kafka offset commits happen after the database commit and are
 //!   advisory: they only feed lag figures and `host check`.
 //! - A message the mapper rejects, or whose mapping traps or runs out of time or
 //!   memory, goes to the dead-letter table in the same transaction, with the
@@ -31,6 +31,12 @@
 //!   upsert or delete per key (in offset order, see `upsert`) is staged and
 //!   applied by one `DELETE` and one `INSERT ... ON CONFLICT` inside that
 //!   same transaction, so its deletes and updates are exactly once too.
+//!
+//! - `host sink rewind` moves stored offsets back in one transaction that
+//!   locks them first, deletes the rows (by lineage) and dead letters of the
+//!   rewound offsets and bumps the sink's control generation: a write in
+//!   flight either committed before or fails its conditional update, and
+//!   every running sink starts again from the new offsets (`ops::rewind`).
 //!
 //! So every message lands exactly once, through crashes and restarts.
 

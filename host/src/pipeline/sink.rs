@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod control;
 mod fence;
 
 /// How long the sink waits for a message before checking whether it is done.
@@ -235,6 +236,14 @@ struct Sink {
     /// `None` only while a batch is being mapped.
     mapper: Option<Box<dyn BatchMapper>>,
     columns: Vec<Column>,
+    /// The table has lineage columns, which every row gets (see `postgres::lineage`).
+    lineage: bool,
+    /// The control row as the poller last read it, and as the sink last obeyed it.
+    control: watch::Receiver<postgres::lineage::Control>,
+    seen: postgres::lineage::Control,
+    _poller: control::Poller,
+    /// Paused with `host sink pause`: nothing is written.
+    paused: bool,
     consumer: StreamConsumer<SinkContext>,
     positions: Positions,
     generation: u64,
@@ -274,6 +283,9 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
         let stopping = *sink.stop.borrow();
         let (received, fast) = sink.receive(stopping).await;
         sink.follow_rebalance().await?;
+        if sink.obey().await? {
+            continue;
+        }
         sink.take(received).await?;
         if sink.batch_due(fast, stopping) && sink.flush().await? {
             // Rewound: the batch will be consumed again.
@@ -313,7 +325,17 @@ impl Sink {
             .check_columns(&config.name, &columns)
             .map_err(anyhow::Error::msg)?;
         postgres::ensure_sink_table(&client, &config.table, &columns, config.mode.key()).await?;
-        let statements = SinkStatements::prepare(&client, &config.table, &columns, config.mode.key()).await?;
+        let lineage = postgres::lineage::present(&client, &config.table).await?;
+        let written = postgres::lineage::write_columns(&columns, lineage);
+        let statements = SinkStatements::prepare(&client, &config.table, &written, config.mode.key()).await?;
+        let first = postgres::lineage::read_control(&client, &config.table, &config.topic).await?;
+        let (poller, control) = control::poll(
+            pipeline.postgres.clone(),
+            config.instance_id.clone(),
+            config.table.to_string(),
+            config.topic.to_string(),
+            first,
+        );
         postgres::asynchronous_commits(&client).await?;
         crate::ops::state::sink_connected(&config.name, true);
 
@@ -322,7 +344,7 @@ impl Sink {
             &pipeline.kafka,
             &config.group,
             &config.instance_id,
-            SinkContext::new(&config.topic, &config.instance_id, loader),
+            SinkContext::new(&config.topic, &config.instance_id, loader).starting(config.start),
         )?;
         consumer
             .subscribe(&[&config.topic])
@@ -336,6 +358,14 @@ impl Sink {
             pid = std::process::id(),
             "sink started"
         );
+        if first.paused {
+            tracing::info!(
+                sink = config.name,
+                "the sink is paused (host sink pause); it writes nothing until resumed"
+            );
+            crate::ops::state::sink_paused(&config.name, true);
+        }
+        crate::ops::metrics::paused(&config.name, first.paused);
         Ok(Sink {
             fences: fence::Fences::new(&config.instance_id),
             pipeline,
@@ -346,6 +376,11 @@ impl Sink {
             pending: None,
             mapper: Some(mapper),
             columns,
+            lineage,
+            control,
+            seen: first,
+            _poller: poller,
+            paused: first.paused,
             consumer,
             positions: Positions::default(),
             generation: 0,
@@ -438,6 +473,7 @@ impl Sink {
             kafka::commit_advisory(&self.consumer, &self.config.topic, &stored);
             self.positions.reset(assignment);
             crate::ops::state::sink_assigned(&self.config.name, self.positions.next.keys());
+            self.pause_assigned();
         }
         self.batch.clear();
         Ok(())
@@ -460,18 +496,33 @@ impl Sink {
     }
 
     /// Assigns the partitions at their stored offsets, or at `starts`.
+    /// Partitions with nothing stored start where the sink's `start` says.
     fn assign(&self, stored: &StoredOffsets, starts: &HashMap<i32, Offset>) -> anyhow::Result<()> {
+        let fresh: Vec<i32> = stored
+            .iter()
+            .filter(|(p, o)| o.is_none() && !starts.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        let look_up = || kafka::start_offsets(&self.consumer, &self.config.topic, &fresh, self.config.start);
+        // Only a time asks Kafka (and blocks).
+        let first = match self.config.start {
+            crate::config::StartAt::Time(_) if !fresh.is_empty() => tokio::task::block_in_place(look_up),
+            _ => look_up(),
+        };
         let mut tpl = TopicPartitionList::new();
         for (p, offset) in stored {
-            let start = starts
-                .get(p)
-                .copied()
-                .unwrap_or(offset.map_or(Offset::Beginning, Offset::Offset));
+            let start = match (starts.get(p), offset) {
+                (Some(start), _) => *start,
+                (None, Some(o)) => Offset::Offset(*o),
+                (None, None) => first.get(p).copied().unwrap_or(Offset::Beginning),
+            };
             tpl.add_partition_offset(&self.config.topic, *p, start)?;
         }
         self.consumer
             .assign(&tpl)
-            .context("cannot assign the partitions at their start offsets")
+            .context("cannot assign the partitions at their start offsets")?;
+        self.pause_assigned();
+        Ok(())
     }
 
     /// librdkafka found a fetch offset out of range (`auto.offset.reset =
@@ -494,6 +545,8 @@ impl Sink {
     /// sink on a consumer error that retrying cannot cure.
     async fn take(&mut self, received: Received) -> anyhow::Result<()> {
         match received {
+            // Paused: dropped, and consumed again from the stored offsets on resume.
+            Received::Message(_) if self.paused => {}
             Received::Message(m) if self.positions.accept(m.partition, m.offset) => {
                 if self.batch.is_empty() {
                     self.batch_started = Instant::now();
@@ -600,7 +653,8 @@ impl Sink {
             .take()
             .context("the mapper is away while a batch is mapped")?;
         let key = upsert::key_columns(&self.config.mode, &self.columns);
-        let (mapper, mapped) = batch::map_keyed(mapper, self.columns.clone(), key, messages, self.echo).await?;
+        let (mapper, mapped) =
+            batch::map_keyed(mapper, self.columns.clone(), key, messages, self.echo, self.lineage).await?;
         self.mapper = Some(mapper);
         mapped
     }
@@ -891,7 +945,8 @@ impl Sink {
                 .check_columns(&self.config.name, &new_columns)
                 .map_err(anyhow::Error::msg)?;
             postgres::ensure_sink_table(&writer.client, table, &new_columns, key).await?;
-            SinkStatements::prepare(&writer.client, table, &new_columns, key).await
+            let written = postgres::lineage::write_columns(&new_columns, self.lineage);
+            SinkStatements::prepare(&writer.client, table, &written, key).await
         };
         match fits.await {
             Ok(statements) => {
@@ -943,7 +998,8 @@ impl Sink {
     /// start every assigned partition again from them.
     async fn rewind(&mut self) -> anyhow::Result<()> {
         crate::ops::metrics::rewind(&self.config.name);
-        let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &self.columns);
+        let written = postgres::lineage::write_columns(&self.columns, self.lineage);
+        let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &written);
         let failing = &mut self.failing;
         let mut stop = self.stop.clone();
         let (client, stored, statements) = retry::with_backoff(

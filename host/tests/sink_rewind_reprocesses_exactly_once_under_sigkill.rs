@@ -1,0 +1,304 @@
+//! `host sink rewind` while two `host run` processes write the sink, one of
+//! them SIGKILLed during the rewind and started again: after a rewind to a
+//! time and one to the start, the table equals the model of the whole topic
+//! (append: each good message's row once; upsert: the last value per key),
+//! the dead letters are exactly the bad messages, once each, and the rows of
+//! the rewound range were written again (newer `message_id`). A dry run
+//! first changes nothing and foretells what the rewind then does.
+mod common;
+mod rewind_support;
+
+use common::{Db, Keyed, Random, Running, SinkPipeline, create_topic, produce_keyed, read_topic, unique, wait_for};
+use rewind_support::{count, letters, member, now_ms, rfc3339, settled, sink_ok, stored};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const PER_PHASE: usize = 500;
+/// One message in this many is bad (a dead letter).
+const BAD_EVERY: usize = 37;
+const KEYS: usize = 60;
+
+/// What a scenario produces: before and after the rewind time.
+struct Produced {
+    /// The rewind time, between the two phases.
+    at_ms: i64,
+    total: i64,
+}
+
+/// Produces two phases of messages a little apart; `message(i)` makes each.
+fn produce_phases(topic: &str, message: impl Fn(usize) -> Keyed) -> Produced {
+    let first: Vec<Keyed> = (0..PER_PHASE).map(&message).collect();
+    produce_keyed(topic, &first);
+    std::thread::sleep(Duration::from_millis(1200));
+    let at_ms = now_ms();
+    std::thread::sleep(Duration::from_millis(1200));
+    let second: Vec<Keyed> = (PER_PHASE..2 * PER_PHASE).map(&message).collect();
+    produce_keyed(topic, &second);
+    Produced {
+        at_ms,
+        total: (2 * PER_PHASE) as i64,
+    }
+}
+
+/// Two members of the sink, `a` and `b`.
+struct Fleet {
+    path: String,
+    members: Vec<(String, Running)>,
+}
+
+impl Fleet {
+    fn start(path: &str) -> Self {
+        let members = ["a", "b"]
+            .iter()
+            .map(|m| {
+                let id = unique(&format!("rewind_{m}"));
+                let running = member(path, &id);
+                (id, running)
+            })
+            .collect();
+        Self {
+            path: path.to_string(),
+            members,
+        }
+    }
+
+    /// Runs `host sink rewind` with `args`, SIGKILLs member `a` at a random
+    /// moment meanwhile, and starts it again. Returns the rewind's output.
+    fn rewind_killing_one(&mut self, args: &[&str], random: &mut Random) -> String {
+        let mut all = vec!["rewind", self.path.as_str(), "--sink", "rows"];
+        all.extend_from_slice(args);
+        let path = self.path.clone();
+        let owned: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        let rewind = std::thread::spawn(move || {
+            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+            sink_ok(&args)
+        });
+        std::thread::sleep(Duration::from_millis(random.below(400)));
+        let (id, running) = &mut self.members[0];
+        running.child.kill().expect("SIGKILL");
+        running.child.wait().expect("reap");
+        let output = rewind.join().expect("rewind thread");
+        *running = member(&path, id);
+        output
+    }
+
+    fn stop(self) {
+        for (_, running) in self.members {
+            running.terminate();
+        }
+    }
+}
+
+/// Waits until every message is settled again.
+fn wait_settled(db: &Db, table: &str, total: i64) {
+    wait_for("every message settled", Duration::from_secs(120), || {
+        settled(db, table) == total
+    });
+}
+
+/// The first offset of each partition at or after `at_ms`.
+fn offsets_at(topic: &str, at_ms: i64) -> BTreeMap<i32, i64> {
+    let mut first = BTreeMap::new();
+    for m in read_topic(topic) {
+        if m.timestamp_ms.is_some_and(|t| t >= at_ms) {
+            first.entry(m.partition).or_insert(m.offset);
+        }
+    }
+    first
+}
+
+/// The (partition, offset) of the messages of a topic whose payload is good
+/// (`good`), and of the others.
+fn split_topic(topic: &str, good: impl Fn(&Option<Vec<u8>>) -> bool) -> (BTreeSet<(i32, i64)>, Vec<(i32, i64)>) {
+    let (mut ok, mut bad) = (BTreeSet::new(), Vec::new());
+    for m in read_topic(topic) {
+        if good(&m.payload) {
+            ok.insert((m.partition, m.offset));
+        } else {
+            bad.push((m.partition, m.offset));
+        }
+    }
+    (ok, bad)
+}
+
+fn max_message_id(db: &Db, table: &str) -> i64 {
+    db.query(&format!("SELECT coalesce(max(message_id), 0) FROM \"{table}\""), &[])[0].get(0)
+}
+
+/// Rows at or after `from` (per partition) have a `message_id` above
+/// `before` (written again); the others do not.
+fn assert_rewritten(rows: &[(i32, i64, i64)], from: &BTreeMap<i32, i64>, before: i64) {
+    for (p, o, id) in rows {
+        let again = from.get(p).is_some_and(|f| o >= f);
+        assert_eq!(
+            *id > before,
+            again,
+            "row of {p}:{o} (message_id {id}, previous max {before}): written again = {}, expected {again}",
+            *id > before
+        );
+    }
+}
+
+#[test]
+fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
+    let topic = unique("rewind_append");
+    let table = unique("rewind_append_rows");
+    create_topic(&topic, 2);
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .partitions(2)
+        .batch_size(40)
+        .sink_line("flush_interval_ms = 50")
+        .write();
+    let path = path.to_str().expect("utf-8 path");
+    let db = Db::connect();
+    let mut random = Random::new();
+    let mut fleet = Fleet::start(path);
+    let produced = produce_phases(&topic, |i| {
+        let payload = if i % BAD_EVERY == 5 {
+            b"not json".to_vec()
+        } else {
+            format!("{{\"i\": {i}}}").into_bytes()
+        };
+        ((i % 2) as i32, format!("k{i}").into_bytes(), Some(payload))
+    });
+    wait_settled(&db, &table, produced.total);
+    let (good, bad) = split_topic(&topic, |p| p.as_deref().is_some_and(|p| p != b"not json"));
+    let check = |db: &Db| {
+        let rows: Vec<(i64, i64)> = db.offsets(&table);
+        let set: BTreeSet<(i32, i64)> = rows.iter().map(|(p, o)| (*p as i32, *o)).collect();
+        assert_eq!(rows.len(), set.len(), "no (partition, offset) stored twice");
+        assert_eq!(set, good, "the rows are the good messages, each once");
+        assert_eq!(
+            letters(db, &topic),
+            bad,
+            "the dead letters are the bad messages, each once"
+        );
+    };
+    check(&db);
+
+    // A dry run changes nothing and says what the rewind will do.
+    let to_time = rfc3339(produced.at_ms);
+    let before = (count(&db, &table), stored(&db, &table), letters(&db, &topic));
+    let dry = sink_ok(&["rewind", path, "--sink", "rows", "--to-time", &to_time, "--dry-run"]);
+    assert_eq!(
+        (count(&db, &table), stored(&db, &table), letters(&db, &topic)),
+        before,
+        "a dry run changes nothing"
+    );
+    assert!(dry.contains("dry run, nothing changed"), "{dry}");
+
+    let from = offsets_at(&topic, produced.at_ms);
+    let last_id = max_message_id(&db, &table);
+    let out = fleet.rewind_killing_one(&["--to-time", &to_time], &mut random);
+    for (p, o) in &from {
+        let rows = good.iter().filter(|(gp, go)| gp == p && go >= o).count();
+        let gone = bad.iter().filter(|(bp, bo)| bp == p && bo >= o).count();
+        let line =
+            format!("partition {p}: stored 500, resumes at {o}; {rows} row(s) deleted; {gone} dead letter(s) deleted");
+        assert!(out.contains(&line), "expected {line:?} in:\n{out}");
+        let foretold = format!(
+            "partition {p}: stored 500, would resume at {o}; {rows} row(s) would go; {gone} dead letter(s) would go"
+        );
+        assert!(dry.contains(&foretold), "expected {foretold:?} in:\n{dry}");
+    }
+    wait_settled(&db, &table, produced.total);
+    check(&db);
+    let rows = |db: &Db| -> Vec<(i32, i64, i64)> {
+        db.query(
+            &format!("SELECT partition_id, offset_id, message_id FROM \"{table}\""),
+            &[],
+        )
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as i32, r.get(1), r.get(2)))
+        .collect()
+    };
+    assert_rewritten(&rows(&db), &from, last_id);
+
+    let last_id = max_message_id(&db, &table);
+    fleet.rewind_killing_one(&["--to-start"], &mut random);
+    wait_settled(&db, &table, produced.total);
+    check(&db);
+    let everything: BTreeMap<i32, i64> = [(0, 0), (1, 0)].into_iter().collect();
+    assert_rewritten(&rows(&db), &everything, last_id);
+    fleet.stop();
+}
+
+#[test]
+fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
+    let topic = unique("rewind_upsert");
+    let table = unique("rewind_upsert_rows");
+    create_topic(&topic, 2);
+    let path = SinkPipeline::new(&topic, &table, "kv_mapper")
+        .partitions(2)
+        .upsert(&["k"])
+        .batch_size(40)
+        .sink_line("flush_interval_ms = 50")
+        .write();
+    let path = path.to_str().expect("utf-8 path");
+    let db = Db::connect();
+    let mut random = Random::new();
+    let mut fleet = Fleet::start(path);
+    // Each key on one partition; a bad message has a key that is not UTF-8.
+    let produced = produce_phases(&topic, |i| {
+        let k = i % KEYS;
+        let key = if i % BAD_EVERY == 5 {
+            vec![0xff, 0xfe]
+        } else {
+            format!("key{k}").into_bytes()
+        };
+        ((k % 2) as i32, key, Some(format!("v{i}").into_bytes()))
+    });
+    wait_settled(&db, &table, produced.total);
+    // The model: the last value per key in offset order, with its offset.
+    let mut model: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    let topic_messages = read_topic(&topic);
+    let mut bad_positions = Vec::new();
+    for m in &topic_messages {
+        let payload = String::from_utf8(m.payload.clone().expect("payload")).expect("utf-8");
+        let i: usize = payload[1..].parse().expect("v<i>");
+        if i % BAD_EVERY == 5 {
+            bad_positions.push((m.partition, m.offset));
+        } else {
+            model.insert(format!("key{}", i % KEYS), (payload, m.offset));
+        }
+    }
+    bad_positions.sort_unstable();
+    let check = |db: &Db| {
+        let rows: BTreeMap<String, (String, i64)> = db
+            .query(&format!("SELECT k, v, seq FROM \"{table}\""), &[])
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        assert_eq!(rows, model, "the table is the model of the whole topic");
+        assert_eq!(count(db, &table) as usize, model.len(), "one row per key");
+        assert_eq!(
+            letters(db, &topic),
+            bad_positions,
+            "the dead letters are the bad messages, each once"
+        );
+    };
+    check(&db);
+
+    let last_id = max_message_id(&db, &table);
+    let from = offsets_at(&topic, produced.at_ms);
+    let out = fleet.rewind_killing_one(&["--to-time", &rfc3339(produced.at_ms)], &mut random);
+    assert!(out.contains("rows stay (re-applied by key)"), "{out}");
+    wait_settled(&db, &table, produced.total);
+    check(&db);
+    // Every key written after the time was applied again (a fresh message_id).
+    let again: Vec<(i32, i64, i64)> = db
+        .query(&format!("SELECT k, seq, message_id FROM \"{table}\""), &[])
+        .iter()
+        .map(|r| {
+            let k: String = r.get(0);
+            let n: usize = k[3..].parse().expect("key<n>");
+            ((n % 2) as i32, r.get(1), r.get(2))
+        })
+        .collect();
+    assert_rewritten(&again, &from, last_id);
+
+    fleet.rewind_killing_one(&["--to-start"], &mut random);
+    wait_settled(&db, &table, produced.total);
+    check(&db);
+    fleet.stop();
+}
