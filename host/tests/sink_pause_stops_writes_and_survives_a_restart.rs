@@ -3,6 +3,7 @@
 //! `host status` says "paused"; the pause outlives a restart of the
 //! processes; after the resume every message is stored exactly once.
 mod common;
+mod ops_support;
 mod rewind_support;
 
 use common::{
@@ -53,10 +54,14 @@ fn a_paused_sink_writes_nothing_across_a_restart_and_resumes_without_loss() {
     let topic = unique("pause");
     let table = unique("pause_rows");
     create_topic(&topic, 2);
+    // The first member to bind serves /status and /metrics (the other
+    // logs the port in use and runs on).
+    let port = ops_support::free_port();
     let path = SinkPipeline::new(&topic, &table, "json_row")
         .partitions(2)
         .batch_size(20)
         .sink_line("flush_interval_ms = 50")
+        .extra(&format!("[http]\nlisten = \"127.0.0.1:{port}\""))
         .write();
     let path = path.to_str().expect("utf-8 path");
     let db = Db::connect();
@@ -76,6 +81,14 @@ fn a_paused_sink_writes_nothing_across_a_restart_and_resumes_without_loss() {
         "rows still grow after the pause"
     );
     assert!(status_paused(path), "host status says paused");
+    let (_, metrics) = ops_support::get(port, "/metrics").expect("/metrics answers");
+    assert!(
+        metrics.contains("wasm_stream_sink_paused{sink=\"rows\"} 1"),
+        "the paused gauge is 1:\n{metrics}"
+    );
+    let (_, status) = ops_support::get(port, "/status").expect("/status answers");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("status JSON");
+    assert_eq!(status["sinks"][0]["paused"], true, "{status}");
     assert!(count(&db, &table) < topic_size(&topic), "the stream went on meanwhile");
 
     // Restarted processes stay paused.

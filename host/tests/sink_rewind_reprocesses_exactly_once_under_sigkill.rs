@@ -8,7 +8,9 @@
 mod common;
 mod rewind_support;
 
-use common::{Db, Keyed, Random, Running, SinkPipeline, create_topic, produce_keyed, read_topic, unique, wait_for};
+use common::{
+    Db, Keyed, Random, Running, SinkPipeline, create_topic, produce_keyed, read_topic, topic_size, unique, wait_for,
+};
 use rewind_support::{count, letters, member, now_ms, rfc3339, settled, sink_ok, stored};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,26 +20,17 @@ const PER_PHASE: usize = 500;
 const BAD_EVERY: usize = 37;
 const KEYS: usize = 60;
 
-/// What a scenario produces: before and after the rewind time.
-struct Produced {
-    /// The rewind time, between the two phases.
-    at_ms: i64,
-    total: i64,
-}
-
 /// Produces two phases of messages a little apart; `message(i)` makes each.
-fn produce_phases(topic: &str, message: impl Fn(usize) -> Keyed) -> Produced {
-    let first: Vec<Keyed> = (0..PER_PHASE).map(&message).collect();
+/// Returns the time between them (unix ms), the rewind's target.
+fn produce_phases(topic: &str, message: &dyn Fn(usize) -> Keyed) -> i64 {
+    let first: Vec<Keyed> = (0..PER_PHASE).map(message).collect();
     produce_keyed(topic, &first);
     std::thread::sleep(Duration::from_millis(1200));
     let at_ms = now_ms();
     std::thread::sleep(Duration::from_millis(1200));
-    let second: Vec<Keyed> = (PER_PHASE..2 * PER_PHASE).map(&message).collect();
+    let second: Vec<Keyed> = (PER_PHASE..2 * PER_PHASE).map(message).collect();
     produce_keyed(topic, &second);
-    Produced {
-        at_ms,
-        total: (2 * PER_PHASE) as i64,
-    }
+    at_ms
 }
 
 /// Two members of the sink, `a` and `b`.
@@ -45,6 +38,11 @@ struct Fleet {
     path: String,
     members: Vec<(String, Running)>,
 }
+
+/// Messages produced while a rewind runs, in chunks, so the sinks have
+/// batches in flight when it commits.
+const DURING: usize = 400;
+const CHUNK: usize = 20;
 
 impl Fleet {
     fn start(path: &str) -> Self {
@@ -62,24 +60,38 @@ impl Fleet {
         }
     }
 
-    /// Runs `host sink rewind` with `args`, SIGKILLs member `a` at a random
-    /// moment meanwhile, and starts it again. Returns the rewind's output.
-    fn rewind_killing_one(&mut self, args: &[&str], random: &mut Random) -> String {
+    /// Runs `host sink rewind` with `args` while messages `first..first +
+    /// DURING` stream into `topic`, SIGKILLs member `a` at a random moment
+    /// meanwhile, and starts it again. Returns the rewind's output.
+    fn rewind_killing_one(
+        &mut self,
+        args: &[&str],
+        random: &mut Random,
+        topic: &str,
+        first: usize,
+        message: &(dyn Fn(usize) -> Keyed + Sync),
+    ) -> String {
         let mut all = vec!["rewind", self.path.as_str(), "--sink", "rows"];
         all.extend_from_slice(args);
         let path = self.path.clone();
-        let owned: Vec<String> = all.iter().map(|s| s.to_string()).collect();
-        let rewind = std::thread::spawn(move || {
-            let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-            sink_ok(&args)
-        });
-        std::thread::sleep(Duration::from_millis(random.below(400)));
-        let (id, running) = &mut self.members[0];
-        running.child.kill().expect("SIGKILL");
-        running.child.wait().expect("reap");
-        let output = rewind.join().expect("rewind thread");
-        *running = member(&path, id);
-        output
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for chunk in (first..first + DURING).step_by(CHUNK) {
+                    let batch: Vec<Keyed> = (chunk..chunk + CHUNK).map(message).collect();
+                    produce_keyed(topic, &batch);
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+            });
+            std::thread::sleep(Duration::from_millis(150));
+            let rewind = scope.spawn(|| sink_ok(&all));
+            std::thread::sleep(Duration::from_millis(random.below(400)));
+            let (id, running) = &mut self.members[0];
+            running.child.kill().expect("SIGKILL");
+            running.child.wait().expect("reap");
+            let output = rewind.join().expect("rewind thread");
+            *running = member(&path, id);
+            output
+        })
     }
 
     fn stop(self) {
@@ -89,8 +101,9 @@ impl Fleet {
     }
 }
 
-/// Waits until every message is settled again.
-fn wait_settled(db: &Db, table: &str, total: i64) {
+/// Waits until every message of the topic is settled.
+fn wait_settled(db: &Db, table: &str, topic: &str) {
+    let total = topic_size(topic);
     wait_for("every message settled", Duration::from_secs(120), || {
         settled(db, table) == total
     });
@@ -153,17 +166,19 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
     let db = Db::connect();
     let mut random = Random::new();
     let mut fleet = Fleet::start(path);
-    let produced = produce_phases(&topic, |i| {
+    let message = |i: usize| -> Keyed {
         let payload = if i % BAD_EVERY == 5 {
             b"not json".to_vec()
         } else {
             format!("{{\"i\": {i}}}").into_bytes()
         };
         ((i % 2) as i32, format!("k{i}").into_bytes(), Some(payload))
-    });
-    wait_settled(&db, &table, produced.total);
-    let (good, bad) = split_topic(&topic, |p| p.as_deref().is_some_and(|p| p != b"not json"));
+    };
+    let at_ms = produce_phases(&topic, &message);
+    wait_settled(&db, &table, &topic);
+    let model = || split_topic(&topic, |p| p.as_deref().is_some_and(|p| p != b"not json"));
     let check = |db: &Db| {
+        let (good, bad) = model();
         let rows: Vec<(i64, i64)> = db.offsets(&table);
         let set: BTreeSet<(i32, i64)> = rows.iter().map(|(p, o)| (*p as i32, *o)).collect();
         assert_eq!(rows.len(), set.len(), "no (partition, offset) stored twice");
@@ -177,7 +192,7 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
     check(&db);
 
     // A dry run changes nothing and says what the rewind will do.
-    let to_time = rfc3339(produced.at_ms);
+    let to_time = rfc3339(at_ms);
     let before = (count(&db, &table), stored(&db, &table), letters(&db, &topic));
     let dry = sink_ok(&["rewind", path, "--sink", "rows", "--to-time", &to_time, "--dry-run"]);
     assert_eq!(
@@ -185,23 +200,25 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
         before,
         "a dry run changes nothing"
     );
-    assert!(dry.contains("dry run, nothing changed"), "{dry}");
-
-    let from = offsets_at(&topic, produced.at_ms);
-    let last_id = max_message_id(&db, &table);
-    let out = fleet.rewind_killing_one(&["--to-time", &to_time], &mut random);
+    let (good, bad) = model();
+    let from = offsets_at(&topic, at_ms);
     for (p, o) in &from {
         let rows = good.iter().filter(|(gp, go)| gp == p && go >= o).count();
         let gone = bad.iter().filter(|(bp, bo)| bp == p && bo >= o).count();
-        let line =
-            format!("partition {p}: stored 500, resumes at {o}; {rows} row(s) deleted; {gone} dead letter(s) deleted");
-        assert!(out.contains(&line), "expected {line:?} in:\n{out}");
         let foretold = format!(
             "partition {p}: stored 500, would resume at {o}; {rows} row(s) would go; {gone} dead letter(s) would go"
         );
         assert!(dry.contains(&foretold), "expected {foretold:?} in:\n{dry}");
     }
-    wait_settled(&db, &table, produced.total);
+    assert!(dry.starts_with("dry run, nothing changed"), "{dry}");
+
+    let last_id = max_message_id(&db, &table);
+    let out = fleet.rewind_killing_one(&["--to-time", &to_time], &mut random, &topic, 2 * PER_PHASE, &message);
+    for (p, o) in &from {
+        assert!(out.contains(&format!("partition {p}: stored ")), "{out}");
+        assert!(out.contains(&format!(", resumes at {o}; ")), "{out}");
+    }
+    wait_settled(&db, &table, &topic);
     check(&db);
     let rows = |db: &Db| -> Vec<(i32, i64, i64)> {
         db.query(
@@ -215,8 +232,12 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
     assert_rewritten(&rows(&db), &from, last_id);
 
     let last_id = max_message_id(&db, &table);
-    fleet.rewind_killing_one(&["--to-start"], &mut random);
-    wait_settled(&db, &table, produced.total);
+    let out = fleet.rewind_killing_one(&["--to-start"], &mut random, &topic, 2 * PER_PHASE + DURING, &message);
+    assert!(
+        out.contains("partition 0: stored ") && out.contains(", resumes at 0; "),
+        "{out}"
+    );
+    wait_settled(&db, &table, &topic);
     check(&db);
     let everything: BTreeMap<i32, i64> = [(0, 0), (1, 0)].into_iter().collect();
     assert_rewritten(&rows(&db), &everything, last_id);
@@ -239,7 +260,7 @@ fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
     let mut random = Random::new();
     let mut fleet = Fleet::start(path);
     // Each key on one partition; a bad message has a key that is not UTF-8.
-    let produced = produce_phases(&topic, |i| {
+    let message = |i: usize| -> Keyed {
         let k = i % KEYS;
         let key = if i % BAD_EVERY == 5 {
             vec![0xff, 0xfe]
@@ -247,23 +268,23 @@ fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
             format!("key{k}").into_bytes()
         };
         ((k % 2) as i32, key, Some(format!("v{i}").into_bytes()))
-    });
-    wait_settled(&db, &table, produced.total);
+    };
+    let at_ms = produce_phases(&topic, &message);
+    wait_settled(&db, &table, &topic);
     // The model: the last value per key in offset order, with its offset.
-    let mut model: BTreeMap<String, (String, i64)> = BTreeMap::new();
-    let topic_messages = read_topic(&topic);
-    let mut bad_positions = Vec::new();
-    for m in &topic_messages {
-        let payload = String::from_utf8(m.payload.clone().expect("payload")).expect("utf-8");
-        let i: usize = payload[1..].parse().expect("v<i>");
-        if i % BAD_EVERY == 5 {
-            bad_positions.push((m.partition, m.offset));
-        } else {
-            model.insert(format!("key{}", i % KEYS), (payload, m.offset));
-        }
-    }
-    bad_positions.sort_unstable();
     let check = |db: &Db| {
+        let mut model: BTreeMap<String, (String, i64)> = BTreeMap::new();
+        let mut bad = Vec::new();
+        for m in read_topic(&topic) {
+            let payload = String::from_utf8(m.payload.clone().expect("payload")).expect("utf-8");
+            let i: usize = payload[1..].parse().expect("v<i>");
+            if i % BAD_EVERY == 5 {
+                bad.push((m.partition, m.offset));
+            } else {
+                model.insert(format!("key{}", i % KEYS), (payload, m.offset));
+            }
+        }
+        bad.sort_unstable();
         let rows: BTreeMap<String, (String, i64)> = db
             .query(&format!("SELECT k, v, seq FROM \"{table}\""), &[])
             .iter()
@@ -273,17 +294,23 @@ fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
         assert_eq!(count(db, &table) as usize, model.len(), "one row per key");
         assert_eq!(
             letters(db, &topic),
-            bad_positions,
+            bad,
             "the dead letters are the bad messages, each once"
         );
     };
     check(&db);
 
     let last_id = max_message_id(&db, &table);
-    let from = offsets_at(&topic, produced.at_ms);
-    let out = fleet.rewind_killing_one(&["--to-time", &rfc3339(produced.at_ms)], &mut random);
+    let from = offsets_at(&topic, at_ms);
+    let out = fleet.rewind_killing_one(
+        &["--to-time", &rfc3339(at_ms)],
+        &mut random,
+        &topic,
+        2 * PER_PHASE,
+        &message,
+    );
     assert!(out.contains("rows stay (re-applied by key)"), "{out}");
-    wait_settled(&db, &table, produced.total);
+    wait_settled(&db, &table, &topic);
     check(&db);
     // Every key written after the time was applied again (a fresh message_id).
     let again: Vec<(i32, i64, i64)> = db
@@ -297,8 +324,8 @@ fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
         .collect();
     assert_rewritten(&again, &from, last_id);
 
-    fleet.rewind_killing_one(&["--to-start"], &mut random);
-    wait_settled(&db, &table, produced.total);
+    fleet.rewind_killing_one(&["--to-start"], &mut random, &topic, 2 * PER_PHASE + DURING, &message);
+    wait_settled(&db, &table, &topic);
     check(&db);
     fleet.stop();
 }

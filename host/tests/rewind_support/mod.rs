@@ -63,7 +63,12 @@ pub fn letters(db: &Db, topic: &str) -> Vec<(i32, i64)> {
     .collect()
 }
 
+/// The rows of a table (0 before it exists).
 pub fn count(db: &Db, table: &str) -> i64 {
+    let exists = db.query("SELECT to_regclass($1) IS NOT NULL", &[&format!("\"{table}\"")]);
+    if !exists[0].get::<_, bool>(0) {
+        return 0;
+    }
     db.query(&format!("SELECT count(*) FROM \"{table}\""), &[])[0].get(0)
 }
 
