@@ -122,7 +122,10 @@ fn offsets_at(topic: &str, at_ms: i64) -> BTreeMap<i32, i64> {
 
 /// The (partition, offset) of the messages of a topic whose payload is good
 /// (`good`), and of the others.
-fn split_topic(topic: &str, good: impl Fn(&Option<Vec<u8>>) -> bool) -> (BTreeSet<(i32, i64)>, Vec<(i32, i64)>) {
+/// (partition, offset) of messages.
+type Positions = Vec<(i32, i64)>;
+
+fn split_topic(topic: &str, good: impl Fn(&Option<Vec<u8>>) -> bool) -> (BTreeSet<(i32, i64)>, Positions) {
     let (mut ok, mut bad) = (BTreeSet::new(), Vec::new());
     for m in read_topic(topic) {
         if good(&m.payload) {
