@@ -222,6 +222,10 @@ enum Command {
     /// restarts. README "Reprocessing" tells what each command does to rows,
     /// offsets and dead letters.
     ///
+    /// Where a partition with nothing stored yet starts is the sink's `start`
+    /// key in the pipeline file: "earliest" (the default), "latest" or an
+    /// RFC 3339 time (start = "2026-12-01T10:00:00Z").
+    ///
     /// Examples:
     ///   host sink pause pipeline.toml --sink favorite_languages
     ///   host sink resume pipeline.toml --sink favorite_languages
@@ -326,8 +330,9 @@ struct SinkArgs {
 
 #[derive(Subcommand)]
 enum SinkCommand {
-    /// Move a sink's stored offsets back, so it consumes those messages again
-    /// (after a mapper fix, say), exactly once.
+    /// Consume a sink's messages again from an earlier offset, exactly once.
+    ///
+    /// For reprocessing after a mapper fix, say.
     ///
     /// In one PostgreSQL transaction, for each partition: the dead letters at
     /// or after the new offset are deleted (they will be consumed again); in
@@ -372,9 +377,12 @@ enum SinkCommand {
         #[arg(long)]
         delete_all: bool,
     },
-    /// Pause a sink: every process running it stops writing within about a
-    /// second, keeping its partitions (no rebalance); it stays paused, also
-    /// across restarts, until resumed. `host status` and the page say "paused".
+    /// Pause a sink: its processes write nothing until it is resumed.
+    ///
+    /// Every process running it stops writing within about a second, keeping
+    /// its partitions (no rebalance); it stays paused, also across restarts,
+    /// until resumed. Rows and dead letters are not touched. `host status`,
+    /// /status, the page and the metric wasm_stream_sink_paused say "paused".
     ///
     /// Example: host sink pause pipeline.toml --sink favorite_languages
     Pause {

@@ -332,3 +332,65 @@ fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
     check(&db);
     fleet.stop();
 }
+
+#[test]
+fn a_table_without_lineage_is_refused_unless_everything_is_deleted() {
+    let topic = unique("rewind_old");
+    let table = unique("rewind_old_rows");
+    create_topic(&topic, 1);
+    let db = Db::connect();
+    // A table as an older host made it: no lineage columns.
+    db.execute(&format!(
+        "CREATE TABLE \"{table}\" (message_id bigserial PRIMARY KEY, message_text text NOT NULL,
+         message_time timestamptz, offset_id bigint NOT NULL, partition_id bigint NOT NULL)"
+    ));
+    let messages: Vec<Keyed> = (0..20)
+        .map(|i| {
+            let payload = if i % 10 == 3 {
+                b"not json".to_vec()
+            } else {
+                format!("{{\"i\": {i}}}").into_bytes()
+            };
+            (0, format!("k{i}").into_bytes(), Some(payload))
+        })
+        .collect();
+    produce_keyed(&topic, &messages);
+    let path = SinkPipeline::new(&topic, &table, "json_row").write();
+    let path = path.to_str().expect("utf-8 path");
+    common::host_ok(&["consume", path, "--once", "--quiet"]);
+    assert_eq!((count(&db, &table), letters(&db, &topic).len()), (18, 2));
+
+    let refused = rewind_support::sink(&["rewind", path, "--sink", "rows", "--to-offset", "0:10"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no lineage columns (_kafka_partition, _kafka_offset)") && stderr.contains("--delete-all"),
+        "{stderr}"
+    );
+    assert_eq!(count(&db, &table), 18, "a refused rewind changes nothing");
+
+    let dry = sink_ok(&[
+        "rewind",
+        path,
+        "--sink",
+        "rows",
+        "--to-start",
+        "--delete-all",
+        "--dry-run",
+    ]);
+    assert!(
+        dry.contains("all 18 row(s)") && dry.contains("2 dead letter(s) would go"),
+        "{dry}"
+    );
+    assert_eq!(count(&db, &table), 18, "a dry run changes nothing");
+    let out = sink_ok(&["rewind", path, "--sink", "rows", "--to-start", "--delete-all"]);
+    assert!(out.contains("all 18 row(s)") && out.contains("resumes at 0"), "{out}");
+    assert_eq!((count(&db, &table), letters(&db, &topic).len()), (0, 0));
+    assert_eq!(stored(&db, &table), [(0, 0)]);
+
+    common::host_ok(&["consume", path, "--once", "--quiet"]);
+    let rows: Vec<(i64, i64)> = db.offsets(&table);
+    let expected: Vec<(i64, i64)> = (0..20).filter(|i| i % 10 != 3).map(|i| (0, i)).collect();
+    assert_eq!(rows, expected, "every good message stored once again");
+    assert_eq!(letters(&db, &topic), [(0, 3), (0, 13)]);
+}
