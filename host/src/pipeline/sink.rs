@@ -888,7 +888,9 @@ impl Sink {
             }
             Ok(Written::Fenced { partition }) => {
                 crate::ops::metrics::fenced(&self.config.name);
-                format!("partition {partition}'s stored offset was moved by another consumer or a rewind (host sink rewind)")
+                format!(
+                    "partition {partition}'s stored offset was moved by another consumer or a rewind (host sink rewind)"
+                )
             }
             Err(e) => format!("{e:#}"),
         };
