@@ -207,10 +207,14 @@ impl Compiled {
     /// (what a mapper is handed). A JSON Schema body is checked and copied
     /// as it is, keys in their order.
     pub fn decode_json_into(&self, rest: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
-        if let Inner::Json(j) = &self.inner {
-            j.decode(rest).map_err(|f| f.decode(self.kind()))?;
-            out.extend_from_slice(rest);
-            return Ok(());
+        match &self.inner {
+            Inner::Json(j) => {
+                j.decode(rest).map_err(|f| f.decode(self.kind()))?;
+                out.extend_from_slice(rest);
+                return Ok(());
+            }
+            Inner::Protobuf(p) => return p.decode_json_into(rest, out).map_err(|f| f.decode(self.kind())),
+            Inner::Avro(_) => {}
         }
         let value = self.decode(rest)?;
         serde_json::to_writer(out, &value).map_err(|e| CodecError::Decode {

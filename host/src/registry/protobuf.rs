@@ -7,7 +7,9 @@ use super::codec::{CodecError, Fail, RegistryColumn, SchemaType, column_name};
 use super::wire;
 use crate::plugins::mapper::ColumnType;
 use prost::Message as _;
-use prost_reflect::{DeserializeOptions, DynamicMessage, FileDescriptor, Kind, MessageDescriptor, SerializeOptions};
+use prost_reflect::{
+    DeserializeOptions, DynamicMessage, FileDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions,
+};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -118,18 +120,30 @@ impl Protobuf {
         Ok(message)
     }
 
-    pub fn decode(&self, mut body: &[u8]) -> Result<Value, Fail> {
+    fn message_of(&self, mut body: &[u8]) -> Result<DynamicMessage, Fail> {
         let indexes = wire::read_message_indexes(&mut body).map_err(|e| Fail::new(e.to_string()))?;
         let descriptor = if indexes == self.indexes {
             self.message.clone()
         } else {
             self.message_at(&indexes)?
         };
-        let message = DynamicMessage::decode(descriptor.clone(), body)
-            .map_err(|e| Fail::new(format!("not a valid {} message: {e}", descriptor.full_name())))?;
+        DynamicMessage::decode(descriptor.clone(), body)
+            .map_err(|e| Fail::new(format!("not a valid {} message: {e}", descriptor.full_name())))
+    }
+
+    pub fn decode(&self, body: &[u8]) -> Result<Value, Fail> {
+        let message = self.message_of(body)?;
         message
             .serialize_with_options(serde_json::value::Serializer, &SERIALIZE)
-            .map_err(|e| Fail::new(format!("{} has no JSON form: {e}", descriptor.full_name())))
+            .map_err(|e| Fail::new(format!("{} has no JSON form: {e}", message.descriptor().full_name())))
+    }
+
+    /// The JSON text straight from the message, without a `Value` between.
+    pub fn decode_json_into(&self, body: &[u8], out: &mut Vec<u8>) -> Result<(), Fail> {
+        let message = self.message_of(body)?;
+        message
+            .serialize_with_options(&mut serde_json::Serializer::new(out), &SERIALIZE)
+            .map_err(|e| Fail::new(format!("{} has no JSON form: {e}", message.descriptor().full_name())))
     }
 
     pub fn encode(&self, value: &Value, out: &mut Vec<u8>) -> Result<(), Fail> {
