@@ -7,8 +7,16 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
 
+/// Nesting deeper than this (a recursive schema, a crafted message) is
+/// refused before it can overflow the stack.
+const MAX_DEPTH: usize = 200;
+
+/// Items a block may claim beyond one per byte left: items of no bytes
+/// (nulls, empty records) are real, but a count in the billions is an attack.
+const MAX_EMPTY_ITEMS: u64 = 65_536;
+
 pub fn decode(schema: &Schema, mut buf: &[u8]) -> Result<Value, Fail> {
-    let value = node(schema, schema.root, &mut buf)?;
+    let value = node(schema, schema.root, &mut buf, 0)?;
     if !buf.is_empty() {
         return Err(Fail::new(format!(
             "{} bytes are left after the value (was it written with another schema?)",
@@ -101,13 +109,24 @@ fn blocks(buf: &mut &[u8], mut item: impl FnMut(&mut &[u8]) -> Result<(), Fail>)
             // A negative count is followed by the block's size in bytes.
             long(buf)?;
         }
+        let left = buf.len() as u64;
+        if count.unsigned_abs() > left + MAX_EMPTY_ITEMS {
+            return Err(Fail::new(format!(
+                "a block claims {} items, more than the {left} bytes left can hold (corrupt or not Avro?)",
+                count.unsigned_abs()
+            )));
+        }
         for _ in 0..count.unsigned_abs() {
             item(buf)?;
         }
     }
 }
 
-pub fn node(schema: &Schema, id: NodeId, buf: &mut &[u8]) -> Result<Value, Fail> {
+pub fn node(schema: &Schema, id: NodeId, buf: &mut &[u8], depth: usize) -> Result<Value, Fail> {
+    if depth > MAX_DEPTH {
+        return Err(Fail::new(format!("the value nests deeper than {MAX_DEPTH} levels")));
+    }
+    let depth = depth + 1;
     Ok(match &schema.nodes[id] {
         Node::Null | Node::Pending => Value::Null,
         Node::Boolean => match take(buf, 1)?[0] {
@@ -133,7 +152,7 @@ pub fn node(schema: &Schema, id: NodeId, buf: &mut &[u8]) -> Result<Value, Fail>
         Node::Record { fields, .. } => {
             let mut object = Map::new();
             for field in fields {
-                let value = node(schema, field.schema, buf).map_err(|f| f.at(&field.name))?;
+                let value = node(schema, field.schema, buf, depth).map_err(|f| f.at(&field.name))?;
                 object.insert(field.name.clone(), value);
             }
             Value::Object(object)
@@ -154,7 +173,7 @@ pub fn node(schema: &Schema, id: NodeId, buf: &mut &[u8]) -> Result<Value, Fail>
         Node::Array(items) => {
             let mut out = Vec::new();
             blocks(buf, |buf| {
-                let value = node(schema, *items, buf).map_err(|f| f.at(format!("[{}]", out.len())))?;
+                let value = node(schema, *items, buf, depth).map_err(|f| f.at(format!("[{}]", out.len())))?;
                 out.push(value);
                 Ok(())
             })?;
@@ -164,7 +183,7 @@ pub fn node(schema: &Schema, id: NodeId, buf: &mut &[u8]) -> Result<Value, Fail>
             let mut out = Map::new();
             blocks(buf, |buf| {
                 let key = string(buf)?;
-                let value = node(schema, *values, buf).map_err(|f| f.at(&key))?;
+                let value = node(schema, *values, buf, depth).map_err(|f| f.at(&key))?;
                 out.insert(key, value);
                 Ok(())
             })?;
@@ -173,7 +192,7 @@ pub fn node(schema: &Schema, id: NodeId, buf: &mut &[u8]) -> Result<Value, Fail>
         Node::Union(branches) => {
             let i = long(buf)?;
             match usize::try_from(i).ok().and_then(|i| branches.get(i)) {
-                Some(&branch) => node(schema, branch, buf)?,
+                Some(&branch) => node(schema, branch, buf, depth)?,
                 None => {
                     return Err(Fail::new(format!(
                         "the union has {} branches, but the value names branch {i} (was it written with another schema?)",

@@ -151,3 +151,66 @@ fn decimals_wider_than_a_long_keep_every_digit() {
         assert_eq!(s.decode(&out).unwrap(), json!(text));
     }
 }
+
+#[test]
+fn a_huge_block_count_or_deep_nesting_is_refused_not_followed() {
+    let nulls = Avro::parse(r#"{"type": "array", "items": "null"}"#, &[]).unwrap();
+    // Count 2^62 of zero-byte items: refused at once, no allocation.
+    let mut body = Vec::new();
+    crate::registry::varint::write_zigzag(1 << 62, &mut body);
+    assert!(nulls.decode(&body).unwrap_err().reason().contains("claims"));
+    // A 1000-deep linked list in 2000 bytes.
+    let list = Avro::parse(
+        r#"{"type": "record", "name": "L", "fields": [{"name": "next", "type": ["null", "L"]}]}"#,
+        &[],
+    )
+    .unwrap();
+    let mut body = vec![2u8; 1000];
+    body.push(0);
+    assert!(list.decode(&body).unwrap_err().reason().contains("deeper than"));
+    let mut body = vec![2u8; 50];
+    body.push(0);
+    assert!(list.decode(&body).is_ok());
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SCHEMAS: [&str; 3] = [
+        ORDER,
+        r#"{"type": "record", "name": "L", "fields": [{"name": "v", "type": {"type": "map", "values": "null"}},
+            {"name": "next", "type": ["null", "L"]}]}"#,
+        r#"{"type": "array", "items": ["null", "double", {"type": "fixed", "name": "F", "size": 16, "logicalType": "decimal", "precision": 30, "scale": 5},
+            {"type": "long", "logicalType": "timestamp-nanos"}, {"type": "int", "logicalType": "date"},
+            {"type": "long", "logicalType": "time-micros"}, {"type": "fixed", "name": "D", "size": 12, "logicalType": "duration"}]}"#,
+    ];
+
+    proptest! {
+        /// Whatever the bytes, a value or an error, never a panic.
+        #[test]
+        fn any_bytes_decode_to_a_value_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..200), which in 0..3usize) {
+            let compiled = Compiled::parse(SchemaType::Avro, SCHEMAS[which], &[]).unwrap();
+            // Encoding may refuse what decoding reads (a decimal past its
+            // precision); what it writes must decode to the same value.
+            if let Ok(value) = compiled.decode(&bytes)
+                && let Ok(again) = compiled.encode(&value)
+            {
+                prop_assert_eq!(compiled.decode(&again).expect("a re-encoded value decodes"), value);
+            }
+        }
+
+        #[test]
+        fn any_bytes_give_protobuf_and_json_schema_a_value_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let proto = Compiled::parse(
+                SchemaType::Protobuf,
+                "syntax = \"proto3\"; message M { int64 a = 1; string b = 2; repeated M c = 3; map<string, M> d = 4; }",
+                &[],
+            )
+            .unwrap();
+            let _ = proto.decode(&bytes);
+            let json = Compiled::parse(SchemaType::Json, r##"{"type": "object", "additionalProperties": {"$ref": "#"}}"##, &[]).unwrap();
+            let _ = json.decode(&bytes);
+        }
+    }
+}
