@@ -73,6 +73,8 @@ impl JsonSchema {
         Ok((target, doc))
     }
 
+    /// `depth` counts `$ref` hops on the same value (a loop); it starts
+    /// again at 0 for each property or item.
     fn check(&self, doc: &Value, schema: &Value, value: &Value, depth: usize) -> Result<(), Fail> {
         let schema = match schema {
             Value::Bool(true) => return Ok(()),
@@ -112,12 +114,12 @@ impl JsonSchema {
             return Err(Fail::new(format!("expected {constant}, found {}", short(value))));
         }
         match value {
-            Value::Object(object) => self.object(doc, schema, object, depth)?,
+            Value::Object(object) => self.object(doc, schema, object)?,
             Value::Array(items) => {
                 bounds(schema, "minItems", "maxItems", items.len(), "items")?;
                 if let Some(item_schema) = schema.get("items").filter(|s| !s.is_array()) {
                     for (i, item) in items.iter().enumerate() {
-                        self.check(doc, item_schema, item, depth)
+                        self.check(doc, item_schema, item, 0)
                             .map_err(|f| f.at(format!("[{i}]")))?;
                     }
                 }
@@ -148,13 +150,7 @@ impl JsonSchema {
         Ok(())
     }
 
-    fn object(
-        &self,
-        doc: &Value,
-        schema: &Map<String, Value>,
-        object: &Map<String, Value>,
-        depth: usize,
-    ) -> Result<(), Fail> {
+    fn object(&self, doc: &Value, schema: &Map<String, Value>, object: &Map<String, Value>) -> Result<(), Fail> {
         if let Some(Value::Array(required)) = schema.get("required") {
             for name in required.iter().filter_map(Value::as_str) {
                 if !object.contains_key(name) {
@@ -166,12 +162,12 @@ impl JsonSchema {
         let additional = schema.get("additionalProperties");
         for (key, item) in object {
             match properties.and_then(|p| p.get(key)) {
-                Some(s) => self.check(doc, s, item, depth).map_err(|f| f.at(key))?,
+                Some(s) => self.check(doc, s, item, 0).map_err(|f| f.at(key))?,
                 None => match additional {
                     Some(Value::Bool(false)) => {
                         return Err(Fail::new("the schema allows no property of this name").at(key));
                     }
-                    Some(s) => self.check(doc, s, item, depth).map_err(|f| f.at(key))?,
+                    Some(s) => self.check(doc, s, item, 0).map_err(|f| f.at(key))?,
                     None => {}
                 },
             }
@@ -343,6 +339,18 @@ mod tests {
         assert!(fail(json!({"id": 1, "name": "x", "money": {}})).contains("required"));
         assert!(fail(json!({"id": "1", "name": "x"})).contains("expected type"));
         assert!(s.decode(b"{not json").unwrap_err().reason().contains("not JSON"));
+    }
+
+    #[test]
+    fn a_recursive_ref_checks_deep_values_and_a_ref_loop_is_an_error() {
+        let tree = JsonSchema::parse(r##"{"type": "object", "additionalProperties": {"$ref": "#"}}"##, &[]).unwrap();
+        let mut value = json!({});
+        for _ in 0..60 {
+            value = json!({"child": value});
+        }
+        tree.decode(value.to_string().as_bytes()).unwrap();
+        let looped = JsonSchema::parse(r##"{"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#"}}}"##, &[]).unwrap();
+        assert!(looped.decode(b"1").unwrap_err().reason().contains("loops"));
     }
 
     #[test]
