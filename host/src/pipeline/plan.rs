@@ -125,8 +125,24 @@ impl UnitConfig {
     fn needs_restart(&self, new: &UnitConfig) -> bool {
         match (self, new) {
             (UnitConfig::Sink(o), UnitConfig::Sink(n)) => {
-                (&o.topic, &o.table, &o.group, &o.instance_id, &o.mode)
-                    != (&n.topic, &n.table, &n.group, &n.instance_id, &n.mode)
+                // A new format needs a new decoder, made when the sink starts.
+                (
+                    &o.topic,
+                    &o.table,
+                    &o.group,
+                    &o.instance_id,
+                    &o.mode,
+                    &o.registry.format,
+                    &o.registry.key_format,
+                ) != (
+                    &n.topic,
+                    &n.table,
+                    &n.group,
+                    &n.instance_id,
+                    &n.mode,
+                    &n.registry.format,
+                    &n.registry.key_format,
+                )
             }
             _ => false,
         }
