@@ -79,6 +79,9 @@ pub struct Latest {
     pub schema: Arc<Resolved>,
 }
 
+/// The process's clients, by url and user.
+type Clients = Mutex<HashMap<(String, Option<String>), Arc<Registry>>>;
+
 /// A client of one registry, with its per-id cache.
 pub struct Registry {
     http: reqwest::Client,
@@ -121,7 +124,7 @@ impl Registry {
     /// The process's client for this registry (one per url and user), so
     /// its cache serves every sink and generator.
     pub fn shared(config: &RegistryConfig) -> Result<Arc<Registry>, RegistryError> {
-        static ALL: OnceLock<Mutex<HashMap<(String, Option<String>), Arc<Registry>>>> = OnceLock::new();
+        static ALL: OnceLock<Clients> = OnceLock::new();
         let all = ALL.get_or_init(Default::default);
         let key = (config.url.clone(), config.username.clone());
         let mut all = all.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
