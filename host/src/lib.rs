@@ -14,4 +14,5 @@ pub mod pipeline;
 pub mod plugins;
 pub mod postgres;
 pub mod provision;
+pub mod registry;
 pub mod tls;
