@@ -313,3 +313,75 @@ pub(super) fn secret_source(registry: &Option<RegistryConfig>) -> Option<(&'stat
         .filter(|r| r.username.is_some())
         .map(|r| ("schema_registry password", r.password_source.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Pipeline;
+    use std::path::Path;
+
+    const HEAD: &str = "[kafka]\nbootstrap_servers = \"localhost:9092\"\nsecurity_protocol = \"plaintext\"\n\n[postgres]\nurl = \"postgres://avnadmin:pw@localhost:5432/info?sslmode=require\"\n\n[[topics]]\nname = \"cars\"\n";
+    const SINK: &str = "[[sinks]]\nname = \"s\"\ntopic = \"cars\"\ntable = \"cars_rows\"\nmapper = \"m.wasm\"\n";
+    const REGISTRY: &str = "[schema_registry]\nurl = \"https://registry.example.com:12694\"\n";
+
+    fn parse(body: &str) -> Result<Pipeline, String> {
+        Pipeline::parse(Path::new("pipeline.toml"), &format!("{HEAD}{body}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_registry_format_without_a_registry_is_refused_at_its_line() {
+        let e = parse(&format!("{SINK}format = \"avro\"\n")).expect_err("refused");
+        assert!(e.starts_with("pipeline.toml:15:10:"), "{e}");
+        assert!(
+            e.contains("sinks.format = \"avro\" needs a [schema_registry] section"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn formats_parse_and_default_to_raw() {
+        let p = parse(&format!(
+            "{REGISTRY}{SINK}format = \"protobuf\"\nkey_format = \"json_schema\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(p.sinks[0].registry.format, super::Format::Protobuf);
+        assert_eq!(p.sinks[0].registry.key_format, super::Format::JsonSchema);
+        let p = parse(SINK).expect("valid");
+        assert_eq!(p.sinks[0].registry, super::SinkRegistry::default());
+        let e = parse(&format!("{REGISTRY}{SINK}format = \"avro2\"\n")).expect_err("refused");
+        assert!(e.contains("sinks.format \"avro2\" is not a format"), "{e}");
+    }
+
+    #[test]
+    fn from_registry_columns_need_a_registry_format_and_default_to_the_value_subject() {
+        let body = format!("{REGISTRY}{SINK}format = \"avro\"\n[sinks.settings]\ncolumns = \"from_registry\"\n");
+        let p = parse(&body).expect("valid");
+        assert_eq!(p.sinks[0].registry.columns_from.as_deref(), Some("cars-value"));
+        let e = parse(&format!(
+            "{REGISTRY}{SINK}[sinks.settings]\ncolumns = \"from_registry\"\n"
+        ))
+        .expect_err("refused");
+        assert!(e.contains("needs format = \"avro\""), "{e}");
+        let e = parse(&format!("{REGISTRY}{SINK}subject = \"x\"\n")).expect_err("refused");
+        assert!(e.contains("needs columns = \"from_registry\""), "{e}");
+    }
+
+    #[test]
+    fn the_registry_url_must_be_https_and_a_user_needs_a_password() {
+        let e = parse("[schema_registry]\nurl = \"http://registry.example.com\"\n").expect_err("refused");
+        assert!(e.contains("must be an https:// URL"), "{e}");
+        parse("[schema_registry]\nurl = \"http://localhost:8081\"\n").expect("plain http to localhost");
+        let e = parse(&format!("{REGISTRY}username = \"avnadmin\"\n")).expect_err("refused");
+        assert!(e.contains("without a password"), "{e}");
+    }
+
+    #[test]
+    fn a_generator_format_needs_a_schema_file() {
+        let g = "[[generators]]\nname = \"g\"\ntopic = \"cars\"\nplugin = \"g.wasm\"\nformat = \"avro\"\n";
+        let e = parse(&format!("{REGISTRY}{g}")).expect_err("refused");
+        assert!(e.contains("needs schema = \"langs.avsc\""), "{e}");
+        let e = parse(&format!("{REGISTRY}{g}schema = \"/nowhere/x.avsc\"\n")).expect_err("refused");
+        assert!(e.contains("generators.schema /nowhere/x.avsc"), "{e}");
+        let e = parse(&format!("{g}schema = \"x.avsc\"\n")).expect_err("refused");
+        assert!(e.contains("needs a [schema_registry] section"), "{e}");
+    }
+}
