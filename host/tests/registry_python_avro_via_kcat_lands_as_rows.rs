@@ -23,6 +23,9 @@ const SCHEMA: &str = r#"{"type":"record","name":"Vote","namespace":"test","field
   {"name":"note","type":["null","string"],"default":null}
 ]}"#;
 
+/// language, votes, score, ok, day, price, note.
+type Row = (String, i64, f64, bool, String, String, Option<String>);
+
 fn python() -> PathBuf {
     let venv = std::env::var_os("REGISTRY_TOOLS_VENV")
         .map(PathBuf::from)
@@ -55,7 +58,11 @@ fn python_encode(values: &[Value]) -> Vec<Vec<u8>> {
         .write_all(request.to_string().as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("codec.py");
-    assert!(out.status.success(), "codec.py: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "codec.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     answer["bodies"]
         .as_array()
@@ -91,7 +98,10 @@ fn kcat_produce(topic: &str, payloads: &[Vec<u8>]) {
         .arg("-X")
         .arg(format!("ssl.ca.location={}", certs.join("ca.pem").display()))
         .arg("-X")
-        .arg(format!("ssl.certificate.location={}", certs.join("service.cert").display()))
+        .arg(format!(
+            "ssl.certificate.location={}",
+            certs.join("service.cert").display()
+        ))
         .arg("-X")
         .arg(format!("ssl.key.location={}", certs.join("service.key").display()))
         .args(&files)
@@ -122,20 +132,34 @@ fn avro_encoded_by_the_python_library_and_produced_with_kcat_lands_as_typed_rows
 
     let db = Db::connect();
     let rows = db.query(
-        &format!(
-            "SELECT language, votes, score, ok, day::text, price::text, note FROM \"{table}\" ORDER BY language"
-        ),
+        &format!("SELECT language, votes, score, ok, day::text, price::text, note FROM \"{table}\" ORDER BY language"),
         &[],
     );
-    let got: Vec<(String, i64, f64, bool, String, String, Option<String>)> = rows
+    let got: Vec<Row> = rows
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)))
         .collect();
     assert_eq!(
         got,
         [
-            ("Rust".into(), 1, 0.5, true, "2026-12-03".into(), "12.50".into(), Some("first".into())),
-            ("Zig".into(), 9_007_199_254_740_993, -2.25, false, "1970-01-01".into(), "-0.05".into(), None),
+            (
+                "Rust".into(),
+                1,
+                0.5,
+                true,
+                "2026-12-03".into(),
+                "12.50".into(),
+                Some("first".into())
+            ),
+            (
+                "Zig".into(),
+                9_007_199_254_740_993,
+                -2.25,
+                false,
+                "1970-01-01".into(),
+                "-0.05".into(),
+                None
+            ),
         ]
     );
     assert!(db.dead_letters(&topic).is_empty());

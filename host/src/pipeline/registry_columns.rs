@@ -28,6 +28,15 @@ fn type_name(kind: ColumnType) -> &'static str {
     }
 }
 
+fn from_registry_error(sink: &str, e: RegistryError) -> anyhow::Error {
+    match e {
+        RegistryError::UnknownSubject { .. } => anyhow::anyhow!(
+            "sink {sink}: columns = \"from_registry\": {e}\n  hint: register the topic's schema first (a generator with format and schema does), or set sinks.subject"
+        ),
+        e => anyhow::anyhow!("sink {sink}: columns = \"from_registry\": {e}"),
+    }
+}
+
 /// Whether any sink takes its columns from the registry.
 pub fn any(pipeline: &Pipeline) -> bool {
     pipeline.sinks.iter().any(|s| s.registry.columns_from.is_some())
@@ -36,6 +45,13 @@ pub fn any(pipeline: &Pipeline) -> bool {
 /// Writes each `from_registry` sink's columns into its mapper settings.
 /// True when a sink's settings changed from what they held.
 pub async fn resolve(pipeline: &mut Pipeline) -> anyhow::Result<bool> {
+    resolve_with(pipeline, true).await
+}
+
+/// With `register` false (`host validate`, which writes nowhere), a
+/// subject a generator of the pipeline would register is read from that
+/// generator's schema file when the registry does not hold it yet.
+async fn resolve_with(pipeline: &mut Pipeline, register: bool) -> anyhow::Result<bool> {
     let Some(config) = pipeline.schema_registry.clone() else {
         return Ok(false);
     };
@@ -48,29 +64,38 @@ pub async fn resolve(pipeline: &mut Pipeline) -> anyhow::Result<bool> {
         let registry = Registry::shared(&config)?;
         // A generator of the same pipeline that registers the subject does
         // it first, so one `host run` can make the topic and read it.
-        for g in &generators {
-            if let Some(encoding) = g.encoding.as_ref().filter(|e| e.subject == subject)
-                && let Some(kind) = super::encode::schema_type(encoding.format)
-            {
-                registry
-                    .register(&subject, kind, &encoding.schema_text)
-                    .await
-                    .with_context(|| format!("generator {}", g.name))?;
-            }
+        let own = generators.iter().find_map(|g| {
+            let encoding = g.encoding.as_ref().filter(|e| e.subject == subject)?;
+            Some((g, encoding, super::encode::schema_type(encoding.format)?))
+        });
+        if let (true, Some((g, encoding, kind))) = (register, own) {
+            registry
+                .register(&subject, kind, &encoding.schema_text)
+                .await
+                .with_context(|| format!("generator {}", g.name))?;
         }
-        let latest = registry.latest(&subject).await.map_err(|e| match e {
-            RegistryError::UnknownSubject { .. } => anyhow::anyhow!(
-                "sink {}: columns = \"from_registry\": {e}\n  hint: register the topic's schema first (a generator with format and schema does), or set sinks.subject",
-                sink.name
-            ),
-            e => anyhow::anyhow!("sink {}: columns = \"from_registry\": {e}", sink.name),
-        })?;
-        let columns = latest.schema.compiled.columns().with_context(|| {
-            format!(
-                "sink {}: the columns of subject {subject:?} (schema id {})",
-                sink.name, latest.schema.id
-            )
-        })?;
+        let latest = match registry.latest(&subject).await {
+            Err(RegistryError::UnknownSubject { .. }) if !register && own.is_some() => None,
+            other => Some(other),
+        };
+        let (columns, version, id) = match latest {
+            None => {
+                let (g, encoding, kind) = own.context("a generator registers the subject")?;
+                let compiled = crate::registry::codec::Compiled::parse(kind, &encoding.schema_text, &[])
+                    .with_context(|| format!("generator {}: schema {}", g.name, encoding.schema.display()))?;
+                (compiled.columns()?, 0, 0)
+            }
+            Some(latest) => {
+                let latest = latest.map_err(|e| from_registry_error(&sink.name, e))?;
+                let columns = latest.schema.compiled.columns().with_context(|| {
+                    format!(
+                        "sink {}: the columns of subject {subject:?} (schema id {})",
+                        sink.name, latest.schema.id
+                    )
+                })?;
+                (columns, latest.version, latest.schema.id)
+            }
+        };
         let mut settings: serde_json::Value =
             serde_json::from_str(&sink.mapper.settings).context("sink settings are JSON")?;
         let listed: Vec<serde_json::Value> = columns
@@ -95,8 +120,8 @@ pub async fn resolve(pipeline: &mut Pipeline) -> anyhow::Result<bool> {
             tracing::info!(
                 sink = sink.name,
                 subject,
-                version = latest.version,
-                schema_id = latest.schema.id,
+                version,
+                schema_id = id,
                 columns = columns.len(),
                 "columns from the schema registry"
             );
@@ -154,6 +179,6 @@ pub async fn check(pipeline: &mut Pipeline) -> anyhow::Result<Option<String>> {
         Err(e) if any(pipeline) => anyhow::bail!("{e}"),
         Err(e) => format!("schema_registry {}: does not answer: {e}", config.url),
     };
-    resolve(pipeline).await?;
+    resolve_with(pipeline, false).await?;
     Ok(Some(line))
 }
