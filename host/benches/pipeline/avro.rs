@@ -18,18 +18,25 @@ const SCHEMA: &str = r#"{"type":"record","name":"Bench","namespace":"wasm_stream
   {"name":"seq","type":"long"},{"name":"user","type":"string"},{"name":"event","type":"string"},
   {"name":"amount","type":"double"},{"name":"ok","type":"boolean"},{"name":"pad","type":"string"}]}"#;
 
-pub async fn run(env: &mut Env, partitions: i32, payloads: &[Vec<u8>], f: &mut Figures) -> anyhow::Result<()> {
+pub async fn run(
+    env: &mut Env,
+    batch_size: Option<usize>,
+    partitions: i32,
+    payloads: &[Vec<u8>],
+    f: &mut Figures,
+) -> anyhow::Result<()> {
     let url = std::env::var("WASM_STREAM_BENCH_REGISTRY").unwrap_or_else(|_| "https://localhost:8081".into());
     let password = env.dir.join("registry-password");
     std::fs::write(&password, "localdev")?;
     let topic = env.name(&format!("p{partitions}_avro"));
     let table = env.name(&format!("p{partitions}_avro"));
     let body = format!(
-        "{}[schema_registry]\nurl = \"{url}\"\nusername = \"avnadmin\"\npassword_file = \"{}\"\nca = \"{}\"\n\n[[sinks]]\nname = \"avro\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\nformat = \"avro\"\n",
+        "{}[schema_registry]\nurl = \"{url}\"\nusername = \"avnadmin\"\npassword_file = \"{}\"\nca = \"{}\"\n\n[[sinks]]\nname = \"avro\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\nformat = \"avro\"\n{}\n",
         setup::topic_section(&topic, partitions),
         password.display(),
         env.root.join("certs/ca.pem").display(),
         env.plugin("json_row").display(),
+        batch_size.map_or(String::new(), |b| format!("batch_size = {b}")),
     );
     let pipeline = env.pipeline(&format!("avro_p{partitions}.toml"), &body)?;
     host::kafka::create_topics(&pipeline.kafka, &pipeline.topics).await?;

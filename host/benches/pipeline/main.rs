@@ -167,7 +167,7 @@ async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
             if args.wants("sink") {
                 sink::run(args, env, partitions, &payloads, &mut f).await?;
                 if args.wants_sink("avro") {
-                    avro::run(env, partitions, &payloads, &mut f).await?;
+                    avro::run(env, args.batch_size, partitions, &payloads, &mut f).await?;
                 }
             }
         }
