@@ -8,6 +8,7 @@ mod names;
 mod pg_url;
 #[cfg(test)]
 mod prop_tests;
+pub mod registry;
 mod secrets;
 #[cfg(test)]
 mod secrets_tests;
@@ -134,6 +135,8 @@ pub struct Pipeline {
     pub audit: AuditConfig,
     /// The metrics, health and status server (`[http]`).
     pub http: HttpConfig,
+    /// The schema registry (`[schema_registry]`), for registry formats.
+    pub schema_registry: Option<registry::RegistryConfig>,
 }
 
 /// The `[http]` server of `host run`, `consume` and `produce`.
@@ -274,6 +277,8 @@ pub struct GeneratorConfig {
     /// How many messages to produce; `None` means until stopped.
     pub count: Option<u64>,
     pub seed: Option<u64>,
+    /// `format = "avro"` etc.: the JSON it returns is encoded by a schema.
+    pub encoding: Option<registry::GeneratorEncoding>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -295,6 +300,8 @@ pub struct SinkConfig {
     pub on_lost_offsets: OnLostOffsets,
     /// Where a partition with nothing stored starts.
     pub start: StartAt,
+    /// `format`, `key_format` and `columns = "from_registry"`.
+    pub registry: registry::SinkRegistry,
 }
 
 /// What a sink does when the offset stored in PostgreSQL is not in Kafka's
@@ -439,6 +446,7 @@ struct RawPipeline {
     audit: RawAudit,
     #[serde(default)]
     http: RawHttp,
+    schema_registry: Option<registry::RawRegistry>,
 }
 
 #[derive(Deserialize, Default)]
@@ -691,6 +699,9 @@ struct RawGenerator {
     interval_ms: Option<Spanned<u64>>,
     count: Option<Spanned<u64>>,
     seed: Option<u64>,
+    format: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -712,6 +723,9 @@ struct RawSink {
     key: Option<Spanned<Vec<Spanned<String>>>>,
     on_lost_offsets: Option<Spanned<String>>,
     start: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    key_format: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -779,6 +793,10 @@ impl Pipeline {
             src.error(e.span().unwrap_or(0..0), format!("{message}{hint}"))
         })?;
         let defaults = raw.plugins.over(&src, "plugins", PluginLimits::default())?;
+        let schema_registry = raw
+            .schema_registry
+            .map(|r| registry::check_registry(&src, r))
+            .transpose()?;
         let kafka = check_kafka(&src, raw.kafka)?;
         let postgres = check_postgres(&src, raw.postgres)?;
 
@@ -842,6 +860,18 @@ impl Pipeline {
                 Some(v) => Some(GENERATOR_COUNT.check(&src, "generators.count", v)?),
                 None => None,
             };
+            let raw_encoding = registry::RawGeneratorRegistry {
+                format: &g.format,
+                schema: &g.schema,
+                subject: &g.subject,
+            };
+            let encoding = registry::check_generator(
+                &src,
+                &raw_encoding,
+                g.topic.get_ref(),
+                g.name.span(),
+                schema_registry.is_some(),
+            )?;
             generators.push(GeneratorConfig {
                 name,
                 topic,
@@ -849,6 +879,7 @@ impl Pipeline {
                 interval: Duration::from_millis(interval_ms),
                 count,
                 seed: g.seed,
+                encoding,
             });
         }
 
@@ -906,6 +937,19 @@ impl Pipeline {
                 s.flush_interval_ms.as_ref(),
                 DEFAULT_FLUSH_INTERVAL_MS,
             )?;
+            let raw_registry = registry::RawSinkRegistry {
+                format: &s.format,
+                key_format: &s.key_format,
+                subject: &s.subject,
+            };
+            let registry = registry::check_sink(
+                &src,
+                &raw_registry,
+                s.topic.get_ref(),
+                &s.settings,
+                s.mapper.span(),
+                schema_registry.is_some(),
+            )?;
             let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(&src, "sinks", defaults)?)?;
             let mode = check_mode(&src, &s.name, s.mode.as_ref(), s.key.as_ref())?;
             let on_lost_offsets = match s.on_lost_offsets.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
@@ -934,6 +978,7 @@ impl Pipeline {
                 mode,
                 on_lost_offsets,
                 start,
+                registry,
             });
         }
 
@@ -971,6 +1016,7 @@ impl Pipeline {
             checks,
             audit,
             http,
+            schema_registry,
         })
     }
 
@@ -992,6 +1038,7 @@ impl Pipeline {
             };
             sources.push(("aiven token", source));
         }
+        sources.extend(registry::secret_source(&self.schema_registry));
         sources
     }
 

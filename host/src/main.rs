@@ -597,7 +597,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             pipeline::run(&pipeline, options).await
         }
         Command::Validate { pipeline: path } => {
-            let pipeline = Pipeline::load(&path)?;
+            let mut pipeline = Pipeline::load(&path)?;
+            // Whether the registry answers; `from_registry` columns need it.
+            let registry_line = host::pipeline::registry_columns::check(&mut pipeline).await?;
             let sources = pipeline.secret_sources();
             let report = tokio::task::spawn_blocking(move || {
                 let mut lines = pipeline::validate_plugins(&pipeline)?;
@@ -607,7 +609,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             })
             .await??;
             println!("{}: ok", path.display());
-            for line in report {
+            for line in report.into_iter().chain(registry_line) {
                 println!("  {line}");
             }
             // Where each secret came from, never its value.
@@ -617,7 +619,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Provision { pipeline: path } => {
-            let pipeline = Pipeline::load(&path)?;
+            let mut pipeline = Pipeline::load(&path)?;
+            host::pipeline::registry_columns::resolve(&mut pipeline).await?;
             host::provision::run(&pipeline, |line| println!("{line}")).await?;
             Ok(())
         }

@@ -21,6 +21,7 @@
 //! the dev profile (the dependencies as the demo and the tests built them)
 //! with the host crate at opt-level 2.
 
+mod avro;
 mod badrows;
 mod latency;
 mod memory;
@@ -38,7 +39,7 @@ pub struct Args {
     pub messages: u64,
     pub partitions: Vec<i32>,
     pub only: Vec<String>,
-    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped, upsert.
+    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped, upsert, avro.
     pub sinks: Vec<String>,
     /// Messages per second of the latency run.
     pub latency_rate: u64,
@@ -54,7 +55,7 @@ pub struct Args {
 }
 
 const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,badrows]
-                    [--sinks discard,copy,wasm,native,batch1,scraped,upsert,python,javascript]
+                    [--sinks discard,copy,wasm,native,batch1,scraped,upsert,avro,python,javascript]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
 impl Args {
@@ -165,6 +166,9 @@ async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
             let payloads = produce::run(args, env, partitions, &mut f).await?;
             if args.wants("sink") {
                 sink::run(args, env, partitions, &payloads, &mut f).await?;
+                if args.wants_sink("avro") {
+                    avro::run(env, args.batch_size, partitions, &payloads, &mut f).await?;
+                }
             }
         }
         if args.wants("latency") {

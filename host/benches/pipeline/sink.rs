@@ -220,7 +220,7 @@ fn best(a: Option<Measured>, b: Measured) -> Option<Measured> {
     })
 }
 
-async fn load_mapper(env: &Env, pipeline: &Pipeline, sink: &str) -> anyhow::Result<Box<dyn BatchMapper>> {
+pub async fn load_mapper(env: &Env, pipeline: &Pipeline, sink: &str) -> anyhow::Result<Box<dyn BatchMapper>> {
     let config = sink_config(pipeline, sink)?;
     let runtime = env.runtime.clone();
     let name = format!("sink {sink}");

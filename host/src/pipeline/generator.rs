@@ -78,6 +78,8 @@ pub struct GeneratorRun {
     pub stats: Arc<GeneratorStats>,
     /// A counted run's lease: no plugin call while it is not known to be held.
     pub gate: Option<Arc<kafka::LeaseGate>>,
+    /// `[schema_registry]`, for a generator with a registry format.
+    pub registry: Option<crate::config::registry::RegistryConfig>,
 }
 
 pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Result<()> {
@@ -89,9 +91,21 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         echo,
         stats,
         gate,
+        registry,
     } = run;
     let mut config = live.borrow_and_update().clone();
     let producer = kafka::producer(&kafka_cfg)?;
+    // Registered once; a reload that changes the format or schema applies
+    // at the next start.
+    let encoder = match &config.encoding {
+        Some(encoding) => Some(super::encode::Encoder::prepare(
+            &config.name,
+            registry.as_ref(),
+            encoding,
+            &stop,
+        )?),
+        None => None,
+    };
     let _live = crate::ops::state::generator_started(&config.name, &config.topic);
     // The schedule: message n is due at `epoch + interval * (n - epoch_count)`.
     let (mut epoch, mut epoch_count) = (Instant::now(), 0u64);
@@ -172,13 +186,24 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             break;
         }
         check_count(&config.name, chunk, &mut messages, &mut reported);
-        for m in messages {
+        for mut m in messages {
+            // The JSON the plugin made, for the echo; the wire bytes go out.
+            let json = match &encoder {
+                Some(encoder) => {
+                    let wire = encoder.encode(&m.payload)?;
+                    Some(std::mem::replace(&mut m.payload, wire))
+                }
+                None => None,
+            };
             if !send(&producer, &config.topic, &m, &config.name, &mut reported)? {
                 continue;
             }
             produced += 1;
             if echo == Echo::Print {
-                println!("Sending: {}", String::from_utf8_lossy(&m.payload));
+                println!(
+                    "Sending: {}",
+                    String::from_utf8_lossy(json.as_ref().unwrap_or(&m.payload))
+                );
             }
         }
         // Delivery reports, once per chunk rather than per message.

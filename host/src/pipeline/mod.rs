@@ -41,11 +41,14 @@
 //! So every message lands exactly once, through crashes and restarts.
 
 mod batch;
+pub mod decode;
+mod encode;
 mod fault_log;
 mod generator;
 mod lost_offsets;
 mod mapper;
 mod plan;
+pub mod registry_columns;
 mod reload;
 mod reload_report;
 mod retry;
@@ -100,7 +103,10 @@ pub struct Swap<W: crate::plugins::World> {
 pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()> {
     let runtime = Runtime::new()?;
     let _http = crate::ops::http::start(pipeline).await;
-    let mut supervisor = supervisor::Supervisor::start(runtime, pipeline.clone(), options.clone()).await?;
+    let mut pipeline = pipeline.clone();
+    registry_columns::resolve(&mut pipeline).await?;
+    let from_registry = registry_columns::any(&pipeline);
+    let mut supervisor = supervisor::Supervisor::start(runtime, pipeline, options.clone()).await?;
     crate::ops::state::problem("host", None);
     let mut watcher = if options.watch {
         let mut w = reload::Watcher::new(reload::DEBOUNCE)?;
@@ -132,6 +138,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()>
                 }
             }
             _ = progress.tick() => supervisor.log_progress(),
+            _ = registry_columns::asked(), if from_registry => supervisor.registry_columns_changed().await,
         }
     }
     // A second Ctrl-C or SIGTERM while the batches in flight finish means
@@ -165,6 +172,7 @@ pub fn run_generator(
         echo: Echo::Quiet,
         stats,
         gate: None,
+        registry: None,
     };
     generator::run(run, plugin)
 }

@@ -126,8 +126,26 @@ impl UnitConfig {
     fn needs_restart(&self, new: &UnitConfig) -> bool {
         match (self, new) {
             (UnitConfig::Sink(o), UnitConfig::Sink(n)) => {
-                (&o.topic, &o.table, &o.group, &o.instance_id, &o.mode, o.start)
-                    != (&n.topic, &n.table, &n.group, &n.instance_id, &n.mode, n.start)
+                // A new format needs a new decoder, made when the sink starts.
+                (
+                    &o.topic,
+                    &o.table,
+                    &o.group,
+                    &o.instance_id,
+                    &o.mode,
+                    o.start,
+                    &o.registry.format,
+                    &o.registry.key_format,
+                ) != (
+                    &n.topic,
+                    &n.table,
+                    &n.group,
+                    &n.instance_id,
+                    &n.mode,
+                    n.start,
+                    &n.registry.format,
+                    &n.registry.key_format,
+                )
             }
             _ => false,
         }

@@ -11,6 +11,7 @@
 
 use super::Swap;
 use super::batch::{self, Mapped};
+use super::decode::{self, Decoder};
 use super::lost_offsets::{self, Skipping};
 use super::mapper::BatchMapper;
 use super::retry::{self, Backoff, Verdict};
@@ -194,6 +195,8 @@ struct PendingSwap {
 /// The first and the longest pause before a pending swap is tried again.
 const SWAP_RETRY_FIRST: Duration = Duration::from_secs(1);
 const SWAP_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a batch with a new schema id waits for its columns to be resolved.
+const NEW_SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// What one receive step got from the consumer.
 enum Received {
@@ -268,6 +271,8 @@ struct Sink {
     fences: fence::Fences,
     /// The writes that failed since the last commit.
     failing: super::stuck::Failing,
+    /// Registry formats: decodes each batch before the mapper.
+    decoder: Option<Arc<Decoder>>,
     _registered: crate::ops::state::Registered,
 }
 
@@ -316,6 +321,13 @@ impl Sink {
         } = run;
         let config = live.borrow_and_update().clone();
         let columns: Vec<Column> = mapper.columns().to_vec();
+        let registry = match &pipeline.schema_registry {
+            Some(r) if config.registry.format.is_registry() || config.registry.key_format.is_registry() => {
+                Some(crate::registry::client::Registry::shared(r)?)
+            }
+            _ => None,
+        };
+        let decoder = Decoder::new(registry, &config.registry).map(Arc::new);
         let registered = crate::ops::state::sink_started(&config.name, &config.topic, &config.table);
 
         let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;
@@ -396,6 +408,7 @@ impl Sink {
             stats,
             destination,
             failing: super::stuck::Failing::default(),
+            decoder,
             _registered: registered,
         })
     }
@@ -598,7 +611,22 @@ impl Sink {
         }
         let taken = std::mem::replace(&mut self.batch, Vec::with_capacity(self.config.batch_size));
         let generation = self.generation;
-        let mapped = self.map(taken).await?;
+        let Some(decoded) =
+            decode::decode_waiting(self.decoder.as_ref(), taken, &self.config.name, &mut self.stop).await?
+        else {
+            // Stopped while the registry was down: nothing of it is written.
+            return Ok(true);
+        };
+        // A new schema version may bring columns (`from_registry`): the
+        // run loop resolves them, and the new mapper comes before this batch.
+        if decoded.new_ids && self.config.registry.columns_from.is_some() {
+            super::registry_columns::ask_and_wait(NEW_SCHEMA_WAIT).await;
+            if self.apply_changes().await? {
+                return Ok(true);
+            }
+        }
+        let mut mapped = self.map(decoded.messages).await?;
+        decode::add_dead_letters(&mut mapped, decoded.dead_letters);
         // The previous write finished meanwhile, most of the time.
         if self.in_flight.is_some() && self.settle().await? {
             return Ok(true);

@@ -3,6 +3,7 @@
 //! (`codec`). Pure code: no I/O. MAPPING.md documents the JSON each type
 //! becomes; DEPENDENCIES.md why these crates.
 mod avro;
+pub mod client;
 pub mod codec;
 mod json_schema;
 mod protobuf;
