@@ -103,6 +103,18 @@ impl DeliveryCounter {
     }
 }
 
+/// librdkafka's `message.max.bytes` (its default, which the host keeps).
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// What librdkafka adds to a record's key and value when it checks that size
+/// (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+const RECORD_OVERHEAD_BYTES: usize = 36;
+
+/// Whether librdkafka refuses a record of this key and payload as too large
+/// (`MessageSizeTooLarge`), told before it is handed over.
+pub fn too_large(key_bytes: usize, payload_bytes: usize) -> bool {
+    key_bytes + payload_bytes + RECORD_OVERHEAD_BYTES > MAX_MESSAGE_BYTES
+}
+
 /// Queues a record, waiting while the producer's local queue is full (the
 /// poll lets deliveries drain); any other refusal is returned.
 pub fn send_waiting<K, P>(
