@@ -401,7 +401,10 @@ impl Sink {
             r = tokio::time::timeout(wait, self.consumer.recv()) => r.ok(),
             _ = self.stop.changed() => None,
         };
-        (received.map_or(Received::Nothing, |r| self.own(r)), pace::Arrival::Waited)
+        (
+            received.map_or(Received::Nothing, |r| self.own(r)),
+            pace::Arrival::Waited,
+        )
     }
 
     /// A message of the sink's topic, copied out of the consumer's buffer.

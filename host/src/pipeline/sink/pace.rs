@@ -63,13 +63,7 @@ impl Batch {
 /// How long a receive may wait for the next message: until the batch's
 /// flush interval is over (`idle` with nothing collected), at most `poll`
 /// while a write is in flight so its commit is noticed promptly.
-pub(super) fn wait(
-    batch: &Batch,
-    elapsed: Duration,
-    idle: Duration,
-    writing: bool,
-    poll: Duration,
-) -> Duration {
+pub(super) fn wait(batch: &Batch, elapsed: Duration, idle: Duration, writing: bool, poll: Duration) -> Duration {
     let wait = if batch.len == 0 {
         idle
     } else {
