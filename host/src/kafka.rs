@@ -105,6 +105,18 @@ impl DeliveryCounter {
     }
 }
 
+/// librdkafka's `message.max.bytes` (its default, which the host keeps).
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// What librdkafka adds to a record's key and value when it checks that size
+/// (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+const RECORD_OVERHEAD_BYTES: usize = 36;
+
+/// Whether librdkafka refuses a record of this key and payload as too large
+/// (`MessageSizeTooLarge`), told before it is handed over.
+pub fn too_large(key_bytes: usize, payload_bytes: usize) -> bool {
+    key_bytes + payload_bytes + RECORD_OVERHEAD_BYTES > MAX_MESSAGE_BYTES
+}
+
 /// Queues a record, waiting while the producer's local queue is full (the
 /// poll lets deliveries drain); any other refusal is returned.
 pub fn send_waiting<K, P>(
@@ -378,8 +390,14 @@ pub fn sink_consumer(
         // drains the queue in a fraction of that (scripts/bench: 0.2 M → 1 M
         // messages/s through the consumer).
         .set("fetch.queue.backoff.ms", "10")
-        // Prefetched messages kept in memory (librdkafka's default: 64 MiB).
-        .set("queued.max.messages.kbytes", "8192")
+        // Prefetched messages kept in memory. Each also costs librdkafka a
+        // few hundred bytes beside its payload, and one fetch response can
+        // land on a queue just under the limit, so both are bounded: at most
+        // about 6 MiB of payload, 60,000 messages of 100 bytes (defaults:
+        // 64 MiB, 100,000 messages, fetches up to the queue's size).
+        .set("queued.max.messages.kbytes", "4096")
+        .set("queued.min.messages", "20000")
+        .set("fetch.max.bytes", "2097152")
         .create_with_context(context)
         .context("cannot create the Kafka consumer")
 }

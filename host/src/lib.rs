@@ -4,6 +4,7 @@
 //! configuration.
 
 pub mod aiven;
+pub mod alloc;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -491,6 +491,7 @@ async fn check(path: &Path, what: Option<CheckWhat>, topic: Option<String>, json
 }
 
 fn main() -> ExitCode {
+    host::alloc::tune();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -34,15 +34,13 @@ use tokio::task::JoinHandle;
 
 mod control;
 mod fence;
+mod pace;
 
 /// How long the sink waits for a message before checking whether it is done.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long the sink waits for a message while a write is in flight, so the
 /// commit is noticed promptly.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(2);
-/// While messages arrive back to back, how many between two looks at the
-/// clock for the flush interval.
-const CLOCK_EVERY: usize = 64;
 /// Longest wait for the revocation when leaving the group on a stop.
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
@@ -77,6 +75,10 @@ impl SinkStats {
     }
     pub fn dead_letters(&self) -> u64 {
         self.dead_letters.load(Ordering::Relaxed)
+    }
+    /// Batches committed.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 }
 
@@ -286,13 +288,13 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
             sink.batch.clear();
         }
         let stopping = *sink.stop.borrow();
-        let (received, fast) = sink.receive(stopping).await;
+        let (received, arrival) = sink.receive(stopping).await;
         sink.follow_rebalance().await?;
         if sink.obey().await? {
             continue;
         }
         sink.take(received).await?;
-        if sink.batch_due(fast, stopping) && sink.flush().await? {
+        if sink.batch_due(arrival, stopping) && sink.flush().await? {
             // Rewound: the batch will be consumed again.
             continue;
         }
@@ -418,32 +420,39 @@ impl Sink {
     }
 
     /// Receives the next message. One already fetched needs no timer, no
-    /// select and no clock (`fast`); otherwise it waits until the flush is
+    /// select and no clock; with none buffered and no write in flight, the
+    /// batch goes at once (`pace`); otherwise it waits until the flush is
     /// due, a stop, or a poll interval (short while a write is in flight, so
     /// its commit is noticed promptly).
-    async fn receive(&mut self, stopping: bool) -> (Received, bool) {
+    async fn receive(&mut self, stopping: bool) -> (Received, pace::Arrival) {
         if stopping {
-            return (Received::Nothing, false);
+            return (Received::Nothing, pace::Arrival::Waited);
         }
         if let Some(ready) = futures_util::FutureExt::now_or_never(self.consumer.recv()) {
-            return (self.own(ready), true);
+            return (self.own(ready), pace::Arrival::Buffered);
         }
-        let mut wait = if self.batch.is_empty() {
-            IDLE_POLL
-        } else {
-            self.config.flush_interval.saturating_sub(self.batch_started.elapsed())
-        };
-        if self.in_flight.is_some() {
-            wait = wait.min(IN_FLIGHT_POLL);
+        let writing = self.in_flight.is_some();
+        if pace::write_now(self.batch.len(), writing) {
+            return (Received::Nothing, pace::Arrival::Drained);
         }
+        let wait = pace::wait(
+            &self.pace(),
+            self.batch_started.elapsed(),
+            IDLE_POLL,
+            writing,
+            IN_FLIGHT_POLL,
+        );
         if wait.is_zero() {
-            return (Received::Nothing, false);
+            return (Received::Nothing, pace::Arrival::Waited);
         }
         let received = tokio::select! {
             r = tokio::time::timeout(wait, self.consumer.recv()) => r.ok(),
             _ = self.stop.changed() => None,
         };
-        (received.map_or(Received::Nothing, |r| self.own(r)), false)
+        (
+            received.map_or(Received::Nothing, |r| self.own(r)),
+            pace::Arrival::Waited,
+        )
     }
 
     /// A message of the sink's topic, copied out of the consumer's buffer.
@@ -588,17 +597,18 @@ impl Sink {
         Ok(())
     }
 
-    /// Whether the batch is to be written now: full, its flush interval
-    /// passed, or the sink stopping. While messages stream in (`fast`), the
-    /// clock is read only every few of them.
-    fn batch_due(&self, fast: bool, stopping: bool) -> bool {
-        if self.batch.is_empty() {
-            return false;
+    /// Whether the batch is to be written now (see `pace`), or the sink is
+    /// stopping.
+    fn batch_due(&self, arrival: pace::Arrival, stopping: bool) -> bool {
+        (stopping && !self.batch.is_empty()) || self.pace().due(arrival, || self.batch_started.elapsed())
+    }
+
+    fn pace(&self) -> pace::Batch {
+        pace::Batch {
+            len: self.batch.len(),
+            batch_size: self.config.batch_size,
+            flush_interval: self.config.flush_interval,
         }
-        let full = self.batch.len() >= self.config.batch_size;
-        let due = (!fast || self.batch.len().is_multiple_of(CLOCK_EVERY))
-            && self.batch_started.elapsed() >= self.config.flush_interval;
-        full || due || stopping
     }
 
     /// At a batch boundary: applies new settings and mappers, maps the batch
