@@ -137,7 +137,8 @@ async fn targets(pipeline: &Pipeline, sink: &SinkConfig, target: &Target) -> any
             }
         })
     })
-    .await?
+    .await
+    .context("the Kafka offset lookup for the rewind panicked or was cancelled")?
 }
 
 /// Runs a rewind (or, with `dry_run`, computes it and changes nothing).
@@ -187,7 +188,10 @@ async fn apply(
     upsert: bool,
 ) -> anyhow::Result<Rewound> {
     let (table, topic) = (sink.table.as_str(), sink.topic.as_str());
-    let tx = client.transaction().await?;
+    let tx = client
+        .transaction()
+        .await
+        .context("cannot begin the rewind transaction")?;
     let partitions: Vec<i32> = targets.keys().copied().collect();
     let offsets: Vec<i64> = targets.values().copied().collect();
     let o = ident(OFFSETS_TABLE);
@@ -197,7 +201,8 @@ async fn apply(
             &format!("SELECT partition, next_offset FROM {o} WHERE table_name = $1 AND topic = $2"),
             &[&table, &topic],
         )
-        .await?
+        .await
+        .context("cannot read the sink's stored offsets (dry run)")?
         .iter()
         .map(|r| (r.get(0), (Some(r.get(1)), false)))
         .collect()
@@ -277,7 +282,11 @@ async fn apply(
                 "WITH gone AS (DELETE FROM {d} WHERE sink = $1 AND topic = $2 RETURNING 1) SELECT count(*) FROM gone"
             )
         };
-        let total: i64 = tx.query_one(&letters, &[&sink.name, &topic]).await?.get(0);
+        let total: i64 = tx
+            .query_one(&letters, &[&sink.name, &topic])
+            .await
+            .context("cannot count or delete the sink's dead letters (--delete-all)")?
+            .get(0);
         // Counted per partition above for the offsets past the start; the
         // rest (before the log start) go too.
         let counted: i64 = moved.iter().map(|m| m.letters).sum();
@@ -290,12 +299,17 @@ async fn apply(
             } else {
                 format!("WITH gone AS (DELETE FROM {t} RETURNING 1) SELECT count(*) FROM gone")
             };
-            all_rows = Some(tx.query_one(&rows, &[]).await?.get(0));
+            all_rows = Some(
+                tx.query_one(&rows, &[])
+                    .await
+                    .with_context(|| format!("cannot count or delete the rows of {table:?} (--delete-all)"))?
+                    .get(0),
+            );
         }
     }
     // 3. The offsets move back, and the running sinks are told.
     if request.dry_run {
-        tx.rollback().await?;
+        tx.rollback().await.context("cannot roll back the dry run")?;
     } else {
         let resume: Vec<i64> = moved.iter().map(|m| m.resume).collect();
         tx.execute(

@@ -703,8 +703,14 @@ impl Sink {
     }
 
     /// Whether the stored offsets reached the end of the topic (read once),
-    /// with the commits on disk; also true when a stop came while reading it.
+    /// with the commits on disk; also true when a stop came while reading it;
+    /// never while paused.
     async fn caught_up(&mut self) -> anyhow::Result<bool> {
+        // A paused sink has written nothing past its offsets: `--once` waits
+        // for a resume (or a stop) rather than report it caught up.
+        if self.paused {
+            return Ok(false);
+        }
         let marks = match &self.end_offsets {
             Some(marks) => marks,
             None => match self.read_watermarks().await? {
