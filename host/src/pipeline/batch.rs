@@ -550,7 +550,7 @@ mod tests {
         let n = 2 * MESSAGES_PER_CALL + 7;
         let messages: Vec<Message> = (0..n as i64).map(message).collect();
         let mut mapper = Counting(Vec::new(), columns());
-        let mapped = map_blocking(&mut mapper, &columns(), None, messages, false).expect("maps");
+        let mapped = map_blocking(&mut mapper, &columns(), None, messages, false, false).expect("maps");
         assert_eq!(mapper.0, [MESSAGES_PER_CALL, MESSAGES_PER_CALL, 7]);
         assert_eq!(mapped.rows.len(), n);
         assert!(mapped.dead_letters.is_empty());
