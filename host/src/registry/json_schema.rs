@@ -1,6 +1,6 @@
 //! JSON Schema: the body is plain JSON, checked against the schema on the
 //! way in and out. The host checks a documented subset of the keywords
-//! (DEPENDENCIES.md says why not the `jsonschema` crate): `type`, `enum`,
+//! (the README's "Dependency notes" say why not the `jsonschema` crate): `type`, `enum`,
 //! `const`, `properties`, `required`, `additionalProperties`, `items`,
 //! `minItems`/`maxItems`, `minLength`/`maxLength`, `minimum`/`maximum` and
 //! their exclusive forms, `allOf`/`anyOf`/`oneOf`, boolean schemas, and
