@@ -112,7 +112,12 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
     // With an encoder, the echo shows the JSON the plugin made (printed here),
     // not the wire bytes the sender thread sends.
     let sender_echo = if encoder.is_some() { Echo::Quiet } else { echo };
-    let sender = sender::Sender::start(kafka::producer(&kafka_cfg)?, config.name.clone(), sender_echo, stats.clone())?;
+    let sender = sender::Sender::start(
+        kafka::producer(&kafka_cfg)?,
+        config.name.clone(),
+        sender_echo,
+        stats.clone(),
+    )?;
     let _live = crate::ops::state::generator_started(&config.name, &config.topic);
     // The schedule: message n is due at `epoch + interval * (n - epoch_count)`.
     let (mut epoch, mut epoch_count) = (Instant::now(), 0u64);

@@ -104,7 +104,9 @@ impl PickOne {
         (0..max)
             .map(|_| {
                 let value = &self.values[random_index(self.values.len())];
-                let payload = serde_json::json!({ self.field.as_str(): value }).to_string().into_bytes();
+                let payload = serde_json::json!({ self.field.as_str(): value })
+                    .to_string()
+                    .into_bytes();
                 generator::Message { key: None, payload }
             })
             .collect()
