@@ -3,8 +3,9 @@
 //!
 //! A rewind is one PostgreSQL transaction:
 //!
-//! 1. it locks the sink's stored offset of every partition it moves (and
-//!    stores one where there is none): the same rows each batch write updates
+//! 1. it locks the sink's stored offset of every partition it moves (a
+//!    partition with nothing stored has no rows or letters and is left
+//!    alone, except by `--delete-all`): the same rows each batch write updates
 //!    conditionally, so a write in flight either committed before (and the
 //!    rewind sees its rows) or waits, then finds the offset moved and rolls
 //!    back (its sink starts again from the database);
@@ -30,6 +31,9 @@ use tokio_postgres::error::SqlState;
 /// How many times a rewind's transaction is tried when PostgreSQL breaks a
 /// deadlock with a sink's write by aborting it.
 const ATTEMPTS: usize = 5;
+
+/// The rewind's PostgreSQL session name (in `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "host-sink-rewind";
 
 /// Where a rewind goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +81,8 @@ pub struct Rewound {
     /// `--delete-all`: the rows deleted, all of the table's.
     pub all_rows: Option<i64>,
     pub partitions: Vec<Moved>,
+    /// Partitions with nothing stored, left alone (no rows, no letters).
+    pub untouched: Vec<i32>,
 }
 
 /// The sink `name` of the pipeline, or an error listing its sinks.
@@ -145,25 +151,16 @@ async fn targets(pipeline: &Pipeline, sink: &SinkConfig, target: &Target) -> any
 pub async fn rewind(pipeline: &Pipeline, request: &Request) -> anyhow::Result<Rewound> {
     let sink = find_sink(pipeline, &request.sink)?;
     let upsert = matches!(sink.mode, SinkMode::Upsert { .. });
-    let mut client = postgres::connect(&pipeline.postgres).await?;
+    let mut client = postgres::connect_as(&pipeline.postgres, Some(APPLICATION_NAME)).await?;
     postgres::ensure_host_tables(&client).await?;
-    let exists = postgres::table_exists(&client, &sink.table).await?;
-    let has_lineage = exists && lineage::present(&client, &sink.table).await?;
     if request.delete_all && request.target != Target::Start {
         bail!("--delete-all starts the sink from the start: use it with --to-start");
-    }
-    if exists && !upsert && !has_lineage && !request.delete_all {
-        bail!(
-            "sink {:?} appends to table {:?}, which has no lineage columns ({PARTITION_COLUMN}, {OFFSET_COLUMN}): the rows of the rewound offsets cannot be told apart from the others, so a rewind would store them twice\n  hint: rewind with --to-start --delete-all, which deletes every row of the table, every dead letter and stored offset of the sink, and starts it from the start of the topic; or point the sink at a new table, which the host creates with lineage",
-            sink.name,
-            sink.table.as_str()
-        );
     }
     let targets = targets(pipeline, sink, &request.target).await?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match apply(&mut client, sink, &targets, request, exists, upsert).await {
+        match apply(&mut client, sink, &targets, request, upsert).await {
             Err(e) if attempt < ATTEMPTS && deadlocked(&e) => {
                 tracing::info!(attempt, "the rewind met a sink's write in a deadlock; trying again");
             }
@@ -184,7 +181,6 @@ async fn apply(
     sink: &SinkConfig,
     targets: &BTreeMap<i32, i64>,
     request: &Request,
-    exists: bool,
     upsert: bool,
 ) -> anyhow::Result<Rewound> {
     let (table, topic) = (sink.table.as_str(), sink.topic.as_str());
@@ -203,6 +199,22 @@ async fn apply(
         )
         .await
         .context("cannot read the sink's stored offsets (dry run)")?
+        .iter()
+        .map(|r| (r.get(0), (Some(r.get(1)), false)))
+        .collect()
+    } else if !request.delete_all {
+        // Partitions with nothing stored have no rows or letters: they stay
+        // as they are, starting where the sink's `start` says.
+        tx.query(
+            &format!(
+                "SELECT partition, next_offset FROM {o}
+                 WHERE table_name = $1 AND topic = $2 AND partition = ANY($3)
+                 ORDER BY partition FOR UPDATE"
+            ),
+            &[&table, &topic, &partitions],
+        )
+        .await
+        .context("cannot lock the sink's stored offsets")?
         .iter()
         .map(|r| (r.get(0), (Some(r.get(1)), false)))
         .collect()
@@ -225,19 +237,38 @@ async fn apply(
         })
         .collect()
     };
-    // Never forward: a target past the stored offset keeps it.
+    // Looked at only now, under the locks, so no sink creates or alters the
+    // table between the check and the deletes.
+    let exists = postgres::table_exists(tx.client(), table).await?;
+    let has_lineage = exists && lineage::present(tx.client(), table).await?;
+    if exists && !upsert && !has_lineage && !request.delete_all {
+        bail!(
+            "sink {:?} appends to table {table:?}, which has no lineage columns ({PARTITION_COLUMN}, {OFFSET_COLUMN}): the rows of the rewound offsets cannot be told apart from the others, so a rewind would store them twice\n  hint: rewind with --to-start --delete-all, which deletes every row of the table, every dead letter and stored offset of the sink, and starts it from the start of the topic; or point the sink at a new table, which the host creates with lineage",
+            sink.name
+        );
+    }
+    // Never forward: a target past the stored offset keeps it. Without
+    // --delete-all, a partition with nothing stored is left alone.
     let mut moved: Vec<Moved> = targets
         .iter()
-        .map(|(p, target)| {
+        .filter_map(|(p, target)| {
             let before = stored.get(p).and_then(|(s, _)| *s);
-            Moved {
+            if before.is_none() && !request.delete_all {
+                return None;
+            }
+            Some(Moved {
                 partition: *p,
                 stored: before,
                 resume: before.map_or(*target, |s| s.min(*target)),
                 rows: None,
                 letters: 0,
-            }
+            })
         })
+        .collect();
+    let untouched: Vec<i32> = targets
+        .keys()
+        .filter(|p| !moved.iter().any(|m| m.partition == **p))
+        .copied()
         .collect();
     let d = ident(DEAD_LETTERS_TABLE);
     let t = ident(table);
@@ -311,6 +342,7 @@ async fn apply(
     if request.dry_run {
         tx.rollback().await.context("cannot roll back the dry run")?;
     } else {
+        let partitions: Vec<i32> = moved.iter().map(|m| m.partition).collect();
         let resume: Vec<i64> = moved.iter().map(|m| m.resume).collect();
         tx.execute(
             &format!(
@@ -333,6 +365,7 @@ async fn apply(
         dry_run: request.dry_run,
         all_rows,
         partitions: moved,
+        untouched,
     })
 }
 
@@ -365,6 +398,14 @@ pub fn render(r: &Rewound) -> String {
             if r.dry_run { "" } else { "s" },
             m.resume,
             m.letters
+        );
+    }
+    if !r.untouched.is_empty() {
+        let _ = writeln!(
+            out,
+            "  partition(s) {:?}: nothing stored, {}left alone (they start where the sink's start says)",
+            r.untouched,
+            if r.dry_run { "would be " } else { "" }
         );
     }
     if let Some(all) = r.all_rows {
