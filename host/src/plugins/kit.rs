@@ -50,7 +50,7 @@ pub enum PluginCommand {
     /// (Python, JavaScript) component compiles once per version.
     ///
     /// Example: host plugin test my_generator.wasm --count 5 --seed 1
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Say what a component is: the world and contract version it targets,
     /// its imports and whether this host provides each, its size, the hash
     /// the reload log prints, and how long it takes to compile.
