@@ -373,3 +373,71 @@ fn a_python_component_compiles_once_and_no_command_leaves_a_partial_file() {
     );
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// `--registry`: wire-format input is decoded with the writer's schema,
+/// fetched from a private registry stand-in, before the mapper sees it.
+#[test]
+fn registry_encoded_input_is_decoded_to_json_before_the_mapper() {
+    use base64::Engine as _;
+    use common::registry::{PASSWORD, Registry, USER, frame};
+    use host::registry::codec::{Compiled, SchemaType};
+
+    const SCHEMA: &str = r#"{"type":"record","name":"Vote","namespace":"test","fields":[{"name":"language","type":"string"},{"name":"votes","type":"long"}]}"#;
+    let registry = Registry::start();
+    let id = registry.register(&format!("{}-value", unique("kit_avro")), "AVRO", SCHEMA);
+    // Encoded with the host's own codec, framed as a producer would.
+    let value = serde_json::json!({"language": "Rust", "votes": 7});
+    let body = Compiled::parse(SchemaType::Avro, SCHEMA, &[])
+        .expect("schema")
+        .encode(&value)
+        .expect("encode");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let lines = [
+        serde_json::json!({"payload_base64": b64(&frame(id, &body)), "offset": 5}),
+        // An id the registry does not know: `host run` dead-letters it.
+        serde_json::json!({"payload_base64": b64(&frame(9999, &body)), "offset": 6}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let input = temp_file("framed.jsonl", &text);
+    let settings = r#"{"columns": [{"name": "language", "type": "text"}, {"name": "votes", "type": "integer"}]}"#;
+    let ca = common::repo_root().join("certs/ca.pem");
+    let json_columns = plugin("json_columns");
+    let run = |extra: &[&str]| {
+        let url = registry.url();
+        let mut args = vec!["plugin", "test", path(&json_columns), "--input", path(&input)];
+        args.extend(["--settings", settings, "--registry", &url, "--registry-user", USER]);
+        args.extend([
+            "--registry-password-env",
+            "KIT_REGISTRY_PASSWORD",
+            "--registry-ca",
+            path(&ca),
+        ]);
+        args.extend(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(&args)
+            .env("KIT_REGISTRY_PASSWORD", PASSWORD)
+            .output()
+            .expect("run host")
+    };
+
+    let out = run(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(
+        doc["messages"][0],
+        serde_json::json!({"offset": 5, "rows": [["Rust", 7]], "schema_id": id, "decoded": value})
+    );
+    let failed = doc["messages"][1]["failed"].as_str().expect("the unknown id fails");
+    assert!(failed.contains("schema id 9999"), "{failed}");
+    assert!(doc["messages"][1].get("rows").is_none(), "{doc}");
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "offset 5: schema id {id}: {{\"language\":\"Rust\",\"votes\":7}}"
+        )),
+        "{text}"
+    );
+}

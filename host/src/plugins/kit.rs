@@ -32,9 +32,13 @@ pub enum PluginCommand {
     /// --count messages each, as `host run` calls it, and a call that fails
     /// is named. A mapper maps each line of --input (a
     /// payload per line, or JSON lines such as {"payload": "...", "key": "k",
-    /// "partition": 0, "offset": 7, "timestamp": 1700000000000}) and prints
-    /// its columns, the rows as a table and each rejection with its reason. A
-    /// check judges the --snapshot (JSON of the snapshot record of
+    /// "partition": 0, "offset": 7, "timestamp": 1700000000000}; bytes that
+    /// are not text as "payload_base64" or "key_base64") and prints
+    /// its columns, the rows as a table and each rejection with its reason.
+    /// With --registry URL its payloads are in the schema registry's wire
+    /// format: each is decoded to JSON (its schema fetched by id) before the
+    /// mapper sees it, as a sink with `format = "avro"` does, and the output
+    /// shows the schema id and the decoded JSON. A check judges the --snapshot (JSON of the snapshot record of
     /// wit/plugin.wit) and prints its findings.
     ///
     /// With --expect FILE the output is compared with the file: a difference
@@ -46,7 +50,7 @@ pub enum PluginCommand {
     /// (Python, JavaScript) component compiles once per version.
     ///
     /// Example: host plugin test my_generator.wasm --count 5 --seed 1
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Say what a component is: the world and contract version it targets,
     /// its imports and whether this host provides each, its size, the hash
     /// the reload log prints, and how long it takes to compile.
@@ -90,6 +94,8 @@ pub struct TestArgs {
     /// Check: the snapshot, as JSON.
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: registry::RegistryArgs,
     /// Compare the output with this file; exit 1 on a difference.
     #[arg(long)]
     pub expect: Option<PathBuf>,
@@ -302,11 +308,12 @@ fn run_test(args: &TestArgs, runtime: &Runtime, config: &PluginConfig) -> Result
                 .context("a mapper needs --input FILE (or `--input -` for stdin): one message a line")
                 .map_err(unusable)?;
             let messages = read_messages(input).map_err(unusable)?;
+            let (messages, shown) = registry::decode(&args.registry, messages).map_err(unusable)?;
             let plugin = loaded
                 .prepare::<MapperWorld>()
                 .and_then(|c| c.instantiate(&name, config, None))
                 .map_err(load)?;
-            run_mapper(plugin, &messages, args.json)
+            run_mapper(plugin, &messages, &shown, args.json)
         }
         Kind::Check => {
             let path = args
@@ -362,7 +369,17 @@ pub fn read_messages(path: &Path) -> anyhow::Result<Vec<mapper::Message>> {
         .collect()
 }
 
-const MESSAGE_FIELDS: [&str; 6] = ["payload", "key", "partition", "offset", "timestamp", "topic"];
+const MESSAGE_FIELDS: [&str; 8] = [
+    "payload",
+    "key",
+    "partition",
+    "offset",
+    "timestamp",
+    "topic",
+    // Bytes that are not text, such as the registry's wire format.
+    "payload_base64",
+    "key_base64",
+];
 
 fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
     let offset = i64::try_from(index).unwrap_or(i64::MAX);
@@ -379,7 +396,8 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
     };
     // A JSON line is a message record only when it has a payload and nothing
     // else than a message's fields; any other JSON is itself the payload.
-    if !fields.contains_key("payload") || fields.keys().any(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
+    let has_payload = fields.contains_key("payload") || fields.contains_key("payload_base64");
+    if !has_payload || fields.keys().any(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
         return Ok(message);
     }
     let bytes = |v: &serde_json::Value, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
@@ -394,6 +412,8 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
         match k.as_str() {
             "payload" => message.payload = bytes(v, "payload")?,
             "key" => message.key = bytes(v, "key")?,
+            "payload_base64" => message.payload = registry::base64_field(v, k)?,
+            "key_base64" => message.key = registry::base64_field(v, k)?,
             "topic" => message.topic = v.as_str().context("topic must be a string")?.to_string(),
             "partition" => {
                 message.partition = v
@@ -427,27 +447,40 @@ enum Result1 {
     Failed(String),
 }
 
-fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Message], json: bool) -> String {
+/// One message through the mapper, one a call so a trap is pinned to its
+/// message (as the sink does when a batch fails).
+fn map_one(plugin: &mut super::Plugin<MapperWorld>, m: &mapper::Message, width: usize) -> Result1 {
+    match plugin.map_batch(std::slice::from_ref(m)) {
+        Ok(mut out) => match out.pop() {
+            Some(mapper::Outcome::Rows(rows)) => match rows.iter().find(|r| r.len() != width) {
+                Some(bad) => Result1::Failed(format!(
+                    "a row has {} values for {width} columns (contract broken)",
+                    bad.len()
+                )),
+                None => Result1::Rows(rows),
+            },
+            Some(mapper::Outcome::Rejected(reason)) => Result1::Rejected(reason),
+            Some(mapper::Outcome::Delete(key)) => Result1::Delete(key),
+            None => Result1::Failed("no outcome".into()),
+        },
+        Err(e) => Result1::Failed(e.to_string()),
+    }
+}
+
+fn run_mapper(
+    mut plugin: super::Plugin<MapperWorld>,
+    messages: &[mapper::Message],
+    shown: &[registry::Shown],
+    json: bool,
+) -> String {
     let columns = plugin.configured().clone();
-    // One message a call, so a trap is pinned to its message (as the sink
-    // does when a batch fails).
     let results: Vec<Result1> = messages
         .iter()
-        .map(|m| match plugin.map_batch(std::slice::from_ref(m)) {
-            Ok(mut out) => match out.pop() {
-                Some(mapper::Outcome::Rows(rows)) => match rows.iter().find(|r| r.len() != columns.len()) {
-                    Some(bad) => Result1::Failed(format!(
-                        "a row has {} values for {} columns (contract broken)",
-                        bad.len(),
-                        columns.len()
-                    )),
-                    None => Result1::Rows(rows),
-                },
-                Some(mapper::Outcome::Rejected(reason)) => Result1::Rejected(reason),
-                Some(mapper::Outcome::Delete(key)) => Result1::Delete(key),
-                None => Result1::Failed("no outcome".into()),
-            },
-            Err(e) => Result1::Failed(e.to_string()),
+        .zip(shown)
+        .map(|(m, s)| match s {
+            // Not decodable: `host run` dead-letters it before the mapper.
+            registry::Shown::Failed(reason) => Result1::Failed(reason.clone()),
+            _ => map_one(&mut plugin, m, columns.len()),
         })
         .collect();
     if json {
@@ -468,6 +501,11 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
                     serde_json::json!({"offset": m.offset, "delete": key.iter().map(value_json).collect::<Vec<_>>()})
                 }
                 Result1::Failed(reason) => serde_json::json!({"offset": m.offset, "failed": reason}),
+            })
+            .zip(shown)
+            .map(|(mut outcome, s)| {
+                registry::annotate(&mut outcome, s);
+                outcome
             })
             .collect();
         let doc = serde_json::json!({"columns": columns_json, "messages": outcomes});
@@ -519,6 +557,7 @@ fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Messag
     let rows = table.len() - 1;
     let _ = writeln!(out, "rows: {rows}");
     out.push_str(&render_table(&table));
+    out.push_str(&registry::section(messages.iter().map(|m| m.offset), shown));
     if !deletes.is_empty() {
         out.push_str("deletes (applied by a sink with mode = \"upsert\"):\n");
         for line in deletes.lines() {
@@ -768,6 +807,7 @@ pub fn diff(expected: &str, actual: &str) -> Option<String> {
 }
 
 mod generator;
+pub mod registry;
 use generator::{Calls, run_generator};
 
 #[cfg(test)]
@@ -803,6 +843,9 @@ mod tests {
         assert_eq!(m.payload.as_deref(), Some(&br#"{"payload": "x", "name": "y"}"#[..]));
         assert_eq!(m.offset, 3);
         assert!(parse_message(0, r#"{"payload": 5}"#).is_err());
+        let m = parse_message(0, r#"{"payload_base64": "AAAAAAEK", "key_base64": null}"#).expect("parses");
+        assert_eq!((m.payload.as_deref(), m.key), (Some(&[0, 0, 0, 0, 1, 10][..]), None));
+        assert!(parse_message(0, r#"{"payload_base64": "not base64!"}"#).is_err());
     }
 
     #[test]
