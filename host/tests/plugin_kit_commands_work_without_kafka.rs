@@ -166,7 +166,7 @@ fn inspect_names_the_world_and_an_import_the_host_does_not_provide() {
     let text = stdout(&out);
     let bytes = std::fs::read(&langs).expect("read langs");
     assert!(text.contains("world:    generator-plugin"), "{text}");
-    assert!(text.contains("contract: 0.2.0"), "{text}");
+    assert!(text.contains("contract: 0.3.0"), "{text}");
     assert!(text.contains(&host::plugins::content_hash(&bytes)), "{text}");
     assert!(text.contains("wasi:random/random@"), "{text}");
 

@@ -15,13 +15,17 @@
 //! - end-to-end latency from produce to committed row at a moderate rate;
 //! - peak resident memory of the `host` binary at default settings;
 //! - badrows: one batch of 20,000 with 1 and with 100 rows PostgreSQL
-//!   refuses, beside a clean one (not run by default; `--only badrows`).
+//!   refuses, beside a clean one (not run by default; `--only badrows`);
+//! - fanout: a mapper of two tables (`orders`: an order and its items)
+//!   beside `json-row` on the same order messages (not run by default;
+//!   `--only fanout`).
 //!
 //! Run it with `scripts/bench [--messages N] [--partitions 1,4] [--only ...]`:
 //! the dev profile (the dependencies as the demo and the tests built them)
 //! with the host crate at opt-level 2.
 
 mod badrows;
+mod fanout;
 mod latency;
 mod memory;
 mod produce;
@@ -53,7 +57,7 @@ pub struct Args {
     pub repeat: u32,
 }
 
-const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,badrows]
+const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,badrows,fanout]
                     [--sinks discard,copy,wasm,native,batch1,scraped,upsert,python,javascript]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
@@ -154,6 +158,12 @@ async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
     if args.named("badrows") {
         badrows::run(args, env).await?;
         if args.only.len() == 1 {
+            return Ok(());
+        }
+    }
+    if args.named("fanout") {
+        fanout::run(args, env).await?;
+        if args.only.iter().all(|o| o == "fanout" || o == "badrows") {
             return Ok(());
         }
     }

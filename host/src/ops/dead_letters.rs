@@ -197,7 +197,18 @@ pub async fn replay(
         let plugin = tokio::task::spawn_blocking(move || rt.load::<MapperWorld>(&name, &cfg, None))
             .await?
             .with_context(|| format!("cannot load the mapper of sink {}", sink.name))?;
-        let columns = plugin.configured().clone();
+        let tables: std::sync::Arc<[postgres::SinkTable]> = pipeline::tables::resolve(sink, plugin.configured())
+            .map_err(anyhow::Error::msg)?
+            .into();
+        // Replayed rows go through the whole batch's isolation of one table.
+        if tables.len() > 1 {
+            anyhow::bail!(
+                "the mapper of sink {} writes {} tables; `dead-letters replay` writes one table's rows only\n  hint: produce the messages again (`host produce --stdin`), or replay with a mapper of one table",
+                sink.name,
+                tables.len()
+            );
+        }
+        let columns = tables[0].columns.clone();
         // A replayed message is older than what the table holds by its key:
         // writing it would undo later updates.
         if !sink.mode.key().is_empty() {
@@ -247,9 +258,10 @@ pub async fn replay(
                     timestamp: None,
                     key: l.key.clone(),
                     payload: l.payload.clone(),
+                    schema: None,
                 })
                 .collect();
-            let (m, mapped) = pipeline::map_messages(mapper, columns.clone(), messages, false).await?;
+            let (m, mapped) = pipeline::map_messages(mapper, tables.clone(), messages, false).await?;
             mapper = m;
             let mapped = mapped?;
             // Which letters are still rejected, by their place in the batch:
@@ -270,16 +282,23 @@ pub async fn replay(
             }
             // The rows, without the ones PostgreSQL refuses: their letters
             // stay, with PostgreSQL's reason.
-            let of_row = match &mapped.parts {
+            let Some(table) = mapped.tables.into_iter().next() else {
+                bail!("a replay writes one table's rows");
+            };
+            let of_row = match &table.parts {
                 Parts::Rows(of_row) => of_row.as_slice(),
                 Parts::Keyed(..) => bail!("a replay writes an append sink's rows only"),
             };
-            let rows = mapped.rows.freeze();
-            let plan = Plan::Copy { copy: &copy, of_row };
-            let culprits = isolate::write_isolating(&tx, plan, &rows, None)
+            let rows = table.rows.freeze();
+            let plan = Plan::Copy {
+                copy: &copy,
+                of_row,
+                rows: &rows,
+            };
+            let culprits = isolate::write_isolating(&tx, &[plan], None)
                 .await
                 .with_context(|| format!("cannot copy the replayed rows into {:?}", sink.table))?;
-            let refused_rows = mapped.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
+            let refused_rows = table.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
             for (message, reason) in culprits {
                 rejected.insert(message as usize, reason);
             }

@@ -8,8 +8,9 @@ use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
 use crate::postgres::isolate::Parts;
-use crate::postgres::{CopyRows, DeadLetter, binary};
+use crate::postgres::{CopyRows, DeadLetter, SinkTable, binary};
 use anyhow::Context as _;
+use std::sync::Arc;
 
 #[cfg(test)]
 mod check_tests;
@@ -34,132 +35,230 @@ pub struct Delete {
 pub struct Mapped {
     /// `(partition, offset)` of every message, in consumed order.
     pub positions: Vec<(i32, i64)>,
-    pub rows: CopyRows,
-    /// Which message each row came from (see `postgres::isolate`).
-    pub parts: Parts,
+    /// The rows of each table of the sink, in the declared order.
+    pub tables: Vec<MappedTable>,
     /// The key and payload of every message with rows, for a dead letter
     /// when PostgreSQL refuses its rows (`None` for the others).
     pub sources: Vec<crate::postgres::Source>,
     pub dead_letters: Vec<DeadLetter>,
-    /// Deletes, in consumed order (so in offset order within a partition);
-    /// only when the sink has a key ([`map_keyed`]), else they are dead letters.
-    pub deletes: Vec<Delete>,
     /// The payloads, kept only when they are printed after the commit.
     pub echo: Vec<Vec<u8>>,
     /// The mapper, as the dead-letter table records it.
     pub plugin: String,
 }
 
-/// Maps `messages` on a blocking thread (mapper calls are synchronous), then
-/// checks and encodes the rows there too. Returns the mapper back. Fails only
-/// when the mapper cannot even be restarted. Deletes become dead letters
-/// (an append sink has no key to delete by).
-pub async fn map(
-    mapper: Box<dyn BatchMapper>,
-    columns: Vec<Column>,
-    messages: Vec<Message>,
-    echo: bool,
-) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
-    map_keyed(mapper, columns, None, messages, echo).await
+/// The rows of one table of a mapped batch.
+pub struct MappedTable {
+    pub rows: CopyRows,
+    /// Which message each row came from (see `postgres::isolate`).
+    pub parts: Parts,
+    /// Deletes, in consumed order (so in offset order within a partition);
+    /// only when the table has a key, else they are dead letters.
+    pub deletes: Vec<Delete>,
 }
 
-/// As [`map`], for a sink with a key: `key` holds the key columns in the
-/// key's order, and deletes whose values fit them go to [`Mapped::deletes`].
-/// The rows are then the staging rows of the batch: the last upsert or
-/// delete per key, in consumed (offset) order (see `upsert`).
-pub async fn map_keyed(
+impl Mapped {
+    /// The rows of all tables (in a keyed table: one per key and batch).
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|t| t.rows.len()).sum()
+    }
+}
+
+/// Maps `messages` on a blocking thread (mapper calls are synchronous), then
+/// checks and encodes the rows there too. Returns the mapper back. Fails only
+/// when the mapper cannot even be restarted.
+///
+/// A table with a key (`SinkTable::key`) takes deletes whose values fit its
+/// key columns; its rows are then the staging rows of the batch: the last
+/// upsert or delete per key, in consumed (offset) order (see `upsert`). In a
+/// table without one, a delete makes its message a dead letter.
+pub async fn map(
     mut mapper: Box<dyn BatchMapper>,
-    columns: Vec<Column>,
-    key: Option<Vec<Column>>,
+    tables: Arc<[SinkTable]>,
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
     tokio::task::spawn_blocking(move || {
-        let mapped = map_blocking(mapper.as_mut(), &columns, key.as_deref(), messages, echo);
+        let mapped = map_blocking(mapper.as_mut(), &tables, messages, echo);
         (mapper, mapped)
     })
     .await
     .context("mapper thread panicked")
 }
 
+/// One table while a batch is mapped.
+struct Building<'a> {
+    table: &'a SinkTable,
+    /// The key columns, in key order, when the table has a key.
+    key: Option<Vec<Column>>,
+    rows: CopyRows,
+    of_row: Vec<u32>,
+    latest: Option<Latest>,
+    deletes: Vec<Delete>,
+}
+
+impl<'a> Building<'a> {
+    fn new(table: &'a SinkTable, bytes: usize) -> anyhow::Result<Self> {
+        let latest = match table.key.is_empty() {
+            true => None,
+            false => Some(Latest::new(
+                Latest::positions(&table.columns, &table.key)
+                    .with_context(|| format!("a key column is not among the columns of table {:?}", table.name))?,
+                table.columns.len(),
+            )),
+        };
+        Ok(Self {
+            key: table.key_columns(),
+            rows: CopyRows::with_capacity(&table.columns, bytes),
+            of_row: Vec::new(),
+            latest,
+            deletes: Vec::new(),
+            table,
+        })
+    }
+
+    /// Why rows cannot go into this table, or `None`.
+    fn refuse_rows(&self, rows: &[Vec<Value>]) -> Option<String> {
+        let columns = &self.table.columns;
+        let checked = check_rows(columns, rows).and_then(|()| match &self.latest {
+            None => Ok(()),
+            Some(latest) => rows
+                .iter()
+                .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r)),
+        });
+        checked
+            .err()
+            .map(|reason| format!("mapper returned a bad row: {reason}"))
+    }
+
+    /// Why a delete cannot be applied to this table, or `None`.
+    fn refuse_delete(&self, values: &[Value]) -> Option<String> {
+        match &self.key {
+            None => Some(DELETE_NEEDS_KEY.to_string()),
+            Some(key) => check_delete(key, values)
+                .err()
+                .map(|reason| format!("mapper returned a bad delete: {reason}")),
+        }
+    }
+
+    fn push_rows(&mut self, at: u32, rows: Vec<Vec<Value>>) {
+        match self.latest.as_mut() {
+            None => {
+                for row in rows {
+                    self.rows.push(row);
+                    self.of_row.push(at);
+                }
+            }
+            Some(latest) => {
+                for row in rows {
+                    latest.upsert(at, row);
+                }
+            }
+        }
+    }
+
+    fn push_delete(&mut self, index: usize, at: u32, values: Vec<Value>) {
+        if let Some(latest) = self.latest.as_mut() {
+            latest.delete(at, values.clone());
+        }
+        self.deletes.push(Delete {
+            message: index,
+            key: values,
+        });
+    }
+
+    fn finish(self) -> MappedTable {
+        match self.latest {
+            Some(latest) => MappedTable {
+                rows: latest.finish(&self.table.columns),
+                parts: Parts::Keyed(latest, self.table.columns.clone()),
+                deletes: self.deletes,
+            },
+            None => MappedTable {
+                rows: self.rows,
+                parts: Parts::Rows(self.of_row),
+                deletes: self.deletes,
+            },
+        }
+    }
+}
+
+/// The table an outcome names, or why it names none of the sink's.
+fn table_at(tables: usize, index: u32) -> Result<usize, String> {
+    match usize::try_from(index) {
+        Ok(i) if i < tables => Ok(i),
+        _ => Err(format!(
+            "mapper named table {index}, but declared {}",
+            if tables == 1 {
+                "one table (0)".to_string()
+            } else {
+                format!("{tables} tables (0 to {})", tables - 1)
+            }
+        )),
+    }
+}
+
 fn map_blocking(
     mapper: &mut dyn BatchMapper,
-    columns: &[Column],
-    key: Option<&[Column]>,
+    tables: &[SinkTable],
     messages: Vec<Message>,
     echo: bool,
 ) -> anyhow::Result<Mapped> {
     let outcomes = map_isolating_failures(mapper, &messages)?;
+    // Room for about one row per message in the first table, so the buffer
+    // does not grow by copying.
+    let bytes: usize = messages
+        .iter()
+        .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
+        .sum();
+    let mut building = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Building::new(t, if i == 0 { bytes } else { 0 }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let several = tables.len() > 1;
     let mut mapped = Mapped {
         positions: messages.iter().map(|m| (m.partition, m.offset)).collect(),
-        // Room for about one row per message, so the buffer does not grow by copying.
-        rows: CopyRows::with_capacity(
-            columns,
-            messages
-                .iter()
-                .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
-                .sum(),
-        ),
-        parts: Parts::Rows(Vec::new()),
+        tables: Vec::new(),
         sources: Vec::with_capacity(messages.len()),
         dead_letters: Vec::new(),
-        deletes: Vec::new(),
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
-    let mut of_row: Vec<u32> = Vec::with_capacity(messages.len());
-    let mut latest = match key {
-        None => None,
-        Some(key) => Some(Latest::new(
-            Latest::positions(columns, &key.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
-                .context("a key column is not among the mapper's columns")?,
-            columns.len(),
-        )),
-    };
     for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
         let at = u32::try_from(index).context("a batch of more than 2^32 messages")?;
+        // Every table's part of a message is checked before any is taken:
+        // a message is written whole, or is a dead letter.
         let rejected = match outcome {
-            Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
-                Ok(()) => match latest.as_mut() {
-                    None => {
-                        for row in rows {
-                            mapped.rows.push(row);
-                            of_row.push(at);
-                        }
-                        None
+            Ok(Outcome::Rows(parts)) => {
+                let refused = parts.iter().find_map(|p| match table_at(building.len(), p.table) {
+                    Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
+                    Ok(t) => building[t]
+                        .refuse_rows(&p.rows)
+                        .map(|r| named(r, several, &tables[t].name)),
+                });
+                if refused.is_none() {
+                    for p in parts {
+                        building[p.table as usize].push_rows(at, p.rows);
                     }
-                    Some(latest) => match rows
-                        .iter()
-                        .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r))
-                    {
-                        Ok(()) => {
-                            for row in rows {
-                                latest.upsert(at, row);
-                            }
-                            None
-                        }
-                        Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
-                    },
-                },
-                Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
-            },
+                }
+                refused
+            }
             Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
-            Ok(Outcome::Delete(values)) => match key {
-                None => Some(DELETE_NEEDS_KEY.to_string()),
-                Some(key) => match check_delete(key, &values) {
-                    Ok(()) => {
-                        if let Some(latest) = latest.as_mut() {
-                            latest.delete(at, values.clone());
-                        }
-                        mapped.deletes.push(Delete {
-                            message: index,
-                            key: values,
-                        });
-                        None
-                    }
+            Ok(Outcome::Delete(keys)) => {
+                let refused = keys.iter().find_map(|k| match table_at(building.len(), k.table) {
                     Err(reason) => Some(format!("mapper returned a bad delete: {reason}")),
-                },
-            },
+                    Ok(t) => building[t]
+                        .refuse_delete(&k.key)
+                        .map(|r| named(r, several, &tables[t].name)),
+                });
+                if refused.is_none() {
+                    for k in keys {
+                        building[k.table as usize].push_delete(index, at, k.key);
+                    }
+                }
+                refused
+            }
             Err(e) => Some(e.to_string()),
         };
         if echo {
@@ -179,14 +278,17 @@ fn map_blocking(
             None => mapped.sources.push((message.key, message.payload)),
         }
     }
-    mapped.parts = match latest {
-        Some(latest) => {
-            mapped.rows = latest.finish(columns);
-            Parts::Keyed(latest, columns.to_vec())
-        }
-        None => Parts::Rows(of_row),
-    };
+    mapped.tables = building.into_iter().map(Building::finish).collect();
     Ok(mapped)
+}
+
+/// A reason, naming its table when the sink writes several.
+fn named(reason: String, several: bool, table: &str) -> String {
+    if several {
+        format!("table {table:?}: {reason}")
+    } else {
+        reason
+    }
 }
 
 /// Maps a batch in one call; when that call fails, maps the messages one by
@@ -323,9 +425,10 @@ fn check_delete(key: &[Column], values: &[Value]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::mapper::{TableKey, TableRows};
 
     /// A mapper that answers each message with the outcome queued for it.
-    struct Scripted(Vec<Outcome>, Vec<Column>);
+    struct Scripted(Vec<Outcome>, Vec<crate::plugins::mapper::Table>);
 
     impl BatchMapper for Scripted {
         fn name(&self) -> &str {
@@ -337,7 +440,7 @@ mod tests {
         fn describe(&self) -> String {
             "scripted".into()
         }
-        fn columns(&self) -> &[Column] {
+        fn tables(&self) -> &[crate::plugins::mapper::Table] {
             &self.1
         }
         fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
@@ -361,6 +464,7 @@ mod tests {
             timestamp: None,
             key: Some(b"k".to_vec()),
             payload: None,
+            schema: None,
         }
     }
 
@@ -372,9 +476,22 @@ mod tests {
     }
 
     fn run(outcomes: Vec<Outcome>, key: Option<&[Column]>) -> Mapped {
+        let key: Vec<String> = key.unwrap_or_default().iter().map(|c| c.name.clone()).collect();
+        run_tables(outcomes, &[SinkTable::one("t", columns(), &key)])
+    }
+
+    fn run_tables(outcomes: Vec<Outcome>, tables: &[SinkTable]) -> Mapped {
         let messages: Vec<Message> = (0..outcomes.len() as i64).map(message).collect();
-        let mut mapper = Scripted(outcomes, columns());
-        map_blocking(&mut mapper, &columns(), key, messages, false).expect("maps")
+        let mut mapper = Scripted(outcomes, Vec::new());
+        map_blocking(&mut mapper, tables, messages, false).expect("maps")
+    }
+
+    fn rows(table: u32, rows: Vec<Vec<Value>>) -> Outcome {
+        Outcome::Rows(vec![TableRows { table, rows }])
+    }
+
+    fn delete(table: u32, key: Vec<Value>) -> Outcome {
+        Outcome::Delete(vec![TableKey { table, key }])
     }
 
     const ID: &str = "0b7e5a3c-1234-4abc-8def-001122334455";
@@ -383,13 +500,13 @@ mod tests {
     fn an_append_sink_dead_letters_deletes_with_the_reason() {
         let mapped = run(
             vec![
-                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Null]]),
-                Outcome::Delete(vec![Value::Uuid(ID.into())]),
+                rows(0, vec![vec![Value::Uuid(ID.into()), Value::Null]]),
+                delete(0, vec![Value::Uuid(ID.into())]),
             ],
             None,
         );
-        assert_eq!(mapped.rows.len(), 1);
-        assert!(mapped.deletes.is_empty());
+        assert_eq!(mapped.rows(), 1);
+        assert!(mapped.tables[0].deletes.is_empty());
         let dead: Vec<(i64, &str)> = mapped
             .dead_letters
             .iter()
@@ -408,20 +525,20 @@ mod tests {
         let key = [column("id", ColumnType::Uuid, false)];
         let mapped = run(
             vec![
-                Outcome::Delete(vec![Value::Uuid(ID.into())]),
-                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Numeric("1.5".into())]]),
-                Outcome::Delete(vec![Value::Null]),
-                Outcome::Delete(vec![Value::Uuid(ID.into()), Value::Integer(1)]),
-                Outcome::Delete(vec![Value::Text(ID.into())]),
-                Outcome::Delete(vec![Value::Uuid("nope".into())]),
-                Outcome::Delete(vec![Value::Uuid(ID.to_uppercase())]),
+                delete(0, vec![Value::Uuid(ID.into())]),
+                rows(0, vec![vec![Value::Uuid(ID.into()), Value::Numeric("1.5".into())]]),
+                delete(0, vec![Value::Null]),
+                delete(0, vec![Value::Uuid(ID.into()), Value::Integer(1)]),
+                delete(0, vec![Value::Text(ID.into())]),
+                delete(0, vec![Value::Uuid("nope".into())]),
+                delete(0, vec![Value::Uuid(ID.to_uppercase())]),
             ],
             Some(&key),
         );
-        let deletes: Vec<usize> = mapped.deletes.iter().map(|d| d.message).collect();
+        let deletes: Vec<usize> = mapped.tables[0].deletes.iter().map(|d| d.message).collect();
         assert_eq!(deletes, [0, 6]);
-        assert_eq!(mapped.deletes[0].key, [Value::Uuid(ID.into())]);
-        assert_eq!(mapped.rows.len(), 1);
+        assert_eq!(mapped.tables[0].deletes[0].key, [Value::Uuid(ID.into())]);
+        assert_eq!(mapped.rows(), 1);
         let dead: Vec<(i64, &str)> = mapped
             .dead_letters
             .iter()
@@ -460,5 +577,105 @@ mod tests {
         assert!(e.contains("column \"b\" is ColumnType::Bytea, got Value::Text"), "{e}");
         let e = check_rows(&date, &[vec![Value::Bytea(vec![7; 1000])]]).unwrap_err();
         assert!(e.len() < 200, "a long value is shortened: {e}");
+    }
+
+    fn orders() -> [SinkTable; 2] {
+        let items = vec![
+            column("id", ColumnType::Uuid, false),
+            column("line", ColumnType::Numeric, false),
+        ];
+        [
+            SinkTable::one("orders", columns(), &[]),
+            SinkTable::one("orders_items", items, &[]),
+        ]
+    }
+
+    #[test]
+    fn a_message_writes_rows_to_several_tables_or_to_none() {
+        let order = vec![Value::Uuid(ID.into()), Value::Null];
+        let line = |n: i64| vec![Value::Uuid(ID.into()), Value::Integer(n)];
+        let mapped = run_tables(
+            vec![
+                Outcome::Rows(vec![
+                    TableRows {
+                        table: 0,
+                        rows: vec![order.clone()],
+                    },
+                    TableRows {
+                        table: 1,
+                        rows: vec![line(1), line(2)],
+                    },
+                ]),
+                // A bad item: the order of the same message is not written either.
+                Outcome::Rows(vec![
+                    TableRows {
+                        table: 0,
+                        rows: vec![order.clone()],
+                    },
+                    TableRows {
+                        table: 1,
+                        rows: vec![vec![Value::Null, Value::Integer(1)]],
+                    },
+                ]),
+                rows(2, vec![order.clone()]),
+                rows(1, vec![line(3)]),
+            ],
+            &orders(),
+        );
+        let counts: Vec<usize> = mapped.tables.iter().map(|t| t.rows.len()).collect();
+        assert_eq!(counts, [1, 3]);
+        let Parts::Rows(of_row) = &mapped.tables[1].parts else {
+            panic!("an append table")
+        };
+        assert_eq!(of_row, &[0, 0, 3]);
+        let dead: Vec<(i64, &str)> = mapped
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason.as_str()))
+            .collect();
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert!(
+            dead[0]
+                .1
+                .starts_with("table \"orders_items\": mapper returned a bad row: ")
+                && dead[0].1.contains("column \"id\" is not nullable"),
+            "{dead:?}"
+        );
+        assert!(
+            dead[1]
+                .1
+                .contains("mapper named table 2, but declared 2 tables (0 to 1)"),
+            "{dead:?}"
+        );
+    }
+
+    #[test]
+    fn deletes_name_their_table_and_need_its_key() {
+        let [orders, items] = orders();
+        let keyed = [
+            SinkTable {
+                key: vec!["id".into()],
+                ..orders
+            },
+            SinkTable {
+                key: vec!["id".into(), "line".into()],
+                ..items.clone()
+            },
+        ];
+        let mapped = run_tables(
+            vec![
+                delete(1, vec![Value::Uuid(ID.into()), Value::Integer(2)]),
+                delete(0, vec![Value::Uuid(ID.into()), Value::Integer(2)]),
+                delete(0, vec![Value::Uuid(ID.into())]),
+            ],
+            &keyed,
+        );
+        assert_eq!(mapped.tables[1].deletes.len(), 1);
+        assert_eq!(
+            mapped.tables[0].deletes.iter().map(|d| d.message).collect::<Vec<_>>(),
+            [2]
+        );
+        assert_eq!(mapped.dead_letters.len(), 1);
+        assert!(mapped.dead_letters[0].reason.contains("2 values for the 1 key columns"));
     }
 }
