@@ -889,10 +889,10 @@ impl Sink {
         // The key must survive the swap; new tables are created and new
         // nullable columns added here, between batches; any other change is
         // refused (see `ensure_sink_table`).
+        // Resolved here: the plugin (not `Sync`) must not be held across an await.
+        let resolved = super::tables::resolve(&self.config, swap.plugin.configured());
         let fits = async {
-            let tables: Arc<[SinkTable]> = super::tables::resolve(&self.config, swap.plugin.configured())
-                .map_err(anyhow::Error::msg)?
-                .into();
+            let tables: Arc<[SinkTable]> = resolved.map_err(anyhow::Error::msg)?.into();
             postgres::ensure_sink_tables(&writer.client, &tables).await?;
             let statements = SinkStatements::prepare(&writer.client, &tables).await?;
             anyhow::Ok((tables, statements))
