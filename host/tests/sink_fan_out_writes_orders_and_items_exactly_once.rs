@@ -26,6 +26,10 @@ const NOT_JSON: i64 = 499;
 
 /// An order as the model holds it: customer, and its items (sku, qty, price).
 type Order = (String, Vec<(String, i64, String)>);
+/// A row of the orders table: order_id, customer, items.
+type OrderRow = (i64, String, i64);
+/// A row of the items table: order_id, line, sku, qty, price.
+type ItemRow = (i64, i64, String, i64, String);
 
 /// The payload of order `id` (deterministic, so the model can be checked
 /// against the topic too).
@@ -84,7 +88,7 @@ fn model(payloads: impl Iterator<Item = Vec<u8>>) -> (BTreeMap<i64, Order>, Vec<
 }
 
 /// Orders and items as the tables hold them.
-fn stored(db: &Db, table: &str) -> (Vec<(i64, String, i64)>, Vec<(i64, i64, String, i64, String)>) {
+fn stored(db: &Db, table: &str) -> (Vec<OrderRow>, Vec<ItemRow>) {
     let orders = db
         .query(
             &format!("SELECT order_id, customer, items FROM \"{table}\" ORDER BY order_id"),
@@ -105,7 +109,7 @@ fn stored(db: &Db, table: &str) -> (Vec<(i64, String, i64)>, Vec<(i64, i64, Stri
 }
 
 /// What the tables must hold for `orders`: one row per order, one per item.
-fn expected(orders: &BTreeMap<i64, Order>) -> (Vec<(i64, String, i64)>, Vec<(i64, i64, String, i64, String)>) {
+fn expected(orders: &BTreeMap<i64, Order>) -> (Vec<OrderRow>, Vec<ItemRow>) {
     let rows = orders
         .iter()
         .map(|(id, (customer, items))| (*id, customer.clone(), items.len() as i64))
@@ -250,7 +254,7 @@ fn an_upsert_sink_keeps_the_last_version_of_each_order_and_line() {
     let (got_orders, got_items) = stored(&db, &table);
     let (want_orders, _) = expected(&orders);
     assert!(got_orders == want_orders, "the orders differ from the model");
-    let want_items: Vec<(i64, i64, String, i64, String)> = lines
+    let want_items: Vec<ItemRow> = lines
         .into_iter()
         .map(|((id, line), (sku, qty, price))| (id, line, sku, qty, price))
         .collect();
