@@ -4,7 +4,8 @@
 //! the sink's table and one row per item of `<table>_items` (4 rows per
 //! message on average, two COPYs per batch), the WASM `json-row` writes the
 //! same messages as one row each. Both run exactly once, from the start of
-//! the topic, with the sink's default batch; the best of `--repeat` runs counts.
+//! the topic, in batches of the sink's default (of `--messages` / 20 when that
+//! is smaller, or `--batch-size`); the best of `--repeat` runs counts.
 
 use crate::Args;
 use crate::report::Measured;
@@ -48,6 +49,11 @@ pub async fn run(args: &Args, env: &mut Env) -> anyhow::Result<()> {
     let topic = env.name("fanout");
     let mut best: [Option<Measured>; 2] = [None, None];
     let rows_per_message = [1.0 + (0..n).map(items).sum::<u64>() as f64 / n as f64, 1.0];
+    // Steady state needs several batches: the default batch on a long run,
+    // smaller ones on a short one.
+    let batch = args
+        .batch_size
+        .unwrap_or(host::config::DEFAULT_BATCH_SIZE.min((n / 20).max(1) as usize));
     for round in 1..=args.repeat {
         let (fan, one) = (
             env.name(&format!("fanout_orders_{round}")),
@@ -55,8 +61,8 @@ pub async fn run(args: &Args, env: &mut Env) -> anyhow::Result<()> {
         );
         env.tables.push(format!("{fan}_items"));
         let body = format!(
-            "{}[[sinks]]\nname = \"orders\"\ntopic = \"{topic}\"\ntable = \"{fan}\"\nmapper = \"{}\"\n\n\
-             [[sinks]]\nname = \"one\"\ntopic = \"{topic}\"\ntable = \"{one}\"\nmapper = \"{}\"\n",
+            "{}[[sinks]]\nname = \"orders\"\ntopic = \"{topic}\"\ntable = \"{fan}\"\nmapper = \"{}\"\nbatch_size = {batch}\n\n\
+             [[sinks]]\nname = \"one\"\ntopic = \"{topic}\"\ntable = \"{one}\"\nmapper = \"{}\"\nbatch_size = {batch}\n",
             setup::topic_section(&topic, partitions),
             env.plugin("orders").display(),
             env.plugin("json_row").display(),
@@ -90,7 +96,7 @@ pub async fn run(args: &Args, env: &mut Env) -> anyhow::Result<()> {
         }
     }
     println!(
-        "\nfan-out: {n} orders of 1-5 items, {partitions} partition(s), best of {}:",
+        "\nfan-out: {n} orders of 1-5 items, {partitions} partition(s), batches of {batch}, best of {}:",
         args.repeat
     );
     println!(
