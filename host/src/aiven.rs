@@ -185,6 +185,9 @@ pub struct KafkaAccess {
     pub access_cert: String,
     /// PEM private key (`service.key`): a secret.
     pub access_key: String,
+    /// The Karapace schema registry's URL (without password) and user, when
+    /// the service has it enabled (`schema_registry` in its user config).
+    pub schema_registry: Option<(String, String)>,
 }
 
 impl fmt::Debug for KafkaAccess {
@@ -450,6 +453,10 @@ impl Client {
         };
         let info = raw.connection_info.unwrap_or_default();
         let user = raw.users.iter().find(|u| u.username == "avnadmin");
+        let schema_registry = info.schema_registry_uri.as_deref().and_then(registry_url).or_else(|| {
+            let c = raw.components.iter().find(|c| c.component == "schema_registry")?;
+            Some((format!("https://{}:{}", c.host, c.port), "avnadmin".to_string()))
+        });
         let access_cert = info
             .kafka_access_cert
             .or_else(|| user.and_then(|u| u.access_cert.clone()));
@@ -461,6 +468,7 @@ impl Client {
                 bootstrap_servers,
                 access_cert,
                 access_key,
+                schema_registry,
             }),
             _ => Err(AivenError::NoCertificateAuth {
                 service: service.clone(),
@@ -777,6 +785,21 @@ struct RawComponent {
 struct RawConnectionInfo {
     kafka_access_cert: Option<String>,
     kafka_access_key: Option<String>,
+    /// `https://avnadmin:PASSWORD@host:port`.
+    schema_registry_uri: Option<String>,
+}
+
+/// The registry URI's URL without the password, and its user.
+fn registry_url(uri: &str) -> Option<(String, String)> {
+    let mut url = Url::parse(uri).ok()?;
+    let user = if url.username().is_empty() {
+        "avnadmin".to_string()
+    } else {
+        url.username().to_string()
+    };
+    url.set_password(None).ok()?;
+    url.set_username("").ok()?;
+    Some((url.as_str().trim_end_matches('/').to_string(), user))
 }
 
 #[derive(Deserialize)]

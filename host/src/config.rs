@@ -8,9 +8,11 @@ mod names;
 mod pg_url;
 #[cfg(test)]
 mod prop_tests;
+pub mod registry;
 mod secrets;
 #[cfg(test)]
 mod secrets_tests;
+mod start;
 #[cfg(test)]
 mod tests;
 mod type_errors;
@@ -34,6 +36,7 @@ ca = "/nowhere/ca.pem"
 pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
 pub use pg_url::{PgUrl, PgUrlError};
 pub use secrets::{Secret, SecretSource};
+pub use start::{StartAt, rfc3339_ms};
 
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
@@ -132,6 +135,8 @@ pub struct Pipeline {
     pub audit: AuditConfig,
     /// The metrics, health and status server (`[http]`).
     pub http: HttpConfig,
+    /// The schema registry (`[schema_registry]`), for registry formats.
+    pub schema_registry: Option<registry::RegistryConfig>,
 }
 
 /// The `[http]` server of `host run`, `consume` and `produce`.
@@ -272,6 +277,8 @@ pub struct GeneratorConfig {
     /// How many messages to produce; `None` means until stopped.
     pub count: Option<u64>,
     pub seed: Option<u64>,
+    /// `format = "avro"` etc.: the JSON it returns is encoded by a schema.
+    pub encoding: Option<registry::GeneratorEncoding>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -291,6 +298,10 @@ pub struct SinkConfig {
     pub mode: SinkMode,
     /// What the sink does when Kafka no longer holds its stored offset.
     pub on_lost_offsets: OnLostOffsets,
+    /// Where a partition with nothing stored starts.
+    pub start: StartAt,
+    /// `format`, `key_format` and `columns = "from_registry"`.
+    pub registry: registry::SinkRegistry,
 }
 
 /// What a sink does when the offset stored in PostgreSQL is not in Kafka's
@@ -435,6 +446,7 @@ struct RawPipeline {
     audit: RawAudit,
     #[serde(default)]
     http: RawHttp,
+    schema_registry: Option<registry::RawRegistry>,
 }
 
 #[derive(Deserialize, Default)]
@@ -687,6 +699,9 @@ struct RawGenerator {
     interval_ms: Option<Spanned<u64>>,
     count: Option<Spanned<u64>>,
     seed: Option<u64>,
+    format: Option<Spanned<String>>,
+    schema: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -707,6 +722,10 @@ struct RawSink {
     mode: Option<Spanned<String>>,
     key: Option<Spanned<Vec<Spanned<String>>>>,
     on_lost_offsets: Option<Spanned<String>>,
+    start: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    key_format: Option<Spanned<String>>,
+    subject: Option<Spanned<String>>,
     #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
@@ -774,6 +793,10 @@ impl Pipeline {
             src.error(e.span().unwrap_or(0..0), format!("{message}{hint}"))
         })?;
         let defaults = raw.plugins.over(&src, "plugins", PluginLimits::default())?;
+        let schema_registry = raw
+            .schema_registry
+            .map(|r| registry::check_registry(&src, r))
+            .transpose()?;
         let kafka = check_kafka(&src, raw.kafka)?;
         let postgres = check_postgres(&src, raw.postgres)?;
 
@@ -837,6 +860,18 @@ impl Pipeline {
                 Some(v) => Some(GENERATOR_COUNT.check(&src, "generators.count", v)?),
                 None => None,
             };
+            let raw_encoding = registry::RawGeneratorRegistry {
+                format: &g.format,
+                schema: &g.schema,
+                subject: &g.subject,
+            };
+            let encoding = registry::check_generator(
+                &src,
+                &raw_encoding,
+                g.topic.get_ref(),
+                g.name.span(),
+                schema_registry.is_some(),
+            )?;
             generators.push(GeneratorConfig {
                 name,
                 topic,
@@ -844,6 +879,7 @@ impl Pipeline {
                 interval: Duration::from_millis(interval_ms),
                 count,
                 seed: g.seed,
+                encoding,
             });
         }
 
@@ -901,6 +937,19 @@ impl Pipeline {
                 s.flush_interval_ms.as_ref(),
                 DEFAULT_FLUSH_INTERVAL_MS,
             )?;
+            let raw_registry = registry::RawSinkRegistry {
+                format: &s.format,
+                key_format: &s.key_format,
+                subject: &s.subject,
+            };
+            let registry = registry::check_sink(
+                &src,
+                &raw_registry,
+                s.topic.get_ref(),
+                &s.settings,
+                s.mapper.span(),
+                schema_registry.is_some(),
+            )?;
             let mapper = plugin_config(&src, &s.mapper, &s.settings, s.limits.over(&src, "sinks", defaults)?)?;
             let mode = check_mode(&src, &s.name, s.mode.as_ref(), s.key.as_ref())?;
             let on_lost_offsets = match s.on_lost_offsets.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
@@ -913,6 +962,10 @@ impl Pipeline {
                     ));
                 }
             };
+            let start = match &s.start {
+                None => StartAt::Earliest,
+                Some(v) => StartAt::parse(v.get_ref()).map_err(|m| src.error(v.span(), m))?,
+            };
             sinks.push(SinkConfig {
                 name,
                 topic,
@@ -924,6 +977,8 @@ impl Pipeline {
                 flush_interval: Duration::from_millis(flush_interval_ms),
                 mode,
                 on_lost_offsets,
+                start,
+                registry,
             });
         }
 
@@ -961,6 +1016,7 @@ impl Pipeline {
             checks,
             audit,
             http,
+            schema_registry,
         })
     }
 
@@ -982,6 +1038,7 @@ impl Pipeline {
             };
             sources.push(("aiven token", source));
         }
+        sources.extend(registry::secret_source(&self.schema_registry));
         sources
     }
 
@@ -1435,6 +1492,21 @@ mod mode_tests {
         let p = parse("").unwrap();
         assert_eq!(p.sinks[0].mode, SinkMode::Append);
         assert_eq!(parse("mode = \"append\"").unwrap().sinks[0].mode, SinkMode::Append);
+    }
+
+    #[test]
+    fn start_is_earliest_by_default_and_a_wrong_choice_is_located() {
+        assert_eq!(parse("").unwrap().sinks[0].start, StartAt::Earliest);
+        assert_eq!(parse("start = \"latest\"").unwrap().sinks[0].start, StartAt::Latest);
+        assert_eq!(
+            parse("start = \"1970-01-01T00:00:02Z\"").unwrap().sinks[0].start,
+            StartAt::Time(2000)
+        );
+        let e = parse("start = \"yesterday\"").unwrap_err();
+        assert!(
+            e.starts_with("p.toml:14:9: ") && e.contains("sinks.start") && e.contains("RFC 3339"),
+            "{e}"
+        );
     }
 
     #[test]

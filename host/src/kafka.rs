@@ -19,8 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 mod lease;
+mod start;
 pub mod stdin;
 pub use lease::{LeaseGate, RunLease, claim_as as claim_counted_run_as, claim_counted_run};
+pub use start::{offsets_for_time, start_offsets};
 
 /// How long metadata and watermark requests may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -103,6 +105,18 @@ impl DeliveryCounter {
     }
 }
 
+/// librdkafka's `message.max.bytes` (its default, which the host keeps).
+pub const MAX_MESSAGE_BYTES: usize = 1_000_000;
+/// What librdkafka adds to a record's key and value when it checks that size
+/// (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`).
+const RECORD_OVERHEAD_BYTES: usize = 36;
+
+/// Whether librdkafka refuses a record of this key and payload as too large
+/// (`MessageSizeTooLarge`), told before it is handed over.
+pub fn too_large(key_bytes: usize, payload_bytes: usize) -> bool {
+    key_bytes + payload_bytes + RECORD_OVERHEAD_BYTES > MAX_MESSAGE_BYTES
+}
+
 /// Queues a record, waiting while the producer's local queue is full (the
 /// poll lets deliveries drain); any other refusal is returned.
 pub fn send_waiting<K, P>(
@@ -155,6 +169,8 @@ pub struct SinkContext {
     /// This process's `group.instance.id`, for the assignment logs.
     member: String,
     load_offsets: OffsetLoader,
+    /// Where partitions with nothing stored start.
+    start: crate::config::StartAt,
     assignment: Mutex<Option<StoredOffsets>>,
     generation: AtomicU64,
     /// librdkafka's words when a TLS handshake failed over a certificate.
@@ -167,10 +183,17 @@ impl SinkContext {
             topic: topic.to_string(),
             member: member.to_string(),
             load_offsets,
+            start: crate::config::StartAt::Earliest,
             assignment: Mutex::new(None),
             generation: AtomicU64::new(0),
             tls_refusal: Mutex::new(None),
         }
+    }
+
+    /// Partitions with nothing stored start at `start` (default: earliest).
+    pub fn starting(mut self, start: crate::config::StartAt) -> Self {
+        self.start = start;
+        self
     }
 
     /// Increases with every assignment change.
@@ -292,11 +315,18 @@ impl ConsumerContext for SinkContext {
                     );
                 }
                 let stored = (self.load_offsets)(&self.topic, &partitions);
+                let fresh: Vec<i32> = partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| stored.get(p).copied().flatten().is_none())
+                    .collect();
+                let starts = start_offsets(consumer, &self.topic, &fresh, self.start);
                 let mut own = TopicPartitionList::new();
                 let mut assignment = StoredOffsets::new();
                 for p in partitions {
                     let start = stored.get(&p).copied().flatten();
-                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
+                    let offset =
+                        start.map_or_else(|| starts.get(&p).copied().unwrap_or(Offset::Beginning), Offset::Offset);
                     if let Err(e) = own.add_partition_offset(&self.topic, p, offset) {
                         tracing::error!(topic = self.topic, partition = p, error = %e, "cannot set the start offset");
                     }
@@ -360,8 +390,14 @@ pub fn sink_consumer(
         // drains the queue in a fraction of that (scripts/bench: 0.2 M → 1 M
         // messages/s through the consumer).
         .set("fetch.queue.backoff.ms", "10")
-        // Prefetched messages kept in memory (librdkafka's default: 64 MiB).
-        .set("queued.max.messages.kbytes", "8192")
+        // Prefetched messages kept in memory. Each also costs librdkafka a
+        // few hundred bytes beside its payload, and one fetch response can
+        // land on a queue just under the limit, so both are bounded: at most
+        // about 6 MiB of payload, 60,000 messages of 100 bytes (defaults:
+        // 64 MiB, 100,000 messages, fetches up to the queue's size).
+        .set("queued.max.messages.kbytes", "4096")
+        .set("queued.min.messages", "20000")
+        .set("fetch.max.bytes", "2097152")
         .create_with_context(context)
         .context("cannot create the Kafka consumer")
 }

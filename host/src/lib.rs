@@ -4,6 +4,7 @@
 //! configuration.
 
 pub mod aiven;
+pub mod alloc;
 pub mod audit;
 pub mod cli;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod pipeline;
 pub mod plugins;
 pub mod postgres;
 pub mod provision;
+pub mod registry;
 pub mod tls;

@@ -214,6 +214,26 @@ enum Command {
     /// List, show and replay the messages a sink could not map.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(DeadLettersCommand),
+    /// Reprocess a sink's messages (rewind), or pause and resume it; safe
+    /// while `host run` runs the sink in any number of processes.
+    ///
+    /// The state lives in PostgreSQL: every running process of the sink
+    /// obeys within about a second, and a paused sink stays paused across
+    /// restarts. README "Reprocessing" tells what each command does to rows,
+    /// offsets and dead letters.
+    ///
+    /// Where a partition with nothing stored yet starts is the sink's `start`
+    /// key in the pipeline file: "earliest" (the default), "latest" or an
+    /// RFC 3339 time (start = "2026-12-01T10:00:00Z").
+    ///
+    /// Examples:
+    ///   host sink pause pipeline.toml --sink favorite_languages
+    ///   host sink resume pipeline.toml --sink favorite_languages
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-time 2026-12-01T10:00:00Z --dry-run
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-start
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-offset 0:1200 1:980
+    #[command(subcommand, verbatim_doc_comment)]
+    Sink(SinkCommand),
     /// Print the status the running host's page shows: per sink the rows
     /// stored, dead letters, offsets, lag and throughput; the generators,
     /// plugins and latest audit findings; and whether the host is ready.
@@ -295,6 +315,86 @@ enum DeadLettersCommand {
     Replay {
         #[command(flatten)]
         which: LetterArgs,
+    },
+}
+
+/// Which sink (`host sink ...`).
+#[derive(clap::Args)]
+struct SinkArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// The sink, by its name in the pipeline file.
+    #[arg(long)]
+    sink: String,
+}
+
+#[derive(Subcommand)]
+enum SinkCommand {
+    /// Consume a sink's messages again from an earlier offset, exactly once.
+    ///
+    /// For reprocessing after a mapper fix, say.
+    ///
+    /// In one PostgreSQL transaction, for each partition: the dead letters at
+    /// or after the new offset are deleted (they will be consumed again); in
+    /// an append sink the rows that came from those offsets are deleted too
+    /// (by the lineage columns _kafka_partition and _kafka_offset, which the
+    /// tables the host creates have); an upsert sink keeps its rows, which
+    /// the messages consumed again update, so its table ends equal to what
+    /// the whole topic makes; the stored offsets move back (never forward).
+    /// Running sinks notice at once, drop what they hold and go on from the
+    /// new offsets; a write they had in flight either committed before the
+    /// rewind (and is rewound with the rest) or is rolled back.
+    ///
+    /// An append table without lineage (made by an older host, or by hand)
+    /// is refused: use --to-start --delete-all, which deletes every row of
+    /// the table and every dead letter and stored offset of the sink.
+    ///
+    /// Examples:
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-start --dry-run
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-time 2026-12-01T10:00:00Z
+    ///   host sink rewind pipeline.toml --sink favorite_languages --to-offset 0:1200 1:980
+    ///   host sink rewind pipeline.toml --sink old_table_sink --to-start --delete-all
+    #[command(verbatim_doc_comment, group(clap::ArgGroup::new("to").required(true).args(["to_start", "to_time", "to_offset"])))]
+    Rewind {
+        #[command(flatten)]
+        which: SinkArgs,
+        /// Every partition back to the start of its log.
+        #[arg(long)]
+        to_start: bool,
+        /// Each partition back to its first message at or after this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        to_time: Option<String>,
+        /// These partitions back to these offsets (PARTITION:OFFSET, several
+        /// allowed); the others stay.
+        #[arg(long, value_name = "PARTITION:OFFSET", num_args = 1..)]
+        to_offset: Vec<String>,
+        /// Print, per partition, where the sink would resume and how many rows
+        /// and dead letters would be deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// For a table without lineage: delete all its rows and the sink's dead
+        /// letters and offsets, and start from the start (with --to-start).
+        #[arg(long)]
+        delete_all: bool,
+    },
+    /// Pause a sink: its processes write nothing until it is resumed.
+    ///
+    /// Every process running it stops writing within about a second, keeping
+    /// its partitions (no rebalance); it stays paused, also across restarts,
+    /// until resumed. Rows and dead letters are not touched. `host status`,
+    /// /status, the page and the metric wasm_stream_sink_paused say "paused".
+    ///
+    /// Example: host sink pause pipeline.toml --sink favorite_languages
+    Pause {
+        #[command(flatten)]
+        which: SinkArgs,
+    },
+    /// Resume a paused sink: its processes go on from the stored offsets.
+    ///
+    /// Example: host sink resume pipeline.toml --sink favorite_languages
+    Resume {
+        #[command(flatten)]
+        which: SinkArgs,
     },
 }
 
@@ -391,6 +491,7 @@ async fn check(path: &Path, what: Option<CheckWhat>, topic: Option<String>, json
 }
 
 fn main() -> ExitCode {
+    host::alloc::tune();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -497,7 +598,9 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             pipeline::run(&pipeline, options).await
         }
         Command::Validate { pipeline: path } => {
-            let pipeline = Pipeline::load(&path)?;
+            let mut pipeline = Pipeline::load(&path)?;
+            // Whether the registry answers; `from_registry` columns need it.
+            let registry_line = host::pipeline::registry_columns::check(&mut pipeline).await?;
             let sources = pipeline.secret_sources();
             let report = tokio::task::spawn_blocking(move || {
                 let mut lines = pipeline::validate_plugins(&pipeline)?;
@@ -507,7 +610,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             })
             .await??;
             println!("{}: ok", path.display());
-            for line in report {
+            for line in report.into_iter().chain(registry_line) {
                 println!("  {line}");
             }
             // Where each secret came from, never its value.
@@ -517,7 +620,8 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Provision { pipeline: path } => {
-            let pipeline = Pipeline::load(&path)?;
+            let mut pipeline = Pipeline::load(&path)?;
+            host::pipeline::registry_columns::resolve(&mut pipeline).await?;
             host::provision::run(&pipeline, |line| println!("{line}")).await?;
             Ok(())
         }
@@ -541,6 +645,7 @@ async fn execute(command: Command) -> anyhow::Result<()> {
             audit::command::simulate(&pipeline, case, topic, Duration::from_secs(wait_secs)).await
         }
         Command::DeadLetters(command) => dead_letters(command).await,
+        Command::Sink(command) => sink_command(command).await,
         Command::Status { pipeline: path, json } => status(&path, json).await,
         Command::Probe { url, timeout_secs } => probe(&url, Duration::from_secs(timeout_secs)).await,
         Command::Plugin(command) => {
@@ -610,6 +715,79 @@ async fn dead_letters(command: DeadLettersCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `host sink rewind|pause|resume`.
+async fn sink_command(command: SinkCommand) -> anyhow::Result<()> {
+    use host::ops::rewind;
+    match command {
+        SinkCommand::Pause { which } => {
+            let pipeline = Pipeline::load(&which.pipeline)?;
+            let was = rewind::set_paused(&pipeline, &which.sink, true).await?;
+            println!(
+                "sink {}: paused{}; its running processes stop writing within about a second and keep their partitions",
+                which.sink,
+                if was { " (it was already)" } else { "" }
+            );
+        }
+        SinkCommand::Resume { which } => {
+            let pipeline = Pipeline::load(&which.pipeline)?;
+            let was = rewind::set_paused(&pipeline, &which.sink, false).await?;
+            println!(
+                "sink {}: {}",
+                which.sink,
+                if was {
+                    "resumed; its running processes go on from the stored offsets"
+                } else {
+                    "was not paused"
+                }
+            );
+        }
+        SinkCommand::Rewind {
+            which,
+            to_start,
+            to_time,
+            to_offset,
+            dry_run,
+            delete_all,
+        } => {
+            let target = match (to_start, to_time) {
+                (true, _) => rewind::Target::Start,
+                (false, Some(t)) => rewind::Target::Time(
+                    host::config::rfc3339_ms(&t).map_err(|why| anyhow::anyhow!("--to-time: {why}"))?,
+                ),
+                (false, None) => rewind::Target::Offsets(partition_offsets(&to_offset)?),
+            };
+            let pipeline = Pipeline::load(&which.pipeline)?;
+            let request = rewind::Request {
+                sink: which.sink,
+                target,
+                dry_run,
+                delete_all,
+            };
+            let done = rewind::rewind(&pipeline, &request).await?;
+            print!("{}", rewind::render(&done));
+        }
+    }
+    Ok(())
+}
+
+/// `--to-offset PARTITION:OFFSET ...`, each partition once.
+fn partition_offsets(args: &[String]) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for arg in args {
+        let parsed = arg
+            .split_once(':')
+            .and_then(|(p, o)| Some((p.trim().parse::<i32>().ok()?, o.trim().parse::<i64>().ok()?)))
+            .filter(|(p, o)| *p >= 0 && *o >= 0);
+        let Some((p, o)) = parsed else {
+            anyhow::bail!("--to-offset {arg:?}: write PARTITION:OFFSET, e.g. 0:1200");
+        };
+        if out.insert(p, o).is_some() {
+            anyhow::bail!("--to-offset names partition {p} twice");
+        }
+    }
+    Ok(out)
 }
 
 /// `host probe`: exit 0 when `url` answers 2xx within `timeout`, else 1.

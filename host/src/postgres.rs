@@ -7,6 +7,7 @@ pub mod binary;
 #[cfg(test)]
 mod copy_format_tests;
 pub mod isolate;
+pub mod lineage;
 pub mod looser;
 
 use crate::config::{PgTls, PostgresConfig};
@@ -202,9 +203,11 @@ pub async fn ensure_host_tables(client: &Client) -> anyhow::Result<()> {
             reason text NOT NULL,
             plugin text NOT NULL,
             created_at timestamptz NOT NULL DEFAULT now()
-        );",
+        );
+        {control};",
         offsets = ident(OFFSETS_TABLE),
         dead = ident(DEAD_LETTERS_TABLE),
+        control = lineage::control_ddl(),
     );
     batch_ddl(client, &sql)
         .await
@@ -290,7 +293,8 @@ pub async fn table_exists(client: &Client, table: &str) -> anyhow::Result<bool> 
 /// primary key and `message_id` stays, unique per insert, for the readers
 /// that order by it. A column the mapper declares and the table lacks is
 /// added when it is nullable; anything else that does not fit is refused with
-/// what to do. Returns whether it created the table.
+/// what to do. A table made here also gets the lineage columns and their
+/// index (see `lineage`). Returns whether it created the table.
 pub async fn ensure_sink_table(
     client: &Client,
     table: &str,
@@ -308,13 +312,19 @@ pub async fn ensure_sink_table(
         "message_id bigserial NOT NULL".to_string()
     }];
     defs.extend(columns.iter().map(column_def));
+    // Lineage (see `lineage`): only in tables made here, never added later,
+    // since the rows already there would have none.
+    defs.extend(lineage::column_defs());
     if !key.is_empty() {
         defs.push(format!(
             "PRIMARY KEY ({})",
             key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ")
         ));
     }
-    let sql = format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(table), defs.join(", "));
+    let mut sql = format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(table), defs.join(", "));
+    if !existed {
+        sql = format!("{sql}; {}", lineage::index_ddl(table));
+    }
     batch_ddl(client, &sql)
         .await
         .with_context(|| format!("cannot create table {table:?}"))?;
@@ -600,7 +610,8 @@ impl SinkStatements {
         );
         let mut prepared = Vec::with_capacity(tables.len());
         for (i, t) in tables.iter().enumerate() {
-            let names: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+            let written = t.written();
+            let names: Vec<String> = written.iter().map(|c| ident(&c.name)).collect();
             let copy = format!("COPY {} ({}) FROM STDIN BINARY", ident(&t.name), names.join(", "));
             let context = || format!("cannot prepare the statements that write table {:?}", t.name);
             prepared.push(TableStatements {
@@ -609,7 +620,7 @@ impl SinkStatements {
                 keyed: if t.key.is_empty() {
                     None
                 } else {
-                    Some(keyed::Statements::prepare(client, &t.name, &t.columns, &t.key, &keyed::stage_table(i)).await?)
+                    Some(keyed::Statements::prepare(client, &t.name, &written, &t.key, &keyed::stage_table(i)).await?)
                 },
             });
         }

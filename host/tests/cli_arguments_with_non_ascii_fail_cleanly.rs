@@ -194,3 +194,24 @@ fn arguments_that_are_not_utf8_are_refused() {
         assert_clean_failure(&shown, &out, &["invalid UTF-8", "caf"]);
     }
 }
+
+#[test]
+fn sink_commands_with_non_ascii_are_refused() {
+    let p = pipeline();
+    let p = p.to_str().expect("a UTF-8 path");
+    for v in VALUES {
+        check(&["sink", "rewind", p, "--sink", "rows", "--to-time", v], "--to-time", v);
+        check(
+            &["sink", "rewind", p, "--sink", "rows", "--to-offset", v],
+            "--to-offset",
+            v,
+        );
+        check(
+            &["sink", "rewind", p, "--sink", v, "--to-start", "--dry-run"],
+            "--sink",
+            v,
+        );
+        check(&["sink", "pause", p, "--sink", v], "--sink", v);
+        check(&["sink", "resume", p, "--sink", v], "--sink", v);
+    }
+}

@@ -64,7 +64,11 @@ fn hosts_creating_the_same_table_at_once_all_succeed() {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(cols, ["message_id", "text", "extra"], "round {round}");
+        assert_eq!(
+            cols,
+            ["message_id", "text", "extra", "_kafka_partition", "_kafka_offset"],
+            "round {round}"
+        );
         db.execute(&format!("DROP TABLE \"{table}\""));
     }
 }

@@ -227,6 +227,9 @@ mapper = "{mapper}"
         ("message_time", "timestamptz"),
         ("offset_id", "int8"),
         ("partition_id", "int8"),
+        // Lineage: the message each row came from (README "Reprocessing").
+        ("_kafka_partition", "int8"),
+        ("_kafka_offset", "int8"),
     ]
     .iter()
     .map(|(c, t)| (c.to_string(), t.to_string()))

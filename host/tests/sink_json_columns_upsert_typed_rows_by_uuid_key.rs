@@ -86,7 +86,7 @@ columns = [
     );
     let types: Vec<(String, String)> = db
         .query(
-            "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_name = $1 AND column_name <> 'message_id' ORDER BY ordinal_position",
+            "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_name = $1 AND column_name <> 'message_id' AND column_name NOT LIKE '\\_kafka\\_%' ORDER BY ordinal_position",
             &[&table],
         )
         .iter()

@@ -13,7 +13,10 @@
 //!   same `json-row` logic in native Rust; (h) `mode = "upsert"` on
 //!   (partition, offset mod half the partition), so every key comes twice;
 //! - end-to-end latency from produce to committed row at a moderate rate;
-//! - peak resident memory of the `host` binary at default settings;
+//! - peak resident memory of the `host` binary at default settings, at each
+//!   partition count and with four sinks;
+//! - remote: the sink, append and upsert, with round trips added between the
+//!   host and PostgreSQL by a delaying proxy, and the round trips per batch;
 //! - badrows: one batch of 20,000 with 1 and with 100 rows PostgreSQL
 //!   refuses, beside a clean one (not run by default; `--only badrows`);
 //! - fanout: a mapper of two tables (`orders`: an order and its items)
@@ -21,14 +24,18 @@
 //!   `--only fanout`).
 //!
 //! Run it with `scripts/bench [--messages N] [--partitions 1,4] [--only ...]`:
-//! the dev profile (the dependencies as the demo and the tests built them)
-//! with the host crate at opt-level 2.
+//! the production profile, as deployed; `--quick`, the dev profile (the
+//! dependencies as the demo and the tests built them) with the host crate at
+//! opt-level 2. Every table names the build.
 
+mod avro;
 mod badrows;
 mod fanout;
 mod latency;
 mod memory;
 mod produce;
+mod proxy;
+mod remote;
 mod report;
 mod setup;
 mod sink;
@@ -42,7 +49,7 @@ pub struct Args {
     pub messages: u64,
     pub partitions: Vec<i32>,
     pub only: Vec<String>,
-    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped, upsert.
+    /// Which sink modes (default all): discard, copy, wasm, native, batch1, scraped, upsert, avro.
     pub sinks: Vec<String>,
     /// Messages per second of the latency run.
     pub latency_rate: u64,
@@ -55,10 +62,14 @@ pub struct Args {
     pub batch_size: Option<usize>,
     /// How many times each sink mode runs; the best run counts.
     pub repeat: u32,
+    /// Round-trip times added between the host and PostgreSQL (remote lines).
+    pub rtt: Vec<Duration>,
+    /// `scripts/bench --quick`: the dev build (the binary checks it is one).
+    pub quick: bool,
 }
 
-const USAGE: &str = "usage: scripts/bench [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,badrows,fanout]
-                    [--sinks discard,copy,wasm,native,batch1,scraped,upsert,python,javascript]
+const USAGE: &str = "usage: scripts/bench [--quick] [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,remote,badrows,fanout]
+                    [--sinks discard,copy,wasm,native,batch1,scraped,upsert,avro,python,javascript] [--rtt-ms 2,10]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
 impl Args {
@@ -74,6 +85,8 @@ impl Args {
             keep: false,
             batch_size: None,
             repeat: 2,
+            rtt: vec![Duration::from_millis(2), Duration::from_millis(10)],
+            quick: false,
         };
         let mut it = std::env::args().skip(1);
         while let Some(arg) = it.next() {
@@ -96,6 +109,13 @@ impl Args {
                 }
                 "--batch1-seconds" => args.batch1_duration = Duration::from_secs(value("--batch1-seconds")?.parse()?),
                 "--keep" => args.keep = true,
+                "--quick" => args.quick = true,
+                "--rtt-ms" => {
+                    args.rtt = value("--rtt-ms")?
+                        .split(',')
+                        .map(|v| v.parse().map(Duration::from_millis))
+                        .collect::<Result<_, _>>()?
+                }
                 "--batch-size" => args.batch_size = Some(value("--batch-size")?.parse()?),
                 "--repeat" => args.repeat = value("--repeat")?.parse()?,
                 "-h" | "--help" => {
@@ -114,6 +134,10 @@ impl Args {
         anyhow::ensure!(
             (1..=1000).contains(&args.latency_rate),
             "--latency-rate must be between 1 and 1000 messages a second"
+        );
+        anyhow::ensure!(
+            args.rtt.iter().all(|r| r.as_millis() <= 1000),
+            "--rtt-ms takes round trips of at most 1000 ms"
         );
         Ok(args)
     }
@@ -144,7 +168,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut env = setup::Env::new(&args)?;
-    report::header(&args);
+    report::header(&args)?;
     let result = measure(&args, &mut env).await;
     if args.keep {
         eprintln!("bench: keeping topics {:?} and tables {:?}", env.topics, env.tables);
@@ -170,12 +194,18 @@ async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
     let mut figures = Vec::new();
     for &partitions in &args.partitions {
         let mut f = report::Figures::new(partitions, args.messages);
-        // The sink reads what the host produced, so it needs the produce step.
-        if args.wants("produce") || args.wants("sink") {
+        // The sinks read what the host produced, so they need the produce step.
+        if args.wants("produce") || args.wants("sink") || args.wants("remote") {
             let payloads = produce::run(args, env, partitions, &mut f).await?;
             if args.wants("sink") {
                 sink::run(args, env, partitions, &payloads, &mut f).await?;
+                if args.wants_sink("avro") {
+                    avro::run(env, args.batch_size, partitions, &payloads, &mut f).await?;
+                }
             }
+        }
+        if args.wants("remote") && f.topic.is_some() {
+            remote::run(args, env, partitions, &mut f).await?;
         }
         if args.wants("latency") {
             latency::run(args, env, partitions, &mut f).await?;
@@ -183,12 +213,14 @@ async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
         report::partition_table(&f);
         figures.push(f);
     }
-    let memory = if args.wants("memory") {
+    let mut memory = Vec::new();
+    if args.wants("memory") {
+        for &partitions in &args.partitions {
+            memory.push(memory::run(args, env, partitions, 1).await?);
+        }
         let partitions = *args.partitions.iter().max().expect("at least one partition count");
-        Some(memory::run(args, env, partitions).await?)
-    } else {
-        None
-    };
-    report::summary(&figures, memory.as_ref());
+        memory.push(memory::run(args, env, partitions, memory::MANY_SINKS).await?);
+    }
+    report::summary(&figures, &memory);
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! Peak memory: the `host` binary cargo built with this benchmark (scripts/bench:
-//! the dev profile, the host crate optimized), `host run --once` at default
-//! settings, producing N messages with the `bench-json` generator flat out and
-//! sinking them with `json-row`, in one process. The peak is `VmHWM` from
-//! `/proc/<pid>/status`, read until the process exits (it only grows).
+//! the production profile; `--quick`: the dev one), `host run --once` at
+//! default settings, producing N messages with the `bench-json` generator
+//! flat out and sinking them with `json-row` (one sink, or several reading
+//! the same topic, each into a table of its own), in one process. The peak
+//! is `VmHWM` from `/proc/<pid>/status`, read until the process exits (it
+//! only grows).
 
 use crate::Args;
 use crate::report::Memory;
@@ -12,8 +14,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SAMPLE: Duration = Duration::from_millis(50);
+/// The sinks of the many-sinks line.
+pub const MANY_SINKS: usize = 4;
 
-pub async fn run(args: &Args, env: &mut Env, partitions: i32) -> anyhow::Result<Memory> {
+pub async fn run(args: &Args, env: &mut Env, partitions: i32, sinks: usize) -> anyhow::Result<Memory> {
     // Cargo builds the binary with the benchmark, in the same profile.
     let binary = std::path::PathBuf::from(env!("CARGO_BIN_EXE_host"));
     anyhow::ensure!(
@@ -21,22 +25,28 @@ pub async fn run(args: &Args, env: &mut Env, partitions: i32) -> anyhow::Result<
         "{} is missing\n  hint: run the benchmark with scripts/bench, which builds it",
         binary.display()
     );
-    let topic = env.name(&format!("p{partitions}_mem"));
-    let table = env.name(&format!("p{partitions}_mem"));
-    let body = format!(
-        "{}[[generators]]\nname = \"bench\"\ntopic = \"{topic}\"\nplugin = \"{}\"\ninterval_ms = 0\ncount = {}\n\n\
-         [[sinks]]\nname = \"memory\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n{}",
+    let topic = env.name(&format!("p{partitions}_s{sinks}_mem"));
+    let tables: Vec<String> = (0..sinks)
+        .map(|i| env.name(&format!("p{partitions}_s{sinks}_mem{i}")))
+        .collect();
+    let mut body = format!(
+        "{}[[generators]]\nname = \"bench\"\ntopic = \"{topic}\"\nplugin = \"{}\"\ninterval_ms = 0\ncount = {}\n\n",
         setup::topic_section(&topic, partitions),
         env.plugin("bench_json").display(),
         args.messages,
-        env.plugin("json_row").display(),
-        args.batch_size.map_or(String::new(), |b| format!("batch_size = {b}\n")),
     );
-    let file = format!("memory_p{partitions}.toml");
+    for (i, table) in tables.iter().enumerate() {
+        body += &format!(
+            "[[sinks]]\nname = \"memory{i}\"\ntopic = \"{topic}\"\ntable = \"{table}\"\nmapper = \"{}\"\n{}\n",
+            env.plugin("json_row").display(),
+            args.batch_size.map_or(String::new(), |b| format!("batch_size = {b}\n")),
+        );
+    }
+    let file = format!("memory_p{partitions}_s{sinks}.toml");
     env.pipeline(&file, &body)?;
-    let log = env.dir.join("memory-host.log");
+    let log = env.dir.join(format!("memory-host-p{partitions}-s{sinks}.log"));
     eprintln!(
-        "bench: peak memory of `host run --once` ({} messages, {partitions} partition(s)); log in {}",
+        "bench: peak memory of `host run --once` ({} messages, {partitions} partition(s), {sinks} sink(s)); log in {}",
         args.messages,
         log.display()
     );
@@ -65,17 +75,20 @@ pub async fn run(args: &Args, env: &mut Env, partitions: i32) -> anyhow::Result<
     let took = started.elapsed();
     anyhow::ensure!(status.success(), "host run failed ({status}); see {}", log.display());
     let client = env.pg().await?;
-    let rows: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {}", host::postgres::ident(&table)), &[])
-        .await?
-        .get(0);
-    anyhow::ensure!(
-        rows as u64 == args.messages,
-        "host run stored {rows} of {} rows",
-        args.messages
-    );
+    for table in &tables {
+        let rows: i64 = client
+            .query_one(&format!("SELECT count(*) FROM {}", host::postgres::ident(table)), &[])
+            .await?
+            .get(0);
+        anyhow::ensure!(
+            rows as u64 == args.messages,
+            "host run stored {rows} of {} rows in {table}",
+            args.messages
+        );
+    }
     Ok(Memory {
         partitions,
+        sinks,
         messages: args.messages,
         peak_bytes: peak_kib * 1024,
         took,

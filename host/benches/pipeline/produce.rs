@@ -99,7 +99,7 @@ fn generate(runtime: &host::plugins::Runtime, g: &GeneratorConfig, n: u64) -> an
 
 /// Sends every payload with plain librdkafka calls, polling for delivery
 /// reports only when its queue is full or every thousand messages.
-fn produce_plain(kafka: &host::config::KafkaConfig, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Duration> {
+pub fn produce_plain(kafka: &host::config::KafkaConfig, topic: &str, payloads: &[Vec<u8>]) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let producer = host::kafka::producer(kafka)?;
     for (i, payload) in payloads.iter().enumerate() {

@@ -13,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Messages the generator makes, in bytes (the `bench-json` default).
 pub const MESSAGE_BYTES: usize = 100;
+/// The local stack's PostgreSQL.
+pub const PG_HOST_PORT: &str = "localhost:5432";
 
 pub struct Env {
     pub root: PathBuf,
@@ -46,7 +48,7 @@ impl Env {
         let run_id = format!("{}{:03}", std::process::id() % 100_000, nanos % 1000);
         let dir = std::env::temp_dir().join(format!("wasm-stream-bench-{run_id}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let base = parse(&dir.join("base.toml"), &connection_sections(&root))?;
+        let base = parse(&dir.join("base.toml"), &connection_sections(&root, PG_HOST_PORT))?;
         Ok(Self {
             root,
             dir,
@@ -75,8 +77,13 @@ impl Env {
     /// Writes a pipeline file made of the connection sections and `body`,
     /// and loads it. Remembers its topics and tables for the clean-up.
     pub fn pipeline(&mut self, file: &str, body: &str) -> anyhow::Result<Pipeline> {
+        self.pipeline_at(file, body, PG_HOST_PORT)
+    }
+
+    /// As [`Env::pipeline`], with PostgreSQL reached at `pg` (`host:port`).
+    pub fn pipeline_at(&mut self, file: &str, body: &str, pg: &str) -> anyhow::Result<Pipeline> {
         let path = self.dir.join(file);
-        let text = format!("{}\n{body}", connection_sections(&self.root));
+        let text = format!("{}\n{body}", connection_sections(&self.root, pg));
         std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
         let pipeline = parse(&path, &text)?;
         self.topics.extend(pipeline.topics.iter().map(|t| t.name.to_string()));
@@ -140,7 +147,7 @@ fn parse(path: &Path, text: &str) -> anyhow::Result<Pipeline> {
 }
 
 /// The local stack's `[kafka]` and `[postgres]` sections, with absolute paths.
-fn connection_sections(root: &Path) -> String {
+fn connection_sections(root: &Path, pg: &str) -> String {
     let certs = root.join("certs");
     format!(
         r#"[kafka]
@@ -151,7 +158,7 @@ cert = "{cert}"
 key = "{key}"
 
 [postgres]
-url = "postgres://avnadmin:localdev@localhost:5432/info?sslmode=require"
+url = "postgres://avnadmin:localdev@{pg}/info?sslmode=require"
 ca = "{ca}"
 "#,
         ca = certs.join("ca.pem").display(),

@@ -197,9 +197,7 @@ pub async fn replay(
         let plugin = tokio::task::spawn_blocking(move || rt.load::<MapperWorld>(&name, &cfg, None))
             .await?
             .with_context(|| format!("cannot load the mapper of sink {}", sink.name))?;
-        let tables: std::sync::Arc<[postgres::SinkTable]> = pipeline::tables::resolve(sink, plugin.configured())
-            .map_err(anyhow::Error::msg)?
-            .into();
+        let mut tables = pipeline::tables::resolve(sink, plugin.configured()).map_err(anyhow::Error::msg)?;
         // Replayed rows go through the whole batch's isolation of one table.
         if tables.len() > 1 {
             anyhow::bail!(
@@ -208,7 +206,6 @@ pub async fn replay(
                 tables.len()
             );
         }
-        let columns = tables[0].columns.clone();
         // A replayed message is older than what the table holds by its key:
         // writing it would undo later updates.
         if !sink.mode.key().is_empty() {
@@ -217,8 +214,12 @@ pub async fn replay(
                 sink.name
             );
         }
-        postgres::ensure_sink_table(client, &sink.table, &columns, &[]).await?;
-        let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+        // Replayed rows carry their message's lineage too, so a rewind
+        // deletes them with the others of their offsets.
+        postgres::ensure_sink_tables(client, &mut tables).await?;
+        let written = tables[0].written();
+        let tables: std::sync::Arc<[postgres::SinkTable]> = tables.into();
+        let names: Vec<&str> = written.iter().map(|c| c.name.as_str()).collect();
         let copy = format!(
             "COPY {} ({}) FROM STDIN BINARY",
             ident(&sink.table),

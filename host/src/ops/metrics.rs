@@ -73,6 +73,7 @@ pub struct Metrics {
     pub sink_fenced: Family<SinkLabels, Counter>,
     pub sink_rewinds: Family<SinkLabels, Counter>,
     pub sink_stuck_seconds: Family<SinkLabels, Gauge>,
+    pub sink_paused: Family<SinkLabels, Gauge>,
     pub sink_skipped: Family<SinkLabels, Counter>,
     pub sink_batch_size: Histograms<SinkLabels>,
     pub sink_write_seconds: Histograms<SinkLabels>,
@@ -107,6 +108,7 @@ impl Metrics {
             sink_fenced: Family::default(),
             sink_rewinds: Family::default(),
             sink_stuck_seconds: Family::default(),
+            sink_paused: Family::default(),
             sink_skipped: Family::default(),
             sink_batch_size: Family::new_with_constructor(batch_buckets),
             sink_write_seconds: Family::new_with_constructor(seconds_buckets),
@@ -151,6 +153,11 @@ impl Metrics {
             "sink_stuck_seconds",
             "How long a sink has failed every write of its batch (0: it commits)",
             m.sink_stuck_seconds.clone(),
+        );
+        r.register(
+            "sink_paused",
+            "1 while a sink is paused (host sink pause): it keeps its partitions and writes nothing",
+            m.sink_paused.clone(),
         );
         r.register(
             "sink_skipped_messages",
@@ -301,6 +308,11 @@ pub fn stuck(name: &str, failing: Duration) {
         .set(i64::try_from(failing.as_secs()).unwrap_or(i64::MAX));
 }
 
+/// A sink was paused or resumed (`host sink pause|resume`).
+pub fn paused(name: &str, paused: bool) {
+    METRICS.sink_paused.get_or_create(&sink(name)).set(i64::from(paused));
+}
+
 /// A sink went back to the stored offsets.
 pub fn rewind(name: &str) {
     METRICS.sink_rewinds.get_or_create(&sink(name)).inc();
@@ -394,6 +406,7 @@ pub fn sink_removed(name: &str, partitions: &[i32]) {
         METRICS.sink_stored_offset.remove(&l);
     }
     METRICS.sink_stuck_seconds.remove(&sink(name));
+    METRICS.sink_paused.remove(&sink(name));
 }
 
 /// Sets the lag of a sink's partition.

@@ -7,6 +7,7 @@ pub mod http;
 mod http_guard;
 pub mod metrics;
 pub mod plugin_live;
+pub mod rewind;
 pub mod row_counts;
 pub mod state;
 pub mod status;

@@ -21,6 +21,8 @@ pub struct SinkLive {
     pub table: String,
     /// Connected to PostgreSQL and its statements prepared.
     pub connected: bool,
+    /// Paused with `host sink pause`: keeps its partitions, writes nothing.
+    pub paused: bool,
     /// Partitions assigned to this sink's consumer (`None`: no assignment yet).
     pub assigned: Option<Vec<i32>>,
     pub messages: u64,
@@ -137,6 +139,13 @@ pub fn sink_started(name: &str, topic: &str, table: &str) -> Registered {
 pub fn sink_connected(name: &str, connected: bool) {
     if let Some(s) = lock().sinks.get_mut(name) {
         s.connected = connected;
+    }
+}
+
+/// The sink was paused or resumed (`host sink pause|resume`).
+pub fn sink_paused(name: &str, paused: bool) {
+    if let Some(s) = lock().sinks.get_mut(name) {
+        s.paused = paused;
     }
 }
 

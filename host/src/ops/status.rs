@@ -47,6 +47,9 @@ pub struct SinkStatus {
     /// Whether this host runs it now.
     pub running: bool,
     pub connected: bool,
+    /// Paused with `host sink pause` (as PostgreSQL, or else this host, says).
+    #[serde(default)]
+    pub paused: bool,
     pub assigned: Option<Vec<i32>>,
     /// Rows this host committed since it started.
     pub rows_written: u64,
@@ -142,6 +145,8 @@ struct Stored {
     dead: Option<HashMap<String, i64>>,
     offsets: HashMap<(String, String), BTreeMap<i32, i64>>,
     reasons: HashMap<String, Vec<ReasonCount>>,
+    /// (table, topic) of the sinks paused with `host sink pause`.
+    paused: std::collections::HashSet<(String, String)>,
 }
 
 /// Recent dead letters (the last this many of all sinks) whose reasons are counted.
@@ -203,6 +208,18 @@ async fn read_stored(client: &Client, pipeline: &Pipeline) -> anyhow::Result<Sto
                 HashMap::new()
             });
         }
+    }
+    if postgres::table_exists(client, postgres::lineage::CONTROL_TABLE).await? {
+        let sql = format!(
+            "SELECT table_name, topic FROM {} WHERE paused",
+            ident(postgres::lineage::CONTROL_TABLE)
+        );
+        out.paused = client
+            .query(&sql, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
     }
     if postgres::table_exists(client, OFFSETS_TABLE).await? {
         for r in client
@@ -340,6 +357,10 @@ pub async fn build(
             table: s.table.to_string(),
             running: running.is_some_and(|r| !r.finished),
             connected: running.is_some_and(|r| r.connected),
+            paused: match &stored {
+                Some(st) => st.paused.contains(&(s.table.to_string(), s.topic.to_string())),
+                None => running.is_some_and(|r| r.paused),
+            },
             assigned: running.and_then(|r| r.assigned.clone()),
             rows_written: running.map_or(0, |r| r.rows),
             dead_letters_written: running.map_or(0, |r| r.dead_letters),

@@ -49,6 +49,12 @@ pub fn render(s: &Status) -> String {
             opt(k.dead_letters),
             rate
         );
+        if k.paused {
+            let _ = writeln!(
+                out,
+                "      paused (host sink pause): writing nothing; `host sink resume` goes on"
+            );
+        }
         for p in &k.partitions {
             let _ = writeln!(
                 out,

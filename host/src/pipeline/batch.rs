@@ -73,7 +73,9 @@ impl Mapped {
 /// A table with a key (`SinkTable::key`) takes deletes whose values fit its
 /// key columns; its rows are then the staging rows of the batch: the last
 /// upsert or delete per key, in consumed (offset) order (see `upsert`). In a
-/// table without one, a delete makes its message a dead letter.
+/// table without one, a delete makes its message a dead letter. A table
+/// with lineage (`SinkTable::lineage`) gets its message's partition and
+/// offset on every row (see `postgres::lineage`).
 pub async fn map(
     mut mapper: Box<dyn BatchMapper>,
     tables: Arc<[SinkTable]>,
@@ -93,6 +95,9 @@ struct Building<'a> {
     table: &'a SinkTable,
     /// The key columns, in key order, when the table has a key.
     key: Option<Vec<Column>>,
+    /// What the table is written with: its columns, then lineage if any.
+    written: Vec<Column>,
+    lineage: bool,
     rows: CopyRows,
     of_row: Vec<u32>,
     latest: Option<Latest>,
@@ -101,17 +106,20 @@ struct Building<'a> {
 
 impl<'a> Building<'a> {
     fn new(table: &'a SinkTable, bytes: usize) -> anyhow::Result<Self> {
+        let written = table.written();
         let latest = match table.key.is_empty() {
             true => None,
             false => Some(Latest::new(
                 Latest::positions(&table.columns, &table.key)
                     .with_context(|| format!("a key column is not among the columns of table {:?}", table.name))?,
-                table.columns.len(),
+                written.len(),
             )),
         };
         Ok(Self {
             key: table.key_columns(),
-            rows: CopyRows::with_capacity(&table.columns, bytes),
+            rows: CopyRows::with_capacity(&written, bytes),
+            written,
+            lineage: table.lineage,
             of_row: Vec::new(),
             latest,
             deletes: Vec::new(),
@@ -143,17 +151,26 @@ impl<'a> Building<'a> {
         }
     }
 
-    fn push_rows(&mut self, at: u32, rows: Vec<Vec<Value>>) {
+    /// Takes rows of the message at `at`, which sits at `position`
+    /// (partition, offset) for the lineage columns.
+    fn push_rows(&mut self, at: u32, position: (i32, i64), rows: Vec<Vec<Value>>) {
+        let lineage = self.lineage;
+        let with_lineage = |mut row: Vec<Value>| {
+            if lineage {
+                row.extend(crate::postgres::lineage::values(position.0, position.1));
+            }
+            row
+        };
         match self.latest.as_mut() {
             None => {
                 for row in rows {
-                    self.rows.push(row);
+                    self.rows.push(with_lineage(row));
                     self.of_row.push(at);
                 }
             }
             Some(latest) => {
                 for row in rows {
-                    latest.upsert(at, row);
+                    latest.upsert(at, with_lineage(row));
                 }
             }
         }
@@ -172,8 +189,8 @@ impl<'a> Building<'a> {
     fn finish(self) -> MappedTable {
         match self.latest {
             Some(latest) => MappedTable {
-                rows: latest.finish(&self.table.columns),
-                parts: Parts::Keyed(latest, self.table.columns.clone()),
+                rows: latest.finish(&self.written),
+                parts: Parts::Keyed(latest, self.written),
                 deletes: self.deletes,
             },
             None => MappedTable {
@@ -241,7 +258,7 @@ fn map_blocking(
                 });
                 if refused.is_none() {
                     for p in parts {
-                        building[p.table as usize].push_rows(at, p.rows);
+                        building[p.table as usize].push_rows(at, (message.partition, message.offset), p.rows);
                     }
                 }
                 refused
@@ -293,15 +310,46 @@ fn named(reason: String, several: bool, table: &str) -> String {
     }
 }
 
-/// Maps a batch in one call; when that call fails, maps the messages one by
-/// one so only the culprits are dead-lettered. Fails only when the plugin
-/// cannot even be restarted.
+/// Most messages handed to the mapper in one call. A guest's linear memory
+/// keeps its high-water mark for good (a JavaScript mapper's heap grows
+/// with what one call holds, up to its memory limit), so a sink batch of
+/// 20,000 goes in calls of this many: the guest holds a quarter of it.
+const MESSAGES_PER_CALL: usize = 5_000;
+
+/// Maps a batch in calls of [`MESSAGES_PER_CALL`]; when a call fails, maps
+/// its messages one by one so only the culprits are dead-lettered. The
+/// outcomes of a batch hold at most `max_output_bytes` in all. Fails only
+/// when the plugin cannot even be restarted.
 fn map_isolating_failures(
     mapper: &mut dyn BatchMapper,
     messages: &[Message],
 ) -> anyhow::Result<Vec<Result<Outcome, PluginError>>> {
+    if messages.len() <= MESSAGES_PER_CALL {
+        return map_call(mapper, messages, None);
+    }
+    let mut budget = crate::plugins::output::OutputBudget::new(mapper.name(), mapper.max_output_bytes());
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(MESSAGES_PER_CALL) {
+        outcomes.extend(map_call(mapper, chunk, Some(&mut budget))?);
+    }
+    Ok(outcomes)
+}
+
+/// One call for `messages`, or one per message when it fails. `shared`:
+/// the batch's output budget when the batch takes several calls (one call
+/// alone is bounded by the store's hostcall fuel).
+fn map_call(
+    mapper: &mut dyn BatchMapper,
+    messages: &[Message],
+    shared: Option<&mut crate::plugins::output::OutputBudget>,
+) -> anyhow::Result<Vec<Result<Outcome, PluginError>>> {
     match mapper.map_batch(messages) {
-        Ok(outcomes) => return Ok(outcomes.into_iter().map(Ok).collect()),
+        Ok(outcomes) => {
+            return Ok(match shared {
+                None => outcomes.into_iter().map(Ok).collect(),
+                Some(budget) => outcomes.into_iter().map(|o| budget.take(o)).collect(),
+            });
+        }
         Err(e) if messages.len() == 1 => {
             super::fault_log::mapper_call_failed(mapper.name(), &e);
             return Ok(vec![fatal_or(e)?]);
@@ -312,7 +360,14 @@ fn map_isolating_failures(
         }
     }
     // One call at a time, each up to the cap: their sum is capped too.
-    let mut budget = crate::plugins::output::OutputBudget::new(mapper.name(), mapper.max_output_bytes());
+    let mut own = None;
+    let budget = match shared {
+        Some(budget) => budget,
+        None => own.insert(crate::plugins::output::OutputBudget::new(
+            mapper.name(),
+            mapper.max_output_bytes(),
+        )),
+    };
     messages
         .iter()
         .map(|m| match mapper.map_batch(std::slice::from_ref(m)) {

@@ -10,18 +10,22 @@
 //! contract: more than `max` messages are cut to `max` (so the count is never
 //! passed), and a message over Kafka's maximum size is not produced; each is
 //! reported once per generator, naming it.
+//!
+//! The messages of one call are sent by a thread of its own while the
+//! plugin makes the next chunk (`sender`).
 
 use super::retry::{Backoff, MAX_BACKOFF};
 use crate::config::{GeneratorConfig, KafkaConfig};
 use crate::kafka;
 use crate::plugins::{GeneratorWorld, Plugin, generator::Message};
 use anyhow::{Context as _, bail};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+mod sender;
 
 /// Most messages asked of a plugin in one call when producing flat out.
 const MAX_CHUNK: u32 = 500;
@@ -78,6 +82,8 @@ pub struct GeneratorRun {
     pub stats: Arc<GeneratorStats>,
     /// A counted run's lease: no plugin call while it is not known to be held.
     pub gate: Option<Arc<kafka::LeaseGate>>,
+    /// `[schema_registry]`, for a generator with a registry format.
+    pub registry: Option<crate::config::registry::RegistryConfig>,
 }
 
 pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Result<()> {
@@ -89,9 +95,29 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
         echo,
         stats,
         gate,
+        registry,
     } = run;
     let mut config = live.borrow_and_update().clone();
-    let producer = kafka::producer(&kafka_cfg)?;
+    // Registered once; a reload that changes the format or schema applies
+    // at the next start.
+    let encoder = match &config.encoding {
+        Some(encoding) => Some(super::encode::Encoder::prepare(
+            &config.name,
+            registry.as_ref(),
+            encoding,
+            &stop,
+        )?),
+        None => None,
+    };
+    // With an encoder, the echo shows the JSON the plugin made (printed here),
+    // not the wire bytes the sender thread sends.
+    let sender_echo = if encoder.is_some() { Echo::Quiet } else { echo };
+    let sender = sender::Sender::start(
+        kafka::producer(&kafka_cfg)?,
+        config.name.clone(),
+        sender_echo,
+        stats.clone(),
+    )?;
     let _live = crate::ops::state::generator_started(&config.name, &config.topic);
     // The schedule: message n is due at `epoch + interval * (n - epoch_count)`.
     let (mut epoch, mut epoch_count) = (Instant::now(), 0u64);
@@ -172,22 +198,27 @@ pub fn run(run: GeneratorRun, mut plugin: Plugin<GeneratorWorld>) -> anyhow::Res
             break;
         }
         check_count(&config.name, chunk, &mut messages, &mut reported);
-        for m in messages {
-            if !send(&producer, &config.topic, &m, &config.name, &mut reported)? {
-                continue;
-            }
-            produced += 1;
-            if echo == Echo::Print {
-                println!("Sending: {}", String::from_utf8_lossy(&m.payload));
+        if let Some(encoder) = &encoder {
+            for m in &mut messages {
+                let wire = encoder.encode(&m.payload)?;
+                let json = std::mem::replace(&mut m.payload, wire);
+                if echo == Echo::Print {
+                    println!("Sending: {}", String::from_utf8_lossy(&json));
+                }
             }
         }
-        // Delivery reports, once per chunk rather than per message.
-        producer.poll(Duration::ZERO);
-        stats
-            .delivered
-            .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
-        crate::ops::metrics::generator_progress(&config.name, producer.context());
+        messages.retain(|m| !oversized(&config.name, &config.topic, m, &mut reported));
+        produced += messages.len() as u64;
+        let chunk = sender::Chunk {
+            topic: config.topic.to_string(),
+            messages,
+        };
+        if !sender.send(chunk) {
+            // The producing thread stopped on an error: `finish` returns it.
+            break;
+        }
     }
+    let producer = sender.finish()?;
     if reported.oversized > 1 {
         tracing::warn!(
             generator = config.name,
@@ -235,37 +266,24 @@ fn check_count(name: &str, max: u32, messages: &mut Vec<Message>, reported: &mut
     messages.truncate(max as usize);
 }
 
-/// Queues one message, waiting while the local queue is full. False when the
-/// message is over the producer's maximum size and was not produced (reported
-/// on the first occurrence); an error for any other refusal.
-fn send(
-    producer: &rdkafka::producer::BaseProducer<kafka::DeliveryCounter>,
-    topic: &str,
-    m: &Message,
-    name: &str,
-    reported: &mut Reported,
-) -> anyhow::Result<bool> {
-    let mut record = BaseRecord::to(topic).payload(&m.payload);
-    if let Some(key) = &m.key {
-        record = record.key(key);
+/// Whether a message is over the producer's maximum size: it is not
+/// produced, and the first is reported.
+fn oversized(name: &str, topic: &str, m: &Message, reported: &mut Reported) -> bool {
+    let key_bytes = m.key.as_ref().map_or(0, Vec::len);
+    if !kafka::too_large(key_bytes, m.payload.len()) {
+        return false;
     }
-    match kafka::send_waiting(producer, record) {
-        Ok(()) => Ok(true),
-        Err(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-            reported.oversized += 1;
-            if reported.oversized == 1 {
-                tracing::error!(
-                    generator = name,
-                    topic,
-                    payload_bytes = m.payload.len(),
-                    key_bytes = m.key.as_ref().map_or(0, Vec::len),
-                    "the plugin returned a message over the producer's maximum message size (message.max.bytes, 1,000,000 by default); it is not produced, nor any other such message of this generator (reported once)"
-                );
-            }
-            Ok(false)
-        }
-        Err(e) => bail!("generator {name}: cannot produce to {topic:?}: {e}"),
+    reported.oversized += 1;
+    if reported.oversized == 1 {
+        tracing::error!(
+            generator = name,
+            topic,
+            payload_bytes = m.payload.len(),
+            key_bytes,
+            "the plugin returned a message over the producer's maximum message size (message.max.bytes, 1,000,000 by default); it is not produced, nor any other such message of this generator (reported once)"
+        );
     }
+    true
 }
 
 /// Sleeps until `due`; false when asked to stop, or when the settings

@@ -11,8 +11,8 @@
 //!   started from (`... WHERE next_offset = $old`): a consumer that lost its
 //!   partition to another writes nothing and starts again from the database.
 //! - On start and on every partition assignment the consumer starts each
-//!   partition at the offset stored in PostgreSQL (the beginning when there is
-//!   none). Kafka offset commits happen after the database commit and are
+//!   partition at the offset stored in PostgreSQL (where the sink's `start`
+//!   says when there is none). Kafka offset commits happen after the database commit and are
 //!   advisory: they only feed lag figures and `host check`.
 //! - A message the mapper rejects, or whose mapping traps or runs out of time or
 //!   memory, goes to the dead-letter table in the same transaction, with the
@@ -32,14 +32,23 @@
 //!   applied by one `DELETE` and one `INSERT ... ON CONFLICT` inside that
 //!   same transaction, so its deletes and updates are exactly once too.
 //!
+//! - `host sink rewind` moves stored offsets back in one transaction that
+//!   locks them first, deletes the rows (by lineage) and dead letters of the
+//!   rewound offsets and bumps the sink's control generation: a write in
+//!   flight either committed before or fails its conditional update, and
+//!   every running sink starts again from the new offsets (`ops::rewind`).
+//!
 //! So every message lands exactly once, through crashes and restarts.
 
 mod batch;
+pub mod decode;
+mod encode;
 mod fault_log;
 mod generator;
 mod lost_offsets;
 mod mapper;
 mod plan;
+pub mod registry_columns;
 mod reload;
 mod reload_report;
 mod retry;
@@ -95,7 +104,10 @@ pub struct Swap<W: crate::plugins::World> {
 pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()> {
     let runtime = Runtime::new()?;
     let _http = crate::ops::http::start(pipeline).await;
-    let mut supervisor = supervisor::Supervisor::start(runtime, pipeline.clone(), options.clone()).await?;
+    let mut pipeline = pipeline.clone();
+    registry_columns::resolve(&mut pipeline).await?;
+    let from_registry = registry_columns::any(&pipeline);
+    let mut supervisor = supervisor::Supervisor::start(runtime, pipeline, options.clone()).await?;
     crate::ops::state::problem("host", None);
     let mut watcher = if options.watch {
         let mut w = reload::Watcher::new(reload::DEBOUNCE)?;
@@ -127,6 +139,7 @@ pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()>
                 }
             }
             _ = progress.tick() => supervisor.log_progress(),
+            _ = registry_columns::asked(), if from_registry => supervisor.registry_columns_changed().await,
         }
     }
     // A second Ctrl-C or SIGTERM while the batches in flight finish means
@@ -160,6 +173,7 @@ pub fn run_generator(
         echo: Echo::Quiet,
         stats,
         gate: None,
+        registry: None,
     };
     generator::run(run, plugin)
 }

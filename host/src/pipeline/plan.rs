@@ -120,13 +120,32 @@ impl UnitConfig {
 
     /// Whether going from `self` to `new` needs a new unit: a sink joins its
     /// group for one topic and writes one table in one mode, so those are
-    /// fixed for its life (a new mode or key needs the table checked again).
-    /// A generator takes a new topic live.
+    /// fixed for its life (a new mode or key needs the table checked again;
+    /// its consumer keeps the `start` it was made with). A generator takes a
+    /// new topic live.
     fn needs_restart(&self, new: &UnitConfig) -> bool {
         match (self, new) {
             (UnitConfig::Sink(o), UnitConfig::Sink(n)) => {
-                (&o.topic, &o.table, &o.group, &o.instance_id, &o.mode)
-                    != (&n.topic, &n.table, &n.group, &n.instance_id, &n.mode)
+                // A new format needs a new decoder, made when the sink starts.
+                (
+                    &o.topic,
+                    &o.table,
+                    &o.group,
+                    &o.instance_id,
+                    &o.mode,
+                    o.start,
+                    &o.registry.format,
+                    &o.registry.key_format,
+                ) != (
+                    &n.topic,
+                    &n.table,
+                    &n.group,
+                    &n.instance_id,
+                    &n.mode,
+                    n.start,
+                    &n.registry.format,
+                    &n.registry.key_format,
+                )
             }
             _ => false,
         }
@@ -401,6 +420,7 @@ name = "t2"
             before.replace("topic = \"t1\"", "topic = \"t2\""),
             before.replace("rows_r", "other_rows"),
             sink("r", "group = \"another-group\""),
+            sink("r", "start = \"latest\""),
         ];
         for after in cases {
             assert_eq!(plan(&before, &after), [Action::Restart(s("r"))], "{after}");

@@ -11,6 +11,7 @@
 
 use super::Swap;
 use super::batch::{self, Mapped};
+use super::decode::{self, Decoder};
 use super::lost_offsets::{self, Skipping};
 use super::mapper::BatchMapper;
 use super::retry::{self, Backoff, Verdict};
@@ -30,16 +31,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod control;
 mod fence;
+mod pace;
 
 /// How long the sink waits for a message before checking whether it is done.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How long the sink waits for a message while a write is in flight, so the
 /// commit is noticed promptly.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(2);
-/// While messages arrive back to back, how many between two looks at the
-/// clock for the flush interval.
-const CLOCK_EVERY: usize = 64;
 /// Longest wait for the revocation when leaving the group on a stop.
 const LEAVE_WAIT: Duration = Duration::from_secs(2);
 
@@ -74,6 +74,10 @@ impl SinkStats {
     }
     pub fn dead_letters(&self) -> u64 {
         self.dead_letters.load(Ordering::Relaxed)
+    }
+    /// Batches committed.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
     }
 }
 
@@ -192,6 +196,8 @@ struct PendingSwap {
 /// The first and the longest pause before a pending swap is tried again.
 const SWAP_RETRY_FIRST: Duration = Duration::from_secs(1);
 const SWAP_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a batch with a new schema id waits for its columns to be resolved.
+const NEW_SCHEMA_WAIT: Duration = Duration::from_secs(10);
 
 /// What one receive step got from the consumer.
 enum Received {
@@ -235,6 +241,12 @@ struct Sink {
     mapper: Option<Box<dyn BatchMapper>>,
     /// The tables the mapper writes, resolved against the sink's settings.
     tables: Arc<[SinkTable]>,
+    /// The control row as the poller last read it, and as the sink last obeyed it.
+    control: watch::Receiver<postgres::lineage::Control>,
+    seen: postgres::lineage::Control,
+    _poller: control::Poller,
+    /// Paused with `host sink pause`: nothing is written.
+    paused: bool,
     consumer: StreamConsumer<SinkContext>,
     positions: Positions,
     generation: u64,
@@ -259,6 +271,8 @@ struct Sink {
     fences: fence::Fences,
     /// The writes that failed since the last commit.
     failing: super::stuck::Failing,
+    /// Registry formats: decodes each batch before the mapper.
+    decoder: Option<Arc<Decoder>>,
     _registered: crate::ops::state::Registered,
 }
 
@@ -272,10 +286,13 @@ pub async fn run(run: SinkRun, mapper: Box<dyn BatchMapper>) -> anyhow::Result<(
             sink.batch.clear();
         }
         let stopping = *sink.stop.borrow();
-        let (received, fast) = sink.receive(stopping).await;
+        let (received, arrival) = sink.receive(stopping).await;
         sink.follow_rebalance().await?;
+        if sink.obey().await? {
+            continue;
+        }
         sink.take(received).await?;
-        if sink.batch_due(fast, stopping) && sink.flush().await? {
+        if sink.batch_due(arrival, stopping) && sink.flush().await? {
             // Rewound: the batch will be consumed again.
             continue;
         }
@@ -303,15 +320,29 @@ impl Sink {
             destination,
         } = run;
         let config = live.borrow_and_update().clone();
-        let tables: Arc<[SinkTable]> = super::tables::resolve(&config, mapper.tables())
-            .map_err(anyhow::Error::msg)?
-            .into();
+        let mut tables = super::tables::resolve(&config, mapper.tables()).map_err(anyhow::Error::msg)?;
+        let registry = match &pipeline.schema_registry {
+            Some(r) if config.registry.format.is_registry() || config.registry.key_format.is_registry() => {
+                Some(crate::registry::client::Registry::shared(r)?)
+            }
+            _ => None,
+        };
+        let decoder = Decoder::new(registry, &config.registry).map(Arc::new);
         let registered = crate::ops::state::sink_started(&config.name, &config.topic, &config.table);
 
         let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;
         postgres::ensure_host_tables(&client).await?;
-        postgres::ensure_sink_tables(&client, &tables).await?;
+        postgres::ensure_sink_tables(&client, &mut tables).await?;
+        let tables: Arc<[SinkTable]> = tables.into();
         let statements = SinkStatements::prepare(&client, &tables).await?;
+        let first = postgres::lineage::read_control(&client, &config.table, &config.topic).await?;
+        let (poller, control) = control::poll(
+            pipeline.postgres.clone(),
+            config.instance_id.clone(),
+            config.table.to_string(),
+            config.topic.to_string(),
+            first,
+        );
         postgres::asynchronous_commits(&client).await?;
         crate::ops::state::sink_connected(&config.name, true);
 
@@ -320,7 +351,7 @@ impl Sink {
             &pipeline.kafka,
             &config.group,
             &config.instance_id,
-            SinkContext::new(&config.topic, &config.instance_id, loader),
+            SinkContext::new(&config.topic, &config.instance_id, loader).starting(config.start),
         )?;
         consumer
             .subscribe(&[&config.topic])
@@ -334,6 +365,14 @@ impl Sink {
             pid = std::process::id(),
             "sink started"
         );
+        if first.paused {
+            tracing::info!(
+                sink = config.name,
+                "the sink is paused (host sink pause); it writes nothing until resumed"
+            );
+            crate::ops::state::sink_paused(&config.name, true);
+        }
+        crate::ops::metrics::paused(&config.name, first.paused);
         Ok(Sink {
             fences: fence::Fences::new(&config.instance_id),
             pipeline,
@@ -344,6 +383,10 @@ impl Sink {
             pending: None,
             mapper: Some(mapper),
             tables,
+            control,
+            seen: first,
+            _poller: poller,
+            paused: first.paused,
             consumer,
             positions: Positions::default(),
             generation: 0,
@@ -359,6 +402,7 @@ impl Sink {
             stats,
             destination,
             failing: super::stuck::Failing::default(),
+            decoder,
             _registered: registered,
         })
     }
@@ -368,32 +412,39 @@ impl Sink {
     }
 
     /// Receives the next message. One already fetched needs no timer, no
-    /// select and no clock (`fast`); otherwise it waits until the flush is
+    /// select and no clock; with none buffered and no write in flight, the
+    /// batch goes at once (`pace`); otherwise it waits until the flush is
     /// due, a stop, or a poll interval (short while a write is in flight, so
     /// its commit is noticed promptly).
-    async fn receive(&mut self, stopping: bool) -> (Received, bool) {
+    async fn receive(&mut self, stopping: bool) -> (Received, pace::Arrival) {
         if stopping {
-            return (Received::Nothing, false);
+            return (Received::Nothing, pace::Arrival::Waited);
         }
         if let Some(ready) = futures_util::FutureExt::now_or_never(self.consumer.recv()) {
-            return (self.own(ready), true);
+            return (self.own(ready), pace::Arrival::Buffered);
         }
-        let mut wait = if self.batch.is_empty() {
-            IDLE_POLL
-        } else {
-            self.config.flush_interval.saturating_sub(self.batch_started.elapsed())
-        };
-        if self.in_flight.is_some() {
-            wait = wait.min(IN_FLIGHT_POLL);
+        let writing = self.in_flight.is_some();
+        if pace::write_now(self.batch.len(), writing) {
+            return (Received::Nothing, pace::Arrival::Drained);
         }
+        let wait = pace::wait(
+            &self.pace(),
+            self.batch_started.elapsed(),
+            IDLE_POLL,
+            writing,
+            IN_FLIGHT_POLL,
+        );
         if wait.is_zero() {
-            return (Received::Nothing, false);
+            return (Received::Nothing, pace::Arrival::Waited);
         }
         let received = tokio::select! {
             r = tokio::time::timeout(wait, self.consumer.recv()) => r.ok(),
             _ = self.stop.changed() => None,
         };
-        (received.map_or(Received::Nothing, |r| self.own(r)), false)
+        (
+            received.map_or(Received::Nothing, |r| self.own(r)),
+            pace::Arrival::Waited,
+        )
     }
 
     /// A message of the sink's topic, copied out of the consumer's buffer.
@@ -438,6 +489,7 @@ impl Sink {
             kafka::commit_advisory(&self.consumer, &self.config.topic, &stored);
             self.positions.reset(assignment);
             crate::ops::state::sink_assigned(&self.config.name, self.positions.next.keys());
+            self.pause_assigned();
         }
         self.batch.clear();
         Ok(())
@@ -460,18 +512,33 @@ impl Sink {
     }
 
     /// Assigns the partitions at their stored offsets, or at `starts`.
+    /// Partitions with nothing stored start where the sink's `start` says.
     fn assign(&self, stored: &StoredOffsets, starts: &HashMap<i32, Offset>) -> anyhow::Result<()> {
+        let fresh: Vec<i32> = stored
+            .iter()
+            .filter(|(p, o)| o.is_none() && !starts.contains_key(p))
+            .map(|(p, _)| *p)
+            .collect();
+        let look_up = || kafka::start_offsets(&self.consumer, &self.config.topic, &fresh, self.config.start);
+        // Only a time asks Kafka (and blocks).
+        let first = match self.config.start {
+            crate::config::StartAt::Time(_) if !fresh.is_empty() => tokio::task::block_in_place(look_up),
+            _ => look_up(),
+        };
         let mut tpl = TopicPartitionList::new();
         for (p, offset) in stored {
-            let start = starts
-                .get(p)
-                .copied()
-                .unwrap_or(offset.map_or(Offset::Beginning, Offset::Offset));
+            let start = match (starts.get(p), offset) {
+                (Some(start), _) => *start,
+                (None, Some(o)) => Offset::Offset(*o),
+                (None, None) => first.get(p).copied().unwrap_or(Offset::Beginning),
+            };
             tpl.add_partition_offset(&self.config.topic, *p, start)?;
         }
         self.consumer
             .assign(&tpl)
-            .context("cannot assign the partitions at their start offsets")
+            .context("cannot assign the partitions at their start offsets")?;
+        self.pause_assigned();
+        Ok(())
     }
 
     /// librdkafka found a fetch offset out of range (`auto.offset.reset =
@@ -494,6 +561,8 @@ impl Sink {
     /// sink on a consumer error that retrying cannot cure.
     async fn take(&mut self, received: Received) -> anyhow::Result<()> {
         match received {
+            // Paused: dropped, and consumed again from the stored offsets on resume.
+            Received::Message(_) if self.paused => {}
             Received::Message(m) if self.positions.accept(m.partition, m.offset) => {
                 if self.batch.is_empty() {
                     self.batch_started = Instant::now();
@@ -522,17 +591,18 @@ impl Sink {
         Ok(())
     }
 
-    /// Whether the batch is to be written now: full, its flush interval
-    /// passed, or the sink stopping. While messages stream in (`fast`), the
-    /// clock is read only every few of them.
-    fn batch_due(&self, fast: bool, stopping: bool) -> bool {
-        if self.batch.is_empty() {
-            return false;
+    /// Whether the batch is to be written now (see `pace`), or the sink is
+    /// stopping.
+    fn batch_due(&self, arrival: pace::Arrival, stopping: bool) -> bool {
+        (stopping && !self.batch.is_empty()) || self.pace().due(arrival, || self.batch_started.elapsed())
+    }
+
+    fn pace(&self) -> pace::Batch {
+        pace::Batch {
+            len: self.batch.len(),
+            batch_size: self.config.batch_size,
+            flush_interval: self.config.flush_interval,
         }
-        let full = self.batch.len() >= self.config.batch_size;
-        let due = (!fast || self.batch.len().is_multiple_of(CLOCK_EVERY))
-            && self.batch_started.elapsed() >= self.config.flush_interval;
-        full || due || stopping
     }
 
     /// At a batch boundary: applies new settings and mappers, maps the batch
@@ -545,7 +615,22 @@ impl Sink {
         }
         let taken = std::mem::replace(&mut self.batch, Vec::with_capacity(self.config.batch_size));
         let generation = self.generation;
-        let mapped = self.map(taken).await?;
+        let Some(decoded) =
+            decode::decode_waiting(self.decoder.as_ref(), taken, &self.config.name, &mut self.stop).await?
+        else {
+            // Stopped while the registry was down: nothing of it is written.
+            return Ok(true);
+        };
+        // A new schema version may bring columns (`from_registry`): the
+        // run loop resolves them, and the new mapper comes before this batch.
+        if decoded.new_ids && self.config.registry.columns_from.is_some() {
+            super::registry_columns::ask_and_wait(NEW_SCHEMA_WAIT).await;
+            if self.apply_changes().await? {
+                return Ok(true);
+            }
+        }
+        let mut mapped = self.map(decoded.messages).await?;
+        decode::add_dead_letters(&mut mapped, decoded.dead_letters);
         // The previous write finished meanwhile, most of the time.
         if self.in_flight.is_some() && self.settle().await? {
             return Ok(true);
@@ -610,8 +695,14 @@ impl Sink {
     }
 
     /// Whether the stored offsets reached the end of the topic (read once),
-    /// with the commits on disk; also true when a stop came while reading it.
+    /// with the commits on disk; also true when a stop came while reading it;
+    /// never while paused.
     async fn caught_up(&mut self) -> anyhow::Result<bool> {
+        // A paused sink has written nothing past its offsets: `--once` waits
+        // for a resume (or a stop) rather than report it caught up.
+        if self.paused {
+            return Ok(false);
+        }
         let marks = match &self.end_offsets {
             Some(marks) => marks,
             None => match self.read_watermarks().await? {
@@ -839,7 +930,9 @@ impl Sink {
             }
             Ok(Written::Fenced { partition }) => {
                 crate::ops::metrics::fenced(&self.config.name);
-                format!("partition {partition}'s stored offset was moved by another consumer")
+                format!(
+                    "partition {partition}'s stored offset was moved by another consumer or a rewind (host sink rewind)"
+                )
             }
             Err(e) => format!("{e:#}"),
         };
@@ -892,8 +985,9 @@ impl Sink {
         // Resolved here: the plugin (not `Sync`) must not be held across an await.
         let resolved = super::tables::resolve(&self.config, swap.plugin.configured());
         let fits = async {
-            let tables: Arc<[SinkTable]> = resolved.map_err(anyhow::Error::msg)?.into();
-            postgres::ensure_sink_tables(&writer.client, &tables).await?;
+            let mut tables = resolved.map_err(anyhow::Error::msg)?;
+            postgres::ensure_sink_tables(&writer.client, &mut tables).await?;
+            let tables: Arc<[SinkTable]> = tables.into();
             let statements = SinkStatements::prepare(&writer.client, &tables).await?;
             anyhow::Ok((tables, statements))
         };

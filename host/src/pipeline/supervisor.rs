@@ -408,6 +408,7 @@ impl Supervisor {
             },
             stats: stats.clone(),
             gate: gate.clone(),
+            registry: self.pipeline.schema_registry.clone(),
         };
         let on_lost = stop.clone();
         let task = tokio::task::spawn_blocking(move || {
@@ -501,10 +502,35 @@ impl Supervisor {
                 return;
             }
         };
+        let mut new = new;
+        if let Err(e) = super::registry_columns::resolve(&mut new).await {
+            tracing::error!(
+                "{e:#}\n  the running pipeline is unchanged; save the file again once the registry answers"
+            );
+            return;
+        }
         self.pipeline_text = Some(text);
         let started = Instant::now();
         let report = self.apply(new).await;
         report.log(&path, started.elapsed().as_millis());
+    }
+
+    /// Resolves the `from_registry` columns of the running pipeline again
+    /// (a sink saw a new schema id): a subject's new version with more
+    /// fields becomes new columns, applied like a saved pipeline file.
+    pub async fn registry_columns_changed(&mut self) {
+        let mut new = self.pipeline.clone();
+        match super::registry_columns::resolve(&mut new).await {
+            Ok(true) => {
+                let started = Instant::now();
+                let path = self.pipeline.path.clone();
+                let report = self.apply(new).await;
+                report.log(&path, started.elapsed().as_millis());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e:#}; the columns stay as they are"),
+        }
+        super::registry_columns::passed();
     }
 
     /// Applies a new, valid pipeline as a difference from the running one.

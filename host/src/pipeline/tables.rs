@@ -71,6 +71,7 @@ pub fn resolve(sink: &SinkConfig, declared: &[Table]) -> Result<Vec<SinkTable>, 
             name: full,
             columns: t.columns.clone(),
             key,
+            lineage: false,
         });
     }
     Ok(tables)

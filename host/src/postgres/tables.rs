@@ -18,6 +18,9 @@ pub struct SinkTable {
     pub columns: Vec<Column>,
     /// The key columns in an upsert sink; empty in an append sink.
     pub key: Vec<String>,
+    /// The table has the lineage columns, which every row then gets (see
+    /// `lineage`); set by [`ensure_sink_tables`].
+    pub lineage: bool,
 }
 
 impl SinkTable {
@@ -27,7 +30,14 @@ impl SinkTable {
             name: name.to_string(),
             columns,
             key: key.to_vec(),
+            lineage: false,
         }
+    }
+
+    /// What the table is written with: its columns, then the lineage
+    /// columns when it has them.
+    pub fn written(&self) -> Vec<Column> {
+        super::lineage::write_columns(&self.columns, self.lineage)
     }
 
     /// The key's columns, in key order; `None` in an append sink.
@@ -47,13 +57,15 @@ impl SinkTable {
 /// Creates every table that is missing, in the declared order (so a
 /// parent exists before a child that may point at it), and checks or
 /// evolves the ones that exist, as [`super::ensure_sink_table`] does for
-/// one. Returns the names of the tables it created.
-pub async fn ensure_sink_tables(client: &Client, tables: &[SinkTable]) -> anyhow::Result<Vec<String>> {
+/// one, and notes which have lineage. Returns the names of the tables it
+/// created.
+pub async fn ensure_sink_tables(client: &Client, tables: &mut [SinkTable]) -> anyhow::Result<Vec<String>> {
     let mut created = Vec::new();
     for t in tables {
         if super::ensure_sink_table(client, &t.name, &t.columns, &t.key).await? {
             created.push(t.name.clone());
         }
+        t.lineage = super::lineage::present(client, &t.name).await?;
     }
     Ok(created)
 }

@@ -18,6 +18,8 @@ use toml_edit::{DocumentMut, Item, Value};
 
 /// The variable the printed `[postgres]` section reads the password from.
 pub const PASSWORD_ENV: &str = "PGPASSWORD";
+/// The variable the printed `[schema_registry]` section reads its password from.
+pub const REGISTRY_PASSWORD_ENV: &str = "SCHEMA_REGISTRY_PASSWORD";
 /// Where the files go, relative to the pipeline file's folder.
 pub const CA_FILE: &str = "certs/ca.pem";
 pub const CERT_FILE: &str = "certs/service.cert";
@@ -101,18 +103,53 @@ pub async fn run(pipeline: &Pipeline, write: bool, out: &mut dyn Write) -> anyho
         "the password of {pg_user}: Aiven console → service {:?} → Overview → Connection information",
         config.pg_service
     );
-    let export = match &password_file {
+    let mut export = match &password_file {
         Some(path) => format!("Then write {what} into {}", path.display()),
         None => format!("Then export {PASSWORD_ENV}=<{what}>"),
     };
+    // The registry's password: a file the pipeline reads it from stays.
+    let registry_file = pipeline
+        .schema_registry
+        .as_ref()
+        .and_then(|r| match &r.password_source {
+            SecretSource::File(path) => Some(path.clone()),
+            _ => None,
+        });
+    let mut registry_keys: Vec<(&str, &str)> = Vec::new();
+    if let Some((url, user)) = &kafka.schema_registry {
+        registry_keys.extend([("url", url.as_str()), ("username", user.as_str())]);
+        if registry_file.is_none() {
+            registry_keys.push(("password_env", REGISTRY_PASSWORD_ENV));
+        }
+        registry_keys.push(("ca", CA_FILE));
+        let what = format!(
+            "the password of {user}: Aiven console → service {:?} → Overview → Schema Registry",
+            config.kafka_service
+        );
+        export.push_str(&match &registry_file {
+            Some(path) => format!("\nThen write {what} into {}", path.display()),
+            None => format!("\nThen export {REGISTRY_PASSWORD_ENV}=<{what}>"),
+        });
+    }
+    let registry_other: &[&str] = match registry_file {
+        Some(_) => &["password_env"],
+        None => &["password_file"],
+    };
     if write {
-        update_pipeline_file(
-            &pipeline.path,
-            &[("kafka", &kafka_keys, &[]), ("postgres", &pg_keys, pg_other_sources)],
-        )?;
+        let mut sections: Vec<Section<'_>> =
+            vec![("kafka", &kafka_keys, &[]), ("postgres", &pg_keys, pg_other_sources)];
+        if !registry_keys.is_empty() {
+            sections.push(("schema_registry", &registry_keys, registry_other));
+        }
+        update_pipeline_file(&pipeline.path, &sections)?;
         writeln!(
             out,
-            "Updated [kafka] and [postgres] in {} (other lines and comments kept).",
+            "Updated [kafka]{} in {} (other lines and comments kept).",
+            if registry_keys.is_empty() {
+                " and [postgres]"
+            } else {
+                ", [postgres] and [schema_registry]"
+            },
             pipeline.path.display()
         )?;
     } else {
@@ -121,7 +158,14 @@ pub async fn run(pipeline: &Pipeline, write: bool, out: &mut dyn Write) -> anyho
             "\nPaste these over the [kafka] and [postgres] sections of {} (or run again with --write):\n",
             pipeline.path.display()
         )?;
-        for (section, keys) in [("kafka", &kafka_keys[..]), ("postgres", &pg_keys[..])] {
+        for (section, keys) in [
+            ("kafka", &kafka_keys[..]),
+            ("postgres", &pg_keys[..]),
+            ("schema_registry", &registry_keys[..]),
+        ] {
+            if keys.is_empty() {
+                continue;
+            }
             writeln!(out, "[{section}]")?;
             for (key, value) in keys {
                 writeln!(out, "{key} = {}", Value::from(*value))?;

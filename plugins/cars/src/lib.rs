@@ -1,5 +1,5 @@
 //! Generator of `{"Favorite Car": "..."}` messages. Settings (optional):
-//! `{"values": ["Ford Escape"]}` replaces the built-in list.
+//! `{"values": ["Ford Escape"]}` replaces the built-in list, `{"field": "car"}` the field name.
 
 const CARS: &[&str] = &[
     "Ford Escape",

@@ -1,5 +1,5 @@
 //! Generator of `{"Favorite Language": "..."}` messages. Settings (optional):
-//! `{"values": ["Rust", "Zig"]}` replaces the built-in list.
+//! `{"values": ["Rust", "Zig"]}` replaces the built-in list, `{"field": "language"}` the field name.
 
 const LANGUAGES: &[&str] = &[
     "Rust",

@@ -106,22 +106,32 @@ pub struct PickSettings {
     /// Replaces the built-in list of values.
     #[serde(default)]
     pub values: Option<Vec<String>>,
+    /// Another name for the field (an Avro schema's field names are
+    /// identifiers: `{"field": "language"}`).
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// A generator of `{"<field>": "<random value>"}` messages, like the old demo's.
 pub struct PickOne {
-    field: &'static str,
+    field: String,
     values: Vec<String>,
 }
 
 impl PickOne {
-    /// Configures from the plugin's settings: `{"values": [...]}` replaces `defaults`.
+    /// Configures from the plugin's settings: `{"values": [...]}` replaces
+    /// `defaults`, `{"field": "..."}` the field's name.
     pub fn configure(plugin: &str, field: &'static str, defaults: &[&str], settings: &str) -> Result<Self, String> {
         let parsed: PickSettings = parse_settings(plugin, settings)?;
         let values = match parsed.values {
             Some(v) if v.is_empty() => return Err(format!("{plugin}: settings.values must not be empty")),
             Some(v) => v,
             None => defaults.iter().map(|s| s.to_string()).collect(),
+        };
+        let field = match parsed.field {
+            Some(f) if f.is_empty() => return Err(format!("{plugin}: settings.field must not be empty")),
+            Some(f) => f,
+            None => field.to_string(),
         };
         Ok(Self { field, values })
     }
@@ -131,7 +141,7 @@ impl PickOne {
         (0..max)
             .map(|_| {
                 let value = &self.values[random_index(self.values.len())];
-                let payload = serde_json::json!({ self.field: value }).to_string().into_bytes();
+                let payload = serde_json::json!({ self.field.as_str(): value }).to_string().into_bytes();
                 generator::Message { key: None, payload }
             })
             .collect()

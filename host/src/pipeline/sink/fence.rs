@@ -130,7 +130,7 @@ impl Sink {
             &self.pipeline.kafka,
             &config.group,
             &config.instance_id,
-            SinkContext::new(&config.topic, &config.instance_id, loader),
+            SinkContext::new(&config.topic, &config.instance_id, loader).starting(config.start),
         )?;
         let fenced = std::mem::replace(&mut self.consumer, fresh);
         tokio::task::spawn_blocking(move || drop(fenced));
