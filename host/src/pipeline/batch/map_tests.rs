@@ -255,3 +255,117 @@ fn deletes_name_their_table_and_need_its_key() {
     assert_eq!(mapped.dead_letters.len(), 1);
     assert!(mapped.dead_letters[0].reason.contains("2 values for the 1 key columns"));
 }
+
+/// `tables` with lineage, as `ensure_sink_tables` finds them in tables it made.
+fn with_lineage(tables: &[SinkTable]) -> Vec<SinkTable> {
+    tables
+        .iter()
+        .map(|t| SinkTable {
+            lineage: true,
+            ..t.clone()
+        })
+        .collect()
+}
+
+/// The field count of the first row of a `COPY` buffer, and its last 24 bytes
+/// before the trailer (partition and offset when lineage comes last).
+fn first_row_fields(rows: CopyRows) -> (i16, Vec<u8>) {
+    let bytes = rows.finish();
+    let at = crate::postgres::COPY_HEADER.len();
+    let end = bytes.len() - 2;
+    (
+        i16::from_be_bytes([bytes[at], bytes[at + 1]]),
+        bytes[end - 24..end].to_vec(),
+    )
+}
+
+#[test]
+fn lineage_appends_the_partition_and_offset_to_every_row() {
+    let row = || rows(0, vec![vec![Value::Uuid(ID.into()), Value::Null]]);
+    let messages = vec![message(7)];
+    let tables = with_lineage(&[SinkTable::one("t", columns(), &[])]);
+    let mut mapper = Scripted(vec![row()], Vec::new());
+    let mapped = map_blocking(&mut mapper, &tables, messages, false).expect("maps");
+    let table = mapped.tables.into_iter().next().expect("one table");
+    let (fields, tail) = first_row_fields(table.rows);
+    assert_eq!(fields, 4, "two columns and lineage");
+    assert_eq!(&tail[16..], &7i64.to_be_bytes(), "the offset comes last");
+    assert_eq!(&tail[..12], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0], "partition 0");
+    // Keyed: the staging rows carry lineage too (before the delete flag).
+    let tables = with_lineage(&[SinkTable::one("t", columns(), &["id".to_string()])]);
+    let mut mapper = Scripted(vec![row()], Vec::new());
+    let mapped = map_blocking(&mut mapper, &tables, vec![message(9)], false).expect("maps");
+    let table = mapped.tables.into_iter().next().expect("one table");
+    let (fields, _) = first_row_fields(table.rows);
+    assert_eq!(fields, 5, "lineage and the delete flag");
+}
+
+#[test]
+fn every_table_with_lineage_gets_it_on_every_row() {
+    let [orders, items] = orders();
+    // The order's table has lineage, the items' one (made by hand) has not.
+    let tables = [
+        SinkTable {
+            lineage: true,
+            ..orders
+        },
+        items,
+    ];
+    let outcome = Outcome::Rows(vec![
+        TableRows {
+            table: 1,
+            rows: vec![vec![Value::Uuid(ID.into()), Value::Integer(1)]],
+        },
+        TableRows {
+            table: 0,
+            rows: vec![vec![Value::Uuid(ID.into()), Value::Null]],
+        },
+    ]);
+    let mut mapper = Scripted(vec![outcome], Vec::new());
+    let mapped = map_blocking(&mut mapper, &tables, vec![message(11)], false).expect("maps");
+    let mut mapped = mapped.tables.into_iter();
+    let (fields, tail) = first_row_fields(mapped.next().expect("orders").rows);
+    assert_eq!(fields, 4, "the order's two columns and lineage");
+    assert_eq!(&tail[16..], &11i64.to_be_bytes(), "the order's message offset");
+    let (fields, _) = first_row_fields(mapped.next().expect("items").rows);
+    assert_eq!(fields, 2, "the items' columns only");
+}
+
+/// Answers every message with one row and remembers each call's size.
+struct Counting(Vec<usize>);
+
+impl BatchMapper for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    fn hash(&self) -> &str {
+        "0"
+    }
+    fn describe(&self) -> String {
+        "counting".into()
+    }
+    fn tables(&self) -> &[crate::plugins::mapper::Table] {
+        &[]
+    }
+    fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
+        self.0.push(messages.len());
+        Ok(messages
+            .iter()
+            .map(|m| rows(0, vec![vec![Value::Uuid(ID.into()), Value::Integer(m.offset)]]))
+            .collect())
+    }
+}
+
+#[test]
+fn a_large_batch_is_mapped_in_calls_of_bounded_size_in_order() {
+    let n = 2 * MESSAGES_PER_CALL + 7;
+    let messages: Vec<Message> = (0..n as i64).map(message).collect();
+    let mut mapper = Counting(Vec::new());
+    let tables = [SinkTable::one("t", columns(), &[])];
+    let mapped = map_blocking(&mut mapper, &tables, messages, false).expect("maps");
+    assert_eq!(mapper.0, [MESSAGES_PER_CALL, MESSAGES_PER_CALL, 7]);
+    assert_eq!(mapped.rows(), n);
+    assert!(mapped.dead_letters.is_empty());
+    let offsets: Vec<i64> = mapped.positions.iter().map(|p| p.1).collect();
+    assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>());
+}
