@@ -462,7 +462,7 @@ impl Sink {
                 },
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
-                // Filled by a topic format that carries one (issue 20).
+                // Set by the decoder when the sink has a registry format.
                 schema: None,
             }),
         }

@@ -72,7 +72,7 @@ pub(super) fn run_mapper(
 fn map_one(plugin: &mut Plugin<MapperWorld>, tables: &[Table], m: &mapper::Message) -> Result1 {
     match plugin.map_batch(std::slice::from_ref(m)) {
         Ok(mut out) => match out.pop() {
-            Some(mapper::Outcome::Rows(parts)) => match broken(&tables, &parts) {
+            Some(mapper::Outcome::Rows(parts)) => match broken(tables, &parts) {
                 Some(reason) => Result1::Failed(reason),
                 None => Result1::Rows(parts),
             },
