@@ -283,6 +283,7 @@ fn host_with_token(args: &[&str]) -> Output {
         .args(args)
         .env(TOKEN_ENV, TOKEN)
         .env("PGPASSWORD", PG_PASSWORD)
+        .env("SCHEMA_REGISTRY_PASSWORD", "registry-secret")
         .env("RUST_LOG", "trace")
         .output()
         .expect("run host");
@@ -875,10 +876,23 @@ fn credentials_write_keeps_a_password_file_and_one_source_per_secret() {
             .contains("url = \"postgres://avnadmin@pg-demo-demo-project.aivencloud.com:12691/info?sslmode=require\"")
             && written.contains("password_file = \"pg-password\"")
             && !written.contains("url_file")
-            && !written.contains("password_env"),
+            // The registry's password comes from its own variable; the
+            // database's from the file alone.
+            && written.matches("password_env").count() == 1
+            && written.contains("password_env = \"SCHEMA_REGISTRY_PASSWORD\""),
         "{written}"
     );
-    // One source per secret: the file still loads.
+    // One source per secret: the file still loads (the registry's password
+    // from a file too, so this process needs no variable).
+    std::fs::write(
+        &path,
+        written.replace(
+            "password_env = \"SCHEMA_REGISTRY_PASSWORD\"",
+            "password_file = \"registry-password\"",
+        ),
+    )
+    .expect("write");
+    std::fs::write(dir.join("registry-password"), "registry-secret\n").expect("write");
     let pipeline = host::config::Pipeline::load(&path).unwrap_or_else(|e| panic!("{e}\n{written}"));
     assert_eq!(
         pipeline.postgres.password_source,
@@ -911,7 +925,10 @@ ca = "certs/ca.pem"                # verifies the server's certificate
     let out = host_with_token(&["aiven", "credentials", path.to_str().expect("utf-8"), "--write"]);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.contains("Updated [kafka] and [postgres]"), "{stdout}");
+    assert!(
+        stdout.contains("Updated [kafka], [postgres] and [schema_registry]"),
+        "{stdout}"
+    );
 
     let written = std::fs::read_to_string(&path).expect("read");
     for kept in [

@@ -94,6 +94,44 @@ fn a_mapper_prints_columns_rows_and_rejections() {
 }
 
 #[test]
+fn a_mapper_of_several_tables_prints_each_table_with_its_rows() {
+    let input = temp_file(
+        "orders.txt",
+        "{\"order_id\": 7, \"customer\": \"ann\", \"items\": [{\"sku\": \"A-1\", \"qty\": 2, \"price\": 9.99}, {\"sku\": \"B\", \"qty\": 1, \"price\": \"1.50\"}]}\n\
+         {\"order_id\": 8, \"customer\": \"bo\"}\n",
+    );
+    let orders = plugin("orders");
+    let out = host(&["plugin", "test", path(&orders), "--input", path(&input), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let tables = doc["tables"].as_array().expect("tables");
+    assert_eq!(tables.len(), 2, "{doc}");
+    assert!(tables[0]["name"].is_null() && tables[1]["name"] == "items", "{doc}");
+    assert_eq!(tables[1]["key"], serde_json::json!(["order_id", "line"]));
+    let rows = doc["messages"][0]["rows"].as_array().expect("rows");
+    assert_eq!(
+        (rows[0]["table"].as_u64(), rows[1]["table"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(rows[1]["rows"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert_eq!(rows[1]["rows"][1][4], "1.50");
+    assert!(
+        doc["messages"][1]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("items")),
+        "{doc}"
+    );
+
+    let text = stdout(&host(&["plugin", "test", path(&orders), "--input", path(&input)]));
+    assert!(text.contains("table 0: the sink's table"), "{text}");
+    assert!(
+        text.contains("table 1: <sink table>_items\nkey: order_id, line"),
+        "{text}"
+    );
+    assert!(text.contains("rows: 1") && text.contains("rows: 2"), "{text}");
+}
+
+#[test]
 fn a_check_prints_its_findings() {
     let snapshot = temp_file(
         "snapshot.json",
@@ -166,7 +204,7 @@ fn inspect_names_the_world_and_an_import_the_host_does_not_provide() {
     let text = stdout(&out);
     let bytes = std::fs::read(&langs).expect("read langs");
     assert!(text.contains("world:    generator-plugin"), "{text}");
-    assert!(text.contains("contract: 0.2.0"), "{text}");
+    assert!(text.contains("contract: 0.3.0"), "{text}");
     assert!(text.contains(&host::plugins::content_hash(&bytes)), "{text}");
     assert!(text.contains("wasi:random/random@"), "{text}");
 
@@ -372,4 +410,72 @@ fn a_python_component_compiles_once_and_no_command_leaves_a_partial_file() {
         "kept whole: {entries:?}"
     );
     let _ = std::fs::remove_dir_all(&cache);
+}
+
+/// `--registry`: wire-format input is decoded with the writer's schema,
+/// fetched from a private registry stand-in, before the mapper sees it.
+#[test]
+fn registry_encoded_input_is_decoded_to_json_before_the_mapper() {
+    use base64::Engine as _;
+    use common::registry::{PASSWORD, Registry, USER, frame};
+    use host::registry::codec::{Compiled, SchemaType};
+
+    const SCHEMA: &str = r#"{"type":"record","name":"Vote","namespace":"test","fields":[{"name":"language","type":"string"},{"name":"votes","type":"long"}]}"#;
+    let registry = Registry::start();
+    let id = registry.register(&format!("{}-value", unique("kit_avro")), "AVRO", SCHEMA);
+    // Encoded with the host's own codec, framed as a producer would.
+    let value = serde_json::json!({"language": "Rust", "votes": 7});
+    let body = Compiled::parse(SchemaType::Avro, SCHEMA, &[])
+        .expect("schema")
+        .encode(&value)
+        .expect("encode");
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let lines = [
+        serde_json::json!({"payload_base64": b64(&frame(id, &body)), "offset": 5}),
+        // An id the registry does not know: `host run` dead-letters it.
+        serde_json::json!({"payload_base64": b64(&frame(9999, &body)), "offset": 6}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let input = temp_file("framed.jsonl", &text);
+    let settings = r#"{"columns": [{"name": "language", "type": "text"}, {"name": "votes", "type": "integer"}]}"#;
+    let ca = common::repo_root().join("certs/ca.pem");
+    let json_columns = plugin("json_columns");
+    let run = |extra: &[&str]| {
+        let url = registry.url();
+        let mut args = vec!["plugin", "test", path(&json_columns), "--input", path(&input)];
+        args.extend(["--settings", settings, "--registry", &url, "--registry-user", USER]);
+        args.extend([
+            "--registry-password-env",
+            "KIT_REGISTRY_PASSWORD",
+            "--registry-ca",
+            path(&ca),
+        ]);
+        args.extend(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_host"))
+            .args(&args)
+            .env("KIT_REGISTRY_PASSWORD", PASSWORD)
+            .output()
+            .expect("run host")
+    };
+
+    let out = run(&["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(
+        doc["messages"][0],
+        serde_json::json!({"offset": 5, "rows": [["Rust", 7]], "schema_id": id, "decoded": value})
+    );
+    let failed = doc["messages"][1]["failed"].as_str().expect("the unknown id fails");
+    assert!(failed.contains("schema id 9999"), "{failed}");
+    assert!(doc["messages"][1].get("rows").is_none(), "{doc}");
+
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "offset 5: schema id {id}: {{\"language\":\"Rust\",\"votes\":7}}"
+        )),
+        "{text}"
+    );
 }

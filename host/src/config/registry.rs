@@ -115,15 +115,20 @@ pub(super) struct RawGeneratorRegistry<'a> {
     pub subject: &'a Option<Spanned<String>>,
 }
 
-pub(super) fn check_registry(src: &Source<'_>, raw: RawRegistry) -> Result<RegistryConfig, ConfigError> {
-    let url = raw.url.get_ref().trim().trim_end_matches('/');
+/// A registry URL the host talks to: https, or plain http only to localhost.
+pub fn url_allowed(url: &str) -> bool {
     let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
         .iter()
         .any(|p| {
             url.strip_prefix(p)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
         });
-    if !url.starts_with("https://") && !local {
+    url.starts_with("https://") || local
+}
+
+pub(super) fn check_registry(src: &Source<'_>, raw: RawRegistry) -> Result<RegistryConfig, ConfigError> {
+    let url = raw.url.get_ref().trim().trim_end_matches('/');
+    if !url_allowed(url) {
         return Err(src.error(
             raw.url.span(),
             format!("schema_registry.url {url:?} must be an https:// URL (plain http only to localhost), e.g. \"https://kafka-demo-project.aivencloud.com:12694\" (Aiven: the Schema Registry tab of the Kafka service)"),

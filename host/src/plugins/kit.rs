@@ -32,9 +32,13 @@ pub enum PluginCommand {
     /// --count messages each, as `host run` calls it, and a call that fails
     /// is named. A mapper maps each line of --input (a
     /// payload per line, or JSON lines such as {"payload": "...", "key": "k",
-    /// "partition": 0, "offset": 7, "timestamp": 1700000000000}) and prints
-    /// its columns, the rows as a table and each rejection with its reason. A
-    /// check judges the --snapshot (JSON of the snapshot record of
+    /// "partition": 0, "offset": 7, "timestamp": 1700000000000}; bytes that
+    /// are not text as "payload_base64" or "key_base64") and prints
+    /// its columns, the rows as a table and each rejection with its reason.
+    /// With --registry URL its payloads are in the schema registry's wire
+    /// format: each is decoded to JSON (its schema fetched by id) before the
+    /// mapper sees it, as a sink with `format = "avro"` does, and the output
+    /// shows the schema id and the decoded JSON. A check judges the --snapshot (JSON of the snapshot record of
     /// wit/plugin.wit) and prints its findings.
     ///
     /// With --expect FILE the output is compared with the file: a difference
@@ -46,7 +50,7 @@ pub enum PluginCommand {
     /// (Python, JavaScript) component compiles once per version.
     ///
     /// Example: host plugin test my_generator.wasm --count 5 --seed 1
-    Test(TestArgs),
+    Test(Box<TestArgs>),
     /// Say what a component is: the world and contract version it targets,
     /// its imports and whether this host provides each, its size, the hash
     /// the reload log prints, and how long it takes to compile.
@@ -90,6 +94,8 @@ pub struct TestArgs {
     /// Check: the snapshot, as JSON.
     #[arg(long)]
     pub snapshot: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: registry::RegistryArgs,
     /// Compare the output with this file; exit 1 on a difference.
     #[arg(long)]
     pub expect: Option<PathBuf>,
@@ -302,11 +308,12 @@ fn run_test(args: &TestArgs, runtime: &Runtime, config: &PluginConfig) -> Result
                 .context("a mapper needs --input FILE (or `--input -` for stdin): one message a line")
                 .map_err(unusable)?;
             let messages = read_messages(input).map_err(unusable)?;
+            let (messages, shown) = registry::decode(&args.registry, messages).map_err(unusable)?;
             let plugin = loaded
                 .prepare::<MapperWorld>()
                 .and_then(|c| c.instantiate(&name, config, None))
                 .map_err(load)?;
-            run_mapper(plugin, &messages, args.json)
+            run_mapper(plugin, &messages, &shown, args.json)
         }
         Kind::Check => {
             let path = args
@@ -362,7 +369,17 @@ pub fn read_messages(path: &Path) -> anyhow::Result<Vec<mapper::Message>> {
         .collect()
 }
 
-const MESSAGE_FIELDS: [&str; 6] = ["payload", "key", "partition", "offset", "timestamp", "topic"];
+const MESSAGE_FIELDS: [&str; 8] = [
+    "payload",
+    "key",
+    "partition",
+    "offset",
+    "timestamp",
+    "topic",
+    // Bytes that are not text, such as the registry's wire format.
+    "payload_base64",
+    "key_base64",
+];
 
 fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
     let offset = i64::try_from(index).unwrap_or(i64::MAX);
@@ -373,13 +390,15 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
         timestamp: None,
         key: None,
         payload: Some(line.as_bytes().to_vec()),
+        schema: None,
     };
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line) else {
         return Ok(message);
     };
     // A JSON line is a message record only when it has a payload and nothing
     // else than a message's fields; any other JSON is itself the payload.
-    if !fields.contains_key("payload") || fields.keys().any(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
+    let has_payload = fields.contains_key("payload") || fields.contains_key("payload_base64");
+    if !has_payload || fields.keys().any(|k| !MESSAGE_FIELDS.contains(&k.as_str())) {
         return Ok(message);
     }
     let bytes = |v: &serde_json::Value, what: &str| -> anyhow::Result<Option<Vec<u8>>> {
@@ -394,6 +413,8 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
         match k.as_str() {
             "payload" => message.payload = bytes(v, "payload")?,
             "key" => message.key = bytes(v, "key")?,
+            "payload_base64" => message.payload = registry::base64_field(v, k)?,
+            "key_base64" => message.key = registry::base64_field(v, k)?,
             "topic" => message.topic = v.as_str().context("topic must be a string")?.to_string(),
             "partition" => {
                 message.partition = v
@@ -415,123 +436,6 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
         }
     }
     Ok(message)
-}
-
-/// What became of one message in `plugin test`.
-enum Result1 {
-    Rows(Vec<Vec<mapper::Value>>),
-    Rejected(String),
-    /// Delete the row with these key values.
-    Delete(Vec<mapper::Value>),
-    /// The call trapped, timed out or ran out of memory: `host run` dead-letters it.
-    Failed(String),
-}
-
-fn run_mapper(mut plugin: super::Plugin<MapperWorld>, messages: &[mapper::Message], json: bool) -> String {
-    let columns = plugin.configured().clone();
-    // One message a call, so a trap is pinned to its message (as the sink
-    // does when a batch fails).
-    let results: Vec<Result1> = messages
-        .iter()
-        .map(|m| match plugin.map_batch(std::slice::from_ref(m)) {
-            Ok(mut out) => match out.pop() {
-                Some(mapper::Outcome::Rows(rows)) => match rows.iter().find(|r| r.len() != columns.len()) {
-                    Some(bad) => Result1::Failed(format!(
-                        "a row has {} values for {} columns (contract broken)",
-                        bad.len(),
-                        columns.len()
-                    )),
-                    None => Result1::Rows(rows),
-                },
-                Some(mapper::Outcome::Rejected(reason)) => Result1::Rejected(reason),
-                Some(mapper::Outcome::Delete(key)) => Result1::Delete(key),
-                None => Result1::Failed("no outcome".into()),
-            },
-            Err(e) => Result1::Failed(e.to_string()),
-        })
-        .collect();
-    if json {
-        let columns_json: Vec<_> = columns
-            .iter()
-            .map(|c| serde_json::json!({"name": c.name, "type": sql_type(c.kind), "nullable": c.nullable}))
-            .collect();
-        let outcomes: Vec<_> = messages
-            .iter()
-            .zip(&results)
-            .map(|(m, r)| match r {
-                Result1::Rows(rows) => serde_json::json!({
-                    "offset": m.offset,
-                    "rows": rows.iter().map(|row| row.iter().map(value_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                }),
-                Result1::Rejected(reason) => serde_json::json!({"offset": m.offset, "rejected": reason}),
-                Result1::Delete(key) => {
-                    serde_json::json!({"offset": m.offset, "delete": key.iter().map(value_json).collect::<Vec<_>>()})
-                }
-                Result1::Failed(reason) => serde_json::json!({"offset": m.offset, "failed": reason}),
-            })
-            .collect();
-        let doc = serde_json::json!({"columns": columns_json, "messages": outcomes});
-        return format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    }
-    let mut out = String::from("columns:\n");
-    for c in &columns {
-        let _ = writeln!(
-            out,
-            "  {} {}{}",
-            c.name,
-            sql_type(c.kind),
-            if c.nullable { "" } else { " not null" }
-        );
-    }
-    let mut table = vec![
-        std::iter::once("offset".to_string())
-            .chain(columns.iter().map(|c| c.name.clone()))
-            .collect::<Vec<_>>(),
-    ];
-    let (mut problems, mut deletes) = (String::new(), String::new());
-    for (m, r) in messages.iter().zip(&results) {
-        match r {
-            Result1::Rows(rows) => {
-                for row in rows {
-                    table.push(
-                        std::iter::once(m.offset.to_string())
-                            .chain(row.iter().map(value_text))
-                            .collect(),
-                    );
-                }
-            }
-            Result1::Rejected(reason) => {
-                let _ = writeln!(problems, "offset {}: rejected: {reason}", m.offset);
-            }
-            Result1::Delete(key) => {
-                let values: Vec<String> = key.iter().map(value_text).collect();
-                let _ = writeln!(deletes, "offset {}: key {}", m.offset, values.join(", "));
-            }
-            Result1::Failed(reason) => {
-                let _ = writeln!(
-                    problems,
-                    "offset {}: failed (dead-lettered by `host run`): {reason}",
-                    m.offset
-                );
-            }
-        }
-    }
-    let rows = table.len() - 1;
-    let _ = writeln!(out, "rows: {rows}");
-    out.push_str(&render_table(&table));
-    if !deletes.is_empty() {
-        out.push_str("deletes (applied by a sink with mode = \"upsert\"):\n");
-        for line in deletes.lines() {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
-    if !problems.is_empty() {
-        out.push_str("rejections:\n");
-        for line in problems.lines() {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
-    out
 }
 
 fn render_table(table: &[Vec<String>]) -> String {
@@ -768,7 +672,10 @@ pub fn diff(expected: &str, actual: &str) -> Option<String> {
 }
 
 mod generator;
+mod mapper_test;
+pub mod registry;
 use generator::{Calls, run_generator};
+use mapper_test::run_mapper;
 
 #[cfg(test)]
 mod prop_tests;
@@ -803,6 +710,9 @@ mod tests {
         assert_eq!(m.payload.as_deref(), Some(&br#"{"payload": "x", "name": "y"}"#[..]));
         assert_eq!(m.offset, 3);
         assert!(parse_message(0, r#"{"payload": 5}"#).is_err());
+        let m = parse_message(0, r#"{"payload_base64": "AAAAAAEK", "key_base64": null}"#).expect("parses");
+        assert_eq!((m.payload.as_deref(), m.key), (Some(&[0, 0, 0, 0, 1, 10][..]), None));
+        assert!(parse_message(0, r#"{"payload_base64": "not base64!"}"#).is_err());
     }
 
     #[test]
