@@ -15,11 +15,12 @@ use super::decode::{self, Decoder};
 use super::lost_offsets::{self, Skipping};
 use super::mapper::BatchMapper;
 use super::retry::{self, Backoff, Verdict};
+use super::upsert;
 use crate::config::{Pipeline, PostgresConfig, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
 use crate::plugins::MapperWorld;
-use crate::plugins::mapper::Message;
-use crate::postgres::{self, Batch, SinkStatements, SinkTable, TableBatch, Written};
+use crate::plugins::mapper::{Column, Message};
+use crate::postgres::{self, Batch, SinkStatements, Written};
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
@@ -239,8 +240,9 @@ struct Sink {
     pending: Option<PendingSwap>,
     /// `None` only while a batch is being mapped.
     mapper: Option<Box<dyn BatchMapper>>,
-    /// The tables the mapper writes, resolved against the sink's settings.
-    tables: Arc<[SinkTable]>,
+    columns: Vec<Column>,
+    /// The table has lineage columns, which every row gets (see `postgres::lineage`).
+    lineage: bool,
     /// The control row as the poller last read it, and as the sink last obeyed it.
     control: watch::Receiver<postgres::lineage::Control>,
     seen: postgres::lineage::Control,
@@ -320,7 +322,7 @@ impl Sink {
             destination,
         } = run;
         let config = live.borrow_and_update().clone();
-        let mut tables = super::tables::resolve(&config, mapper.tables()).map_err(anyhow::Error::msg)?;
+        let columns: Vec<Column> = mapper.columns().to_vec();
         let registry = match &pipeline.schema_registry {
             Some(r) if config.registry.format.is_registry() || config.registry.key_format.is_registry() => {
                 Some(crate::registry::client::Registry::shared(r)?)
@@ -332,9 +334,14 @@ impl Sink {
 
         let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;
         postgres::ensure_host_tables(&client).await?;
-        postgres::ensure_sink_tables(&client, &mut tables).await?;
-        let tables: Arc<[SinkTable]> = tables.into();
-        let statements = SinkStatements::prepare(&client, &tables).await?;
+        config
+            .mode
+            .check_columns(&config.name, &columns)
+            .map_err(anyhow::Error::msg)?;
+        postgres::ensure_sink_table(&client, &config.table, &columns, config.mode.key()).await?;
+        let lineage = postgres::lineage::present(&client, &config.table).await?;
+        let written = postgres::lineage::write_columns(&columns, lineage);
+        let statements = SinkStatements::prepare(&client, &config.table, &written, config.mode.key()).await?;
         let first = postgres::lineage::read_control(&client, &config.table, &config.topic).await?;
         let (poller, control) = control::poll(
             pipeline.postgres.clone(),
@@ -382,7 +389,8 @@ impl Sink {
             swaps,
             pending: None,
             mapper: Some(mapper),
-            tables,
+            columns,
+            lineage,
             control,
             seen: first,
             _poller: poller,
@@ -462,8 +470,6 @@ impl Sink {
                 },
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
-                // Set by the decoder when the sink has a registry format.
-                schema: None,
             }),
         }
     }
@@ -684,7 +690,9 @@ impl Sink {
             .mapper
             .take()
             .context("the mapper is away while a batch is mapped")?;
-        let (mapper, mapped) = batch::map(mapper, self.tables.clone(), messages, self.echo).await?;
+        let key = upsert::key_columns(&self.config.mode, &self.columns);
+        let (mapper, mapped) =
+            batch::map_keyed(mapper, self.columns.clone(), key, messages, self.echo, self.lineage).await?;
         self.mapper = Some(mapper);
         mapped
     }
@@ -836,7 +844,7 @@ impl Sink {
         let next = offsets.iter().map(|(p, (_, new))| (*p, *new)).collect();
         let (messages, rows, dead_letters) = (
             mapped.positions.len() as u64,
-            mapped.rows() as u64,
+            mapped.rows.len() as u64,
             mapped.dead_letters.len() as u64,
         );
         let batch = Batch {
@@ -845,17 +853,11 @@ impl Sink {
             topic: self.config.topic.to_string(),
             group: self.config.group.clone(),
             plugin: mapped.plugin,
-            tables: mapped
-                .tables
-                .into_iter()
-                .map(|t| TableBatch {
-                    deletes: t.deletes.len(),
-                    rows: t.rows.freeze(),
-                    parts: t.parts,
-                })
-                .collect(),
+            rows: mapped.rows.freeze(),
+            parts: mapped.parts,
             positions: mapped.positions,
             sources: mapped.sources,
+            deletes: mapped.deletes.len(),
             dead_letters: mapped.dead_letters,
             offsets,
         };
@@ -979,20 +981,21 @@ impl Sink {
             .writer
             .as_mut()
             .context("a mapper is swapped while a batch is written")?;
-        // The key must survive the swap; new tables are created and new
-        // nullable columns added here, between batches; any other change is
-        // refused (see `ensure_sink_table`).
-        // Resolved here: the plugin (not `Sync`) must not be held across an await.
-        let resolved = super::tables::resolve(&self.config, swap.plugin.configured());
+        let new_columns = swap.plugin.configured().clone();
+        let (table, key) = (&self.config.table, self.config.mode.key());
+        // The key must survive the swap; new nullable columns are added here,
+        // between batches; any other change is refused (see `ensure_sink_table`).
         let fits = async {
-            let mut tables = resolved.map_err(anyhow::Error::msg)?;
-            postgres::ensure_sink_tables(&writer.client, &mut tables).await?;
-            let tables: Arc<[SinkTable]> = tables.into();
-            let statements = SinkStatements::prepare(&writer.client, &tables).await?;
-            anyhow::Ok((tables, statements))
+            self.config
+                .mode
+                .check_columns(&self.config.name, &new_columns)
+                .map_err(anyhow::Error::msg)?;
+            postgres::ensure_sink_table(&writer.client, table, &new_columns, key).await?;
+            let written = postgres::lineage::write_columns(&new_columns, self.lineage);
+            SinkStatements::prepare(&writer.client, table, &written, key).await
         };
         match fits.await {
-            Ok((new_tables, statements)) => {
+            Ok(statements) => {
                 tracing::info!(
                     sink = self.config.name,
                     path = %swap.plugin.path().display(),
@@ -1002,7 +1005,7 @@ impl Sink {
                     "mapper swapped"
                 );
                 writer.statements = statements;
-                self.tables = new_tables;
+                self.columns = new_columns;
                 crate::ops::plugin_live::loaded(&swap.plugin);
                 self.mapper = Some(Box::new(swap.plugin));
             }
@@ -1041,7 +1044,8 @@ impl Sink {
     /// start every assigned partition again from them.
     async fn rewind(&mut self) -> anyhow::Result<()> {
         crate::ops::metrics::rewind(&self.config.name);
-        let (pg, config, tables) = (&self.pipeline.postgres, &self.config, &self.tables);
+        let written = postgres::lineage::write_columns(&self.columns, self.lineage);
+        let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &written);
         let failing = &mut self.failing;
         let mut stop = self.stop.clone();
         let (client, stored, statements) = retry::with_backoff(
@@ -1052,7 +1056,8 @@ impl Sink {
                 async move {
                     let client = connect_with_retry(pg, &config.instance_id, &mut stop).await?;
                     let stored = postgres::stored_offsets(&client, &config.table, &config.topic).await?;
-                    let statements = SinkStatements::prepare(&client, tables).await?;
+                    let statements =
+                        SinkStatements::prepare(&client, &config.table, columns, config.mode.key()).await?;
                     postgres::asynchronous_commits(&client).await?;
                     anyhow::Ok((client, stored, statements))
                 }

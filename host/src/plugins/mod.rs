@@ -11,7 +11,6 @@
 
 mod cache;
 mod compat;
-mod compat_v0_2;
 mod deadline;
 mod file_kind;
 pub mod inspect;

@@ -250,15 +250,12 @@ function mapOne(message) {
   }
   return {
     tag: "rows",
-    val: [{
-      table: 0,
-      rows: [[
-        { tag: "text", val: text },
-        time,
-        { tag: "integer", val: BigInt(message.offset) },
-        { tag: "integer", val: BigInt(message.partition) },
-      ]],
-    }],
+    val: [[
+      { tag: "text", val: text },
+      time,
+      { tag: "integer", val: BigInt(message.offset) },
+      { tag: "integer", val: BigInt(message.partition) },
+    ]],
   };
 }
 
@@ -277,8 +274,7 @@ export const mapper = {
     for (const key of Object.keys(parsed)) {
       throw `${PLUGIN}: unknown setting "${key}" (this mapper takes none)`;
     }
-    // One table, unnamed: the sink's.
-    return [{ name: undefined, columns: COLUMNS, key: undefined }];
+    return COLUMNS;
   },
 
   mapBatch(messages) {

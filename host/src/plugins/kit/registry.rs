@@ -227,7 +227,6 @@ mod tests {
             timestamp: None,
             key: None,
             payload: Some(payload.to_vec()),
-            schema: None,
         }
     }
 
