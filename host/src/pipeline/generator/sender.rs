@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,6 +23,18 @@ use super::{Echo, GeneratorStats};
 
 /// Chunks made and not yet sent.
 const AHEAD: usize = 2;
+
+/// How often an idle sending thread reads delivery reports.
+const REPORTS_EVERY: Duration = Duration::from_millis(100);
+
+/// Reads the delivery reports that arrived and publishes the counts.
+fn report(producer: &BaseProducer<DeliveryCounter>, name: &str, stats: &GeneratorStats) {
+    producer.poll(Duration::ZERO);
+    stats
+        .delivered
+        .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
+    crate::ops::metrics::generator_progress(name, producer.context());
+}
 
 /// The messages of one plugin call, for one topic.
 pub(super) struct Chunk {
@@ -48,7 +60,19 @@ impl Sender {
             .name(format!("produce {name}"))
             .spawn(move || {
                 let mut oversized_seen = false;
-                for chunk in rx {
+                loop {
+                    // While no chunk comes (a slow schedule, or the last one
+                    // sent), delivery reports are still read, so the
+                    // delivered count and its metric follow the broker's
+                    // acknowledgements instead of waiting for the next chunk.
+                    let chunk = match rx.recv_timeout(REPORTS_EVERY) {
+                        Ok(chunk) => chunk,
+                        Err(RecvTimeoutError::Timeout) => {
+                            report(&producer, &name, &stats);
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
                     for m in &chunk.messages {
                         if !send(&producer, &chunk.topic, m, &name, &mut oversized_seen)? {
                             continue;
@@ -58,11 +82,7 @@ impl Sender {
                         }
                     }
                     // Delivery reports, once per chunk rather than per message.
-                    producer.poll(Duration::ZERO);
-                    stats
-                        .delivered
-                        .store(producer.context().delivered.load(Ordering::Relaxed), Ordering::Relaxed);
-                    crate::ops::metrics::generator_progress(&name, producer.context());
+                    report(&producer, &name, &stats);
                 }
                 Ok(producer)
             })?;
