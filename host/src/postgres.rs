@@ -20,6 +20,9 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
 pub mod keyed;
+pub mod tables;
+
+pub use tables::{SinkTable, ensure_sink_tables};
 
 /// Next offset per (table, topic, partition): the truth about what a sink table holds.
 pub const OFFSETS_TABLE: &str = "wasm_stream_offsets";
@@ -576,19 +579,25 @@ fn field(buf: &mut Vec<u8>, bytes: &[u8]) {
 /// The statements a sink runs for every batch, prepared once per connection
 /// (each unprepared statement costs a round trip more).
 pub struct SinkStatements {
-    copy: Statement,
+    /// One per table of the sink, in the declared order.
+    tables: Vec<TableStatements>,
     update_offset: Statement,
     insert_offset: Statement,
-    /// With a key (`mode = "upsert"`): rows go through the staging table.
+}
+
+/// The statements that write one table of a sink.
+pub struct TableStatements {
+    /// The table's name, for messages.
+    table: String,
+    copy: Statement,
+    /// With a key (`mode = "upsert"`): rows go through a staging table.
     keyed: Option<keyed::Statements>,
 }
 
 impl SinkStatements {
-    /// Prepares the statements that write `table`; with a `key`, also creates
-    /// the session's staging table.
-    pub async fn prepare(client: &Client, table: &str, columns: &[Column], key: &[String]) -> anyhow::Result<Self> {
-        let names: Vec<String> = columns.iter().map(|c| ident(&c.name)).collect();
-        let copy = format!("COPY {} ({}) FROM STDIN BINARY", ident(table), names.join(", "));
+    /// Prepares the statements that write the sink's `tables`; for the ones
+    /// with a key, also creates the session's staging tables.
+    pub async fn prepare(client: &Client, tables: &[SinkTable]) -> anyhow::Result<Self> {
         let update_offset = format!(
             "UPDATE {} SET next_offset = $4, consumer_group = $5, updated_at = now()
              WHERE table_name = $1 AND topic = $2 AND partition = $3 AND next_offset = $6",
@@ -599,16 +608,27 @@ impl SinkStatements {
              ON CONFLICT DO NOTHING",
             ident(OFFSETS_TABLE)
         );
-        let context = || format!("cannot prepare the statements that write table {table:?}");
+        let mut prepared = Vec::with_capacity(tables.len());
+        for (i, t) in tables.iter().enumerate() {
+            let written = t.written();
+            let names: Vec<String> = written.iter().map(|c| ident(&c.name)).collect();
+            let copy = format!("COPY {} ({}) FROM STDIN BINARY", ident(&t.name), names.join(", "));
+            let context = || format!("cannot prepare the statements that write table {:?}", t.name);
+            prepared.push(TableStatements {
+                table: t.name.clone(),
+                copy: client.prepare(&copy).await.with_context(context)?,
+                keyed: if t.key.is_empty() {
+                    None
+                } else {
+                    Some(keyed::Statements::prepare(client, &t.name, &written, &t.key, &keyed::stage_table(i)).await?)
+                },
+            });
+        }
+        let context = || "cannot prepare the statements that write the offsets".to_string();
         Ok(Self {
-            copy: client.prepare(&copy).await.with_context(context)?,
+            tables: prepared,
             update_offset: client.prepare(&update_offset).await.with_context(context)?,
             insert_offset: client.prepare(&insert_offset).await.with_context(context)?,
-            keyed: if key.is_empty() {
-                None
-            } else {
-                Some(keyed::Statements::prepare(client, table, columns, key).await?)
-            },
         })
     }
 }
@@ -683,20 +703,26 @@ pub struct Batch {
     pub topic: String,
     pub group: String,
     pub plugin: String,
-    pub rows: isolate::Frozen,
-    /// Which message each row came from, to leave out the ones PostgreSQL refuses.
-    pub parts: isolate::Parts,
+    /// The rows of each table of the sink, in the declared order.
+    pub tables: Vec<TableBatch>,
     /// `(partition, offset)` of every message, and its key and payload
     /// (`None` for the ones already dead letters): for the refused ones.
     pub positions: Vec<(i32, i64)>,
     pub sources: Vec<Source>,
-    /// How many deletes the mapper asked for (keyed sinks): with none, the
-    /// batch needs no `DELETE`.
-    pub deletes: usize,
     pub dead_letters: Vec<DeadLetter>,
     /// Per partition: the next offset the database held when the batch was
     /// read (`None`: nothing stored yet) and the next offset after it.
     pub offsets: HashMap<i32, (Option<i64>, i64)>,
+}
+
+/// The rows of one table in a batch.
+pub struct TableBatch {
+    pub rows: isolate::Frozen,
+    /// Which message each row came from, to leave out the ones PostgreSQL refuses.
+    pub parts: isolate::Parts,
+    /// How many deletes the mapper asked for (keyed sinks): with none, the
+    /// table needs no `DELETE`.
+    pub deletes: usize,
 }
 
 /// How a batch write ended.
@@ -803,30 +829,9 @@ async fn insert_dead_letters(
 /// The batch in one go: the fast path.
 async fn write_whole(client: &mut Client, statements: &SinkStatements, batch: &Batch) -> anyhow::Result<Written> {
     let tx = client.transaction().await?;
-    // The end of the copy and the offset updates go out together (one round
-    // trip); the commit waits for the updates' row counts.
-    let copied = async {
-        if batch.rows.is_empty() {
-            return Ok(());
-        }
-        let copy = statements.keyed.as_ref().map_or(&statements.copy, |k| &k.copy);
-        isolate::copy_in(&tx, copy, batch.rows.whole()).await?;
-        // Keyed: one row per key in the staging table, so neither statement
-        // touches a row twice; they go out together.
-        match &statements.keyed {
-            None => {}
-            Some(k) if batch.deletes == 0 => drop(tx.execute(&k.upsert, &[]).await?),
-            // The staging table's statistics let the planner probe the key
-            // index for a few deletes instead of scanning the whole table.
-            Some(k) => {
-                let analyze = tx.batch_execute(&k.analyze);
-                let delete = tx.execute(&k.delete, &[]);
-                let upsert = tx.execute(&k.upsert, &[]);
-                futures_util::future::try_join3(analyze, delete, upsert).await?;
-            }
-        }
-        Ok::<(), tokio_postgres::Error>(())
-    };
+    // The end of the copies and the offset updates go out together (one
+    // round trip); the commit waits for the updates' row counts.
+    let copied = tables::write_tables(&tx, &statements.tables, &batch.tables);
     insert_dead_letters(&tx, &batch.sink, &batch.topic, &batch.plugin, &batch.dead_letters).await?;
     let (copied, fenced) = futures_util::future::join(copied, update_offsets(&tx, statements, batch)).await;
     copied.with_context(|| format!("cannot copy rows into {:?}", batch.table))?;

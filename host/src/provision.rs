@@ -17,8 +17,8 @@ pub mod credentials;
 use crate::aiven::{self, Created};
 use crate::config::{DatabaseName, KafkaConfig, Pipeline, PostgresConfig, ProvisionMethod};
 use crate::kafka;
-use crate::plugins::mapper::Column;
 use crate::plugins::{MapperWorld, Runtime};
+use crate::postgres::SinkTable;
 use crate::postgres::{self, DEAD_LETTERS_TABLE, OFFSETS_TABLE, ident};
 use anyhow::{Context as _, bail};
 use std::collections::HashMap;
@@ -113,11 +113,14 @@ pub async fn run(pipeline: &Pipeline, mut report: impl FnMut(&Line)) -> anyhow::
     for (table, existed) in host_tables {
         emit(table_line(table, !existed, &in_database));
     }
-    for (sink, columns) in pipeline.sinks.iter().zip(&columns) {
-        let created = postgres::ensure_sink_table(&client, &sink.table, columns, sink.mode.key())
-            .await
-            .with_context(|| format!("cannot provision table {:?} of sink {}", sink.table, sink.name))?;
-        emit(table_line(&sink.table, created, &in_database));
+    for (sink, tables) in pipeline.sinks.iter().zip(&columns) {
+        // In the mapper's order: a parent before the tables that point at it.
+        for table in tables {
+            let created = postgres::ensure_sink_table(&client, &table.name, &table.columns, &table.key)
+                .await
+                .with_context(|| format!("cannot provision table {:?} of sink {}", table.name, sink.name))?;
+            emit(table_line(&table.name, created, &in_database));
+        }
     }
 
     let place = "on Kafka server".to_string();
@@ -217,8 +220,8 @@ async fn partition_counts(cfg: KafkaConfig, topics: Vec<String>) -> HashMap<Stri
     }
 }
 
-/// The columns of every sink's mapper, in sink order.
-fn mapper_columns(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Column>>> {
+/// The tables of every sink's mapper, in sink order.
+fn mapper_columns(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<SinkTable>>> {
     if pipeline.sinks.is_empty() {
         return Ok(Vec::new());
     }
@@ -228,10 +231,7 @@ fn mapper_columns(pipeline: &Pipeline) -> anyhow::Result<Vec<Vec<Column>>> {
         .iter()
         .map(|s| {
             let plugin = runtime.load::<MapperWorld>(&format!("sink {}", s.name), &s.mapper, None)?;
-            s.mode
-                .check_columns(&s.name, plugin.configured())
-                .map_err(anyhow::Error::msg)?;
-            Ok(plugin.configured().clone())
+            crate::pipeline::tables::resolve(s, plugin.configured()).map_err(anyhow::Error::msg)
         })
         .collect()
 }

@@ -100,7 +100,7 @@ fn inspect_names_the_contract_version_a_plugin_targets() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("contract: 0.2.0 (the version of this host's wit/plugin.wit)"),
+        text.contains("contract: 0.3.0 (the version of this host's wit/plugin.wit)"),
         "{text}"
     );
 }
@@ -118,7 +118,7 @@ fn a_plugin_of_a_version_the_host_does_not_run_is_refused_naming_both_versions()
         err.contains("is a mapper plugin for version 0.9.0 of the plugin contract"),
         "{err}"
     );
-    assert!(err.contains("it runs versions 0.2.0 and 0.1.0"), "{err}");
+    assert!(err.contains("it runs versions 0.3.0, 0.2.0 and 0.1.0"), "{err}");
     assert!(
         err.contains("rebuild the plugin against the wit/plugin.wit of this host"),
         "{err}"
@@ -127,5 +127,5 @@ fn a_plugin_of_a_version_the_host_does_not_run_is_refused_naming_both_versions()
     let out = host(&["plugin", "test", future.to_str().expect("utf-8"), "--input", "-"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("0.9.0") && err.contains("0.2.0 and 0.1.0"), "{err}");
+    assert!(err.contains("0.9.0") && err.contains("0.3.0, 0.2.0 and 0.1.0"), "{err}");
 }

@@ -23,11 +23,11 @@ fn a_generator_configured_as_a_mapper_is_refused() {
     let err = validate(&sink_with_mapper(&plugin("langs").display().to_string()));
     assert!(err.contains("is not a mapper plugin"), "{err}");
     assert!(
-        err.contains("wasm-stream:plugin/generator@0.2.0"),
+        err.contains("wasm-stream:plugin/generator@0.3.0"),
         "names what it exports: {err}"
     );
     assert!(
-        err.contains("must export wasm-stream:plugin/mapper@0.2.0"),
+        err.contains("must export wasm-stream:plugin/mapper@0.3.0"),
         "names what is expected: {err}"
     );
 }

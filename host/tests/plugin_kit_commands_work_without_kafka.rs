@@ -94,6 +94,44 @@ fn a_mapper_prints_columns_rows_and_rejections() {
 }
 
 #[test]
+fn a_mapper_of_several_tables_prints_each_table_with_its_rows() {
+    let input = temp_file(
+        "orders.txt",
+        "{\"order_id\": 7, \"customer\": \"ann\", \"items\": [{\"sku\": \"A-1\", \"qty\": 2, \"price\": 9.99}, {\"sku\": \"B\", \"qty\": 1, \"price\": \"1.50\"}]}\n\
+         {\"order_id\": 8, \"customer\": \"bo\"}\n",
+    );
+    let orders = plugin("orders");
+    let out = host(&["plugin", "test", path(&orders), "--input", path(&input), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let tables = doc["tables"].as_array().expect("tables");
+    assert_eq!(tables.len(), 2, "{doc}");
+    assert!(tables[0]["name"].is_null() && tables[1]["name"] == "items", "{doc}");
+    assert_eq!(tables[1]["key"], serde_json::json!(["order_id", "line"]));
+    let rows = doc["messages"][0]["rows"].as_array().expect("rows");
+    assert_eq!(
+        (rows[0]["table"].as_u64(), rows[1]["table"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(rows[1]["rows"].as_array().map(Vec::len), Some(2), "{doc}");
+    assert_eq!(rows[1]["rows"][1][4], "1.50");
+    assert!(
+        doc["messages"][1]["rejected"]
+            .as_str()
+            .is_some_and(|r| r.contains("items")),
+        "{doc}"
+    );
+
+    let text = stdout(&host(&["plugin", "test", path(&orders), "--input", path(&input)]));
+    assert!(text.contains("table 0: the sink's table"), "{text}");
+    assert!(
+        text.contains("table 1: <sink table>_items\nkey: order_id, line"),
+        "{text}"
+    );
+    assert!(text.contains("rows: 1") && text.contains("rows: 2"), "{text}");
+}
+
+#[test]
 fn a_check_prints_its_findings() {
     let snapshot = temp_file(
         "snapshot.json",
@@ -166,7 +204,7 @@ fn inspect_names_the_world_and_an_import_the_host_does_not_provide() {
     let text = stdout(&out);
     let bytes = std::fs::read(&langs).expect("read langs");
     assert!(text.contains("world:    generator-plugin"), "{text}");
-    assert!(text.contains("contract: 0.2.0"), "{text}");
+    assert!(text.contains("contract: 0.3.0"), "{text}");
     assert!(text.contains(&host::plugins::content_hash(&bytes)), "{text}");
     assert!(text.contains("wasi:random/random@"), "{text}");
 

@@ -110,7 +110,7 @@ fn assert_sink_row(dom: &str, db: &Db, sink: &str, topic: &str, table: &str) {
 fn assert_plugin_row(dom: &str, name: &str, world: &str, file: &Path) -> String {
     let row = dom_row(dom, "data-plugin", name).unwrap_or_else(|| panic!("no row for plugin {name}:\n{dom}"));
     assert_eq!(attr(&row, "data-world").as_deref(), Some(world), "{row}");
-    assert_eq!(attr(&row, "data-contract").as_deref(), Some("0.2.0"), "{row}");
+    assert_eq!(attr(&row, "data-contract").as_deref(), Some("0.3.0"), "{row}");
     assert_eq!(attr(&row, "data-hash"), Some(hash(file)), "{row}");
     assert_eq!(attr(&row, "data-path"), Some(file.display().to_string()), "{row}");
     assert_eq!(attr(&row, "data-loaded").as_deref(), Some("true"), "{row}");

@@ -9,7 +9,7 @@ use crate::Args;
 use crate::report::Measured;
 use crate::setup::Env;
 use host::plugins::mapper::{Column, ColumnType, Value};
-use host::postgres::{self, Batch, CopyRows, SinkStatements, Written, isolate::Parts};
+use host::postgres::{self, Batch, CopyRows, SinkStatements, SinkTable, TableBatch, Written, isolate::Parts};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ pub async fn run(args: &Args, env: &mut Env) -> anyhow::Result<()> {
             nullable: true,
         },
     ];
-    let statements = SinkStatements::prepare(&client, &table, &columns, &[]).await?;
+    let statements = SinkStatements::prepare(&client, &[SinkTable::one(&table, columns.clone(), &[])]).await?;
     postgres::asynchronous_commits(&client).await?;
     println!(
         "\nrows PostgreSQL refuses (CHECK constraint), one batch of {size} messages, best of {}:",
@@ -102,11 +102,13 @@ fn batch(table: &str, topic: &str, columns: &[Column], partition: i32, size: u64
         topic: topic.into(),
         group: "bench".into(),
         plugin: "bench".into(),
-        rows: rows.freeze(),
-        parts: Parts::Rows(of_row),
+        tables: vec![TableBatch {
+            rows: rows.freeze(),
+            parts: Parts::Rows(of_row),
+            deletes: 0,
+        }],
         positions: (0..size as i64).map(|o| (partition, o)).collect(),
         sources: (0..size).map(|_| (None, Some(b"{}".to_vec()))).collect(),
-        deletes: 0,
         dead_letters: Vec::new(),
         offsets: HashMap::from([(partition, (None, size as i64))]),
     }

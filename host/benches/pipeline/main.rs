@@ -18,7 +18,10 @@
 //! - remote: the sink, append and upsert, with round trips added between the
 //!   host and PostgreSQL by a delaying proxy, and the round trips per batch;
 //! - badrows: one batch of 20,000 with 1 and with 100 rows PostgreSQL
-//!   refuses, beside a clean one (not run by default; `--only badrows`).
+//!   refuses, beside a clean one (not run by default; `--only badrows`);
+//! - fanout: a mapper of two tables (`orders`: an order and its items)
+//!   beside `json-row` on the same order messages (not run by default;
+//!   `--only fanout`).
 //!
 //! Run it with `scripts/bench [--messages N] [--partitions 1,4] [--only ...]`:
 //! the production profile, as deployed; `--quick`, the dev profile (the
@@ -27,6 +30,7 @@
 
 mod avro;
 mod badrows;
+mod fanout;
 mod latency;
 mod memory;
 mod produce;
@@ -64,7 +68,7 @@ pub struct Args {
     pub quick: bool,
 }
 
-const USAGE: &str = "usage: scripts/bench [--quick] [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,remote,badrows]
+const USAGE: &str = "usage: scripts/bench [--quick] [--messages N] [--partitions 1,4] [--only produce,sink,latency,memory,remote,badrows,fanout]
                     [--sinks discard,copy,wasm,native,batch1,scraped,upsert,avro,python,javascript] [--rtt-ms 2,10]
                     [--latency-rate MSG_PER_S] [--latency-seconds S] [--batch1-seconds S] [--batch-size N] [--repeat R] [--keep]";
 
@@ -178,6 +182,12 @@ async fn measure(args: &Args, env: &mut setup::Env) -> anyhow::Result<()> {
     if args.named("badrows") {
         badrows::run(args, env).await?;
         if args.only.len() == 1 {
+            return Ok(());
+        }
+    }
+    if args.named("fanout") {
+        fanout::run(args, env).await?;
+        if args.only.iter().all(|o| o == "fanout" || o == "badrows") {
             return Ok(());
         }
     }

@@ -9,7 +9,7 @@ use crate::setup::{self, Env};
 use anyhow::Context as _;
 use host::config::Pipeline;
 use host::pipeline::{BatchMapper, Destination, SinkStats};
-use host::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
+use host::plugins::mapper::{Column, ColumnType, Message, Outcome, Table, TableRows, Value};
 use host::plugins::{MapperWorld, PluginError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -93,7 +93,7 @@ pub async fn run(
 
         if args.wants_sink("discard") {
             step("(a) Kafka ceiling, the host's consumer discarding");
-            let mapper = Box::new(NullMapper(columns.clone()));
+            let mapper = Box::new(NullMapper(one_table(&columns)));
             let m = sink_run(&pipeline, "discard", mapper, Destination::Discard, None).await?;
             anyhow::ensure!(m.total == n, "the discarding sink saw {} of {n} messages", m.total);
             f.kafka_ceiling = best(f.kafka_ceiling, m.steady);
@@ -147,7 +147,7 @@ pub async fn run(
 
         if args.wants_sink("native") {
             step("(d) sink, native json-row");
-            let mapper = Box::new(NativeJsonRow(columns.clone()));
+            let mapper = Box::new(NativeJsonRow(one_table(&columns)));
             let m = sink_run(&pipeline, "native", mapper, Destination::Postgres, None).await?;
             verify(env, &tables[1], n).await?;
             f.sink_native = best(f.sink_native, m.steady);
@@ -379,14 +379,14 @@ impl BatchMapper for RepeatingKeys {
     fn describe(&self) -> String {
         self.inner.describe()
     }
-    fn columns(&self) -> &[Column] {
-        self.inner.columns()
+    fn tables(&self) -> &[Table] {
+        self.inner.tables()
     }
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
         let mut outcomes = self.inner.map_batch(messages)?;
         for outcome in &mut outcomes {
-            if let Outcome::Rows(rows) = outcome {
-                for row in rows {
+            if let Outcome::Rows(parts) = outcome {
+                for row in parts.iter_mut().flat_map(|p| &mut p.rows) {
                     if let Some(Value::Integer(offset)) = row.get_mut(2) {
                         *offset %= self.half;
                     }
@@ -462,9 +462,18 @@ fn json_row_columns() -> Vec<Column> {
     ]
 }
 
+/// Columns as one unnamed table: the sink's.
+pub fn one_table(columns: &[Column]) -> Vec<Table> {
+    vec![Table {
+        name: None,
+        columns: columns.to_vec(),
+        key: None,
+    }]
+}
+
 /// Maps every message to no row: with [`Destination::Discard`], what is left
 /// is the host's consumer and batching.
-struct NullMapper(Vec<Column>);
+struct NullMapper(Vec<Table>);
 
 impl BatchMapper for NullMapper {
     fn name(&self) -> &str {
@@ -476,7 +485,7 @@ impl BatchMapper for NullMapper {
     fn describe(&self) -> String {
         "native null mapper (bench)".into()
     }
-    fn columns(&self) -> &[Column] {
+    fn tables(&self) -> &[Table] {
         &self.0
     }
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
@@ -485,7 +494,7 @@ impl BatchMapper for NullMapper {
 }
 
 /// `plugins/json-row` in native Rust: the same checks and the same row.
-struct NativeJsonRow(Vec<Column>);
+struct NativeJsonRow(Vec<Table>);
 
 impl BatchMapper for NativeJsonRow {
     fn name(&self) -> &str {
@@ -497,7 +506,7 @@ impl BatchMapper for NativeJsonRow {
     fn describe(&self) -> String {
         "native json-row (bench)".into()
     }
-    fn columns(&self) -> &[Column] {
+    fn tables(&self) -> &[Table] {
         &self.0
     }
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
@@ -514,12 +523,15 @@ fn json_row(message: &Message) -> Outcome {
         Some(ms) => Value::Timestamp(ms.saturating_mul(1000)),
         None => Value::Null,
     };
-    Outcome::Rows(vec![vec![
-        Value::Text(text),
-        time,
-        Value::Integer(message.offset),
-        Value::Integer(i64::from(message.partition)),
-    ]])
+    Outcome::Rows(vec![TableRows {
+        table: 0,
+        rows: vec![vec![
+            Value::Text(text),
+            time,
+            Value::Integer(message.offset),
+            Value::Integer(i64::from(message.partition)),
+        ]],
+    }])
 }
 
 fn validate(payload: Option<&[u8]>) -> Result<String, String> {

@@ -197,7 +197,15 @@ pub async fn replay(
         let plugin = tokio::task::spawn_blocking(move || rt.load::<MapperWorld>(&name, &cfg, None))
             .await?
             .with_context(|| format!("cannot load the mapper of sink {}", sink.name))?;
-        let columns = plugin.configured().clone();
+        let mut tables = pipeline::tables::resolve(sink, plugin.configured()).map_err(anyhow::Error::msg)?;
+        // Replayed rows go through the whole batch's isolation of one table.
+        if tables.len() > 1 {
+            anyhow::bail!(
+                "the mapper of sink {} writes {} tables; `dead-letters replay` writes one table's rows only\n  hint: produce the messages again (`host produce --stdin`), or replay with a mapper of one table",
+                sink.name,
+                tables.len()
+            );
+        }
         // A replayed message is older than what the table holds by its key:
         // writing it would undo later updates.
         if !sink.mode.key().is_empty() {
@@ -206,11 +214,11 @@ pub async fn replay(
                 sink.name
             );
         }
-        postgres::ensure_sink_table(client, &sink.table, &columns, &[]).await?;
         // Replayed rows carry their message's lineage too, so a rewind
         // deletes them with the others of their offsets.
-        let lineage = postgres::lineage::present(client, &sink.table).await?;
-        let written = postgres::lineage::write_columns(&columns, lineage);
+        postgres::ensure_sink_tables(client, &mut tables).await?;
+        let written = tables[0].written();
+        let tables: std::sync::Arc<[postgres::SinkTable]> = tables.into();
         let names: Vec<&str> = written.iter().map(|c| c.name.as_str()).collect();
         let copy = format!(
             "COPY {} ({}) FROM STDIN BINARY",
@@ -251,9 +259,10 @@ pub async fn replay(
                     timestamp: None,
                     key: l.key.clone(),
                     payload: l.payload.clone(),
+                    schema: None,
                 })
                 .collect();
-            let (m, mapped) = pipeline::map_messages(mapper, columns.clone(), messages, false, lineage).await?;
+            let (m, mapped) = pipeline::map_messages(mapper, tables.clone(), messages, false).await?;
             mapper = m;
             let mapped = mapped?;
             // Which letters are still rejected, by their place in the batch:
@@ -274,16 +283,23 @@ pub async fn replay(
             }
             // The rows, without the ones PostgreSQL refuses: their letters
             // stay, with PostgreSQL's reason.
-            let of_row = match &mapped.parts {
+            let Some(table) = mapped.tables.into_iter().next() else {
+                bail!("a replay writes one table's rows");
+            };
+            let of_row = match &table.parts {
                 Parts::Rows(of_row) => of_row.as_slice(),
                 Parts::Keyed(..) => bail!("a replay writes an append sink's rows only"),
             };
-            let rows = mapped.rows.freeze();
-            let plan = Plan::Copy { copy: &copy, of_row };
-            let culprits = isolate::write_isolating(&tx, plan, &rows, None)
+            let rows = table.rows.freeze();
+            let plan = Plan::Copy {
+                copy: &copy,
+                of_row,
+                rows: &rows,
+            };
+            let culprits = isolate::write_isolating(&tx, &[plan], None)
                 .await
                 .with_context(|| format!("cannot copy the replayed rows into {:?}", sink.table))?;
-            let refused_rows = mapped.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
+            let refused_rows = table.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
             for (message, reason) in culprits {
                 rejected.insert(message as usize, reason);
             }

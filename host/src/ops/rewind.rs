@@ -3,15 +3,19 @@
 //!
 //! A rewind is one PostgreSQL transaction:
 //!
-//! 1. it locks the sink's stored offset of every partition it moves (and
-//!    stores one where there is none): the same rows each batch write updates
+//! 1. it locks the sink's stored offset of every partition it moves (a
+//!    partition with nothing stored has no rows or letters and is left
+//!    alone, except by `--delete-all`): the same rows each batch write updates
 //!    conditionally, so a write in flight either committed before (and the
 //!    rewind sees its rows) or waits, then finds the offset moved and rolls
 //!    back (its sink starts again from the database);
 //! 2. it deletes the dead letters of the rewound offsets (they will be
 //!    consumed again), then, in an append sink, the rows whose lineage
-//!    (`_kafka_partition`, `_kafka_offset`) is at or after the new offset; an
-//!    upsert sink keeps its rows, which the messages consumed again update;
+//!    (`_kafka_partition`, `_kafka_offset`) is at or after the new offset,
+//!    from every table of the sink (its mapper's declared tables, loaded
+//!    for that), children first: the reverse of the declared order, as a
+//!    sink's deletes go, so foreign keys hold; an upsert sink keeps its
+//!    rows, which the messages consumed again update;
 //! 3. it moves the offsets back and bumps the sink's control generation, so
 //!    every running process drops what it holds and seeks to the new offsets.
 //!
@@ -30,6 +34,9 @@ use tokio_postgres::error::SqlState;
 /// How many times a rewind's transaction is tried when PostgreSQL breaks a
 /// deadlock with a sink's write by aborting it.
 const ATTEMPTS: usize = 5;
+
+/// The rewind's PostgreSQL session name (in `pg_stat_activity`).
+pub const APPLICATION_NAME: &str = "host-sink-rewind";
 
 /// Where a rewind goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,13 +77,16 @@ pub struct Moved {
 #[derive(Debug, Clone)]
 pub struct Rewound {
     pub sink: String,
-    pub table: String,
+    /// The sink's tables, in the declared order (the first the sink's own).
+    pub tables: Vec<String>,
     pub topic: String,
     pub upsert: bool,
     pub dry_run: bool,
-    /// `--delete-all`: the rows deleted, all of the table's.
+    /// `--delete-all`: the rows deleted, all of the tables'.
     pub all_rows: Option<i64>,
     pub partitions: Vec<Moved>,
+    /// Partitions with nothing stored, left alone (no rows, no letters).
+    pub untouched: Vec<i32>,
 }
 
 /// The sink `name` of the pipeline, or an error listing its sinks.
@@ -145,31 +155,41 @@ async fn targets(pipeline: &Pipeline, sink: &SinkConfig, target: &Target) -> any
 pub async fn rewind(pipeline: &Pipeline, request: &Request) -> anyhow::Result<Rewound> {
     let sink = find_sink(pipeline, &request.sink)?;
     let upsert = matches!(sink.mode, SinkMode::Upsert { .. });
-    let mut client = postgres::connect(&pipeline.postgres).await?;
-    postgres::ensure_host_tables(&client).await?;
-    let exists = postgres::table_exists(&client, &sink.table).await?;
-    let has_lineage = exists && lineage::present(&client, &sink.table).await?;
     if request.delete_all && request.target != Target::Start {
         bail!("--delete-all starts the sink from the start: use it with --to-start");
     }
-    if exists && !upsert && !has_lineage && !request.delete_all {
-        bail!(
-            "sink {:?} appends to table {:?}, which has no lineage columns ({PARTITION_COLUMN}, {OFFSET_COLUMN}): the rows of the rewound offsets cannot be told apart from the others, so a rewind would store them twice\n  hint: rewind with --to-start --delete-all, which deletes every row of the table, every dead letter and stored offset of the sink, and starts it from the start of the topic; or point the sink at a new table, which the host creates with lineage",
-            sink.name,
-            sink.table.as_str()
-        );
-    }
+    let declared = if upsert && !request.delete_all {
+        // Rows stay in an upsert sink: no table is touched.
+        vec![sink.table.to_string()]
+    } else {
+        sink_tables(sink).await?
+    };
+    let mut client = postgres::connect_as(&pipeline.postgres, Some(APPLICATION_NAME)).await?;
+    postgres::ensure_host_tables(&client).await?;
     let targets = targets(pipeline, sink, &request.target).await?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match apply(&mut client, sink, &targets, request, exists, upsert).await {
+        match apply(&mut client, sink, &targets, request, &declared, upsert).await {
             Err(e) if attempt < ATTEMPTS && deadlocked(&e) => {
                 tracing::info!(attempt, "the rewind met a sink's write in a deadlock; trying again");
             }
             result => return result,
         }
     }
+}
+
+/// The tables of an append sink, in the declared order: its mapper is
+/// loaded for them, since only it declares them (see `pipeline::tables`).
+async fn sink_tables(sink: &SinkConfig) -> anyhow::Result<Vec<String>> {
+    let runtime = crate::plugins::Runtime::new()?;
+    let (name, cfg) = (format!("sink {}", sink.name), sink.mapper.clone());
+    let plugin = tokio::task::spawn_blocking(move || runtime.load::<crate::plugins::MapperWorld>(&name, &cfg, None))
+        .await
+        .context("loading the mapper panicked")?
+        .with_context(|| format!("cannot load the mapper of sink {} to learn its tables", sink.name))?;
+    let tables = crate::pipeline::tables::resolve(sink, plugin.configured()).map_err(anyhow::Error::msg)?;
+    Ok(tables.into_iter().map(|t| t.name).collect())
 }
 
 fn deadlocked(e: &anyhow::Error) -> bool {
@@ -184,9 +204,10 @@ async fn apply(
     sink: &SinkConfig,
     targets: &BTreeMap<i32, i64>,
     request: &Request,
-    exists: bool,
+    declared: &[String],
     upsert: bool,
 ) -> anyhow::Result<Rewound> {
+    // The offsets and control row are the sink's own table's.
     let (table, topic) = (sink.table.as_str(), sink.topic.as_str());
     let tx = client
         .transaction()
@@ -203,6 +224,22 @@ async fn apply(
         )
         .await
         .context("cannot read the sink's stored offsets (dry run)")?
+        .iter()
+        .map(|r| (r.get(0), (Some(r.get(1)), false)))
+        .collect()
+    } else if !request.delete_all {
+        // Partitions with nothing stored have no rows or letters: they stay
+        // as they are, starting where the sink's `start` says.
+        tx.query(
+            &format!(
+                "SELECT partition, next_offset FROM {o}
+                 WHERE table_name = $1 AND topic = $2 AND partition = ANY($3)
+                 ORDER BY partition FOR UPDATE"
+            ),
+            &[&table, &topic, &partitions],
+        )
+        .await
+        .context("cannot lock the sink's stored offsets")?
         .iter()
         .map(|r| (r.get(0), (Some(r.get(1)), false)))
         .collect()
@@ -225,22 +262,47 @@ async fn apply(
         })
         .collect()
     };
-    // Never forward: a target past the stored offset keeps it.
+    // Looked at only now, under the locks, so no sink creates or alters a
+    // table between the check and the deletes. A table made later is empty
+    // of these rows.
+    let mut tables = Vec::with_capacity(declared.len());
+    for t in declared {
+        if !postgres::table_exists(tx.client(), t).await? {
+            continue;
+        }
+        if !upsert && !request.delete_all && !lineage::present(tx.client(), t).await? {
+            bail!(
+                "sink {:?} appends to table {t:?}, which has no lineage columns ({PARTITION_COLUMN}, {OFFSET_COLUMN}): the rows of the rewound offsets cannot be told apart from the others, so a rewind would store them twice\n  hint: rewind with --to-start --delete-all, which deletes every row of the sink's tables ({}), every dead letter and stored offset of the sink, and starts it from the start of the topic; or point the sink at a new table, which the host creates with lineage",
+                sink.name,
+                declared.join(", ")
+            );
+        }
+        tables.push(t.clone());
+    }
+    // Never forward: a target past the stored offset keeps it. Without
+    // --delete-all, a partition with nothing stored is left alone.
     let mut moved: Vec<Moved> = targets
         .iter()
-        .map(|(p, target)| {
+        .filter_map(|(p, target)| {
             let before = stored.get(p).and_then(|(s, _)| *s);
-            Moved {
+            if before.is_none() && !request.delete_all {
+                return None;
+            }
+            Some(Moved {
                 partition: *p,
                 stored: before,
                 resume: before.map_or(*target, |s| s.min(*target)),
                 rows: None,
                 letters: 0,
-            }
+            })
         })
         .collect();
+    let untouched: Vec<i32> = targets
+        .keys()
+        .filter(|p| !moved.iter().any(|m| m.partition == **p))
+        .copied()
+        .collect();
     let d = ident(DEAD_LETTERS_TABLE);
-    let t = ident(table);
     let mut all_rows = None;
     // 2. Dead letters first (a replay holding some commits its rows before
     // they are looked at), then rows.
@@ -260,17 +322,22 @@ async fn apply(
             .await
             .context("cannot delete the dead letters of the rewound offsets")?
             .get(0);
-        if exists && !upsert && !request.delete_all {
-            let sql = format!(
-                "{verb} FROM {t} WHERE {} = $1 AND {} >= $2{tail}",
-                ident(PARTITION_COLUMN),
-                ident(OFFSET_COLUMN)
-            );
-            let rows: i64 = tx
-                .query_one(&sql, &[&i64::from(m.partition), &m.resume])
-                .await
-                .with_context(|| format!("cannot delete the rows of the rewound offsets from {table:?}"))?
-                .get(0);
+        if !upsert && !request.delete_all {
+            // Children first: the reverse of the declared order.
+            let mut rows = 0;
+            for t in tables.iter().rev() {
+                let sql = format!(
+                    "{verb} FROM {} WHERE {} = $1 AND {} >= $2{tail}",
+                    ident(t),
+                    ident(PARTITION_COLUMN),
+                    ident(OFFSET_COLUMN)
+                );
+                rows += tx
+                    .query_one(&sql, &[&i64::from(m.partition), &m.resume])
+                    .await
+                    .with_context(|| format!("cannot delete the rows of the rewound offsets from {t:?}"))?
+                    .get::<_, i64>(0);
+            }
             m.rows = Some(rows);
         }
     }
@@ -293,24 +360,31 @@ async fn apply(
         if let Some(first) = moved.first_mut() {
             first.letters += (total - counted).max(0);
         }
-        if exists {
+        let mut deleted = 0;
+        for t in tables.iter().rev() {
             let rows = if request.dry_run {
-                format!("SELECT count(*) FROM {t}")
+                format!("SELECT count(*) FROM {}", ident(t))
             } else {
-                format!("WITH gone AS (DELETE FROM {t} RETURNING 1) SELECT count(*) FROM gone")
+                format!(
+                    "WITH gone AS (DELETE FROM {} RETURNING 1) SELECT count(*) FROM gone",
+                    ident(t)
+                )
             };
-            all_rows = Some(
-                tx.query_one(&rows, &[])
-                    .await
-                    .with_context(|| format!("cannot count or delete the rows of {table:?} (--delete-all)"))?
-                    .get(0),
-            );
+            deleted += tx
+                .query_one(&rows, &[])
+                .await
+                .with_context(|| format!("cannot count or delete the rows of {t:?} (--delete-all)"))?
+                .get::<_, i64>(0);
+        }
+        if !tables.is_empty() {
+            all_rows = Some(deleted);
         }
     }
     // 3. The offsets move back, and the running sinks are told.
     if request.dry_run {
         tx.rollback().await.context("cannot roll back the dry run")?;
     } else {
+        let partitions: Vec<i32> = moved.iter().map(|m| m.partition).collect();
         let resume: Vec<i64> = moved.iter().map(|m| m.resume).collect();
         tx.execute(
             &format!(
@@ -327,12 +401,17 @@ async fn apply(
     }
     Ok(Rewound {
         sink: sink.name.clone(),
-        table: table.to_string(),
+        tables: if tables.is_empty() {
+            vec![table.to_string()]
+        } else {
+            tables.to_vec()
+        },
         topic: topic.to_string(),
         upsert,
         dry_run: request.dry_run,
         all_rows,
         partitions: moved,
+        untouched,
     })
 }
 
@@ -344,11 +423,12 @@ pub fn render(r: &Rewound) -> String {
         ("", "deleted")
     };
     let mut out = format!(
-        "{}sink {} ({} into table {:?}, topic {:?}):\n",
+        "{}sink {} ({} into {} {}, topic {:?}):\n",
         if r.dry_run { "dry run, nothing changed: " } else { "" },
         r.sink,
         if r.upsert { "upsert" } else { "append" },
-        r.table,
+        if r.tables.len() == 1 { "table" } else { "tables" },
+        r.tables.join(", "),
         r.topic
     );
     for m in &r.partitions {
@@ -367,11 +447,19 @@ pub fn render(r: &Rewound) -> String {
             m.letters
         );
     }
+    if !r.untouched.is_empty() {
+        let _ = writeln!(
+            out,
+            "  partition(s) {:?}: nothing stored, {}left alone (they start where the sink's start says)",
+            r.untouched,
+            if r.dry_run { "would be " } else { "" }
+        );
+    }
     if let Some(all) = r.all_rows {
         let _ = writeln!(
             out,
-            "  --delete-all: all {all} row(s) of table {:?} {rows_verb}, and every dead letter and stored offset of the sink",
-            r.table
+            "  --delete-all: all {all} row(s) of {} {rows_verb}, and every dead letter and stored offset of the sink",
+            r.tables.join(", ")
         );
     }
     out

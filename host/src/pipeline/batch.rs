@@ -8,11 +8,14 @@ use super::upsert::{self, Latest};
 use crate::plugins::PluginError;
 use crate::plugins::mapper::{Column, ColumnType, Message, Outcome, Value};
 use crate::postgres::isolate::Parts;
-use crate::postgres::{CopyRows, DeadLetter, binary};
+use crate::postgres::{CopyRows, DeadLetter, SinkTable, binary};
 use anyhow::Context as _;
+use std::sync::Arc;
 
 #[cfg(test)]
 mod check_tests;
+#[cfg(test)]
+mod map_tests;
 
 /// A guess at what a row takes in `COPY` besides the payload's bytes.
 const ROW_OVERHEAD_BYTES: usize = 64;
@@ -34,145 +37,247 @@ pub struct Delete {
 pub struct Mapped {
     /// `(partition, offset)` of every message, in consumed order.
     pub positions: Vec<(i32, i64)>,
-    pub rows: CopyRows,
-    /// Which message each row came from (see `postgres::isolate`).
-    pub parts: Parts,
+    /// The rows of each table of the sink, in the declared order.
+    pub tables: Vec<MappedTable>,
     /// The key and payload of every message with rows, for a dead letter
     /// when PostgreSQL refuses its rows (`None` for the others).
     pub sources: Vec<crate::postgres::Source>,
     pub dead_letters: Vec<DeadLetter>,
-    /// Deletes, in consumed order (so in offset order within a partition);
-    /// only when the sink has a key ([`map_keyed`]), else they are dead letters.
-    pub deletes: Vec<Delete>,
     /// The payloads, kept only when they are printed after the commit.
     pub echo: Vec<Vec<u8>>,
     /// The mapper, as the dead-letter table records it.
     pub plugin: String,
 }
 
-/// Maps `messages` on a blocking thread (mapper calls are synchronous), then
-/// checks and encodes the rows there too. Returns the mapper back. Fails only
-/// when the mapper cannot even be restarted. Deletes become dead letters
-/// (an append sink has no key to delete by).
-/// With `lineage`, every row also gets its message's partition and offset
-/// (see `postgres::lineage`).
-pub async fn map(
-    mapper: Box<dyn BatchMapper>,
-    columns: Vec<Column>,
-    messages: Vec<Message>,
-    echo: bool,
-    lineage: bool,
-) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
-    map_keyed(mapper, columns, None, messages, echo, lineage).await
+/// The rows of one table of a mapped batch.
+pub struct MappedTable {
+    pub rows: CopyRows,
+    /// Which message each row came from (see `postgres::isolate`).
+    pub parts: Parts,
+    /// Deletes, in consumed order (so in offset order within a partition);
+    /// only when the table has a key, else they are dead letters.
+    pub deletes: Vec<Delete>,
 }
 
-/// As [`map`], for a sink with a key: `key` holds the key columns in the
-/// key's order, and deletes whose values fit them go to [`Mapped::deletes`].
-/// The rows are then the staging rows of the batch: the last upsert or
-/// delete per key, in consumed (offset) order (see `upsert`).
-pub async fn map_keyed(
+impl Mapped {
+    /// The rows of all tables (in a keyed table: one per key and batch).
+    pub fn rows(&self) -> usize {
+        self.tables.iter().map(|t| t.rows.len()).sum()
+    }
+}
+
+/// Maps `messages` on a blocking thread (mapper calls are synchronous), then
+/// checks and encodes the rows there too. Returns the mapper back. Fails only
+/// when the mapper cannot even be restarted.
+///
+/// A table with a key (`SinkTable::key`) takes deletes whose values fit its
+/// key columns; its rows are then the staging rows of the batch: the last
+/// upsert or delete per key, in consumed (offset) order (see `upsert`). In a
+/// table without one, a delete makes its message a dead letter. A table
+/// with lineage (`SinkTable::lineage`) gets its message's partition and
+/// offset on every row (see `postgres::lineage`).
+pub async fn map(
     mut mapper: Box<dyn BatchMapper>,
-    columns: Vec<Column>,
-    key: Option<Vec<Column>>,
+    tables: Arc<[SinkTable]>,
     messages: Vec<Message>,
     echo: bool,
-    lineage: bool,
 ) -> anyhow::Result<(Box<dyn BatchMapper>, anyhow::Result<Mapped>)> {
     tokio::task::spawn_blocking(move || {
-        let mapped = map_blocking(mapper.as_mut(), &columns, key.as_deref(), messages, echo, lineage);
+        let mapped = map_blocking(mapper.as_mut(), &tables, messages, echo);
         (mapper, mapped)
     })
     .await
     .context("mapper thread panicked")
 }
 
+/// One table while a batch is mapped.
+struct Building<'a> {
+    table: &'a SinkTable,
+    /// The key columns, in key order, when the table has a key.
+    key: Option<Vec<Column>>,
+    /// What the table is written with: its columns, then lineage if any.
+    written: Vec<Column>,
+    lineage: bool,
+    rows: CopyRows,
+    of_row: Vec<u32>,
+    latest: Option<Latest>,
+    deletes: Vec<Delete>,
+}
+
+impl<'a> Building<'a> {
+    fn new(table: &'a SinkTable, bytes: usize) -> anyhow::Result<Self> {
+        let written = table.written();
+        let latest = match table.key.is_empty() {
+            true => None,
+            false => Some(Latest::new(
+                Latest::positions(&table.columns, &table.key)
+                    .with_context(|| format!("a key column is not among the columns of table {:?}", table.name))?,
+                written.len(),
+            )),
+        };
+        Ok(Self {
+            key: table.key_columns(),
+            rows: CopyRows::with_capacity(&written, bytes),
+            written,
+            lineage: table.lineage,
+            of_row: Vec::new(),
+            latest,
+            deletes: Vec::new(),
+            table,
+        })
+    }
+
+    /// Why rows cannot go into this table, or `None`.
+    fn refuse_rows(&self, rows: &[Vec<Value>]) -> Option<String> {
+        let columns = &self.table.columns;
+        let checked = check_rows(columns, rows).and_then(|()| match &self.latest {
+            None => Ok(()),
+            Some(latest) => rows
+                .iter()
+                .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r)),
+        });
+        checked
+            .err()
+            .map(|reason| format!("mapper returned a bad row: {reason}"))
+    }
+
+    /// Why a delete cannot be applied to this table, or `None`.
+    fn refuse_delete(&self, values: &[Value]) -> Option<String> {
+        match &self.key {
+            None => Some(DELETE_NEEDS_KEY.to_string()),
+            Some(key) => check_delete(key, values)
+                .err()
+                .map(|reason| format!("mapper returned a bad delete: {reason}")),
+        }
+    }
+
+    /// Takes rows of the message at `at`, which sits at `position`
+    /// (partition, offset) for the lineage columns.
+    fn push_rows(&mut self, at: u32, position: (i32, i64), rows: Vec<Vec<Value>>) {
+        let lineage = self.lineage;
+        let with_lineage = |mut row: Vec<Value>| {
+            if lineage {
+                row.extend(crate::postgres::lineage::values(position.0, position.1));
+            }
+            row
+        };
+        match self.latest.as_mut() {
+            None => {
+                for row in rows {
+                    self.rows.push(with_lineage(row));
+                    self.of_row.push(at);
+                }
+            }
+            Some(latest) => {
+                for row in rows {
+                    latest.upsert(at, with_lineage(row));
+                }
+            }
+        }
+    }
+
+    fn push_delete(&mut self, index: usize, at: u32, values: Vec<Value>) {
+        if let Some(latest) = self.latest.as_mut() {
+            latest.delete(at, values.clone());
+        }
+        self.deletes.push(Delete {
+            message: index,
+            key: values,
+        });
+    }
+
+    fn finish(self) -> MappedTable {
+        match self.latest {
+            Some(latest) => MappedTable {
+                rows: latest.finish(&self.written),
+                parts: Parts::Keyed(latest, self.written),
+                deletes: self.deletes,
+            },
+            None => MappedTable {
+                rows: self.rows,
+                parts: Parts::Rows(self.of_row),
+                deletes: self.deletes,
+            },
+        }
+    }
+}
+
+/// The table an outcome names, or why it names none of the sink's.
+fn table_at(tables: usize, index: u32) -> Result<usize, String> {
+    match usize::try_from(index) {
+        Ok(i) if i < tables => Ok(i),
+        _ => Err(format!(
+            "mapper named table {index}, but declared {}",
+            if tables == 1 {
+                "one table (0)".to_string()
+            } else {
+                format!("{tables} tables (0 to {})", tables - 1)
+            }
+        )),
+    }
+}
+
 fn map_blocking(
     mapper: &mut dyn BatchMapper,
-    columns: &[Column],
-    key: Option<&[Column]>,
+    tables: &[SinkTable],
     messages: Vec<Message>,
     echo: bool,
-    lineage: bool,
 ) -> anyhow::Result<Mapped> {
     let outcomes = map_isolating_failures(mapper, &messages)?;
-    // What the table is written with: the mapper's columns, then lineage.
-    let written = crate::postgres::lineage::write_columns(columns, lineage);
-    let with_lineage = |mut row: Vec<Value>, m: &Message| {
-        if lineage {
-            row.extend(crate::postgres::lineage::values(m.partition, m.offset));
-        }
-        row
-    };
+    // Room for about one row per message in the first table, so the buffer
+    // does not grow by copying.
+    let bytes: usize = messages
+        .iter()
+        .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
+        .sum();
+    let mut building = tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Building::new(t, if i == 0 { bytes } else { 0 }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let several = tables.len() > 1;
     let mut mapped = Mapped {
         positions: messages.iter().map(|m| (m.partition, m.offset)).collect(),
-        // Room for about one row per message, so the buffer does not grow by copying.
-        rows: CopyRows::with_capacity(
-            &written,
-            messages
-                .iter()
-                .map(|m| m.payload.as_ref().map_or(0, Vec::len) + ROW_OVERHEAD_BYTES)
-                .sum(),
-        ),
-        parts: Parts::Rows(Vec::new()),
+        tables: Vec::new(),
         sources: Vec::with_capacity(messages.len()),
         dead_letters: Vec::new(),
-        deletes: Vec::new(),
         echo: Vec::new(),
         plugin: mapper.describe(),
     };
-    let mut of_row: Vec<u32> = Vec::with_capacity(messages.len());
-    let mut latest = match key {
-        None => None,
-        Some(key) => Some(Latest::new(
-            Latest::positions(columns, &key.iter().map(|c| c.name.clone()).collect::<Vec<_>>())
-                .context("a key column is not among the mapper's columns")?,
-            written.len(),
-        )),
-    };
     for (index, (message, outcome)) in messages.into_iter().zip(outcomes).enumerate() {
         let at = u32::try_from(index).context("a batch of more than 2^32 messages")?;
+        // Every table's part of a message is checked before any is taken:
+        // a message is written whole, or is a dead letter.
         let rejected = match outcome {
-            Ok(Outcome::Rows(rows)) => match check_rows(columns, &rows) {
-                Ok(()) => match latest.as_mut() {
-                    None => {
-                        for row in rows {
-                            mapped.rows.push(with_lineage(row, &message));
-                            of_row.push(at);
-                        }
-                        None
+            Ok(Outcome::Rows(parts)) => {
+                let refused = parts.iter().find_map(|p| match table_at(building.len(), p.table) {
+                    Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
+                    Ok(t) => building[t]
+                        .refuse_rows(&p.rows)
+                        .map(|r| named(r, several, &tables[t].name)),
+                });
+                if refused.is_none() {
+                    for p in parts {
+                        building[p.table as usize].push_rows(at, (message.partition, message.offset), p.rows);
                     }
-                    Some(latest) => match rows
-                        .iter()
-                        .try_for_each(|r| upsert::check_key_present(columns, latest.key(), r))
-                    {
-                        Ok(()) => {
-                            for row in rows {
-                                latest.upsert(at, with_lineage(row, &message));
-                            }
-                            None
-                        }
-                        Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
-                    },
-                },
-                Err(reason) => Some(format!("mapper returned a bad row: {reason}")),
-            },
+                }
+                refused
+            }
             Ok(Outcome::Rejected(reason)) => Some(format!("rejected: {reason}")),
-            Ok(Outcome::Delete(values)) => match key {
-                None => Some(DELETE_NEEDS_KEY.to_string()),
-                Some(key) => match check_delete(key, &values) {
-                    Ok(()) => {
-                        if let Some(latest) = latest.as_mut() {
-                            latest.delete(at, values.clone());
-                        }
-                        mapped.deletes.push(Delete {
-                            message: index,
-                            key: values,
-                        });
-                        None
-                    }
+            Ok(Outcome::Delete(keys)) => {
+                let refused = keys.iter().find_map(|k| match table_at(building.len(), k.table) {
                     Err(reason) => Some(format!("mapper returned a bad delete: {reason}")),
-                },
-            },
+                    Ok(t) => building[t]
+                        .refuse_delete(&k.key)
+                        .map(|r| named(r, several, &tables[t].name)),
+                });
+                if refused.is_none() {
+                    for k in keys {
+                        building[k.table as usize].push_delete(index, at, k.key);
+                    }
+                }
+                refused
+            }
             Err(e) => Some(e.to_string()),
         };
         if echo {
@@ -192,14 +297,17 @@ fn map_blocking(
             None => mapped.sources.push((message.key, message.payload)),
         }
     }
-    mapped.parts = match latest {
-        Some(latest) => {
-            mapped.rows = latest.finish(&written);
-            Parts::Keyed(latest, written)
-        }
-        None => Parts::Rows(of_row),
-    };
+    mapped.tables = building.into_iter().map(Building::finish).collect();
     Ok(mapped)
+}
+
+/// A reason, naming its table when the sink writes several.
+fn named(reason: String, several: bool, table: &str) -> String {
+    if several {
+        format!("table {table:?}: {reason}")
+    } else {
+        reason
+    }
 }
 
 /// Most messages handed to the mapper in one call. A guest's linear memory
@@ -369,216 +477,4 @@ fn check_delete(key: &[Column], values: &[Value]) -> Result<(), String> {
         check_value(c, v)?;
     }
     upsert::check_key_size(values.iter())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A mapper that answers each message with the outcome queued for it.
-    struct Scripted(Vec<Outcome>, Vec<Column>);
-
-    impl BatchMapper for Scripted {
-        fn name(&self) -> &str {
-            "scripted"
-        }
-        fn hash(&self) -> &str {
-            "0"
-        }
-        fn describe(&self) -> String {
-            "scripted".into()
-        }
-        fn columns(&self) -> &[Column] {
-            &self.1
-        }
-        fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
-            Ok(self.0.drain(..messages.len()).collect())
-        }
-    }
-
-    fn column(name: &str, kind: ColumnType, nullable: bool) -> Column {
-        Column {
-            name: name.into(),
-            kind,
-            nullable,
-        }
-    }
-
-    fn message(offset: i64) -> Message {
-        Message {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            timestamp: None,
-            key: Some(b"k".to_vec()),
-            payload: None,
-        }
-    }
-
-    fn columns() -> Vec<Column> {
-        vec![
-            column("id", ColumnType::Uuid, false),
-            column("n", ColumnType::Numeric, true),
-        ]
-    }
-
-    fn run(outcomes: Vec<Outcome>, key: Option<&[Column]>) -> Mapped {
-        let messages: Vec<Message> = (0..outcomes.len() as i64).map(message).collect();
-        let mut mapper = Scripted(outcomes, columns());
-        map_blocking(&mut mapper, &columns(), key, messages, false, false).expect("maps")
-    }
-
-    const ID: &str = "0b7e5a3c-1234-4abc-8def-001122334455";
-
-    #[test]
-    fn lineage_appends_the_partition_and_offset_to_every_row() {
-        let row = || Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Null]]);
-        let mut mapper = Scripted(vec![row()], columns());
-        let mapped = map_blocking(&mut mapper, &columns(), None, vec![message(7)], false, true).expect("maps");
-        let bytes = mapped.rows.finish();
-        let at = crate::postgres::COPY_HEADER.len();
-        assert_eq!(
-            i16::from_be_bytes([bytes[at], bytes[at + 1]]),
-            4,
-            "two columns and lineage"
-        );
-        let end = bytes.len() - 2;
-        assert_eq!(&bytes[end - 8..end], &7i64.to_be_bytes(), "the offset comes last");
-        assert_eq!(
-            &bytes[end - 24..end - 12],
-            &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0],
-            "partition 0"
-        );
-        // Keyed: the staging rows carry lineage too (before the delete flag).
-        let key = [column("id", ColumnType::Uuid, false)];
-        let mut mapper = Scripted(vec![row()], columns());
-        let mapped = map_blocking(&mut mapper, &columns(), Some(&key), vec![message(9)], false, true).expect("maps");
-        let bytes = mapped.rows.finish();
-        assert_eq!(
-            i16::from_be_bytes([bytes[at], bytes[at + 1]]),
-            5,
-            "lineage and the delete flag"
-        );
-    }
-
-    #[test]
-    fn an_append_sink_dead_letters_deletes_with_the_reason() {
-        let mapped = run(
-            vec![
-                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Null]]),
-                Outcome::Delete(vec![Value::Uuid(ID.into())]),
-            ],
-            None,
-        );
-        assert_eq!(mapped.rows.len(), 1);
-        assert!(mapped.deletes.is_empty());
-        let dead: Vec<(i64, &str)> = mapped
-            .dead_letters
-            .iter()
-            .map(|d| (d.offset, d.reason.as_str()))
-            .collect();
-        assert_eq!(dead, [(1, DELETE_NEEDS_KEY)]);
-        assert_eq!(
-            mapped.dead_letters[0].key.as_deref(),
-            Some(&b"k"[..]),
-            "the key is kept"
-        );
-    }
-
-    #[test]
-    fn a_keyed_sink_gets_deletes_in_order_and_dead_letters_misfits() {
-        let key = [column("id", ColumnType::Uuid, false)];
-        let mapped = run(
-            vec![
-                Outcome::Delete(vec![Value::Uuid(ID.into())]),
-                Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Numeric("1.5".into())]]),
-                Outcome::Delete(vec![Value::Null]),
-                Outcome::Delete(vec![Value::Uuid(ID.into()), Value::Integer(1)]),
-                Outcome::Delete(vec![Value::Text(ID.into())]),
-                Outcome::Delete(vec![Value::Uuid("nope".into())]),
-                Outcome::Delete(vec![Value::Uuid(ID.to_uppercase())]),
-            ],
-            Some(&key),
-        );
-        let deletes: Vec<usize> = mapped.deletes.iter().map(|d| d.message).collect();
-        assert_eq!(deletes, [0, 6]);
-        assert_eq!(mapped.deletes[0].key, [Value::Uuid(ID.into())]);
-        assert_eq!(mapped.rows.len(), 1);
-        let dead: Vec<(i64, &str)> = mapped
-            .dead_letters
-            .iter()
-            .map(|d| (d.offset, d.reason.as_str()))
-            .collect();
-        assert_eq!(dead.len(), 4, "{dead:?}");
-        assert!(dead[0].1.contains("key column \"id\" got null"), "{dead:?}");
-        assert!(dead[1].1.contains("2 values for the 1 key columns (id)"), "{dead:?}");
-        assert!(
-            dead[2].1.contains("column \"id\" is ColumnType::Uuid, got Value::Text"),
-            "{dead:?}"
-        );
-        assert!(dead[3].1.contains("is not a UUID"), "{dead:?}");
-        assert!(dead.iter().all(|d| d.1.starts_with("mapper returned a bad delete: ")));
-    }
-
-    /// Answers every message with one row and remembers each call's size.
-    struct Counting(Vec<usize>, Vec<Column>);
-
-    impl BatchMapper for Counting {
-        fn name(&self) -> &str {
-            "counting"
-        }
-        fn hash(&self) -> &str {
-            "0"
-        }
-        fn describe(&self) -> String {
-            "counting".into()
-        }
-        fn columns(&self) -> &[Column] {
-            &self.1
-        }
-        fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {
-            self.0.push(messages.len());
-            Ok(messages
-                .iter()
-                .map(|m| Outcome::Rows(vec![vec![Value::Uuid(ID.into()), Value::Integer(m.offset)]]))
-                .collect())
-        }
-    }
-
-    #[test]
-    fn a_large_batch_is_mapped_in_calls_of_bounded_size_in_order() {
-        let n = 2 * MESSAGES_PER_CALL + 7;
-        let messages: Vec<Message> = (0..n as i64).map(message).collect();
-        let mut mapper = Counting(Vec::new(), columns());
-        let mapped = map_blocking(&mut mapper, &columns(), None, messages, false, false).expect("maps");
-        assert_eq!(mapper.0, [MESSAGES_PER_CALL, MESSAGES_PER_CALL, 7]);
-        assert_eq!(mapped.rows.len(), n);
-        assert!(mapped.dead_letters.is_empty());
-        let offsets: Vec<i64> = mapped.positions.iter().map(|p| p.1).collect();
-        assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn values_postgres_would_refuse_dead_letter_their_message_only() {
-        let date = [column("d", ColumnType::Date, false)];
-        assert!(check_rows(&date, &[vec![Value::Date(0)]]).is_ok());
-        let e = check_rows(&date, &[vec![Value::Date(i32::MAX)]]).unwrap_err();
-        assert!(
-            e.contains("column \"d\"") && e.contains("outside PostgreSQL's range"),
-            "{e}"
-        );
-        let numeric = [column("n", ColumnType::Numeric, false)];
-        assert!(check_rows(&numeric, &[vec![Value::Integer(5)]]).is_ok());
-        let e = check_rows(&numeric, &[vec![Value::Numeric("1,5".into())]]).unwrap_err();
-        assert!(
-            e.contains("column \"n\"") && e.contains("\"1,5\" is not a number"),
-            "{e}"
-        );
-        let bytes = [column("b", ColumnType::Bytea, false)];
-        assert!(check_rows(&bytes, &[vec![Value::Bytea(vec![0; 3])]]).is_ok());
-        let e = check_rows(&bytes, &[vec![Value::Text("x".into())]]).unwrap_err();
-        assert!(e.contains("column \"b\" is ColumnType::Bytea, got Value::Text"), "{e}");
-        let e = check_rows(&date, &[vec![Value::Bytea(vec![7; 1000])]]).unwrap_err();
-        assert!(e.len() < 200, "a long value is shortened: {e}");
-    }
 }

@@ -129,6 +129,8 @@ impl Decoder {
                 m.payload = Some(json);
                 out.new_ids |= seen.insert(id);
                 schema = Some(SchemaInfo { id, subject: None });
+                // The mapper sees which schema wrote the value (contract 0.3.0).
+                m.schema = Some(crate::plugins::mapper::SchemaInfo { id, subject: None });
             }
             if let Some(Ok((json, _))) = key {
                 m.key = Some(json);

@@ -1,7 +1,7 @@
 //! What a sink maps its batches with. A module of its own, so the batch (which
 //! calls the mapper) and the sink (which holds it) need not import each other.
 
-use crate::plugins::mapper::{Column, Message, Outcome};
+use crate::plugins::mapper::{Message, Outcome, Table};
 use crate::plugins::{MapperWorld, Plugin, PluginError};
 
 /// Turns a batch of consumed messages into one outcome per message: the WASM
@@ -13,8 +13,9 @@ pub trait BatchMapper: Send + 'static {
     fn hash(&self) -> &str;
     /// What the dead-letter table records as the plugin.
     fn describe(&self) -> String;
-    /// The columns of the rows it makes, in order.
-    fn columns(&self) -> &[Column];
+    /// The tables it writes, as it declared them (contract 0.3.0; an older
+    /// mapper's columns are one unnamed table).
+    fn tables(&self) -> &[Table];
     /// One outcome per message, in order. An error concerns the whole call:
     /// the sink then maps the messages one by one to find the culprits.
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError>;
@@ -34,7 +35,7 @@ impl BatchMapper for Plugin<MapperWorld> {
     fn describe(&self) -> String {
         format!("{} ({})", self.path().display(), Plugin::hash(self))
     }
-    fn columns(&self) -> &[Column] {
+    fn tables(&self) -> &[Table] {
         self.configured()
     }
     fn map_batch(&mut self, messages: &[Message]) -> Result<Vec<Outcome>, PluginError> {

@@ -55,9 +55,10 @@ mod retry;
 mod sink;
 mod stuck;
 mod supervisor;
+pub mod tables;
 pub(crate) mod upsert;
 
-pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, map as map_messages, map_keyed as map_messages_keyed};
+pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, MappedTable, map as map_messages};
 pub use generator::{Echo, GeneratorStats};
 pub use mapper::BatchMapper;
 pub use retry::MAX_BACKOFF;
@@ -237,16 +238,23 @@ pub fn validate_plugins(pipeline: &Pipeline) -> anyhow::Result<Vec<String>> {
         .map(|p| format!("{}: {} (hash {})", p.name(), p.path().display(), p.hash()))
         .collect();
     for (p, s) in loaded.mappers.iter().zip(&pipeline.sinks) {
-        s.mode
-            .check_columns(&s.name, p.configured())
-            .map_err(anyhow::Error::msg)?;
-        let columns: Vec<String> = p.configured().iter().map(|c| c.name.clone()).collect();
+        let tables = tables::resolve(s, p.configured()).map_err(anyhow::Error::msg)?;
+        let described = match tables.as_slice() {
+            [one] => format!(
+                "columns {}",
+                one.columns
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            several => format!("tables {}", tables::describe(several)),
+        };
         report.push(format!(
-            "{}: {} (hash {}), columns {}",
+            "{}: {} (hash {}), {described}",
             p.name(),
             p.path().display(),
             p.hash(),
-            columns.join(", ")
         ));
     }
     Ok(report)

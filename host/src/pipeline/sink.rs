@@ -15,12 +15,11 @@ use super::decode::{self, Decoder};
 use super::lost_offsets::{self, Skipping};
 use super::mapper::BatchMapper;
 use super::retry::{self, Backoff, Verdict};
-use super::upsert;
 use crate::config::{Pipeline, PostgresConfig, SinkConfig};
 use crate::kafka::{self, SinkContext, StoredOffsets};
 use crate::plugins::MapperWorld;
-use crate::plugins::mapper::{Column, Message};
-use crate::postgres::{self, Batch, SinkStatements, Written};
+use crate::plugins::mapper::Message;
+use crate::postgres::{self, Batch, SinkStatements, SinkTable, TableBatch, Written};
 use anyhow::Context as _;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
@@ -240,9 +239,8 @@ struct Sink {
     pending: Option<PendingSwap>,
     /// `None` only while a batch is being mapped.
     mapper: Option<Box<dyn BatchMapper>>,
-    columns: Vec<Column>,
-    /// The table has lineage columns, which every row gets (see `postgres::lineage`).
-    lineage: bool,
+    /// The tables the mapper writes, resolved against the sink's settings.
+    tables: Arc<[SinkTable]>,
     /// The control row as the poller last read it, and as the sink last obeyed it.
     control: watch::Receiver<postgres::lineage::Control>,
     seen: postgres::lineage::Control,
@@ -322,7 +320,7 @@ impl Sink {
             destination,
         } = run;
         let config = live.borrow_and_update().clone();
-        let columns: Vec<Column> = mapper.columns().to_vec();
+        let mut tables = super::tables::resolve(&config, mapper.tables()).map_err(anyhow::Error::msg)?;
         let registry = match &pipeline.schema_registry {
             Some(r) if config.registry.format.is_registry() || config.registry.key_format.is_registry() => {
                 Some(crate::registry::client::Registry::shared(r)?)
@@ -334,14 +332,9 @@ impl Sink {
 
         let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;
         postgres::ensure_host_tables(&client).await?;
-        config
-            .mode
-            .check_columns(&config.name, &columns)
-            .map_err(anyhow::Error::msg)?;
-        postgres::ensure_sink_table(&client, &config.table, &columns, config.mode.key()).await?;
-        let lineage = postgres::lineage::present(&client, &config.table).await?;
-        let written = postgres::lineage::write_columns(&columns, lineage);
-        let statements = SinkStatements::prepare(&client, &config.table, &written, config.mode.key()).await?;
+        postgres::ensure_sink_tables(&client, &mut tables).await?;
+        let tables: Arc<[SinkTable]> = tables.into();
+        let statements = SinkStatements::prepare(&client, &tables).await?;
         let first = postgres::lineage::read_control(&client, &config.table, &config.topic).await?;
         let (poller, control) = control::poll(
             pipeline.postgres.clone(),
@@ -389,8 +382,7 @@ impl Sink {
             swaps,
             pending: None,
             mapper: Some(mapper),
-            columns,
-            lineage,
+            tables,
             control,
             seen: first,
             _poller: poller,
@@ -470,6 +462,8 @@ impl Sink {
                 },
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
+                // Set by the decoder when the sink has a registry format.
+                schema: None,
             }),
         }
     }
@@ -690,9 +684,7 @@ impl Sink {
             .mapper
             .take()
             .context("the mapper is away while a batch is mapped")?;
-        let key = upsert::key_columns(&self.config.mode, &self.columns);
-        let (mapper, mapped) =
-            batch::map_keyed(mapper, self.columns.clone(), key, messages, self.echo, self.lineage).await?;
+        let (mapper, mapped) = batch::map(mapper, self.tables.clone(), messages, self.echo).await?;
         self.mapper = Some(mapper);
         mapped
     }
@@ -844,7 +836,7 @@ impl Sink {
         let next = offsets.iter().map(|(p, (_, new))| (*p, *new)).collect();
         let (messages, rows, dead_letters) = (
             mapped.positions.len() as u64,
-            mapped.rows.len() as u64,
+            mapped.rows() as u64,
             mapped.dead_letters.len() as u64,
         );
         let batch = Batch {
@@ -853,11 +845,17 @@ impl Sink {
             topic: self.config.topic.to_string(),
             group: self.config.group.clone(),
             plugin: mapped.plugin,
-            rows: mapped.rows.freeze(),
-            parts: mapped.parts,
+            tables: mapped
+                .tables
+                .into_iter()
+                .map(|t| TableBatch {
+                    deletes: t.deletes.len(),
+                    rows: t.rows.freeze(),
+                    parts: t.parts,
+                })
+                .collect(),
             positions: mapped.positions,
             sources: mapped.sources,
-            deletes: mapped.deletes.len(),
             dead_letters: mapped.dead_letters,
             offsets,
         };
@@ -981,21 +979,20 @@ impl Sink {
             .writer
             .as_mut()
             .context("a mapper is swapped while a batch is written")?;
-        let new_columns = swap.plugin.configured().clone();
-        let (table, key) = (&self.config.table, self.config.mode.key());
-        // The key must survive the swap; new nullable columns are added here,
-        // between batches; any other change is refused (see `ensure_sink_table`).
+        // The key must survive the swap; new tables are created and new
+        // nullable columns added here, between batches; any other change is
+        // refused (see `ensure_sink_table`).
+        // Resolved here: the plugin (not `Sync`) must not be held across an await.
+        let resolved = super::tables::resolve(&self.config, swap.plugin.configured());
         let fits = async {
-            self.config
-                .mode
-                .check_columns(&self.config.name, &new_columns)
-                .map_err(anyhow::Error::msg)?;
-            postgres::ensure_sink_table(&writer.client, table, &new_columns, key).await?;
-            let written = postgres::lineage::write_columns(&new_columns, self.lineage);
-            SinkStatements::prepare(&writer.client, table, &written, key).await
+            let mut tables = resolved.map_err(anyhow::Error::msg)?;
+            postgres::ensure_sink_tables(&writer.client, &mut tables).await?;
+            let tables: Arc<[SinkTable]> = tables.into();
+            let statements = SinkStatements::prepare(&writer.client, &tables).await?;
+            anyhow::Ok((tables, statements))
         };
         match fits.await {
-            Ok(statements) => {
+            Ok((new_tables, statements)) => {
                 tracing::info!(
                     sink = self.config.name,
                     path = %swap.plugin.path().display(),
@@ -1005,7 +1002,7 @@ impl Sink {
                     "mapper swapped"
                 );
                 writer.statements = statements;
-                self.columns = new_columns;
+                self.tables = new_tables;
                 crate::ops::plugin_live::loaded(&swap.plugin);
                 self.mapper = Some(Box::new(swap.plugin));
             }
@@ -1044,8 +1041,7 @@ impl Sink {
     /// start every assigned partition again from them.
     async fn rewind(&mut self) -> anyhow::Result<()> {
         crate::ops::metrics::rewind(&self.config.name);
-        let written = postgres::lineage::write_columns(&self.columns, self.lineage);
-        let (pg, config, columns) = (&self.pipeline.postgres, &self.config, &written);
+        let (pg, config, tables) = (&self.pipeline.postgres, &self.config, &self.tables);
         let failing = &mut self.failing;
         let mut stop = self.stop.clone();
         let (client, stored, statements) = retry::with_backoff(
@@ -1056,8 +1052,7 @@ impl Sink {
                 async move {
                     let client = connect_with_retry(pg, &config.instance_id, &mut stop).await?;
                     let stored = postgres::stored_offsets(&client, &config.table, &config.topic).await?;
-                    let statements =
-                        SinkStatements::prepare(&client, &config.table, columns, config.mode.key()).await?;
+                    let statements = SinkStatements::prepare(&client, tables).await?;
                     postgres::asynchronous_commits(&client).await?;
                     anyhow::Ok((client, stored, statements))
                 }

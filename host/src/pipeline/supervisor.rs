@@ -251,9 +251,7 @@ impl Supervisor {
                 ),
                 UnitConfig::Sink(s) => {
                     let plugin = find_compiled(&sink_compiled, &s.mapper).instantiate(&name, &s.mapper, None)?;
-                    s.mode
-                        .check_columns(&s.name, plugin.configured())
-                        .map_err(anyhow::Error::msg)?;
+                    super::tables::resolve(s, plugin.configured()).map_err(anyhow::Error::msg)?;
                     Instance::Mapper(plugin)
                 }
             };

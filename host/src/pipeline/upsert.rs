@@ -8,20 +8,6 @@ use crate::plugins::mapper::{Column, ColumnType, Value};
 use crate::postgres::CopyRows;
 use std::collections::HashMap;
 
-/// The key columns, in key order, of a sink in upsert mode; `None` in
-/// append mode. A key column the mapper lacks is left out (the host refuses
-/// such a mapper when it loads it).
-pub fn key_columns(mode: &crate::config::SinkMode, columns: &[Column]) -> Option<Vec<Column>> {
-    match mode {
-        crate::config::SinkMode::Append => None,
-        crate::config::SinkMode::Upsert { key, .. } => Some(
-            key.iter()
-                .filter_map(|k| columns.iter().find(|c| &c.name == k).cloned())
-                .collect(),
-        ),
-    }
-}
-
 /// One write of a keyed sink.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Op {

@@ -1,7 +1,18 @@
 //! Plugins built against an older version of the contract: their bindings,
 //! and the conversions between their types and the current ones. Each
 //! version's types are a subset of the next one's, so results convert
-//! without loss and calls carry nothing an old plugin cannot take.
+//! without loss and calls carry nothing an old plugin cannot take. 0.2.0's
+//! are in `compat_v0_2`.
+
+use crate::plugins::mapper::{Outcome, TableRows, Value};
+
+/// An older mapper's rows: rows of table 0 (none when there are no rows).
+pub fn first_table_rows(rows: Vec<Vec<Value>>) -> Outcome {
+    if rows.is_empty() {
+        return Outcome::Rows(Vec::new());
+    }
+    Outcome::Rows(vec![TableRows { table: 0, rows }])
+}
 
 /// Version 0.1.0 (`wit/v0.1.0/plugin.wit`): the current contract without the
 /// `uuid`, `numeric`, `bytea` and `date` types and the `delete` outcome.
@@ -120,7 +131,7 @@ pub mod v0_1 {
         fn from(o: mapper::Outcome) -> Self {
             use mapper::Outcome as Old;
             match o {
-                Old::Rows(rows) => Self::Rows(
+                Old::Rows(rows) => super::first_table_rows(
                     rows.into_iter()
                         .map(|row| row.into_iter().map(Into::into).collect())
                         .collect(),
@@ -194,15 +205,18 @@ mod tests {
         ]]);
         assert_eq!(
             mapper::Outcome::from(old),
-            mapper::Outcome::Rows(vec![vec![
-                mapper::Value::Null,
-                mapper::Value::Text("t".into()),
-                mapper::Value::Integer(-7),
-                mapper::Value::Float(1.5),
-                mapper::Value::Boolean(true),
-                mapper::Value::Timestamp(1_700_000_000_000_000),
-                mapper::Value::Json("{}".into()),
-            ]])
+            mapper::Outcome::Rows(vec![mapper::TableRows {
+                table: 0,
+                rows: vec![vec![
+                    mapper::Value::Null,
+                    mapper::Value::Text("t".into()),
+                    mapper::Value::Integer(-7),
+                    mapper::Value::Float(1.5),
+                    mapper::Value::Boolean(true),
+                    mapper::Value::Timestamp(1_700_000_000_000_000),
+                    mapper::Value::Json("{}".into()),
+                ]]
+            }])
         );
         assert_eq!(
             mapper::Outcome::from(v0_1::mapper::Outcome::Rejected("no".into())),
@@ -219,6 +233,7 @@ mod tests {
             timestamp: Some(5),
             key: Some(b"k".to_vec()),
             payload: None,
+            schema: None,
         };
         let old = v0_1::message(&m);
         assert_eq!(

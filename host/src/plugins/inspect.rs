@@ -33,7 +33,7 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
             println!(
                 "contract: {version}{}",
                 match known {
-                    Some(Version::V0_2) => " (the version of this host's wit/plugin.wit)".to_string(),
+                    Some(Version::V0_3) => " (the version of this host's wit/plugin.wit)".to_string(),
                     Some(_) => format!(
                         " (an older version this host still runs; rebuild against wit/plugin.wit, version {}, for its new types and outcomes)",
                         contract_version()

@@ -390,6 +390,7 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
         timestamp: None,
         key: None,
         payload: Some(line.as_bytes().to_vec()),
+        schema: None,
     };
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(line) else {
         return Ok(message);
@@ -435,142 +436,6 @@ fn parse_message(index: usize, line: &str) -> anyhow::Result<mapper::Message> {
         }
     }
     Ok(message)
-}
-
-/// What became of one message in `plugin test`.
-enum Result1 {
-    Rows(Vec<Vec<mapper::Value>>),
-    Rejected(String),
-    /// Delete the row with these key values.
-    Delete(Vec<mapper::Value>),
-    /// The call trapped, timed out or ran out of memory: `host run` dead-letters it.
-    Failed(String),
-}
-
-/// One message through the mapper, one a call so a trap is pinned to its
-/// message (as the sink does when a batch fails).
-fn map_one(plugin: &mut super::Plugin<MapperWorld>, m: &mapper::Message, width: usize) -> Result1 {
-    match plugin.map_batch(std::slice::from_ref(m)) {
-        Ok(mut out) => match out.pop() {
-            Some(mapper::Outcome::Rows(rows)) => match rows.iter().find(|r| r.len() != width) {
-                Some(bad) => Result1::Failed(format!(
-                    "a row has {} values for {width} columns (contract broken)",
-                    bad.len()
-                )),
-                None => Result1::Rows(rows),
-            },
-            Some(mapper::Outcome::Rejected(reason)) => Result1::Rejected(reason),
-            Some(mapper::Outcome::Delete(key)) => Result1::Delete(key),
-            None => Result1::Failed("no outcome".into()),
-        },
-        Err(e) => Result1::Failed(e.to_string()),
-    }
-}
-
-fn run_mapper(
-    mut plugin: super::Plugin<MapperWorld>,
-    messages: &[mapper::Message],
-    shown: &[registry::Shown],
-    json: bool,
-) -> String {
-    let columns = plugin.configured().clone();
-    let results: Vec<Result1> = messages
-        .iter()
-        .zip(shown)
-        .map(|(m, s)| match s {
-            // Not decodable: `host run` dead-letters it before the mapper.
-            registry::Shown::Failed(reason) => Result1::Failed(reason.clone()),
-            _ => map_one(&mut plugin, m, columns.len()),
-        })
-        .collect();
-    if json {
-        let columns_json: Vec<_> = columns
-            .iter()
-            .map(|c| serde_json::json!({"name": c.name, "type": sql_type(c.kind), "nullable": c.nullable}))
-            .collect();
-        let outcomes: Vec<_> = messages
-            .iter()
-            .zip(&results)
-            .map(|(m, r)| match r {
-                Result1::Rows(rows) => serde_json::json!({
-                    "offset": m.offset,
-                    "rows": rows.iter().map(|row| row.iter().map(value_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                }),
-                Result1::Rejected(reason) => serde_json::json!({"offset": m.offset, "rejected": reason}),
-                Result1::Delete(key) => {
-                    serde_json::json!({"offset": m.offset, "delete": key.iter().map(value_json).collect::<Vec<_>>()})
-                }
-                Result1::Failed(reason) => serde_json::json!({"offset": m.offset, "failed": reason}),
-            })
-            .zip(shown)
-            .map(|(mut outcome, s)| {
-                registry::annotate(&mut outcome, s);
-                outcome
-            })
-            .collect();
-        let doc = serde_json::json!({"columns": columns_json, "messages": outcomes});
-        return format!("{}\n", serde_json::to_string_pretty(&doc).unwrap_or_default());
-    }
-    let mut out = String::from("columns:\n");
-    for c in &columns {
-        let _ = writeln!(
-            out,
-            "  {} {}{}",
-            c.name,
-            sql_type(c.kind),
-            if c.nullable { "" } else { " not null" }
-        );
-    }
-    let mut table = vec![
-        std::iter::once("offset".to_string())
-            .chain(columns.iter().map(|c| c.name.clone()))
-            .collect::<Vec<_>>(),
-    ];
-    let (mut problems, mut deletes) = (String::new(), String::new());
-    for (m, r) in messages.iter().zip(&results) {
-        match r {
-            Result1::Rows(rows) => {
-                for row in rows {
-                    table.push(
-                        std::iter::once(m.offset.to_string())
-                            .chain(row.iter().map(value_text))
-                            .collect(),
-                    );
-                }
-            }
-            Result1::Rejected(reason) => {
-                let _ = writeln!(problems, "offset {}: rejected: {reason}", m.offset);
-            }
-            Result1::Delete(key) => {
-                let values: Vec<String> = key.iter().map(value_text).collect();
-                let _ = writeln!(deletes, "offset {}: key {}", m.offset, values.join(", "));
-            }
-            Result1::Failed(reason) => {
-                let _ = writeln!(
-                    problems,
-                    "offset {}: failed (dead-lettered by `host run`): {reason}",
-                    m.offset
-                );
-            }
-        }
-    }
-    let rows = table.len() - 1;
-    let _ = writeln!(out, "rows: {rows}");
-    out.push_str(&render_table(&table));
-    out.push_str(&registry::section(messages.iter().map(|m| m.offset), shown));
-    if !deletes.is_empty() {
-        out.push_str("deletes (applied by a sink with mode = \"upsert\"):\n");
-        for line in deletes.lines() {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
-    if !problems.is_empty() {
-        out.push_str("rejections:\n");
-        for line in problems.lines() {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
-    out
 }
 
 fn render_table(table: &[Vec<String>]) -> String {
@@ -807,8 +672,10 @@ pub fn diff(expected: &str, actual: &str) -> Option<String> {
 }
 
 mod generator;
+mod mapper_test;
 pub mod registry;
 use generator::{Calls, run_generator};
+use mapper_test::run_mapper;
 
 #[cfg(test)]
 mod prop_tests;

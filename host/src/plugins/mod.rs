@@ -11,6 +11,7 @@
 
 mod cache;
 mod compat;
+mod compat_v0_2;
 mod deadline;
 mod file_kind;
 pub mod inspect;

@@ -25,9 +25,13 @@ pub fn outcome_bytes(outcome: &Outcome) -> usize {
     let values = |vs: &[Value]| vs.iter().map(value_bytes).sum::<usize>();
     std::mem::size_of::<Outcome>()
         + match outcome {
-            Outcome::Rows(rows) => rows.iter().map(|r| values(r) + std::mem::size_of::<Vec<Value>>()).sum(),
+            Outcome::Rows(parts) => parts
+                .iter()
+                .flat_map(|p| &p.rows)
+                .map(|r| values(r) + std::mem::size_of::<Vec<Value>>())
+                .sum(),
             Outcome::Rejected(reason) => reason.len(),
-            Outcome::Delete(key) => values(key),
+            Outcome::Delete(keys) => keys.iter().map(|k| values(&k.key)).sum(),
         }
 }
 
@@ -69,7 +73,7 @@ mod tests {
     use super::*;
 
     fn text_row(bytes: usize) -> Outcome {
-        Outcome::Rows(vec![vec![Value::Text("x".repeat(bytes))]])
+        crate::plugins::compat::first_table_rows(vec![vec![Value::Text("x".repeat(bytes))]])
     }
 
     #[test]

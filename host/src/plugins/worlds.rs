@@ -1,10 +1,11 @@
 //! Host bindings for the three worlds of `wit/plugin.wit`, and the glue that
 //! lets [`super::Plugin`] drive any of them. A component built against an
-//! older version of the contract (`wit/v0.1.0/plugin.wit`) is driven through
+//! older version of the contract (`wit/v0.2.0/plugin.wit`, `wit/v0.1.0/plugin.wit`) is driven through
 //! its own bindings, its calls and results converted to the current types in
 //! [`super::compat`], so the rest of the host sees one set of types.
 
 use super::compat::v0_1;
+use super::compat_v0_2::v0_2;
 use super::{Plugin, PluginError, PluginState};
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
@@ -12,7 +13,7 @@ use wasmtime::component::InstancePre;
 /// The version of `wit/plugin.wit`, the contract new plugins are built against.
 macro_rules! contract_version {
     () => {
-        "0.2.0"
+        "0.3.0"
     };
 }
 
@@ -23,6 +24,8 @@ pub const CONTRACT_VERSION: &str = contract_version!();
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     /// `wit/plugin.wit`.
+    V0_3,
+    /// `wit/v0.2.0/plugin.wit`: one table, no `schema` in messages.
     V0_2,
     /// `wit/v0.1.0/plugin.wit`: no `uuid`, `numeric`, `bytea`, `date`, no `delete`.
     V0_1,
@@ -30,11 +33,12 @@ pub enum Version {
 
 impl Version {
     /// Newest first.
-    pub const ALL: [Version; 2] = [Version::V0_2, Version::V0_1];
+    pub const ALL: [Version; 3] = [Version::V0_3, Version::V0_2, Version::V0_1];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Version::V0_2 => CONTRACT_VERSION,
+            Version::V0_3 => CONTRACT_VERSION,
+            Version::V0_2 => "0.2.0",
             Version::V0_1 => "0.1.0",
         }
     }
@@ -43,10 +47,13 @@ impl Version {
         Self::ALL.into_iter().find(|v| v.as_str() == text)
     }
 
-    /// "0.2.0 and 0.1.0", for messages.
+    /// "0.3.0, 0.2.0 and 0.1.0", for messages.
     pub fn supported() -> String {
         let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
-        all.join(" and ")
+        match all.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => all.join(""),
+        }
     }
 }
 
@@ -73,7 +80,9 @@ pub mod generator {
 }
 
 pub mod mapper {
-    pub use super::bindings::mapper::exports::wasm_stream::plugin::mapper::{Message, Outcome};
+    pub use super::bindings::mapper::exports::wasm_stream::plugin::mapper::{
+        Message, Outcome, SchemaInfo, Table, TableKey, TableRows,
+    };
     pub use super::bindings::mapper::wasm_stream::plugin::types::{Column, ColumnType, Value};
 }
 
@@ -118,37 +127,43 @@ pub trait World: Sized + Send + 'static {
 
 /// A generator instance, of whichever contract version it was built against.
 pub enum GeneratorWorld {
-    V0_2(bindings::generator::GeneratorPlugin),
+    V0_3(bindings::generator::GeneratorPlugin),
+    V0_2(v0_2::generator::GeneratorPlugin),
     V0_1(v0_1::generator::GeneratorPlugin),
 }
 
 #[derive(Clone)]
 pub enum GeneratorPre {
-    V0_2(bindings::generator::GeneratorPluginPre<PluginState>),
+    V0_3(bindings::generator::GeneratorPluginPre<PluginState>),
+    V0_2(v0_2::generator::GeneratorPluginPre<PluginState>),
     V0_1(v0_1::generator::GeneratorPluginPre<PluginState>),
 }
 
 /// A mapper instance, of whichever contract version it was built against.
 pub enum MapperWorld {
-    V0_2(bindings::mapper::MapperPlugin),
+    V0_3(bindings::mapper::MapperPlugin),
+    V0_2(v0_2::mapper::MapperPlugin),
     V0_1(v0_1::mapper::MapperPlugin),
 }
 
 #[derive(Clone)]
 pub enum MapperPre {
-    V0_2(bindings::mapper::MapperPluginPre<PluginState>),
+    V0_3(bindings::mapper::MapperPluginPre<PluginState>),
+    V0_2(v0_2::mapper::MapperPluginPre<PluginState>),
     V0_1(v0_1::mapper::MapperPluginPre<PluginState>),
 }
 
 /// A check instance, of whichever contract version it was built against.
 pub enum CheckWorld {
-    V0_2(bindings::check::CheckPlugin),
+    V0_3(bindings::check::CheckPlugin),
+    V0_2(v0_2::check::CheckPlugin),
     V0_1(v0_1::check::CheckPlugin),
 }
 
 #[derive(Clone)]
 pub enum CheckPre {
-    V0_2(bindings::check::CheckPluginPre<PluginState>),
+    V0_3(bindings::check::CheckPluginPre<PluginState>),
+    V0_2(v0_2::check::CheckPluginPre<PluginState>),
     V0_1(v0_1::check::CheckPluginPre<PluginState>),
 }
 
@@ -161,24 +176,28 @@ impl World for GeneratorWorld {
 
     fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
         Ok(match version {
-            Version::V0_2 => GeneratorPre::V0_2(bindings::generator::GeneratorPluginPre::new(pre)?),
+            Version::V0_3 => GeneratorPre::V0_3(bindings::generator::GeneratorPluginPre::new(pre)?),
+            Version::V0_2 => GeneratorPre::V0_2(v0_2::generator::GeneratorPluginPre::new(pre)?),
             Version::V0_1 => GeneratorPre::V0_1(v0_1::generator::GeneratorPluginPre::new(pre)?),
         })
     }
     fn version(pre: &Self::Pre) -> Version {
         match pre {
+            GeneratorPre::V0_3(_) => Version::V0_3,
             GeneratorPre::V0_2(_) => Version::V0_2,
             GeneratorPre::V0_1(_) => Version::V0_1,
         }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
         Ok(match pre {
+            GeneratorPre::V0_3(p) => Self::V0_3(p.instantiate(store)?),
             GeneratorPre::V0_2(p) => Self::V0_2(p.instantiate(store)?),
             GeneratorPre::V0_1(p) => Self::V0_1(p.instantiate(store)?),
         })
     }
     fn configure(&self, store: &mut Store<PluginState>, settings: &str) -> wasmtime::Result<Result<(), String>> {
         match self {
+            Self::V0_3(w) => w.wasm_stream_plugin_generator().call_configure(store, settings),
             Self::V0_2(w) => w.wasm_stream_plugin_generator().call_configure(store, settings),
             Self::V0_1(w) => w.wasm_stream_plugin_generator().call_configure(store, settings),
         }
@@ -187,25 +206,28 @@ impl World for GeneratorWorld {
 
 impl World for MapperWorld {
     type Pre = MapperPre;
-    type Configured = Vec<mapper::Column>;
+    type Configured = Vec<mapper::Table>;
     const KIND: &'static str = "mapper";
     const INTERFACE: &'static str = "wasm-stream:plugin/mapper";
     const EXPORT: &'static str = concat!("wasm-stream:plugin/mapper@", contract_version!());
 
     fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
         Ok(match version {
-            Version::V0_2 => MapperPre::V0_2(bindings::mapper::MapperPluginPre::new(pre)?),
+            Version::V0_3 => MapperPre::V0_3(bindings::mapper::MapperPluginPre::new(pre)?),
+            Version::V0_2 => MapperPre::V0_2(v0_2::mapper::MapperPluginPre::new(pre)?),
             Version::V0_1 => MapperPre::V0_1(v0_1::mapper::MapperPluginPre::new(pre)?),
         })
     }
     fn version(pre: &Self::Pre) -> Version {
         match pre {
+            MapperPre::V0_3(_) => Version::V0_3,
             MapperPre::V0_2(_) => Version::V0_2,
             MapperPre::V0_1(_) => Version::V0_1,
         }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
         Ok(match pre {
+            MapperPre::V0_3(p) => Self::V0_3(p.instantiate(store)?),
             MapperPre::V0_2(p) => Self::V0_2(p.instantiate(store)?),
             MapperPre::V0_1(p) => Self::V0_1(p.instantiate(store)?),
         })
@@ -214,13 +236,25 @@ impl World for MapperWorld {
         &self,
         store: &mut Store<PluginState>,
         settings: &str,
-    ) -> wasmtime::Result<Result<Vec<mapper::Column>, String>> {
+    ) -> wasmtime::Result<Result<Vec<mapper::Table>, String>> {
+        // An older mapper's columns are its one, unnamed table.
+        let one = |columns: Vec<mapper::Column>| {
+            vec![mapper::Table {
+                name: None,
+                columns,
+                key: None,
+            }]
+        };
         match self {
-            Self::V0_2(w) => w.wasm_stream_plugin_mapper().call_configure(store, settings),
+            Self::V0_3(w) => w.wasm_stream_plugin_mapper().call_configure(store, settings),
+            Self::V0_2(w) => Ok(w
+                .wasm_stream_plugin_mapper()
+                .call_configure(store, settings)?
+                .map(|columns| one(columns.into_iter().map(Into::into).collect()))),
             Self::V0_1(w) => Ok(w
                 .wasm_stream_plugin_mapper()
                 .call_configure(store, settings)?
-                .map(|columns| columns.into_iter().map(Into::into).collect())),
+                .map(|columns| one(columns.into_iter().map(Into::into).collect()))),
         }
     }
 }
@@ -234,24 +268,28 @@ impl World for CheckWorld {
 
     fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
         Ok(match version {
-            Version::V0_2 => CheckPre::V0_2(bindings::check::CheckPluginPre::new(pre)?),
+            Version::V0_3 => CheckPre::V0_3(bindings::check::CheckPluginPre::new(pre)?),
+            Version::V0_2 => CheckPre::V0_2(v0_2::check::CheckPluginPre::new(pre)?),
             Version::V0_1 => CheckPre::V0_1(v0_1::check::CheckPluginPre::new(pre)?),
         })
     }
     fn version(pre: &Self::Pre) -> Version {
         match pre {
+            CheckPre::V0_3(_) => Version::V0_3,
             CheckPre::V0_2(_) => Version::V0_2,
             CheckPre::V0_1(_) => Version::V0_1,
         }
     }
     fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self> {
         Ok(match pre {
+            CheckPre::V0_3(p) => Self::V0_3(p.instantiate(store)?),
             CheckPre::V0_2(p) => Self::V0_2(p.instantiate(store)?),
             CheckPre::V0_1(p) => Self::V0_1(p.instantiate(store)?),
         })
     }
     fn configure(&self, store: &mut Store<PluginState>, settings: &str) -> wasmtime::Result<Result<(), String>> {
         match self {
+            Self::V0_3(w) => w.wasm_stream_plugin_check().call_configure(store, settings),
             Self::V0_2(w) => w.wasm_stream_plugin_check().call_configure(store, settings),
             Self::V0_1(w) => w.wasm_stream_plugin_check().call_configure(store, settings),
         }
@@ -264,7 +302,13 @@ impl Plugin<GeneratorWorld> {
     /// drop the extra or to report them (`pipeline::generator` does both).
     pub fn next(&mut self, max: u32) -> Result<Vec<generator::Message>, PluginError> {
         self.call(|w, store| match w {
-            GeneratorWorld::V0_2(w) => w.wasm_stream_plugin_generator().call_next(store, max),
+            GeneratorWorld::V0_3(w) => w.wasm_stream_plugin_generator().call_next(store, max),
+            GeneratorWorld::V0_2(w) => Ok(w
+                .wasm_stream_plugin_generator()
+                .call_next(store, max)?
+                .into_iter()
+                .map(Into::into)
+                .collect()),
             GeneratorWorld::V0_1(w) => Ok(w
                 .wasm_stream_plugin_generator()
                 .call_next(store, max)?
@@ -279,7 +323,15 @@ impl Plugin<MapperWorld> {
     /// One outcome per message, in order.
     pub fn map_batch(&mut self, messages: &[mapper::Message]) -> Result<Vec<mapper::Outcome>, PluginError> {
         let out = self.call(|w, store| match w {
-            MapperWorld::V0_2(w) => w.wasm_stream_plugin_mapper().call_map_batch(store, messages),
+            MapperWorld::V0_3(w) => w.wasm_stream_plugin_mapper().call_map_batch(store, messages),
+            MapperWorld::V0_2(w) => {
+                let old: Vec<_> = messages.iter().map(v0_2::message).collect();
+                Ok(w.wasm_stream_plugin_mapper()
+                    .call_map_batch(store, &old)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect())
+            }
             MapperWorld::V0_1(w) => {
                 // A copy of the batch in the old types: the price of an old plugin.
                 let old: Vec<_> = messages.iter().map(v0_1::message).collect();
@@ -307,7 +359,13 @@ impl Plugin<MapperWorld> {
 impl Plugin<CheckWorld> {
     pub fn run(&mut self, snapshot: &check::Snapshot) -> Result<Vec<check::Finding>, PluginError> {
         self.call(|w, store| match w {
-            CheckWorld::V0_2(w) => w.wasm_stream_plugin_check().call_run(store, snapshot),
+            CheckWorld::V0_3(w) => w.wasm_stream_plugin_check().call_run(store, snapshot),
+            CheckWorld::V0_2(w) => Ok(w
+                .wasm_stream_plugin_check()
+                .call_run(store, &v0_2::snapshot(snapshot))?
+                .into_iter()
+                .map(Into::into)
+                .collect()),
             CheckWorld::V0_1(w) => Ok(w
                 .wasm_stream_plugin_check()
                 .call_run(store, &v0_1::snapshot(snapshot))?

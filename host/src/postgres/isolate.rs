@@ -13,7 +13,7 @@
 //! culprit and halving, so a few culprits in thousands of rows take a few
 //! dozen statements (`scripts/bench --only badrows`).
 
-use super::{DeadLetter, SinkStatements, Written, keyed};
+use super::{DeadLetter, SinkStatements, TableStatements, Written, keyed};
 use crate::pipeline::upsert::Latest;
 use crate::plugins::mapper::Column;
 use anyhow::Context as _;
@@ -73,23 +73,31 @@ pub enum Parts {
 }
 
 impl Parts {
-    /// How many rows the messages had.
+    /// How many rows the messages had (in a keyed table: the messages that
+    /// had an operation on it).
     pub fn rows_of(&self, messages: &[u32]) -> u64 {
         match self {
             Parts::Rows(of_row) => messages
                 .iter()
                 .map(|m| of_row.partition_point(|r| r <= m) - of_row.partition_point(|r| r < m))
                 .sum::<usize>() as u64,
-            Parts::Keyed(..) => messages.len() as u64,
+            Parts::Keyed(latest, _) => {
+                let had = latest.messages();
+                messages.iter().filter(|m| had.binary_search(m).is_ok()).count() as u64
+            }
         }
     }
 }
 
-/// How the rows of a batch reach the table.
+/// How the rows of a batch reach one table.
 #[derive(Clone, Copy)]
 pub enum Plan<'a> {
-    /// `COPY` into the table; the message of each row, in row order.
-    Copy { copy: &'a Statement, of_row: &'a [u32] },
+    /// `COPY` into the table: the rows, and the message of each, in row order.
+    Copy {
+        copy: &'a Statement,
+        of_row: &'a [u32],
+        rows: &'a Frozen,
+    },
     /// Through the session's staging table (`mode = "upsert"`).
     Keyed {
         statements: &'a keyed::Statements,
@@ -99,12 +107,13 @@ pub enum Plan<'a> {
 }
 
 impl Parts {
-    /// How a sink with `statements` writes these parts.
-    pub(super) fn plan<'a>(&'a self, statements: &'a SinkStatements) -> anyhow::Result<Plan<'a>> {
+    /// How a table with `statements` writes these parts and their `rows`.
+    pub(super) fn plan<'a>(&'a self, statements: &'a TableStatements, rows: &'a Frozen) -> anyhow::Result<Plan<'a>> {
         match (self, &statements.keyed) {
             (Parts::Rows(of_row), None) => Ok(Plan::Copy {
                 copy: &statements.copy,
                 of_row,
+                rows,
             }),
             (Parts::Keyed(latest, columns), Some(k)) => Ok(Plan::Keyed {
                 statements: k,
@@ -241,31 +250,32 @@ impl Bisect {
 
 const SAVEPOINT: &str = "wasm_stream_isolate";
 
-/// Writes the rows of a batch in `tx`, leaving out the messages PostgreSQL
-/// refuses: returns them with their reasons. `known`: the reason the whole
-/// was already refused with (it is then not tried whole again). Fails on an
-/// error that is not the rows' fault.
+/// Writes the rows of a batch in `tx`, one plan per table, leaving out the
+/// messages PostgreSQL refuses: returns them with their reasons (a message
+/// refused in one table has none of its rows written in any). `known`: the
+/// reason the whole was already refused with (it is then not tried whole
+/// again). Fails on an error that is not the rows' fault.
 pub async fn write_isolating(
     tx: &Transaction<'_>,
-    plan: Plan<'_>,
-    rows: &Frozen,
+    plans: &[Plan<'_>],
     known: Option<String>,
 ) -> Result<Vec<(u32, String)>, tokio_postgres::Error> {
-    let messages = match plan {
-        Plan::Copy { of_row, .. } => {
-            let mut m = of_row.to_vec();
-            m.dedup();
-            m
-        }
-        Plan::Keyed { latest, .. } => latest.messages(),
-    };
+    let mut messages: Vec<u32> = plans
+        .iter()
+        .flat_map(|plan| match plan {
+            Plan::Copy { of_row, .. } => of_row.to_vec(),
+            Plan::Keyed { latest, .. } => latest.messages(),
+        })
+        .collect();
+    messages.sort_unstable();
+    messages.dedup();
     let mut bisect = match known {
         Some(reason) => Bisect::after_failure(messages, reason),
         None => Bisect::whole(messages),
     };
     while let Some(group) = bisect.next_group() {
         tx.batch_execute(&format!("SAVEPOINT {SAVEPOINT}")).await?;
-        match write_group(tx, plan, rows, &group).await {
+        match write_group(tx, plans, &group).await {
             Ok(()) => tx.batch_execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}")).await?,
             Err(e) if refuses_rows(&e) => {
                 tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}")).await?;
@@ -278,39 +288,56 @@ pub async fn write_isolating(
     Ok(bisect.culprits())
 }
 
-/// Writes the rows of `group`, consecutive messages of the batch.
-async fn write_group(
-    tx: &Transaction<'_>,
-    plan: Plan<'_>,
-    rows: &Frozen,
-    group: &[u32],
-) -> Result<(), tokio_postgres::Error> {
+/// Writes the rows of `group`, consecutive messages of the batch, to every
+/// table, in the order `postgres::tables` gives.
+async fn write_group(tx: &Transaction<'_>, plans: &[Plan<'_>], group: &[u32]) -> Result<(), tokio_postgres::Error> {
     let (Some(lo), Some(hi)) = (group.first().copied(), group.last().copied()) else {
         return Ok(());
     };
-    match plan {
-        Plan::Copy { copy, of_row } => {
-            let first = of_row.partition_point(|m| *m < lo);
-            let end = of_row.partition_point(|m| *m <= hi);
-            copy_in(tx, copy, rows.range(first, end)).await
-        }
-        Plan::Keyed {
+    let in_group = |m: u32| lo <= m && m <= hi;
+    // Keyed tables: the group's operations into the staging tables.
+    let mut staged = vec![(0usize, 0usize); plans.len()];
+    for (i, plan) in plans.iter().enumerate() {
+        if let Plan::Keyed {
             statements: k,
             latest,
             columns,
-        } => {
-            let (staged, deletes) = latest.stage(columns, |m| lo <= m && m <= hi);
+        } = plan
+        {
+            let (rows, deletes) = latest.stage(columns, in_group);
             // The staging table keeps the rows of the groups before until the commit.
-            tx.batch_execute(&format!("DELETE FROM pg_temp.{}", super::ident(keyed::STAGE_TABLE)))
+            tx.batch_execute(&format!("DELETE FROM pg_temp.{}", super::ident(&k.stage)))
                 .await?;
-            copy_in(tx, &k.copy, [Bytes::from(staged.finish()), Bytes::new()]).await?;
-            if deletes > 0 {
-                tx.batch_execute(&k.analyze).await?;
-                tx.execute(&k.delete, &[]).await?;
+            staged[i] = (rows.len(), deletes);
+            if !rows.is_empty() {
+                copy_in(tx, &k.copy, [Bytes::from(rows.finish()), Bytes::new()]).await?;
             }
-            tx.execute(&k.upsert, &[]).await.map(drop)
         }
     }
+    for (i, plan) in plans.iter().enumerate().rev() {
+        if let Plan::Keyed { statements: k, .. } = plan
+            && staged[i].1 > 0
+        {
+            tx.batch_execute(&k.analyze).await?;
+            tx.execute(&k.delete, &[]).await?;
+        }
+    }
+    for (i, plan) in plans.iter().enumerate() {
+        match plan {
+            Plan::Copy { copy, of_row, rows } => {
+                let first = of_row.partition_point(|m| *m < lo);
+                let end = of_row.partition_point(|m| *m <= hi);
+                if first < end {
+                    copy_in(tx, copy, rows.range(first, end)).await?;
+                }
+            }
+            Plan::Keyed { statements: k, .. } if staged[i].0 > 0 => {
+                tx.execute(&k.upsert, &[]).await?;
+            }
+            Plan::Keyed { .. } => {}
+        }
+    }
+    Ok(())
 }
 
 /// Sends rows through `COPY` and waits for PostgreSQL's verdict.
@@ -341,12 +368,24 @@ pub async fn salvage(
         tx.rollback().await?;
         return Ok(Written::Fenced { partition });
     }
-    let plan = batch.parts.plan(statements)?;
-    let culprits = write_isolating(&tx, plan, &batch.rows, Some(first))
+    anyhow::ensure!(
+        statements.tables.len() == batch.tables.len(),
+        "a batch of {} tables for a sink of {}",
+        batch.tables.len(),
+        statements.tables.len()
+    );
+    let plans = batch
+        .tables
+        .iter()
+        .zip(&statements.tables)
+        .map(|(t, s)| t.parts.plan(s, &t.rows))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let culprits = write_isolating(&tx, &plans, Some(first))
         .await
         .with_context(|| format!("cannot copy rows into {:?}", batch.table))?;
     let refused = culprits.len() as u64;
-    let refused_rows = batch.parts.rows_of(&culprits.iter().map(|c| c.0).collect::<Vec<_>>());
+    let culprit_messages: Vec<u32> = culprits.iter().map(|c| c.0).collect();
+    let refused_rows: u64 = batch.tables.iter().map(|t| t.parts.rows_of(&culprit_messages)).sum();
     let mut letters = batch.dead_letters;
     for (message, reason) in culprits {
         let m = message as usize;

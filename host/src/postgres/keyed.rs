@@ -10,9 +10,18 @@ use crate::plugins::mapper::Column;
 use anyhow::Context as _;
 use tokio_postgres::{Client, Statement};
 
-/// The session's staging table (temporary tables are private to a session,
-/// and a sink has one session).
+/// The session's staging table of a sink's first table (temporary tables
+/// are private to a session, and a sink has one session); see [`stage_table`].
 pub const STAGE_TABLE: &str = "wasm_stream_stage";
+
+/// The staging table of the sink's `index`th table: one per table, since
+/// their columns differ.
+pub fn stage_table(index: usize) -> String {
+    match index {
+        0 => STAGE_TABLE.to_string(),
+        i => format!("{STAGE_TABLE}_{i}"),
+    }
+}
 /// The staging table's extra column: true for a delete, false for an upsert.
 pub const DELETE_COLUMN: &str = "wasm_stream_delete";
 
@@ -76,10 +85,10 @@ impl Sql {
     /// `renumber`: the table has the host's `message_id` serial, which an
     /// update moves to a fresh number, so the highest is the row written last
     /// (what `host status` and the audit show as the last row).
-    pub fn new(table: &str, columns: &[Column], key: &[String], renumber: bool) -> Self {
+    pub fn new(table: &str, columns: &[Column], key: &[String], renumber: bool, stage: &str) -> Self {
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         let list = idents(&names);
-        let stage = ident(STAGE_TABLE);
+        let stage = ident(stage);
         let flag = ident(DELETE_COLUMN);
         let target = ident(table);
         let matches: Vec<String> = key.iter().map(|k| format!("t.{k} = s.{k}", k = ident(k))).collect();
@@ -120,6 +129,10 @@ impl Sql {
 
 /// The prepared statements of a keyed sink, on one session.
 pub struct Statements {
+    /// The table it writes, for messages.
+    pub table: String,
+    /// The staging table's name (in `pg_temp`).
+    pub stage: String,
     pub analyze: String,
     pub copy: Statement,
     pub delete: Statement,
@@ -128,7 +141,13 @@ pub struct Statements {
 
 impl Statements {
     /// Creates the session's staging table and prepares the statements.
-    pub async fn prepare(client: &Client, table: &str, columns: &[Column], key: &[String]) -> anyhow::Result<Self> {
+    pub async fn prepare(
+        client: &Client,
+        table: &str,
+        columns: &[Column],
+        key: &[String],
+        stage: &str,
+    ) -> anyhow::Result<Self> {
         let renumber = client
             .query_opt(
                 "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()
@@ -139,13 +158,15 @@ impl Statements {
             .with_context(|| format!("cannot read the columns of table {table:?}"))?
             .is_some()
             && !columns.iter().any(|c| c.name == "message_id");
-        let sql = Sql::new(table, columns, key, renumber);
+        let sql = Sql::new(table, columns, key, renumber, stage);
         client
             .batch_execute(&sql.stage)
             .await
             .with_context(|| format!("cannot create the staging table of table {table:?}"))?;
         let context = || format!("cannot prepare the upsert statements of table {table:?}");
         Ok(Self {
+            table: table.to_string(),
+            stage: stage.to_string(),
             analyze: sql.analyze,
             copy: client.prepare(&sql.copy).await.with_context(context)?,
             delete: client.prepare(&sql.delete).await.with_context(context)?,
@@ -169,7 +190,13 @@ mod tests {
 
     #[test]
     fn upsert_updates_the_columns_outside_the_key() {
-        let sql = Sql::new("t", &[column("id"), column("v"), column("w")], &["id".into()], false);
+        let sql = Sql::new(
+            "t",
+            &[column("id"), column("v"), column("w")],
+            &["id".into()],
+            false,
+            STAGE_TABLE,
+        );
         assert_eq!(
             sql.upsert.split_whitespace().collect::<Vec<_>>().join(" "),
             "INSERT INTO \"t\" (\"id\", \"v\", \"w\") SELECT \"id\", \"v\", \"w\" FROM pg_temp.\"wasm_stream_stage\" WHERE NOT \"wasm_stream_delete\" ON CONFLICT (\"id\") DO UPDATE SET \"v\" = EXCLUDED.\"v\", \"w\" = EXCLUDED.\"w\""
@@ -186,7 +213,7 @@ mod tests {
 
     #[test]
     fn an_update_renumbers_message_id_when_the_table_has_the_serial() {
-        let sql = Sql::new("t", &[column("id"), column("v")], &["id".into()], true);
+        let sql = Sql::new("t", &[column("id"), column("v")], &["id".into()], true, STAGE_TABLE);
         assert!(
             sql.upsert
                 .ends_with("DO UPDATE SET \"v\" = EXCLUDED.\"v\", message_id = EXCLUDED.message_id"),
@@ -197,7 +224,13 @@ mod tests {
 
     #[test]
     fn upsert_does_nothing_when_every_column_is_in_the_key() {
-        let sql = Sql::new("t", &[column("a"), column("b")], &["b".into(), "a".into()], true);
+        let sql = Sql::new(
+            "t",
+            &[column("a"), column("b")],
+            &["b".into(), "a".into()],
+            true,
+            STAGE_TABLE,
+        );
         assert!(
             sql.upsert.ends_with("ON CONFLICT (\"b\", \"a\") DO NOTHING"),
             "{}",
@@ -212,7 +245,7 @@ mod tests {
 
     #[test]
     fn names_are_quoted() {
-        let sql = Sql::new("t", &[column("id")], &["id".into()], false);
+        let sql = Sql::new("t", &[column("id")], &["id".into()], false, STAGE_TABLE);
         assert!(sql.stage.contains("FROM \"t\" WITH NO DATA"));
         assert_eq!(
             add_unique_sql("t", &["a".into(), "b".into()]),

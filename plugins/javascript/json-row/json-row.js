@@ -250,12 +250,15 @@ function mapOne(message) {
   }
   return {
     tag: "rows",
-    val: [[
-      { tag: "text", val: text },
-      time,
-      { tag: "integer", val: BigInt(message.offset) },
-      { tag: "integer", val: BigInt(message.partition) },
-    ]],
+    val: [{
+      table: 0,
+      rows: [[
+        { tag: "text", val: text },
+        time,
+        { tag: "integer", val: BigInt(message.offset) },
+        { tag: "integer", val: BigInt(message.partition) },
+      ]],
+    }],
   };
 }
 
@@ -274,7 +277,8 @@ export const mapper = {
     for (const key of Object.keys(parsed)) {
       throw `${PLUGIN}: unknown setting "${key}" (this mapper takes none)`;
     }
-    return COLUMNS;
+    // One table, unnamed: the sink's.
+    return [{ name: undefined, columns: COLUMNS, key: undefined }];
   },
 
   mapBatch(messages) {

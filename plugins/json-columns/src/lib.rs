@@ -43,7 +43,7 @@
 //! also be that field's bare JSON value (`"0b7e..."`, quotes included, or
 //! `42`). Without `key` in the settings, or with a key that does not fit, the
 //! tombstone is rejected.
-use sdk::mapper::{Guest, Message, Outcome};
+use sdk::mapper::{Guest, Message, Outcome, Table};
 use sdk::types::{Column, ColumnType, Value};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
@@ -179,12 +179,12 @@ fn schema(settings: &str) -> Result<Schema, String> {
 struct JsonColumns;
 
 impl Guest for JsonColumns {
-    fn configure(settings: String) -> Result<Vec<Column>, String> {
+    fn configure(settings: String) -> Result<Vec<Table>, String> {
         let schema = schema(&settings)?;
         let columns = schema.specs.iter().map(|s| s.column.clone()).collect();
         // A second configure (a fresh instance) gets the same settings.
         let _ = SCHEMA.set(schema);
-        Ok(columns)
+        Ok(sdk::one_table(columns))
     }
 
     fn map_batch(messages: Vec<Message>) -> Vec<Outcome> {
@@ -200,8 +200,8 @@ impl Guest for JsonColumns {
 
 fn map_one(schema: &Schema, message: Message) -> Outcome {
     let result = match message.payload {
-        None => tombstone(schema, message.key.as_deref()).map(Outcome::Delete),
-        Some(payload) => row(schema, &payload).map(|row| Outcome::Rows(vec![row])),
+        None => tombstone(schema, message.key.as_deref()).map(sdk::delete),
+        Some(payload) => row(schema, &payload).map(|row| sdk::rows(vec![row])),
     };
     result.unwrap_or_else(Outcome::Rejected)
 }

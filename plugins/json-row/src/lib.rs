@@ -1,13 +1,13 @@
 //! Maps a JSON message to the old demo's row: `message_text` (the JSON text),
 //! `message_time` (the Kafka timestamp), `offset_id` and `partition_id`.
 //! Payloads that are empty, not UTF-8 or not JSON are rejected.
-use sdk::mapper::{Guest, Message, Outcome};
+use sdk::mapper::{Guest, Message, Outcome, Table};
 use sdk::types::{Column, ColumnType, Value};
 
 struct JsonRow;
 
 impl Guest for JsonRow {
-    fn configure(settings: String) -> Result<Vec<Column>, String> {
+    fn configure(settings: String) -> Result<Vec<Table>, String> {
         // No settings yet; refuse unknown ones so a typo is not silently ignored.
         let _: std::collections::BTreeMap<String, serde_json::Value> = sdk::parse_settings("json-row", &settings)
             .and_then(
@@ -21,12 +21,12 @@ impl Guest for JsonRow {
             kind,
             nullable,
         };
-        Ok(vec![
+        Ok(sdk::one_table(vec![
             column("message_text", ColumnType::Text, false),
             column("message_time", ColumnType::Timestamp, true),
             column("offset_id", ColumnType::Integer, false),
             column("partition_id", ColumnType::Integer, false),
-        ])
+        ]))
     }
 
     fn map_batch(messages: Vec<Message>) -> Vec<Outcome> {
@@ -43,7 +43,7 @@ fn map_one(message: Message) -> Outcome {
         Some(ms) => Value::Timestamp(ms.saturating_mul(1000)),
         None => Value::Null,
     };
-    Outcome::Rows(vec![vec![
+    sdk::rows(vec![vec![
         Value::Text(text),
         time,
         Value::Integer(message.offset),

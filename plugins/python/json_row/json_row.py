@@ -7,7 +7,7 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.exports.mapper import Message, Outcome, Outcome_Rejected, Outcome_Rows
+from wit_world.exports.mapper import Message, Outcome, Outcome_Rejected, Outcome_Rows, Table, TableRows
 from wit_world.imports.types import (
     Column,
     ColumnType,
@@ -76,12 +76,12 @@ def map_one(message: Message) -> Outcome:
     else:
         time = Value_Timestamp(min(max(message.timestamp * 1000, I64_MIN), I64_MAX))
     return Outcome_Rows(
-        [[Value_Text(text), time, Value_Integer(message.offset), Value_Integer(message.partition)]]
+        [TableRows(0, [[Value_Text(text), time, Value_Integer(message.offset), Value_Integer(message.partition)]])]
     )
 
 
 class Mapper(exports.Mapper):
-    def configure(self, settings: str) -> list[Column]:
+    def configure(self, settings: str) -> list[Table]:
         try:
             parsed = json.loads(settings)
         except ValueError as e:
@@ -91,7 +91,8 @@ class Mapper(exports.Mapper):
         # No settings yet; refuse unknown ones so a typo is not silently ignored.
         for key in parsed:
             raise Err(f"{PLUGIN}: unknown setting {key!r} (this mapper takes none)")
-        return COLUMNS
+        # One table, unnamed: the sink's.
+        return [Table(name=None, columns=COLUMNS, key=None)]
 
     def map_batch(self, messages: list[Message]) -> list[Outcome]:
         return [map_one(m) for m in messages]

@@ -50,6 +50,43 @@ pub use generator_bindings::exports::wasm_stream::plugin::generator;
 pub use mapper_bindings::exports::wasm_stream::plugin::mapper;
 pub use mapper_bindings::wasm_stream::plugin::types;
 
+/// A mapper's one table, unnamed: the sink's `table` (what `configure`
+/// returns for a mapper that writes one table).
+pub fn one_table(columns: Vec<types::Column>) -> Vec<mapper::Table> {
+    vec![mapper::Table {
+        name: None,
+        columns,
+        key: None,
+    }]
+}
+
+/// A table of its own, `<sink table>_<name>`, with the key an upsert sink
+/// writes it by (`None` for a table only append sinks write).
+pub fn named_table(name: &str, columns: Vec<types::Column>, key: Option<&[&str]>) -> mapper::Table {
+    mapper::Table {
+        name: Some(name.to_string()),
+        columns,
+        key: key.map(|k| k.iter().map(|s| s.to_string()).collect()),
+    }
+}
+
+/// The outcome "these rows, in the first table" (index 0): a mapper of one
+/// table answers with this.
+pub fn rows(rows: Vec<Vec<types::Value>>) -> mapper::Outcome {
+    mapper::Outcome::Rows(vec![mapper::TableRows { table: 0, rows }])
+}
+
+/// Rows for table `table` (its index in what `configure` returned), one
+/// part of a `rows` outcome: `Outcome::Rows(vec![sdk::rows_of(0, a), sdk::rows_of(1, b)])`.
+pub fn rows_of(table: u32, rows: Vec<Vec<types::Value>>) -> mapper::TableRows {
+    mapper::TableRows { table, rows }
+}
+
+/// The outcome "delete the row with this key from the first table".
+pub fn delete(key: Vec<types::Value>) -> mapper::Outcome {
+    mapper::Outcome::Delete(vec![mapper::TableKey { table: 0, key }])
+}
+
 /// A uniformly chosen index below `len`, from `wasi:random` (which the host
 /// seeds when the pipeline sets `seed`).
 pub fn random_index(len: usize) -> usize {

@@ -19,14 +19,19 @@
 use super::Sink;
 use crate::config::PostgresConfig;
 use crate::postgres::lineage::{self, Control};
+use anyhow::Context as _;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::Consumer as _;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How often a sink reads its control row.
 pub(super) const POLL: Duration = Duration::from_secs(1);
+/// The longest a read of the control row may take.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most one warning this often while the control session cannot connect.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The polling task; it ends when the sink drops it.
 pub(super) struct Poller {
@@ -51,11 +56,21 @@ pub(super) fn poll(
     let (tx, rx) = watch::channel(first);
     let task = tokio::spawn(async move {
         let mut client = None;
+        let mut warned: Option<Instant> = None;
         loop {
             tokio::time::sleep(POLL).await;
             if client.is_none() {
-                let name = format!("{member}-control");
-                client = crate::postgres::connect_as(&pg, Some(&name)).await.ok();
+                match connect(&pg, &member).await {
+                    Ok(c) => client = Some(c),
+                    Err(e) => {
+                        // A sink that cannot see its control row misses a
+                        // pause or rewind: say so, but not every second.
+                        if warned.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+                            warned = Some(Instant::now());
+                            tracing::warn!(table, error = %format!("{e:#}"), "cannot connect to read the sink's control row (pause/resume/rewind are noticed only when it can); retrying");
+                        }
+                    }
+                }
             }
             let Some(c) = client.as_ref() else { continue };
             match lineage::read_control(c, &table, &topic).await {
@@ -74,6 +89,17 @@ pub(super) fn poll(
         }
     });
     (Poller { task }, rx)
+}
+
+/// The poller's session: named after the member, and bounded, so a stuck
+/// read is retried instead of hanging the poller.
+async fn connect(pg: &PostgresConfig, member: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let client = crate::postgres::connect_as(pg, Some(&format!("{member}-control"))).await?;
+    client
+        .batch_execute(&format!("SET statement_timeout = {}", STATEMENT_TIMEOUT.as_millis()))
+        .await
+        .context("cannot set statement_timeout on the control session")?;
+    Ok(client)
 }
 
 impl Sink {

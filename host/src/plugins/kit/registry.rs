@@ -227,6 +227,7 @@ mod tests {
             timestamp: None,
             key: None,
             payload: Some(payload.to_vec()),
+            schema: None,
         }
     }
 
