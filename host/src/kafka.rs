@@ -22,7 +22,7 @@ mod lease;
 mod start;
 pub mod stdin;
 pub use lease::{LeaseGate, RunLease, claim_as as claim_counted_run_as, claim_counted_run};
-pub use start::{offsets_for_time, start_offsets};
+pub use start::{offsets_for_time, resolve_starts};
 
 /// How long metadata and watermark requests may take.
 pub const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -157,9 +157,11 @@ pub fn producer(cfg: &KafkaConfig) -> anyhow::Result<BaseProducer<DeliveryCounte
 /// PostgreSQL, or `None` when the database has nothing for it yet.
 pub type StoredOffsets = HashMap<i32, Option<i64>>;
 
-/// Reads stored offsets for the given partitions of a topic. It blocks, and
-/// retries until it succeeds: a partition must never start anywhere else.
-pub type OffsetLoader = Box<dyn Fn(&str, &[i32]) -> StoredOffsets + Send + Sync>;
+/// Reads stored offsets for the given partitions of a topic, after storing
+/// the given start offsets for those of them with nothing stored yet (an
+/// offset already there wins). It blocks, and retries until it succeeds: a
+/// partition must never start anywhere else.
+pub type OffsetLoader = Box<dyn Fn(&str, &[i32], &HashMap<i32, i64>) -> StoredOffsets + Send + Sync>;
 
 /// Consumer context of a sink: on every assignment, the partitions start at the
 /// offsets stored in PostgreSQL (Kafka's committed offsets are only advisory),
@@ -314,19 +316,23 @@ impl ConsumerContext for SinkContext {
                         "ignoring partitions of other topics in the assignment"
                     );
                 }
-                let stored = (self.load_offsets)(&self.topic, &partitions);
+                let mut stored = (self.load_offsets)(&self.topic, &partitions, &HashMap::new());
                 let fresh: Vec<i32> = partitions
                     .iter()
                     .copied()
                     .filter(|p| stored.get(p).copied().flatten().is_none())
                     .collect();
-                let starts = start_offsets(consumer, &self.topic, &fresh, self.start);
+                // "latest" or a time: resolved once, and stored before any
+                // message is read, so every later assignment resumes there.
+                if let Some(starts) = resolve_starts(consumer, &self.topic, &fresh, self.start) {
+                    tracing::info!(topic = self.topic, ?starts, "storing where partitions with nothing stored start (the sink's start setting)");
+                    stored.extend((self.load_offsets)(&self.topic, &fresh, &starts));
+                }
                 let mut own = TopicPartitionList::new();
                 let mut assignment = StoredOffsets::new();
                 for p in partitions {
                     let start = stored.get(&p).copied().flatten();
-                    let offset =
-                        start.map_or_else(|| starts.get(&p).copied().unwrap_or(Offset::Beginning), Offset::Offset);
+                    let offset = start.map_or(Offset::Beginning, Offset::Offset);
                     if let Err(e) = own.add_partition_offset(&self.topic, p, offset) {
                         tracing::error!(topic = self.topic, partition = p, error = %e, "cannot set the start offset");
                     }

@@ -337,8 +337,9 @@ enum SinkCommand {
     /// In one PostgreSQL transaction, for each partition: the dead letters at
     /// or after the new offset are deleted (they will be consumed again); in
     /// an append sink the rows that came from those offsets are deleted too
-    /// (by the lineage columns _kafka_partition and _kafka_offset, which the
-    /// tables the host creates have); an upsert sink keeps its rows, which
+    /// (by the lineage columns _kafka_topic, _kafka_partition and
+    /// _kafka_offset, which the tables the host creates have); an upsert
+    /// sink keeps its rows, which
     /// the messages consumed again update, so its table ends equal to what
     /// the whole topic makes; the stored offsets move back (never forward).
     /// Running sinks notice at once, drop what they hold and go on from the

@@ -312,8 +312,8 @@ pub async fn ensure_sink_table(
         "message_id bigserial NOT NULL".to_string()
     }];
     defs.extend(columns.iter().map(column_def));
-    // Lineage (see `lineage`): only in tables made here, never added later,
-    // since the rows already there would have none.
+    // Lineage (see `lineage`): only in tables made here, never added later
+    // (the rows already there would have none), but for the topic column.
     defs.extend(lineage::column_defs());
     if !key.is_empty() {
         defs.push(format!(
@@ -328,6 +328,9 @@ pub async fn ensure_sink_table(
     batch_ddl(client, &sql)
         .await
         .with_context(|| format!("cannot create table {table:?}"))?;
+    if existed {
+        lineage::add_topic_column(client, table).await?;
+    }
 
     let rows = client
         .query(
@@ -455,6 +458,31 @@ pub async fn stored_offsets(client: &Client, table: &str, topic: &str) -> anyhow
         .await
         .with_context(|| format!("cannot read the stored offsets of table {table:?}"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Stores where partitions with nothing stored yet start (a sink's `start`
+/// of "latest" or a time, resolved once); an offset already stored wins.
+pub async fn store_start_offsets(
+    client: &Client,
+    table: &str,
+    topic: &str,
+    group: &str,
+    starts: &HashMap<i32, i64>,
+) -> anyhow::Result<()> {
+    let (partitions, offsets): (Vec<i32>, Vec<i64>) = starts.iter().map(|(p, o)| (*p, *o)).unzip();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (table_name, topic, partition, next_offset, consumer_group)
+                 SELECT $1, $2, p, n, $3 FROM UNNEST($4::int4[], $5::int8[]) AS x(p, n)
+                 ON CONFLICT DO NOTHING",
+                ident(OFFSETS_TABLE)
+            ),
+            &[&table, &topic, &group, &partitions, &offsets],
+        )
+        .await
+        .with_context(|| format!("cannot store the start offsets of table {table:?}"))?;
+    Ok(())
 }
 
 /// Rows of a batch in PostgreSQL's binary `COPY` format, encoded as they are

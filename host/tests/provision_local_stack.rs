@@ -228,6 +228,7 @@ mapper = "{mapper}"
         ("offset_id", "int8"),
         ("partition_id", "int8"),
         // Lineage: the message each row came from (README "Reprocessing").
+        ("_kafka_topic", "text"),
         ("_kafka_partition", "int8"),
         ("_kafka_offset", "int8"),
     ]

@@ -364,7 +364,7 @@ fn a_table_without_lineage_is_refused_unless_everything_is_deleted() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(
-        stderr.contains("no lineage columns (_kafka_partition, _kafka_offset)") && stderr.contains("--delete-all"),
+        stderr.contains("no lineage columns (_kafka_topic text, _kafka_partition bigint, _kafka_offset bigint)") && stderr.contains("--delete-all"),
         "{stderr}"
     );
     assert_eq!(count(&db, &table), 18, "a refused rewind changes nothing");

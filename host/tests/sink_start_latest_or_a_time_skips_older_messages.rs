@@ -1,11 +1,12 @@
 //! A sink's `start` for partitions with nothing stored: "latest" stores only
 //! messages produced after the sink was assigned, a time only messages from
-//! that time on; the older ones are never stored.
+//! that time on; the older ones are never stored. Either is resolved once
+//! and stored, so a restart before the first write resumes there.
 mod common;
 mod rewind_support;
 
 use common::{Db, SinkPipeline, create_topic, produce_keyed, unique, wait_for};
-use rewind_support::{count, member, now_ms, rfc3339};
+use rewind_support::{count, member, now_ms, rfc3339, stored};
 use std::time::Duration;
 
 fn messages(from: usize, to: usize) -> Vec<common::Keyed> {
@@ -87,4 +88,42 @@ fn start_at_a_time_stores_the_messages_from_that_time_on() {
     common::host_ok(&["consume", path, "--once", "--quiet"]);
     let db = Db::connect();
     assert_eq!(stored_is(&db, &table), (60..100).collect::<Vec<i64>>());
+}
+
+/// "latest" is where the sink stood when first assigned, not where the log
+/// ends at each assignment: messages that arrive while the sink is down
+/// before its first write are stored after the restart.
+#[test]
+fn start_latest_is_resolved_once_and_kept_across_a_restart() {
+    let topic = unique("start_once");
+    let table = unique("start_once_rows");
+    create_topic(&topic, 2);
+    let old: Vec<common::Keyed> = (0..40)
+        .map(|i| (i % 2, format!("k{i}").into_bytes(), Some(format!("{{\"i\": {i}}}").into_bytes())))
+        .collect();
+    produce_keyed(&topic, &old);
+    let path = SinkPipeline::new(&topic, &table, "json_row")
+        .sink_line("start = \"latest\"")
+        .write();
+    let path = path.to_str().expect("utf-8 path");
+    let db = Db::connect();
+    let mut running = member(path, &unique("start_once"));
+    wait_for("the start offsets stored", Duration::from_secs(90), || {
+        stored(&db, &table).len() == 2
+    });
+    assert_eq!(stored(&db, &table), [(0, 20), (1, 20)], "each partition's end when assigned");
+    // Killed before it wrote anything: nothing but the start is stored.
+    let _ = running.child.kill();
+    let _ = running.child.wait();
+    let new: Vec<common::Keyed> = (100..130)
+        .map(|i| (i % 2, format!("k{i}").into_bytes(), Some(format!("{{\"i\": {i}}}").into_bytes())))
+        .collect();
+    produce_keyed(&topic, &new);
+    common::host_ok(&["consume", path, "--once", "--quiet"]);
+    assert_eq!(
+        stored_is(&db, &table),
+        (100..130).collect::<Vec<i64>>(),
+        "every message produced while the sink was down, and none from before its start"
+    );
+    assert_eq!(stored(&db, &table), [(0, 35), (1, 35)]);
 }

@@ -9,8 +9,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Pause between two tries to look up offsets by time for an assignment.
-const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// First pause between two tries to look up where an assignment starts.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// The longest pause between two tries.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(10);
 
 /// For each partition: the offset of its first message with a timestamp at
 /// or after `ms` (unix milliseconds); `None` when it has none (the time is
@@ -46,33 +48,60 @@ pub fn offsets_for_time<C: ConsumerContext, K: Consumer<C>>(
         .collect()
 }
 
-/// Where each of `partitions` (nothing stored for any) starts under `start`.
-/// A time is looked up in Kafka, again until it answers: starting anywhere
-/// else would store the wrong messages.
-pub fn start_offsets<C: ConsumerContext, K: Consumer<C>>(
+/// Where each of `partitions` (nothing stored for any) starts under a
+/// `start` of "latest" or a time, as offsets to store in PostgreSQL before
+/// the first message is read, so a later assignment (a rebalance, a
+/// restart) resumes from there instead of resolving "latest" again past the
+/// messages that came in between. `None` for "earliest": the log's start,
+/// as a partition with nothing stored always begins.
+///
+/// Kafka is asked again, with a growing pause, until it answers: starting
+/// anywhere else would store the wrong messages. It blocks (the rebalance
+/// callback runs on the thread that polls the consumer), so the runtime is
+/// told.
+pub fn resolve_starts<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     topic: &str,
     partitions: &[i32],
     start: StartAt,
-) -> HashMap<i32, Offset> {
-    let all = |offset: Offset| partitions.iter().map(|p| (*p, offset)).collect();
-    match start {
-        StartAt::Earliest => all(Offset::Beginning),
-        StartAt::Latest => all(Offset::End),
-        StartAt::Time(_) if partitions.is_empty() => HashMap::new(),
-        StartAt::Time(ms) => loop {
-            match offsets_for_time(consumer, topic, partitions, ms) {
-                Ok(found) => {
-                    break found
-                        .into_iter()
-                        .map(|(p, o)| (p, o.map_or(Offset::End, Offset::Offset)))
-                        .collect();
-                }
+) -> Option<HashMap<i32, i64>> {
+    if start == StartAt::Earliest || partitions.is_empty() {
+        return None;
+    }
+    let lookup = || -> anyhow::Result<HashMap<i32, i64>> {
+        let found = match start {
+            StartAt::Time(ms) => offsets_for_time(consumer, topic, partitions, ms)?,
+            _ => partitions.iter().map(|p| (*p, None)).collect(),
+        };
+        // "latest", and a time past a partition's last message: its end.
+        found
+            .into_iter()
+            .map(|(p, at)| match at {
+                Some(o) => Ok((p, o)),
+                None => consumer
+                    .fetch_watermarks(topic, p, METADATA_TIMEOUT)
+                    .map(|(_, high)| (p, high))
+                    .with_context(|| format!("cannot read the end offset of {topic}/{p}")),
+            })
+            .collect()
+    };
+    let mut pause = RETRY_PAUSE;
+    tokio::task::block_in_place(|| {
+        loop {
+            match lookup() {
+                Ok(starts) => break Some(starts),
                 Err(e) => {
-                    tracing::warn!(topic, error = %format!("{e:#}"), "cannot look up the sink's start time in Kafka; retrying");
-                    std::thread::sleep(RETRY_PAUSE);
+                    tracing::warn!(
+                        topic,
+                        ?partitions,
+                        error = %format!("{e:#}"),
+                        retry_in = ?pause,
+                        "cannot look up where the sink starts in partitions with nothing stored (its start setting); retrying"
+                    );
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(MAX_RETRY_PAUSE);
                 }
             }
-        },
-    }
+        }
+    })
 }

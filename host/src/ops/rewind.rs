@@ -11,7 +11,8 @@
 //!    back (its sink starts again from the database);
 //! 2. it deletes the dead letters of the rewound offsets (they will be
 //!    consumed again), then, in an append sink, the rows whose lineage
-//!    (`_kafka_partition`, `_kafka_offset`) is at or after the new offset,
+//!    (`_kafka_topic`, `_kafka_partition`, `_kafka_offset`) is its topic's
+//!    and at or after the new offset,
 //!    from every table of the sink (its mapper's declared tables, loaded
 //!    for that), children first: the reverse of the declared order, as a
 //!    sink's deletes go, so foreign keys hold; an upsert sink keeps its
@@ -24,7 +25,7 @@
 
 use crate::config::{Pipeline, SinkConfig, SinkMode};
 use crate::kafka;
-use crate::postgres::lineage::{self, OFFSET_COLUMN, PARTITION_COLUMN};
+use crate::postgres::lineage::{self, OFFSET_COLUMN, PARTITION_COLUMN, TOPIC_COLUMN};
 use crate::postgres::{self, DEAD_LETTERS_TABLE, OFFSETS_TABLE, ident};
 use anyhow::{Context as _, bail};
 use std::collections::BTreeMap;
@@ -272,7 +273,7 @@ async fn apply(
         }
         if !upsert && !request.delete_all && !lineage::present(tx.client(), t).await? {
             bail!(
-                "sink {:?} appends to table {t:?}, which has no lineage columns ({PARTITION_COLUMN}, {OFFSET_COLUMN}): the rows of the rewound offsets cannot be told apart from the others, so a rewind would store them twice\n  hint: rewind with --to-start --delete-all, which deletes every row of the sink's tables ({}), every dead letter and stored offset of the sink, and starts it from the start of the topic; or point the sink at a new table, which the host creates with lineage",
+                "sink {:?} appends to table {t:?}, which has no lineage columns ({TOPIC_COLUMN} text, {PARTITION_COLUMN} bigint, {OFFSET_COLUMN} bigint): the rows of the rewound offsets cannot be told apart from the others, so a rewind would store them twice\n  hint: rewind with --to-start --delete-all, which deletes every row of the sink's tables ({}), every dead letter and stored offset of the sink, and starts it from the start of the topic; or point the sink at a new table, which the host creates with lineage",
                 sink.name,
                 declared.join(", ")
             );
@@ -326,14 +327,9 @@ async fn apply(
             // Children first: the reverse of the declared order.
             let mut rows = 0;
             for t in tables.iter().rev() {
-                let sql = format!(
-                    "{verb} FROM {} WHERE {} = $1 AND {} >= $2{tail}",
-                    ident(t),
-                    ident(PARTITION_COLUMN),
-                    ident(OFFSET_COLUMN)
-                );
+                let sql = format!("{verb} FROM {} WHERE {}{tail}", ident(t), lineage::rows_from_condition());
                 rows += tx
-                    .query_one(&sql, &[&i64::from(m.partition), &m.resume])
+                    .query_one(&sql, &[&topic, &i64::from(m.partition), &m.resume])
                     .await
                     .with_context(|| format!("cannot delete the rows of the rewound offsets from {t:?}"))?
                     .get::<_, i64>(0);

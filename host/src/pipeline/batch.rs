@@ -74,8 +74,8 @@ impl Mapped {
 /// key columns; its rows are then the staging rows of the batch: the last
 /// upsert or delete per key, in consumed (offset) order (see `upsert`). In a
 /// table without one, a delete makes its message a dead letter. A table
-/// with lineage (`SinkTable::lineage`) gets its message's partition and
-/// offset on every row (see `postgres::lineage`).
+/// with lineage (`SinkTable::lineage`) gets its message's topic, partition
+/// and offset on every row (see `postgres::lineage`).
 pub async fn map(
     mut mapper: Box<dyn BatchMapper>,
     tables: Arc<[SinkTable]>,
@@ -152,12 +152,12 @@ impl<'a> Building<'a> {
     }
 
     /// Takes rows of the message at `at`, which sits at `position`
-    /// (partition, offset) for the lineage columns.
-    fn push_rows(&mut self, at: u32, position: (i32, i64), rows: Vec<Vec<Value>>) {
+    /// (topic, partition, offset) for the lineage columns.
+    fn push_rows(&mut self, at: u32, position: (&str, i32, i64), rows: Vec<Vec<Value>>) {
         let lineage = self.lineage;
         let with_lineage = |mut row: Vec<Value>| {
             if lineage {
-                row.extend(crate::postgres::lineage::values(position.0, position.1));
+                row.extend(crate::postgres::lineage::values(position.0, position.1, position.2));
             }
             row
         };
@@ -258,7 +258,7 @@ fn map_blocking(
                 });
                 if refused.is_none() {
                     for p in parts {
-                        building[p.table as usize].push_rows(at, (message.partition, message.offset), p.rows);
+                        building[p.table as usize].push_rows(at, (&message.topic, message.partition, message.offset), p.rows);
                     }
                 }
                 refused

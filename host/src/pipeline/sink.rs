@@ -512,25 +512,16 @@ impl Sink {
     }
 
     /// Assigns the partitions at their stored offsets, or at `starts`.
-    /// Partitions with nothing stored start where the sink's `start` says.
+    /// A partition with nothing stored starts at the log's start: a sink
+    /// whose `start` is "latest" or a time stored its start offsets when the
+    /// partitions were first assigned (see `kafka::resolve_starts`).
     fn assign(&self, stored: &StoredOffsets, starts: &HashMap<i32, Offset>) -> anyhow::Result<()> {
-        let fresh: Vec<i32> = stored
-            .iter()
-            .filter(|(p, o)| o.is_none() && !starts.contains_key(p))
-            .map(|(p, _)| *p)
-            .collect();
-        let look_up = || kafka::start_offsets(&self.consumer, &self.config.topic, &fresh, self.config.start);
-        // Only a time asks Kafka (and blocks).
-        let first = match self.config.start {
-            crate::config::StartAt::Time(_) if !fresh.is_empty() => tokio::task::block_in_place(look_up),
-            _ => look_up(),
-        };
         let mut tpl = TopicPartitionList::new();
         for (p, offset) in stored {
             let start = match (starts.get(p), offset) {
                 (Some(start), _) => *start,
                 (None, Some(o)) => Offset::Offset(*o),
-                (None, None) => first.get(p).copied().unwrap_or(Offset::Beginning),
+                (None, None) => Offset::Beginning,
             };
             tpl.add_partition_offset(&self.config.topic, *p, start)?;
         }
@@ -1127,13 +1118,13 @@ async fn connect_with_retry(
 }
 
 /// The loader the consumer calls on each assignment: it blocks the consumer
-/// until the stored offsets are read, retrying, since a partition must never
-/// start anywhere else.
+/// until the start offsets it is given are stored and the stored offsets
+/// read, retrying, since a partition must never start anywhere else.
 fn offset_loader(pipeline: &Pipeline, config: &SinkConfig) -> kafka::OffsetLoader {
     let pg = pipeline.postgres.clone();
-    let table = config.table.clone();
+    let (table, group) = (config.table.clone(), config.group.clone());
     let handle = tokio::runtime::Handle::current();
-    Box::new(move |topic: &str, partitions: &[i32]| {
+    Box::new(move |topic: &str, partitions: &[i32], starts: &HashMap<i32, i64>| {
         tokio::task::block_in_place(|| {
             handle.block_on(async {
                 let stored = retry::with_backoff(
@@ -1141,6 +1132,9 @@ fn offset_loader(pipeline: &Pipeline, config: &SinkConfig) -> kafka::OffsetLoade
                     None,
                     || async {
                         let client = postgres::connect(&pg).await?;
+                        if !starts.is_empty() {
+                            postgres::store_start_offsets(&client, &table, topic, &group, starts).await?;
+                        }
                         postgres::stored_offsets(&client, &table, topic).await
                     },
                     |e: &anyhow::Error, _| {

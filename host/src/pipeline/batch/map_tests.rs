@@ -267,20 +267,21 @@ fn with_lineage(tables: &[SinkTable]) -> Vec<SinkTable> {
         .collect()
 }
 
-/// The field count of the first row of a `COPY` buffer, and its last 24 bytes
-/// before the trailer (partition and offset when lineage comes last).
+/// The field count of the first row of a `COPY` buffer, and its last 29 bytes
+/// before the trailer (topic "t", partition and offset when lineage comes
+/// last).
 fn first_row_fields(rows: CopyRows) -> (i16, Vec<u8>) {
     let bytes = rows.finish();
     let at = crate::postgres::COPY_HEADER.len();
     let end = bytes.len() - 2;
     (
         i16::from_be_bytes([bytes[at], bytes[at + 1]]),
-        bytes[end - 24..end].to_vec(),
+        bytes[end - 29..end].to_vec(),
     )
 }
 
 #[test]
-fn lineage_appends_the_partition_and_offset_to_every_row() {
+fn lineage_appends_the_topic_partition_and_offset_to_every_row() {
     let row = || rows(0, vec![vec![Value::Uuid(ID.into()), Value::Null]]);
     let messages = vec![message(7)];
     let tables = with_lineage(&[SinkTable::one("t", columns(), &[])]);
@@ -288,16 +289,17 @@ fn lineage_appends_the_partition_and_offset_to_every_row() {
     let mapped = map_blocking(&mut mapper, &tables, messages, false).expect("maps");
     let table = mapped.tables.into_iter().next().expect("one table");
     let (fields, tail) = first_row_fields(table.rows);
-    assert_eq!(fields, 4, "two columns and lineage");
-    assert_eq!(&tail[16..], &7i64.to_be_bytes(), "the offset comes last");
-    assert_eq!(&tail[..12], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0], "partition 0");
+    assert_eq!(fields, 5, "two columns and lineage");
+    assert_eq!(&tail[..5], &[0, 0, 0, 1, b't'], "the topic first");
+    assert_eq!(&tail[5..17], &[0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0], "partition 0");
+    assert_eq!(&tail[21..], &7i64.to_be_bytes(), "the offset comes last");
     // Keyed: the staging rows carry lineage too (before the delete flag).
     let tables = with_lineage(&[SinkTable::one("t", columns(), &["id".to_string()])]);
     let mut mapper = Scripted(vec![row()], Vec::new());
     let mapped = map_blocking(&mut mapper, &tables, vec![message(9)], false).expect("maps");
     let table = mapped.tables.into_iter().next().expect("one table");
     let (fields, _) = first_row_fields(table.rows);
-    assert_eq!(fields, 5, "lineage and the delete flag");
+    assert_eq!(fields, 6, "lineage and the delete flag");
 }
 
 #[test]
@@ -325,8 +327,8 @@ fn every_table_with_lineage_gets_it_on_every_row() {
     let mapped = map_blocking(&mut mapper, &tables, vec![message(11)], false).expect("maps");
     let mut mapped = mapped.tables.into_iter();
     let (fields, tail) = first_row_fields(mapped.next().expect("orders").rows);
-    assert_eq!(fields, 4, "the order's two columns and lineage");
-    assert_eq!(&tail[16..], &11i64.to_be_bytes(), "the order's message offset");
+    assert_eq!(fields, 5, "the order's two columns and lineage");
+    assert_eq!(&tail[21..], &11i64.to_be_bytes(), "the order's message offset");
     let (fields, _) = first_row_fields(mapped.next().expect("items").rows);
     assert_eq!(fields, 2, "the items' columns only");
 }
