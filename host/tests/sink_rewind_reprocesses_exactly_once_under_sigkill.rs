@@ -1,10 +1,11 @@
 //! `host sink rewind` while two `host run` processes write the sink, one of
-//! them SIGKILLed during the rewind and started again: after a rewind to a
+//! them SIGKILLed while the rewind's transaction is open, and started again: after a rewind to a
 //! time and one to the start, the table equals the model of the whole topic
 //! (append: each good message's row once; upsert: the last value per key),
 //! the dead letters are exactly the bad messages, once each, and the rows of
 //! the rewound range were written again (newer `message_id`). A dry run
-//! first changes nothing and foretells what the rewind then does.
+//! first changes nothing and foretells what the rewind then does; a rewind
+//! SIGKILLed inside its transaction changes nothing.
 mod common;
 mod rewind_support;
 
@@ -36,7 +37,34 @@ fn produce_phases(topic: &str, message: &dyn Fn(usize) -> Keyed) -> i64 {
 /// Two members of the sink, `a` and `b`.
 struct Fleet {
     path: String,
+    table: String,
     members: Vec<(String, Running)>,
+}
+
+/// A connection holding the sink's offset rows locked, in an open
+/// transaction, until it runs `COMMIT`.
+fn hold_offsets(table: &str) -> Db {
+    let held = Db::connect();
+    held.execute("BEGIN");
+    held.query(
+        "SELECT 1 FROM wasm_stream_offsets WHERE table_name = $1 FOR UPDATE",
+        &[&table],
+    );
+    held
+}
+
+/// Waits until a `host sink rewind` waits for a lock inside its transaction.
+fn wait_for_rewind_waiting() {
+    let watch = Db::connect();
+    wait_for("the rewind waiting inside its transaction", Duration::from_secs(60), || {
+        watch.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'host-sink-rewind'
+             AND wait_event_type = 'Lock' AND xact_start IS NOT NULL",
+            &[],
+        )[0]
+        .get::<_, i64>(0)
+            > 0
+    });
 }
 
 /// Messages produced while a rewind runs, in chunks, so the sinks have
@@ -45,7 +73,7 @@ const DURING: usize = 400;
 const CHUNK: usize = 20;
 
 impl Fleet {
-    fn start(path: &str) -> Self {
+    fn start(path: &str, table: &str) -> Self {
         let members = ["a", "b"]
             .iter()
             .map(|m| {
@@ -56,13 +84,19 @@ impl Fleet {
             .collect();
         Self {
             path: path.to_string(),
+            table: table.to_string(),
             members,
         }
     }
 
     /// Runs `host sink rewind` with `args` while messages `first..first +
-    /// DURING` stream into `topic`, SIGKILLs member `a` at a random moment
-    /// meanwhile, and starts it again. Returns the rewind's output.
+    /// DURING` stream into `topic`, and SIGKILLs member `a` while the
+    /// rewind's transaction is open, then starts it again. Returns the
+    /// rewind's output.
+    ///
+    /// The moment is made, not hoped for: after a random pause the test
+    /// locks the sink's offset rows, so the rewind (and any sink write)
+    /// waits inside its transaction until `a` is dead.
     fn rewind_killing_one(
         &mut self,
         args: &[&str],
@@ -74,6 +108,7 @@ impl Fleet {
         let mut all = vec!["rewind", self.path.as_str(), "--sink", "rows"];
         all.extend_from_slice(args);
         let path = self.path.clone();
+        let table = self.table.clone();
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 for chunk in (first..first + DURING).step_by(CHUNK) {
@@ -82,12 +117,14 @@ impl Fleet {
                     std::thread::sleep(Duration::from_millis(25));
                 }
             });
-            std::thread::sleep(Duration::from_millis(150));
+            std::thread::sleep(Duration::from_millis(150 + random.below(400)));
+            let held = hold_offsets(&table);
             let rewind = scope.spawn(|| sink_ok(&all));
-            std::thread::sleep(Duration::from_millis(random.below(400)));
+            wait_for_rewind_waiting();
             let (id, running) = &mut self.members[0];
             running.child.kill().expect("SIGKILL");
             running.child.wait().expect("reap");
+            held.execute("COMMIT");
             let output = rewind.join().expect("rewind thread");
             *running = member(&path, id);
             output
@@ -137,6 +174,15 @@ fn split_topic(topic: &str, good: impl Fn(&Option<Vec<u8>>) -> bool) -> (BTreeSe
     (ok, bad)
 }
 
+/// The rewind generation of the sink's table (0 before any).
+fn generation(db: &Db, table: &str) -> i64 {
+    db.query(
+        "SELECT coalesce(max(generation), 0)::bigint FROM wasm_stream_sink_control WHERE table_name = $1",
+        &[&table],
+    )[0]
+    .get(0)
+}
+
 fn max_message_id(db: &Db, table: &str) -> i64 {
     db.query(&format!("SELECT coalesce(max(message_id), 0) FROM \"{table}\""), &[])[0].get(0)
 }
@@ -168,7 +214,7 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
     let path = path.to_str().expect("utf-8 path");
     let db = Db::connect();
     let mut random = Random::new();
-    let mut fleet = Fleet::start(path);
+    let mut fleet = Fleet::start(path, &table);
     let message = |i: usize| -> Keyed {
         let payload = if i % BAD_EVERY == 5 {
             b"not json".to_vec()
@@ -234,6 +280,29 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
     };
     assert_rewritten(&rows(&db), &from, last_id);
 
+    // The rewind itself SIGKILLed inside its transaction: nothing of it
+    // stays (PostgreSQL rolls it back), and the sinks go on undisturbed.
+    let before = (count(&db, &table), stored(&db, &table), letters(&db, &topic), generation(&db, &table));
+    let held = hold_offsets(&table);
+    let mut rewind = Running::start(&["sink", "rewind", path, "--sink", "rows", "--to-start"]);
+    wait_for_rewind_waiting();
+    rewind.child.kill().expect("SIGKILL the rewind");
+    rewind.child.wait().expect("reap");
+    held.execute("COMMIT");
+    wait_for("the killed rewind's session gone", Duration::from_secs(30), || {
+        db.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'host-sink-rewind'",
+            &[],
+        )[0]
+        .get::<_, i64>(0)
+            == 0
+    });
+    assert_eq!(
+        (count(&db, &table), stored(&db, &table), letters(&db, &topic), generation(&db, &table)),
+        before,
+        "a killed rewind changes nothing"
+    );
+
     let last_id = max_message_id(&db, &table);
     let out = fleet.rewind_killing_one(&["--to-start"], &mut random, &topic, 2 * PER_PHASE + DURING, &message);
     assert!(
@@ -261,7 +330,7 @@ fn upsert_rewinds_to_a_time_and_to_the_start_and_ends_as_the_model() {
     let path = path.to_str().expect("utf-8 path");
     let db = Db::connect();
     let mut random = Random::new();
-    let mut fleet = Fleet::start(path);
+    let mut fleet = Fleet::start(path, &table);
     // Each key on one partition; a bad message has a key that is not UTF-8.
     let message = |i: usize| -> Keyed {
         let k = i % KEYS;
