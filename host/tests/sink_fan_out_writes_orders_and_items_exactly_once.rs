@@ -6,7 +6,9 @@
 //! writes a batch's orders before its items). A few orders carry an item
 //! PostgreSQL refuses (a CHECK on the items) and a few are not JSON: they
 //! are dead letters, and no row of theirs is in either table. Everything is
-//! compared with a model computed from the topic.
+//! compared with a model computed from the topic. A rewind then deletes
+//! the rewound orders from both tables, items first, and consuming again
+//! gives the model back.
 //!
 //! An upsert sink of the same mapper, with orders sent again with other
 //! items, ends with the last version of each order and each of its lines.
@@ -23,6 +25,8 @@ const KILLS: usize = 5;
 /// CHECK refuses; one in `NOT_JSON` is not JSON.
 const BAD_QTY: i64 = 97;
 const NOT_JSON: i64 = 499;
+/// The lineage columns (README "Reprocessing"), in a table made by hand.
+const LINEAGE: &str = "_kafka_topic text, _kafka_partition bigint, _kafka_offset bigint";
 
 /// An order as the model holds it: customer, and its items (sku, qty, price).
 type Order = (String, Vec<(String, i64, String)>);
@@ -153,13 +157,14 @@ fn every_order_and_every_item_lands_once_through_sigkills_with_a_foreign_key() {
 
     let db = Db::connect();
     // The host finds the tables and writes them; the foreign key and the
-    // CHECK are the user's.
+    // CHECK are the user's, and so are the lineage columns, of the types
+    // the host gives them, so the sink can be rewound.
     db.execute(&format!(
         "CREATE TABLE \"{table}\" (message_id bigserial PRIMARY KEY, order_id bigint NOT NULL UNIQUE,
-           customer text NOT NULL, items bigint NOT NULL);
+           customer text NOT NULL, items bigint NOT NULL, {LINEAGE});
          CREATE TABLE \"{table}_items\" (message_id bigserial PRIMARY KEY,
            order_id bigint NOT NULL REFERENCES \"{table}\" (order_id), line bigint NOT NULL,
-           sku text NOT NULL, qty bigint NOT NULL CHECK (qty > 0), price numeric NOT NULL)"
+           sku text NOT NULL, qty bigint NOT NULL CHECK (qty > 0), price numeric NOT NULL, {LINEAGE})"
     ));
     let path = SinkPipeline::new(&topic, &table, "orders")
         .partitions(2)
@@ -178,39 +183,70 @@ fn every_order_and_every_item_lands_once_through_sigkills_with_a_foreign_key() {
     let (orders, dead) = model(kafka.iter().map(|m| m.payload.clone().expect("payload")));
     assert!(orders.len() as i64 > ORDERS * 9 / 10 && !dead.is_empty());
 
-    let (want_orders, want_items) = expected(&orders);
-    let (got_orders, got_items) = stored(&db, &table);
-    assert_eq!(
-        got_orders.len(),
-        want_orders.len(),
-        "orders; items at kills: {at_kills:?}"
+    let check = |when: &str| {
+        let (want_orders, want_items) = expected(&orders);
+        let (got_orders, got_items) = stored(&db, &table);
+        assert_eq!(
+            got_orders.len(),
+            want_orders.len(),
+            "orders {when}; items at kills: {at_kills:?}"
+        );
+        assert!(got_orders == want_orders, "the orders differ from the model {when}");
+        assert_eq!(got_items.len(), want_items.len(), "items {when}; items at kills: {at_kills:?}");
+        assert!(got_items == want_items, "the items differ from the model {when}");
+        assert_eq!(orphans(&db, &table), 0, "every item's order is there {when}");
+
+        // The dead letters: each bad message once, with the table it failed in.
+        let letters = db.dead_letters(&topic);
+        assert_eq!(letters.len(), dead.len(), "{when}: {:?}", &letters[..letters.len().min(5)]);
+        let refused = letters.iter().filter(|(_, _, reason)| reason.contains("qty")).count();
+        let bad_qty = dead.iter().filter(|id| **id > 0).count();
+        assert_eq!(refused, bad_qty, "the CHECK on the items refused each bad order once {when}");
+
+        // Every offset is stored, once.
+        let stored: i64 = db.query(
+            "SELECT sum(next_offset)::bigint FROM wasm_stream_offsets WHERE table_name = $1 AND topic = $2",
+            &[&table, &topic],
+        )[0]
+        .get(0);
+        assert_eq!(stored, ORDERS, "{when}");
+    };
+    check("after the run");
+
+    // A rewind deletes the rewound orders' rows from both tables, items
+    // first (the foreign key would refuse the other order), and their dead
+    // letters; consumed again, both tables are the model once more.
+    let (orders_before, items_before) = (count(&db, &table), count(&db, &items_table));
+    let out = common::host_ok(&["sink", "rewind", path, "--sink", "rows", "--to-offset", "0:2000", "1:3000"]);
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("resumes at 2000") && out.contains("resumes at 3000"), "{out}");
+    let (orders_after, items_after) = (count(&db, &table), count(&db, &items_table));
+    assert!(
+        orders_after < orders_before && items_after < items_before,
+        "rows went from both tables: orders {orders_before} -> {orders_after}, items {items_before} -> {items_after}"
     );
-    assert!(got_orders == want_orders, "the orders differ from the model");
-    assert_eq!(got_items.len(), want_items.len(), "items; items at kills: {at_kills:?}");
-    assert!(got_items == want_items, "the items differ from the model");
-    let orphans: i64 = db.query(
+    assert_eq!(orphans(&db, &table), 0, "no item without its order after the rewind");
+    let kept: i64 = db.query(
+        &format!(
+            "SELECT count(*) FROM \"{table}\" WHERE (_kafka_partition = 0 AND _kafka_offset >= 2000) OR (_kafka_partition = 1 AND _kafka_offset >= 3000)"
+        ),
+        &[],
+    )[0]
+    .get(0);
+    assert_eq!(kept, 0, "no order of the rewound offsets is left");
+    common::host_ok(&["consume", path, "--once", "--quiet"]);
+    check("after the rewind");
+}
+
+/// Items whose order is not in the orders table.
+fn orphans(db: &Db, table: &str) -> i64 {
+    db.query(
         &format!(
             "SELECT count(*) FROM \"{table}_items\" i WHERE NOT EXISTS (SELECT 1 FROM \"{table}\" o WHERE o.order_id = i.order_id)"
         ),
         &[],
     )[0]
-    .get(0);
-    assert_eq!(orphans, 0, "every item's order is there");
-
-    // The dead letters: each bad message once, with the table it failed in.
-    let letters = db.dead_letters(&topic);
-    assert_eq!(letters.len(), dead.len(), "{:?}", &letters[..letters.len().min(5)]);
-    let refused = letters.iter().filter(|(_, _, reason)| reason.contains("qty")).count();
-    let bad_qty = dead.iter().filter(|id| **id > 0).count();
-    assert_eq!(refused, bad_qty, "the CHECK on the items refused each bad order once");
-
-    // Every offset is stored, once.
-    let stored: i64 = db.query(
-        "SELECT sum(next_offset)::bigint FROM wasm_stream_offsets WHERE table_name = $1 AND topic = $2",
-        &[&table, &topic],
-    )[0]
-    .get(0);
-    assert_eq!(stored, ORDERS);
+    .get(0)
 }
 
 #[test]
