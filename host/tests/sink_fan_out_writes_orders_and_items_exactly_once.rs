@@ -213,6 +213,18 @@ fn every_order_and_every_item_lands_once_through_sigkills_with_a_foreign_key() {
     };
     check("after the run");
 
+    // A replay writes one table's rows only: it refuses, and says what to do.
+    let refused = common::host_within(
+        &["dead-letters", "replay", path, "--sink", "rows"],
+        std::time::Duration::from_secs(120),
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("writes 2 tables") && stderr.contains("hint:"),
+        "{stderr}"
+    );
+    check("after the refused replay");
+
     // A rewind deletes the rewound orders' rows from both tables, items
     // first (the foreign key would refuse the other order), and their dead
     // letters; consumed again, both tables are the model once more.
