@@ -1,6 +1,7 @@
 //! The status page, loaded in a real headless Chromium while `host run`
 //! runs: after its script has fetched `/status`, the DOM shows each sink's
-//! name and the row count PostgreSQL holds. The screenshot is kept in
+//! name and the row count PostgreSQL holds, and a sink paused with `host
+//! sink pause` shows "paused" until resumed. The screenshot is kept in
 //! `target/test-artifacts/status-page.png`.
 mod common;
 mod ops_support;
@@ -90,6 +91,21 @@ mapper = "{mapper}"
         );
     }
 
+    // A paused sink says so on the page, the other does not.
+    let path_str = path.to_str().expect("utf-8");
+    common::host_ok(&["sink", "pause", path_str, "--sink", &cars_sink]);
+    let mut dom = String::new();
+    wait_for("the page shows the pause", Duration::from_secs(30), || {
+        dom = headless(&url, &["--dump-dom"]);
+        sink_row(&dom, &cars_sink).contains(r#"data-paused="true""#)
+    });
+    assert!(dom.contains(">paused, running<"), "the state cell says paused:\n{dom}");
+    assert!(sink_row(&dom, &langs_sink).contains(r#"data-paused="false""#), "{dom}");
+    common::host_ok(&["sink", "resume", path_str, "--sink", &cars_sink]);
+    wait_for("the page shows the resume", Duration::from_secs(30), || {
+        sink_row(&headless(&url, &["--dump-dom"]), &cars_sink).contains(r#"data-paused="false""#)
+    });
+
     let artifacts = repo_root().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).expect("artifacts folder");
     let shot = artifacts.join("status-page.png");
@@ -98,4 +114,14 @@ mapper = "{mapper}"
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
     host.terminate();
+}
+
+/// The opening tag of the sink's row in the DOM (empty when missing).
+fn sink_row<'a>(dom: &'a str, sink: &str) -> &'a str {
+    let Some(at) = dom.find(&format!(r#"data-sink="{sink}""#)) else {
+        return "";
+    };
+    let start = dom[..at].rfind("<tr").unwrap_or(at);
+    let end = dom[at..].find('>').map_or(dom.len(), |e| at + e);
+    &dom[start..end]
 }
