@@ -302,6 +302,19 @@ pub struct SinkConfig {
     pub start: StartAt,
     /// `format`, `key_format` and `columns = "from_registry"`.
     pub registry: registry::SinkRegistry,
+    /// `[sinks.tables]`: the PostgreSQL table of each table the mapper
+    /// names (contract 0.3.0), instead of `<table>_<name>`.
+    pub tables: TableNames,
+}
+
+/// The tables a sink's file names for its mapper's named tables.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableNames {
+    /// The mapper's table name -> the table in PostgreSQL.
+    pub names: std::collections::BTreeMap<String, TableName>,
+    /// `file:line:column` of each entry, for errors found when the mapper
+    /// is loaded.
+    pub at: std::collections::BTreeMap<String, String>,
 }
 
 /// What a sink does when the offset stored in PostgreSQL is not in Kafka's
@@ -727,6 +740,8 @@ struct RawSink {
     key_format: Option<Spanned<String>>,
     subject: Option<Spanned<String>>,
     #[serde(default)]
+    tables: std::collections::BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
     settings: toml::Table,
     #[serde(default)]
     limits: RawLimits,
@@ -966,6 +981,22 @@ impl Pipeline {
                 None => StartAt::Earliest,
                 Some(v) => StartAt::parse(v.get_ref()).map_err(|m| src.error(v.span(), m))?,
             };
+            let mut names = TableNames::default();
+            for (mapper_name, pg) in &s.tables {
+                let located = |m: String| src.error(pg.span(), format!("sinks.tables.{mapper_name}: {m}"));
+                check_name(mapper_name, MAX_PG_IDENT_LEN, false).map_err(|m| {
+                    located(format!("the mapper's table name {m}"))
+                })?;
+                let pg_table = TableName::new(pg.get_ref().as_str()).map_err(|m| located(m.to_string()))?;
+                if pg_table == table || names.names.values().any(|t| *t == pg_table) || !tables.insert(pg_table.clone()) {
+                    return Err(located(format!(
+                        "table {:?} is written by the sink's other table or another sink; give each table its own name",
+                        pg.get_ref()
+                    )));
+                }
+                names.at.insert(mapper_name.clone(), src.location(pg.span()));
+                names.names.insert(mapper_name.clone(), pg_table);
+            }
             sinks.push(SinkConfig {
                 name,
                 topic,
@@ -979,6 +1010,7 @@ impl Pipeline {
                 on_lost_offsets,
                 start,
                 registry,
+                tables: names,
             });
         }
 

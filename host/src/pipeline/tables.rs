@@ -1,6 +1,7 @@
 //! The tables of a sink: its mapper's declared tables (contract 0.3.0)
 //! resolved against the pipeline file. The unnamed table is the sink's
-//! `table`; a table named `n` is `<sink table>_<n>`. In an upsert sink the
+//! `table`; a table named `n` is `<sink table>_<n>`, or the table the
+//! sink's `[sinks.tables]` gives for `n`. In an upsert sink the
 //! unnamed table's key is the sink's `key` (the mapper may repeat it, not
 //! change it), and every named table needs a key of its own, declared by
 //! the mapper. An append sink ignores declared keys.
@@ -27,6 +28,7 @@ pub fn resolve(sink: &SinkConfig, declared: &[Table]) -> Result<Vec<SinkTable>, 
     for t in declared {
         let full = match &t.name {
             None => sink.table.to_string(),
+            Some(n) if sink.tables.names.contains_key(n) => sink.tables.names[n].to_string(),
             Some(n) => {
                 check_name(n, MAX_PG_IDENT_LEN, false)
                     .map_err(|e| format!("the mapper of sink {name:?} names a table {e}"))?;
@@ -73,6 +75,22 @@ pub fn resolve(sink: &SinkConfig, declared: &[Table]) -> Result<Vec<SinkTable>, 
             key,
             lineage: false,
         });
+    }
+    if let Some((unknown, at)) = sink
+        .tables
+        .at
+        .iter()
+        .find(|(n, _)| !declared.iter().any(|t| t.name.as_deref() == Some(n.as_str())))
+    {
+        let named: Vec<&str> = declared.iter().filter_map(|t| t.name.as_deref()).collect();
+        return Err(format!(
+            "{at}: sinks.tables.{unknown} of sink {name:?}: its mapper declares no table {unknown:?} (it names {})\n  hint: use one of those names, or drop the entry",
+            if named.is_empty() {
+                "none: it writes the sink's table only".to_string()
+            } else {
+                named.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ")
+            }
+        ));
     }
     Ok(tables)
 }
@@ -170,6 +188,41 @@ mod tests {
         let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["shop", "shop_items"]);
         assert!(t.iter().all(|t| t.key.is_empty()), "an append sink ignores keys");
+    }
+
+    /// A sink whose file gives `[sinks.tables]` lines.
+    fn sink_with_tables(lines: &str) -> Result<SinkConfig, String> {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"localhost:9092\"\nsecurity_protocol = \"plaintext\"\n\
+             [postgres]\nurl = \"postgres://u@localhost/db\"\ntls = \"disable\"\n\
+             [[topics]]\nname = \"t\"\n\
+             [[sinks]]\nname = \"s\"\ntopic = \"t\"\ntable = \"shop\"\nmapper = \"m.wasm\"\n\
+             [sinks.tables]\n{lines}\n"
+        );
+        crate::config::Pipeline::parse(std::path::Path::new("p.toml"), &text)
+            .map(|mut p| p.sinks.remove(0))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_file_may_name_the_table_of_a_named_mapper_table() {
+        let s = sink_with_tables("items = \"order_items\"").unwrap();
+        let t = resolve(&s, &[table(None, None), table(Some("items"), None)]).unwrap();
+        let names: Vec<&str> = t.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["shop", "order_items"]);
+        // A name the mapper does not declare: located, with the names it has.
+        let e = resolve(&s, &[table(None, None), table(Some("lines"), None)]).unwrap_err();
+        assert!(
+            e.starts_with("p.toml:15:9: sinks.tables.items") && e.contains("\"lines\""),
+            "{e}"
+        );
+        // Bad or clashing names are refused where they stand.
+        let e = sink_with_tables("items = \"Order Items\"").unwrap_err();
+        assert!(e.starts_with("p.toml:15:9: sinks.tables.items:"), "{e}");
+        let e = sink_with_tables("items = \"shop\"").unwrap_err();
+        assert!(e.contains("its own name"), "{e}");
+        let e = sink_with_tables("a = \"x\"\nb = \"x\"").unwrap_err();
+        assert!(e.starts_with("p.toml:16:5: sinks.tables.b"), "{e}");
     }
 
     #[test]
