@@ -11,7 +11,8 @@
 //! gives the model back.
 //!
 //! An upsert sink of the same mapper, with orders sent again with other
-//! items, ends with the last version of each order and each of its lines.
+//! items, ends with the last version of each order and each of its lines,
+//! in the items table its pipeline file names (`[sinks.tables]`).
 mod common;
 
 use common::{
@@ -93,6 +94,11 @@ fn model(payloads: impl Iterator<Item = Vec<u8>>) -> (BTreeMap<i64, Order>, Vec<
 
 /// Orders and items as the tables hold them.
 fn stored(db: &Db, table: &str) -> (Vec<OrderRow>, Vec<ItemRow>) {
+    stored_in(db, table, &format!("{table}_items"))
+}
+
+/// The orders of `table` and the items of `items`.
+fn stored_in(db: &Db, table: &str, items: &str) -> (Vec<OrderRow>, Vec<ItemRow>) {
     let orders = db
         .query(
             &format!("SELECT order_id, customer, items FROM \"{table}\" ORDER BY order_id"),
@@ -103,7 +109,7 @@ fn stored(db: &Db, table: &str) -> (Vec<OrderRow>, Vec<ItemRow>) {
         .collect();
     let items = db
         .query(
-            &format!("SELECT order_id, line, sku, qty, price::text FROM \"{table}_items\" ORDER BY order_id, line"),
+            &format!("SELECT order_id, line, sku, qty, price::text FROM \"{items}\" ORDER BY order_id, line"),
             &[],
         )
         .iter()
@@ -278,9 +284,12 @@ fn an_upsert_sink_keeps_the_last_version_of_each_order_and_line() {
             messages.push((0, id.to_string().into_bytes(), Some(order(id, &mut random))));
         }
     }
+    // The items' table named by the file instead of <table>_items.
+    let lines_table = format!("{table}_lines");
     let path = SinkPipeline::new(&topic, &table, "orders")
         .batch_size(64)
         .upsert(&["order_id"])
+        .sink_line(&format!("tables = {{ items = \"{lines_table}\" }}"))
         .write();
     produce_keyed(&topic, &messages);
     common::host_ok(&["consume", path.to_str().expect("utf-8"), "--once", "--quiet"]);
@@ -299,7 +308,8 @@ fn an_upsert_sink_keeps_the_last_version_of_each_order_and_line() {
         }
     }
     let db = Db::connect();
-    let (got_orders, got_items) = stored(&db, &table);
+    assert_eq!(count(&db, &format!("{table}_items")), 0, "no <table>_items made");
+    let (got_orders, got_items) = stored_in(&db, &table, &lines_table);
     let (want_orders, _) = expected(&orders);
     assert!(got_orders == want_orders, "the orders differ from the model");
     let want_items: Vec<ItemRow> = lines
