@@ -984,11 +984,11 @@ impl Pipeline {
             let mut names = TableNames::default();
             for (mapper_name, pg) in &s.tables {
                 let located = |m: String| src.error(pg.span(), format!("sinks.tables.{mapper_name}: {m}"));
-                check_name(mapper_name, MAX_PG_IDENT_LEN, false).map_err(|m| {
-                    located(format!("the mapper's table name {m}"))
-                })?;
+                check_name(mapper_name, MAX_PG_IDENT_LEN, false)
+                    .map_err(|m| located(format!("the mapper's table name {m}")))?;
                 let pg_table = TableName::new(pg.get_ref().as_str()).map_err(|m| located(m.to_string()))?;
-                if pg_table == table || names.names.values().any(|t| *t == pg_table) || !tables.insert(pg_table.clone()) {
+                if pg_table == table || names.names.values().any(|t| *t == pg_table) || !tables.insert(pg_table.clone())
+                {
                     return Err(located(format!(
                         "table {:?} is written by the sink's other table or another sink; give each table its own name",
                         pg.get_ref()

@@ -325,7 +325,11 @@ impl ConsumerContext for SinkContext {
                 // "latest" or a time: resolved once, and stored before any
                 // message is read, so every later assignment resumes there.
                 if let Some(starts) = resolve_starts(consumer, &self.topic, &fresh, self.start) {
-                    tracing::info!(topic = self.topic, ?starts, "storing where partitions with nothing stored start (the sink's start setting)");
+                    tracing::info!(
+                        topic = self.topic,
+                        ?starts,
+                        "storing where partitions with nothing stored start (the sink's start setting)"
+                    );
                     stored.extend((self.load_offsets)(&self.topic, &fresh, &starts));
                 }
                 let mut own = TopicPartitionList::new();

@@ -66,7 +66,14 @@ fn hosts_creating_the_same_table_at_once_all_succeed() {
             .collect();
         assert_eq!(
             cols,
-            ["message_id", "text", "extra", "_kafka_topic", "_kafka_partition", "_kafka_offset"],
+            [
+                "message_id",
+                "text",
+                "extra",
+                "_kafka_topic",
+                "_kafka_partition",
+                "_kafka_offset"
+            ],
             "round {round}"
         );
         db.execute(&format!("DROP TABLE \"{table}\""));

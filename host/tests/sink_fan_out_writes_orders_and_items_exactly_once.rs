@@ -198,16 +198,28 @@ fn every_order_and_every_item_lands_once_through_sigkills_with_a_foreign_key() {
             "orders {when}; items at kills: {at_kills:?}"
         );
         assert!(got_orders == want_orders, "the orders differ from the model {when}");
-        assert_eq!(got_items.len(), want_items.len(), "items {when}; items at kills: {at_kills:?}");
+        assert_eq!(
+            got_items.len(),
+            want_items.len(),
+            "items {when}; items at kills: {at_kills:?}"
+        );
         assert!(got_items == want_items, "the items differ from the model {when}");
         assert_eq!(orphans(&db, &table), 0, "every item's order is there {when}");
 
         // The dead letters: each bad message once, with the table it failed in.
         let letters = db.dead_letters(&topic);
-        assert_eq!(letters.len(), dead.len(), "{when}: {:?}", &letters[..letters.len().min(5)]);
+        assert_eq!(
+            letters.len(),
+            dead.len(),
+            "{when}: {:?}",
+            &letters[..letters.len().min(5)]
+        );
         let refused = letters.iter().filter(|(_, _, reason)| reason.contains("qty")).count();
         let bad_qty = dead.iter().filter(|id| **id > 0).count();
-        assert_eq!(refused, bad_qty, "the CHECK on the items refused each bad order once {when}");
+        assert_eq!(
+            refused, bad_qty,
+            "the CHECK on the items refused each bad order once {when}"
+        );
 
         // Every offset is stored, once.
         let stored: i64 = db.query(
@@ -235,9 +247,21 @@ fn every_order_and_every_item_lands_once_through_sigkills_with_a_foreign_key() {
     // first (the foreign key would refuse the other order), and their dead
     // letters; consumed again, both tables are the model once more.
     let (orders_before, items_before) = (count(&db, &table), count(&db, &items_table));
-    let out = common::host_ok(&["sink", "rewind", path, "--sink", "rows", "--to-offset", "0:2000", "1:3000"]);
+    let out = common::host_ok(&[
+        "sink",
+        "rewind",
+        path,
+        "--sink",
+        "rows",
+        "--to-offset",
+        "0:2000",
+        "1:3000",
+    ]);
     let out = String::from_utf8_lossy(&out.stdout);
-    assert!(out.contains("resumes at 2000") && out.contains("resumes at 3000"), "{out}");
+    assert!(
+        out.contains("resumes at 2000") && out.contains("resumes at 3000"),
+        "{out}"
+    );
     let (orders_after, items_after) = (count(&db, &table), count(&db, &items_table));
     assert!(
         orders_after < orders_before && items_after < items_before,

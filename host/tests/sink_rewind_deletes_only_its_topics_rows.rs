@@ -23,7 +23,9 @@ fn messages(topic_tag: &str) -> Vec<Keyed> {
 /// (from, i) of every row, in order.
 fn rows(db: &Db, table: &str) -> Vec<(String, i64)> {
     db.query(
-        &format!("SELECT message_text::jsonb->>'from', (message_text::jsonb->>'i')::bigint FROM \"{table}\" ORDER BY 1, 2"),
+        &format!(
+            "SELECT message_text::jsonb->>'from', (message_text::jsonb->>'i')::bigint FROM \"{table}\" ORDER BY 1, 2"
+        ),
         &[],
     )
     .iter()
@@ -70,8 +72,16 @@ fn a_rewind_deletes_only_its_topics_rows_from_a_shared_table() {
     let out = sink_ok(&["rewind", &pa, "--sink", "rows", "--to-offset", "0:4"]);
     assert!(out.contains("6 row(s)"), "{out}");
     let left = rows(&db, &table);
-    assert_eq!(left.iter().filter(|(t, _)| t == "b").count(), 10, "topic b untouched: {left:?}");
-    assert_eq!(left.iter().filter(|(t, _)| t == "a").count(), 4, "topic a from 4 on gone: {left:?}");
+    assert_eq!(
+        left.iter().filter(|(t, _)| t == "b").count(),
+        10,
+        "topic b untouched: {left:?}"
+    );
+    assert_eq!(
+        left.iter().filter(|(t, _)| t == "a").count(),
+        4,
+        "topic a from 4 on gone: {left:?}"
+    );
     host_ok(&["consume", &pa, "--once", "--quiet"]);
     assert_eq!(rows(&db, &table), both_once(), "every message of both topics once");
 
@@ -84,7 +94,10 @@ fn a_rewind_deletes_only_its_topics_rows_from_a_shared_table() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(index.len(), 1, "{index:?}");
-    assert!(index[0].0.len() <= 63 && index[0].0.ends_with("_kafka_lineage"), "{index:?}");
+    assert!(
+        index[0].0.len() <= 63 && index[0].0.ends_with("_kafka_lineage"),
+        "{index:?}"
+    );
     assert!(
         index[0].1.contains("(_kafka_topic, _kafka_partition, _kafka_offset)"),
         "{index:?}"

@@ -56,15 +56,19 @@ fn hold_offsets(table: &str) -> Db {
 /// Waits until a `host sink rewind` waits for a lock inside its transaction.
 fn wait_for_rewind_waiting() {
     let watch = Db::connect();
-    wait_for("the rewind waiting inside its transaction", Duration::from_secs(60), || {
-        watch.query(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'host-sink-rewind'
+    wait_for(
+        "the rewind waiting inside its transaction",
+        Duration::from_secs(60),
+        || {
+            watch.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'host-sink-rewind'
              AND wait_event_type = 'Lock' AND xact_start IS NOT NULL",
-            &[],
-        )[0]
-        .get::<_, i64>(0)
-            > 0
-    });
+                &[],
+            )[0]
+            .get::<_, i64>(0)
+                > 0
+        },
+    );
 }
 
 /// Messages produced while a rewind runs, in chunks, so the sinks have
@@ -282,7 +286,12 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
 
     // The rewind itself SIGKILLed inside its transaction: nothing of it
     // stays (PostgreSQL rolls it back), and the sinks go on undisturbed.
-    let before = (count(&db, &table), stored(&db, &table), letters(&db, &topic), generation(&db, &table));
+    let before = (
+        count(&db, &table),
+        stored(&db, &table),
+        letters(&db, &topic),
+        generation(&db, &table),
+    );
     let held = hold_offsets(&table);
     let mut rewind = Running::start(&["sink", "rewind", path, "--sink", "rows", "--to-start"]);
     wait_for_rewind_waiting();
@@ -298,7 +307,12 @@ fn append_rewinds_to_a_time_and_to_the_start_exactly_once() {
             == 0
     });
     assert_eq!(
-        (count(&db, &table), stored(&db, &table), letters(&db, &topic), generation(&db, &table)),
+        (
+            count(&db, &table),
+            stored(&db, &table),
+            letters(&db, &topic),
+            generation(&db, &table)
+        ),
         before,
         "a killed rewind changes nothing"
     );
@@ -433,7 +447,8 @@ fn a_table_without_lineage_is_refused_unless_everything_is_deleted() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(
-        stderr.contains("no lineage columns (_kafka_topic text, _kafka_partition bigint, _kafka_offset bigint)") && stderr.contains("--delete-all"),
+        stderr.contains("no lineage columns (_kafka_topic text, _kafka_partition bigint, _kafka_offset bigint)")
+            && stderr.contains("--delete-all"),
         "{stderr}"
     );
     assert_eq!(count(&db, &table), 18, "a refused rewind changes nothing");

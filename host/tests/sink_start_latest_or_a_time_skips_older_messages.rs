@@ -99,7 +99,13 @@ fn start_latest_is_resolved_once_and_kept_across_a_restart() {
     let table = unique("start_once_rows");
     create_topic(&topic, 2);
     let old: Vec<common::Keyed> = (0..40)
-        .map(|i| (i % 2, format!("k{i}").into_bytes(), Some(format!("{{\"i\": {i}}}").into_bytes())))
+        .map(|i| {
+            (
+                i % 2,
+                format!("k{i}").into_bytes(),
+                Some(format!("{{\"i\": {i}}}").into_bytes()),
+            )
+        })
         .collect();
     produce_keyed(&topic, &old);
     let path = SinkPipeline::new(&topic, &table, "json_row")
@@ -111,12 +117,22 @@ fn start_latest_is_resolved_once_and_kept_across_a_restart() {
     wait_for("the start offsets stored", Duration::from_secs(90), || {
         stored(&db, &table).len() == 2
     });
-    assert_eq!(stored(&db, &table), [(0, 20), (1, 20)], "each partition's end when assigned");
+    assert_eq!(
+        stored(&db, &table),
+        [(0, 20), (1, 20)],
+        "each partition's end when assigned"
+    );
     // Killed before it wrote anything: nothing but the start is stored.
     let _ = running.child.kill();
     let _ = running.child.wait();
     let new: Vec<common::Keyed> = (100..130)
-        .map(|i| (i % 2, format!("k{i}").into_bytes(), Some(format!("{{\"i\": {i}}}").into_bytes())))
+        .map(|i| {
+            (
+                i % 2,
+                format!("k{i}").into_bytes(),
+                Some(format!("{{\"i\": {i}}}").into_bytes()),
+            )
+        })
         .collect();
     produce_keyed(&topic, &new);
     common::host_ok(&["consume", path, "--once", "--quiet"]);

@@ -7,7 +7,7 @@ mod common;
 mod ops_support;
 
 use common::{Db, Running, plugin, repo_root, unique, wait_for, write_pipeline};
-use ops_support::{count_rows, free_port, headless, wait_for_code};
+use ops_support::{attr, count_rows, dom_row, free_port, headless, wait_for_code};
 use std::time::Duration;
 
 #[test]
@@ -97,13 +97,14 @@ mapper = "{mapper}"
     let mut dom = String::new();
     wait_for("the page shows the pause", Duration::from_secs(30), || {
         dom = headless(&url, &["--dump-dom"]);
-        sink_row(&dom, &cars_sink).contains(r#"data-paused="true""#)
+        paused(&dom, &cars_sink) == Some(true)
     });
-    assert!(dom.contains(">paused, running<"), "the state cell says paused:\n{dom}");
-    assert!(sink_row(&dom, &langs_sink).contains(r#"data-paused="false""#), "{dom}");
+    let row = dom_row(&dom, "data-sink", &cars_sink).unwrap_or_default();
+    assert!(row.contains(">paused, running<"), "the state cell says paused:\n{row}");
+    assert_eq!(paused(&dom, &langs_sink), Some(false), "{dom}");
     common::host_ok(&["sink", "resume", path_str, "--sink", &cars_sink]);
     wait_for("the page shows the resume", Duration::from_secs(30), || {
-        sink_row(&headless(&url, &["--dump-dom"]), &cars_sink).contains(r#"data-paused="false""#)
+        paused(&headless(&url, &["--dump-dom"]), &cars_sink) == Some(false)
     });
 
     let artifacts = repo_root().join("target/test-artifacts");
@@ -116,12 +117,7 @@ mapper = "{mapper}"
     host.terminate();
 }
 
-/// The opening tag of the sink's row in the DOM (empty when missing).
-fn sink_row<'a>(dom: &'a str, sink: &str) -> &'a str {
-    let Some(at) = dom.find(&format!(r#"data-sink="{sink}""#)) else {
-        return "";
-    };
-    let start = dom[..at].rfind("<tr").unwrap_or(at);
-    let end = dom[at..].find('>').map_or(dom.len(), |e| at + e);
-    &dom[start..end]
+/// The `data-paused` of the sink's row, if the page shows the sink.
+fn paused(dom: &str, sink: &str) -> Option<bool> {
+    attr(&dom_row(dom, "data-sink", sink)?, "data-paused").map(|p| p == "true")
 }

@@ -207,9 +207,16 @@ async fn collect_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = Instant::now();
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
         probe_postgres(&shared, timeout).await;
+        // Every fifth tick (10 s): the registry serves every client of a
+        // company, and one request a sample would be most of its load here.
+        if ticks.is_multiple_of(5) {
+            probe_registry(&shared, timeout).await;
+        }
+        ticks += 1;
         let topics: Vec<String> = {
             let live = state::lock();
             let mut t: Vec<String> = live
@@ -261,6 +268,37 @@ async fn probe_postgres(shared: &Shared, timeout: Duration) {
         ok: Some(result.is_ok()),
         error: result.err().map(|e| e.replace('\n', " ")),
         checked_at_ms: state::now_ms(),
+    };
+}
+
+/// Asks the schema registry for its subjects when the running pipeline
+/// reads or writes a registry format, so `/health/ready` says when it does
+/// not answer (a sink would wait on it) even while no message comes.
+async fn probe_registry(shared: &Shared, timeout: Duration) {
+    let pipeline = state::pipeline().unwrap_or_else(|| shared.pipeline.clone());
+    let uses = pipeline
+        .sinks
+        .iter()
+        .any(|s| s.registry.format.is_registry() || s.registry.key_format.is_registry())
+        || pipeline.generators.iter().any(|g| g.encoding.is_some());
+    let result = match (&pipeline.schema_registry, uses) {
+        (Some(config), true) => match crate::registry::client::Registry::shared(config) {
+            Ok(registry) => match tokio::time::timeout(timeout, registry.ping()).await {
+                Ok(Ok(_)) => Some(Ok(())),
+                Ok(Err(e)) => Some(Err(e.to_string())),
+                Err(_) => Some(Err(format!("no answer within {} ms", timeout.as_millis()))),
+            },
+            Err(e) => Some(Err(e.to_string())),
+        },
+        _ => None,
+    };
+    state::lock().registry = match result {
+        None => state::Reach::default(),
+        Some(result) => state::Reach {
+            ok: Some(result.is_ok()),
+            error: result.err().map(|e| e.replace('\n', " ")),
+            checked_at_ms: state::now_ms(),
+        },
     };
 }
 

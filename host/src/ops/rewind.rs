@@ -327,7 +327,11 @@ async fn apply(
             // Children first: the reverse of the declared order.
             let mut rows = 0;
             for t in tables.iter().rev() {
-                let sql = format!("{verb} FROM {} WHERE {}{tail}", ident(t), lineage::rows_from_condition());
+                let sql = format!(
+                    "{verb} FROM {} WHERE {}{tail}",
+                    ident(t),
+                    lineage::rows_from_condition()
+                );
                 rows += tx
                     .query_one(&sql, &[&topic, &i64::from(m.partition), &m.resume])
                     .await

@@ -69,6 +69,8 @@ pub struct Live {
     pub pipeline: Option<Pipeline>,
     pub postgres: Reach,
     pub kafka: Reach,
+    /// Probed only while a sink or generator uses a registry format.
+    pub registry: Reach,
     pub findings: Option<Arc<Mutex<Vec<Finding>>>>,
     /// What a unit reported that keeps the host from being ready.
     pub problems: BTreeMap<String, String>,
@@ -267,6 +269,12 @@ pub fn not_ready(live: &Live) -> Vec<String> {
             )),
             (None, _) => why.push("PostgreSQL not probed yet".into()),
         }
+    }
+    if let (Some(false), e) = (live.registry.ok, &live.registry.error) {
+        why.push(format!(
+            "schema registry unreachable: {}",
+            e.as_deref().unwrap_or("no answer")
+        ));
     }
     for (name, s) in live.sinks.iter().filter(|(_, s)| !s.finished) {
         if !s.connected {

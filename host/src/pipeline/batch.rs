@@ -258,7 +258,11 @@ fn map_blocking(
                 });
                 if refused.is_none() {
                     for p in parts {
-                        building[p.table as usize].push_rows(at, (&message.topic, message.partition, message.offset), p.rows);
+                        building[p.table as usize].push_rows(
+                            at,
+                            (&message.topic, message.partition, message.offset),
+                            p.rows,
+                        );
                     }
                 }
                 refused

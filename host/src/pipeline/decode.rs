@@ -31,6 +31,10 @@ pub struct Decoder {
     registry: Arc<Registry>,
     value: Format,
     key: Format,
+    /// The subject the sink reads values under: its `subject`, else
+    /// `<topic>-value` (the topic-name strategy), for the mapper's
+    /// `schema-info`.
+    subject: String,
     /// The value schema ids this sink has decoded with.
     seen: Mutex<HashSet<u32>>,
 }
@@ -50,7 +54,7 @@ pub struct Decoded {
 
 impl Decoder {
     /// `None` for a sink whose value and key are raw.
-    pub fn new(registry: Option<Arc<Registry>>, formats: &SinkRegistry) -> Option<Self> {
+    pub fn new(registry: Option<Arc<Registry>>, formats: &SinkRegistry, topic: &str) -> Option<Self> {
         if !formats.format.is_registry() && !formats.key_format.is_registry() {
             return None;
         }
@@ -58,6 +62,7 @@ impl Decoder {
             registry: registry?,
             value: formats.format,
             key: formats.key_format,
+            subject: formats.columns_from.clone().unwrap_or_else(|| format!("{topic}-value")),
             seen: Mutex::new(HashSet::new()),
         })
     }
@@ -125,14 +130,17 @@ impl Decoder {
                 continue;
             }
             let mut schema = None;
-            if let Some(Ok((json, id))) = value {
+            if let Some(Ok((json, id, subject))) = value {
                 m.payload = Some(json);
                 out.new_ids |= seen.insert(id);
-                schema = Some(SchemaInfo { id, subject: None });
+                schema = Some(SchemaInfo {
+                    id,
+                    subject: subject.clone(),
+                });
                 // The mapper sees which schema wrote the value (contract 0.3.0).
-                m.schema = Some(crate::plugins::mapper::SchemaInfo { id, subject: None });
+                m.schema = Some(crate::plugins::mapper::SchemaInfo { id, subject });
             }
-            if let Some(Ok((json, _))) = key {
+            if let Some(Ok((json, ..))) = key {
                 m.key = Some(json);
             }
             out.messages.push(m);
@@ -141,8 +149,8 @@ impl Decoder {
         out
     }
 
-    /// One value or key as JSON bytes and its schema id, or why not.
-    fn one(&self, bytes: &[u8], part: &str) -> Result<(Vec<u8>, u32), String> {
+    /// One value or key as JSON bytes, its schema id and subject, or why not.
+    fn one(&self, bytes: &[u8], part: &str) -> Result<(Vec<u8>, u32, Option<String>), String> {
         let (id, rest) =
             wire::split(bytes).map_err(|e| format!("the {part} is not in the schema registry's wire format: {e}"))?;
         let schema = match self.registry.cached(id) {
@@ -157,7 +165,7 @@ impl Decoder {
             .map_err(|e| format!("the {part} does not decode with schema id {id}: {e}"))?;
         let json = serde_json::to_vec(&value)
             .map_err(|e| format!("the {part} decoded to JSON that cannot be written: {e}"))?;
-        Ok((json, id))
+        Ok((json, id, schema.subject(&self.subject).map(str::to_string)))
     }
 }
 

@@ -327,7 +327,7 @@ impl Sink {
             }
             _ => None,
         };
-        let decoder = Decoder::new(registry, &config.registry).map(Arc::new);
+        let decoder = Decoder::new(registry, &config.registry, &config.topic).map(Arc::new);
         let registered = crate::ops::state::sink_started(&config.name, &config.topic, &config.table);
 
         let client = connect_with_retry(&pipeline.postgres, &config.instance_id, &mut stop).await?;

@@ -148,7 +148,11 @@ pub async fn add_topic_column(client: &Client, table: &str) -> anyhow::Result<()
     if has(PARTITION_COLUMN) && has(OFFSET_COLUMN) && !found.iter().any(|(n, _)| n == TOPIC_COLUMN) {
         super::batch_ddl(
             client,
-            &format!("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} text", ident(table), ident(TOPIC_COLUMN)),
+            &format!(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} text",
+                ident(table),
+                ident(TOPIC_COLUMN)
+            ),
         )
         .await
         .with_context(|| format!("cannot add the lineage column {TOPIC_COLUMN} to table {table:?}"))?;

@@ -70,6 +70,24 @@ impl RegistryError {
 pub struct Resolved {
     pub id: u32,
     pub compiled: Compiled,
+    /// The subjects the schema is registered under (empty when the registry
+    /// does not say), for the mapper's `schema-info`.
+    pub subjects: Vec<String>,
+}
+
+impl Resolved {
+    /// The subject to name for a value read under `preferred` (the sink's
+    /// subject): that one when the schema is registered there, else the
+    /// only one it is registered under, else none.
+    pub fn subject(&self, preferred: &str) -> Option<&str> {
+        if let Some(s) = self.subjects.iter().find(|s| *s == preferred) {
+            return Some(s);
+        }
+        match self.subjects.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
 }
 
 /// The latest version of a subject.
@@ -242,7 +260,34 @@ impl Registry {
         let references = self.references(&reply.references, 0).await?;
         let compiled =
             Compiled::parse(kind, &reply.schema, &references).map_err(|source| RegistryError::Schema { id, source })?;
-        Ok(Arc::new(Resolved { id, compiled }))
+        let subjects = self.subjects_of(id).await?;
+        Ok(Arc::new(Resolved { id, compiled, subjects }))
+    }
+
+    /// The subjects `id` is registered under (`GET /schemas/ids/{id}/versions`).
+    /// A registry that does not answer it (an older one) gives none; only an
+    /// outage is an error, so the caller retries.
+    async fn subjects_of(&self, id: u32) -> Result<Vec<String>, RegistryError> {
+        #[derive(Deserialize)]
+        struct Version {
+            subject: String,
+        }
+        let what = format!("the subjects of schema id {id}");
+        match self
+            .call::<Vec<Version>>(Method::GET, &format!("schemas/ids/{id}/versions"), None, &what)
+            .await
+        {
+            Ok(versions) => {
+                let mut subjects: Vec<String> = versions.into_iter().map(|v| v.subject).collect();
+                subjects.dedup();
+                Ok(subjects)
+            }
+            Err(e) if e.is_retryable() || matches!(e, RegistryError::Refused { .. }) => Err(e),
+            Err(e) => {
+                tracing::debug!(id, error = %e, "the registry does not say which subjects hold a schema");
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// The texts a schema references, each after the ones it references.
@@ -303,7 +348,8 @@ impl Registry {
                 let references = self.references(&reply.references, 0).await?;
                 let compiled = Compiled::parse(kind, &reply.schema, &references)
                     .map_err(|source| RegistryError::Schema { id, source })?;
-                let resolved = Arc::new(Resolved { id, compiled });
+                let subjects = self.subjects_of(id).await?;
+                let resolved = Arc::new(Resolved { id, compiled, subjects });
                 self.cache
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

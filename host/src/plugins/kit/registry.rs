@@ -78,7 +78,10 @@ pub fn decode(args: &RegistryArgs, messages: Vec<Message>) -> anyhow::Result<(Ve
         key_format: if args.registry_keys { Format::Avro } else { Format::Raw },
         columns_from: None,
     };
-    let decoder = Decoder::new(Some(registry), &formats).context("no registry format: a bug")?;
+    // The subject named to the mapper: "<topic>-value" when the schema is
+    // registered there, as a sink reads it.
+    let topic = messages.first().map_or(String::new(), |m| m.topic.clone());
+    let decoder = Decoder::new(Some(registry), &formats, &topic).context("no registry format: a bug")?;
     // `host run` waits out an outage; here there is nobody to wait for.
     match block_on(decoder.prefetch(&messages))? {
         Ok(()) => {}
