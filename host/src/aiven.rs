@@ -14,6 +14,7 @@
 //! and other 4xx answers are permanent and say what to fix. 409 means the
 //! object already exists, which the create calls report as such.
 
+use crate::error_text::one_line;
 use crate::config::{AivenConfig, TopicConfig};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
@@ -308,7 +309,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("wasm-stream-host/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AivenError::Setup { reason: chain(&e) })?;
+            .map_err(|e| AivenError::Setup { reason: one_line(&e) })?;
         Ok(Self {
             http,
             base,
@@ -578,10 +579,10 @@ impl Client {
                             message: self.message(&text),
                             retry_after,
                         },
-                        Err(e) => Failure::Transport(chain(&e)),
+                        Err(e) => Failure::Transport(one_line(&e)),
                     }
                 }
-                Err(e) => Failure::Transport(chain(&e)),
+                Err(e) => Failure::Transport(one_line(&e)),
             };
             let why = match &failure {
                 Failure::Status { status, message, .. } => format!("{status}: {message}"),
@@ -746,17 +747,6 @@ fn quote(text: &str) -> String {
     format!("{short:?}")
 }
 
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 // ---- Aiven's service shape (only the fields used) ----
 

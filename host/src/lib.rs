@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod error_text;
 pub mod kafka;
 pub mod member;
 pub mod ops;

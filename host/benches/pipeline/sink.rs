@@ -399,7 +399,8 @@ impl BatchMapper for RepeatingKeys {
 
 /// `COPY ... FROM STDIN BINARY` of the rows the sink writes for the same
 /// messages, `per_transaction` rows per transaction, into a table made like
-/// the sink's.
+/// the sink's: the mapper's columns and the lineage (topic, partition,
+/// offset) the host adds to every row.
 async fn copy(
     env: &Env,
     table: &str,
@@ -412,7 +413,8 @@ async fn copy(
     // Commits as the sink makes them.
     host::postgres::asynchronous_commits(&client).await?;
     host::postgres::ensure_sink_table(&client, table, columns, &[]).await?;
-    let names: Vec<String> = columns.iter().map(|c| host::postgres::ident(&c.name)).collect();
+    let written = host::postgres::lineage::write_columns(columns, true);
+    let names: Vec<String> = written.iter().map(|c| host::postgres::ident(&c.name)).collect();
     let sql = format!(
         "COPY {} ({}) FROM STDIN BINARY",
         host::postgres::ident(table),
@@ -427,12 +429,22 @@ async fn copy(
     for (chunk_no, chunk) in texts.chunks(per_transaction).enumerate() {
         let tx = client.transaction().await?;
         let sink = tx.copy_in(&sql).await?;
-        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TIMESTAMPTZ, Type::INT8, Type::INT8]);
+        let types = [
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+        ];
+        let writer = BinaryCopyInWriter::new(sink, &types);
         tokio::pin!(writer);
         for (j, text) in chunk.iter().enumerate() {
             let i = (chunk_no * per_transaction + j) as i64;
             let (offset, partition) = (i / i64::from(partitions), i % i64::from(partitions));
-            let row: [&(dyn ToSql + Sync); 4] = [text, &now, &offset, &partition];
+            // A topic name as long as the benchmark's.
+            let row: [&(dyn ToSql + Sync); 7] = [text, &now, &offset, &partition, &table, &partition, &offset];
             writer.as_mut().write(&row).await?;
         }
         writer.finish().await?;

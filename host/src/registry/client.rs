@@ -10,6 +10,7 @@
 //! sinks wait as for a PostgreSQL outage. An id the registry does not know
 //! is permanent: its messages are dead letters.
 
+use crate::error_text::one_line;
 use super::codec::{CodecError, Compiled, SchemaType};
 use crate::config::registry::RegistryConfig;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
@@ -421,12 +422,12 @@ impl Registry {
         }
         let response = request.send().await.map_err(|e| RegistryError::Unreachable {
             url: self.url.clone(),
-            reason: chain(&e),
+            reason: one_line(&e),
         })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| RegistryError::Unreachable {
             url: self.url.clone(),
-            reason: chain(&e),
+            reason: one_line(&e),
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| RegistryError::Other {
@@ -492,17 +493,6 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {
