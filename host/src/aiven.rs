@@ -14,8 +14,8 @@
 //! and other 4xx answers are permanent and say what to fix. 409 means the
 //! object already exists, which the create calls report as such.
 
-use crate::error_text::one_line;
 use crate::config::{AivenConfig, TopicConfig};
+use crate::error_text::one_line;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -746,7 +746,6 @@ fn quote(text: &str) -> String {
     let short: String = text.trim().chars().take(MAX_QUOTED_CHARS).collect();
     format!("{short:?}")
 }
-
 
 // ---- Aiven's service shape (only the fields used) ----
 

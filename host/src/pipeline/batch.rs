@@ -154,23 +154,24 @@ impl<'a> Building<'a> {
     /// Takes rows of the message at `at`, which sits at `position`
     /// (topic, partition, offset) for the lineage columns.
     fn push_rows(&mut self, at: u32, position: (&str, i32, i64), rows: Vec<Vec<Value>>) {
-        let lineage = self.lineage;
-        let with_lineage = |mut row: Vec<Value>| {
-            if lineage {
-                row.extend(crate::postgres::lineage::values(position.0, position.1, position.2));
-            }
-            row
-        };
+        // Made once per message, not per row.
+        let lineage = self
+            .lineage
+            .then(|| crate::postgres::lineage::values(position.0, position.1, position.2));
+        let suffix = lineage.as_ref().map_or(&[][..], |l| &l[..]);
         match self.latest.as_mut() {
+            // Encoded straight after the row's own values: no row grown
+            // (and moved) to hold three more.
             None => {
                 for row in rows {
-                    self.rows.push(with_lineage(row));
+                    self.rows.push_values(row.iter().chain(suffix));
                     self.of_row.push(at);
                 }
             }
             Some(latest) => {
-                for row in rows {
-                    latest.upsert(at, with_lineage(row));
+                for mut row in rows {
+                    row.extend_from_slice(suffix);
+                    latest.upsert(at, row);
                 }
             }
         }

@@ -10,9 +10,9 @@
 //! sinks wait as for a PostgreSQL outage. An id the registry does not know
 //! is permanent: its messages are dead letters.
 
-use crate::error_text::one_line;
 use super::codec::{CodecError, Compiled, SchemaType};
 use crate::config::registry::RegistryConfig;
+use crate::error_text::one_line;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -492,7 +492,6 @@ fn base64(bytes: &[u8]) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {
