@@ -40,12 +40,18 @@ fn the_avro_example_stores_every_vote_as_a_typed_row() {
     .get(0);
     assert_eq!(kind, "text", "the column of the registered schema");
     let rows: Vec<(i64, String)> = db
-        .query(&format!("SELECT _kafka_offset, language FROM \"{table}\" ORDER BY 1"), &[])
+        .query(
+            &format!("SELECT _kafka_offset, language FROM \"{table}\" ORDER BY 1"),
+            &[],
+        )
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(rows.len(), 50, "one row per message");
-    assert!(rows.iter().enumerate().all(|(i, (o, _))| *o == i as i64), "each offset once");
+    assert!(
+        rows.iter().enumerate().all(|(i, (o, _))| *o == i as i64),
+        "each offset once"
+    );
     assert!(
         rows.iter().all(|(_, l)| !l.is_empty() && !l.starts_with('{')),
         "decoded values, not bytes or JSON: {rows:?}"

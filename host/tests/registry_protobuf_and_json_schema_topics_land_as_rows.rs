@@ -7,23 +7,10 @@
 mod common;
 mod ops_support;
 
-use common::registry::{Registry, avro_string, frame};
+use common::registry::{Registry, avro_string, frame, varint};
 use common::{Db, SinkPipeline, host_ok, produce_keyed, produce_raw, unique};
 
 const FROM_REGISTRY: &str = "[sinks.settings]\ncolumns = \"from_registry\"\n";
-
-/// A protobuf varint.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
 
 /// `Vote { language = 1, votes = 2, optional note = 3 }`, after the
 /// registry's message index (a lone 0: the file's first message).

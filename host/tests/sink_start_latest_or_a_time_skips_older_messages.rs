@@ -21,6 +21,19 @@ fn messages(from: usize, to: usize) -> Vec<common::Keyed> {
         .collect()
 }
 
+/// Messages `{"i": i}` over two partitions, alternating.
+fn alternating(range: std::ops::Range<i32>) -> Vec<common::Keyed> {
+    range
+        .map(|i| {
+            (
+                i % 2,
+                format!("k{i}").into_bytes(),
+                Some(format!("{{\"i\": {i}}}").into_bytes()),
+            )
+        })
+        .collect()
+}
+
 /// The `i` of every stored row, in order.
 fn stored_is(db: &Db, table: &str) -> Vec<i64> {
     db.query(
@@ -98,16 +111,7 @@ fn start_latest_is_resolved_once_and_kept_across_a_restart() {
     let topic = unique("start_once");
     let table = unique("start_once_rows");
     create_topic(&topic, 2);
-    let old: Vec<common::Keyed> = (0..40)
-        .map(|i| {
-            (
-                i % 2,
-                format!("k{i}").into_bytes(),
-                Some(format!("{{\"i\": {i}}}").into_bytes()),
-            )
-        })
-        .collect();
-    produce_keyed(&topic, &old);
+    produce_keyed(&topic, &alternating(0..40));
     let path = SinkPipeline::new(&topic, &table, "json_row")
         .sink_line("start = \"latest\"")
         .write();
@@ -125,16 +129,7 @@ fn start_latest_is_resolved_once_and_kept_across_a_restart() {
     // Killed before it wrote anything: nothing but the start is stored.
     let _ = running.child.kill();
     let _ = running.child.wait();
-    let new: Vec<common::Keyed> = (100..130)
-        .map(|i| {
-            (
-                i % 2,
-                format!("k{i}").into_bytes(),
-                Some(format!("{{\"i\": {i}}}").into_bytes()),
-            )
-        })
-        .collect();
-    produce_keyed(&topic, &new);
+    produce_keyed(&topic, &alternating(100..130));
     common::host_ok(&["consume", path, "--once", "--quiet"]);
     assert_eq!(
         stored_is(&db, &table),

@@ -185,11 +185,15 @@ pub fn frame(id: u32, body: &[u8]) -> Vec<u8> {
 
 /// Avro's zig-zag varint of a long.
 pub fn avro_long(n: i64, out: &mut Vec<u8>) {
-    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    varint(((n << 1) ^ (n >> 63)) as u64, out);
+}
+
+/// A base-128 varint (Protobuf's, and Avro's after zig-zag).
+pub fn varint(mut n: u64, out: &mut Vec<u8>) {
     loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
             out.push(b);
             return;
         }
