@@ -313,7 +313,15 @@ fn a_sink_switched_to_a_new_mapper_and_table_writes_on_while_the_mapper_compiles
     wait_for("the first rows", Duration::from_secs(60), || rows(&db, &first) > 0);
 
     let python = plugin("py_json_row");
-    save(&path, &format!("{head}{steady}{}", sink(&topic, &second, &python, 20)));
+    // This test is about writing on during the compile, not about the
+    // default deadline (plugin_python_javascript_components_load checks
+    // that, alone): beside the suite's CPU-heavy binaries the 18 MB
+    // component took over 60 s once, and the swap was refused.
+    let limits = "[sinks.limits]\ncompile_timeout_ms = 300000\n\n";
+    save(
+        &path,
+        &format!("{head}{steady}{}{limits}", sink(&topic, &second, &python, 20)),
+    );
     let saved = Instant::now();
     // Poll both tables: the longest time in which neither gained a row.
     let (mut last_total, mut last_change, mut longest) = (rows(&db, &first), Instant::now(), Duration::ZERO);

@@ -412,9 +412,18 @@ pub fn zombie_scenario(stack: Stack, count: i64, limit: Duration) -> ZombieOutco
     super::host_ok(&["produce", first, "--quiet"]);
     super::wait_for("the zombie to store the first half", limit, || db.count(&table) >= half);
 
-    // Hold one offset row, so the zombie's next batch stops at its update.
+    // Hold the offset rows, so the zombie's next batch stops at its update.
+    // Every partition's: keyless messages stick to one partition per
+    // producer batch, so the first half may have left a partition without a
+    // row (whose first write would be an insert nothing holds), and the
+    // second half may go anywhere. The rows inserted here for those say
+    // "nothing stored" (offset 0 of a new topic); the zombie's insert for
+    // one waits on them, then finds it taken and stores nothing.
     locker.execute(&format!(
-        "BEGIN; SELECT next_offset FROM wasm_stream_offsets WHERE table_name = '{table}' AND partition = 0 FOR UPDATE"
+        "BEGIN;
+         SELECT next_offset FROM wasm_stream_offsets WHERE table_name = '{table}' FOR UPDATE;
+         INSERT INTO wasm_stream_offsets (table_name, topic, partition, next_offset, consumer_group)
+           SELECT '{table}', '{topic}', p, 0, '{group}' FROM generate_series(0, 3) AS p ON CONFLICT DO NOTHING"
     ));
     super::host_ok(&["produce", second, "--quiet"]);
     super::wait_for("the zombie to wait for the held row", limit, || {
