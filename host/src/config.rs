@@ -987,8 +987,8 @@ impl Pipeline {
                 check_name(mapper_name, MAX_PG_IDENT_LEN, false)
                     .map_err(|m| located(format!("the mapper's table name {m}")))?;
                 let pg_table = TableName::new(pg.get_ref().as_str()).map_err(|m| located(m.to_string()))?;
-                if pg_table == table || names.names.values().any(|t| *t == pg_table) || !tables.insert(pg_table.clone())
-                {
+                // `tables` holds every sink's table and the names given so far.
+                if !tables.insert(pg_table.clone()) {
                     return Err(located(format!(
                         "table {:?} is written by the sink's other table or another sink; give each table its own name",
                         pg.get_ref()
