@@ -9,6 +9,7 @@ mod copy_format_tests;
 pub mod isolate;
 pub mod lineage;
 pub mod looser;
+pub mod upsert;
 
 use crate::config::{PgTls, PostgresConfig};
 use crate::plugins::mapper::{Column, ColumnType, Value};

@@ -236,8 +236,8 @@ async fn collect_loop(shared: Arc<Shared>) {
         };
         sample(ends, started.elapsed() < SAMPLE_EVERY * 2);
         let f = state::findings();
-        let count = |s: crate::audit::Severity| f.iter().filter(|x| x.severity == s).count() as i64;
-        use crate::audit::Severity;
+        let count = |s: crate::findings::Severity| f.iter().filter(|x| x.severity == s).count() as i64;
+        use crate::findings::Severity;
         metrics::audit_counts(count(Severity::Info), count(Severity::Warning), count(Severity::Error));
     }
 }

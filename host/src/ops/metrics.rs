@@ -339,8 +339,23 @@ pub fn generator_progress(name: &str, counter: &crate::kafka::DeliveryCounter) {
     super::state::generator_progress(name, delivered, failed);
 }
 
+/// The plugin engine's [`crate::plugins::Observer`]: each call's count,
+/// time and failure, and each instance's memory high-water mark.
+pub fn plugin_observer() -> std::sync::Arc<dyn crate::plugins::Observer> {
+    struct PluginMetrics;
+    impl crate::plugins::Observer for PluginMetrics {
+        fn call(&self, plugin: &str, took: Duration, error: Option<&crate::plugins::PluginError>) {
+            plugin_call(plugin, took, error);
+        }
+        fn memory(&self, plugin: &str, peak_bytes: usize) {
+            plugin_memory(plugin, peak_bytes);
+        }
+    }
+    std::sync::Arc::new(PluginMetrics)
+}
+
 /// One plugin call and how it ended.
-pub fn plugin_call(name: &str, took: Duration, error: Option<&crate::plugins::PluginError>) {
+fn plugin_call(name: &str, took: Duration, error: Option<&crate::plugins::PluginError>) {
     use crate::plugins::PluginError;
     let l = PluginLabels {
         plugin: name.to_string(),
@@ -431,7 +446,7 @@ pub fn audit_counts(info: i64, warning: i64, error: i64) {
 }
 
 /// The most a plugin's instance held in linear memories and tables together.
-pub fn plugin_memory(name: &str, peak_bytes: usize) {
+fn plugin_memory(name: &str, peak_bytes: usize) {
     METRICS
         .plugin_memory_high_water
         .get_or_create(&PluginLabels {

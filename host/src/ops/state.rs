@@ -3,8 +3,8 @@
 //! reachability of Kafka and PostgreSQL and the latest audit findings. Units
 //! register themselves when they start and leave when they stop.
 
-use crate::audit::Finding;
 use crate::config::Pipeline;
+use crate::findings::Finding;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};

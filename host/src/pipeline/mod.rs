@@ -56,7 +56,7 @@ mod sink;
 mod stuck;
 mod supervisor;
 pub mod tables;
-pub(crate) mod upsert;
+pub(crate) use crate::postgres::upsert;
 
 pub use batch::{DELETE_NEEDS_KEY, Delete, Mapped, MappedTable, map as map_messages};
 pub use generator::{Echo, GeneratorStats};
@@ -102,7 +102,7 @@ pub struct Swap<W: crate::plugins::World> {
 /// is done. With `watch`, changes to the pipeline file and the plugin files are
 /// applied while it runs.
 pub async fn run(pipeline: &Pipeline, options: RunOptions) -> anyhow::Result<()> {
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new()?.observed_by(crate::ops::metrics::plugin_observer());
     let _http = crate::ops::http::start(pipeline).await;
     let mut pipeline = pipeline.clone();
     registry_columns::resolve(&mut pipeline).await?;

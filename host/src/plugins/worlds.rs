@@ -10,87 +10,8 @@ use super::{Plugin, PluginError, PluginState};
 use wasmtime::Store;
 use wasmtime::component::InstancePre;
 
-/// The version of `wit/plugin.wit`, the contract new plugins are built against.
-macro_rules! contract_version {
-    () => {
-        "0.3.0"
-    };
-}
-
-/// The contract version of `wit/plugin.wit`.
-pub const CONTRACT_VERSION: &str = contract_version!();
-
-/// A version of the contract this host runs plugins of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    /// `wit/plugin.wit`.
-    V0_3,
-    /// `wit/v0.2.0/plugin.wit`: one table, no `schema` in messages.
-    V0_2,
-    /// `wit/v0.1.0/plugin.wit`: no `uuid`, `numeric`, `bytea`, `date`, no `delete`.
-    V0_1,
-}
-
-impl Version {
-    /// Newest first.
-    pub const ALL: [Version; 3] = [Version::V0_3, Version::V0_2, Version::V0_1];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Version::V0_3 => CONTRACT_VERSION,
-            Version::V0_2 => "0.2.0",
-            Version::V0_1 => "0.1.0",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == text)
-    }
-
-    /// "0.3.0, 0.2.0 and 0.1.0", for messages.
-    pub fn supported() -> String {
-        let all: Vec<&str> = Self::ALL.iter().map(|v| v.as_str()).collect();
-        match all.split_last() {
-            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
-            _ => all.join(""),
-        }
-    }
-}
-
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-mod bindings {
-    pub mod generator {
-        wasmtime::component::bindgen!({ path: "../wit", world: "generator-plugin" });
-    }
-    pub mod mapper {
-        wasmtime::component::bindgen!({ path: "../wit", world: "mapper-plugin", additional_derives: [PartialEq] });
-    }
-    pub mod check {
-        wasmtime::component::bindgen!({ path: "../wit", world: "check-plugin" });
-    }
-}
-
-pub mod generator {
-    pub use super::bindings::generator::exports::wasm_stream::plugin::generator::Message;
-}
-
-pub mod mapper {
-    pub use super::bindings::mapper::exports::wasm_stream::plugin::mapper::{
-        Message, Outcome, SchemaInfo, Table, TableKey, TableRows,
-    };
-    pub use super::bindings::mapper::wasm_stream::plugin::types::{Column, ColumnType, Value};
-}
-
-pub mod check {
-    pub use super::bindings::check::exports::wasm_stream::plugin::check::{
-        Finding, PartitionState, Severity, Snapshot,
-    };
-}
+use crate::contract::bindings;
+pub use crate::contract::{CONTRACT_VERSION, Version, check, generator, mapper};
 
 /// One world of the contract, as the host drives it.
 pub trait World: Sized + Send + 'static {
@@ -172,7 +93,7 @@ impl World for GeneratorWorld {
     type Configured = ();
     const KIND: &'static str = "generator";
     const INTERFACE: &'static str = "wasm-stream:plugin/generator";
-    const EXPORT: &'static str = concat!("wasm-stream:plugin/generator@", contract_version!());
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/generator@", crate::contract::contract_version!());
 
     fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
         Ok(match version {
@@ -209,7 +130,7 @@ impl World for MapperWorld {
     type Configured = Vec<mapper::Table>;
     const KIND: &'static str = "mapper";
     const INTERFACE: &'static str = "wasm-stream:plugin/mapper";
-    const EXPORT: &'static str = concat!("wasm-stream:plugin/mapper@", contract_version!());
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/mapper@", crate::contract::contract_version!());
 
     fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
         Ok(match version {
@@ -264,7 +185,7 @@ impl World for CheckWorld {
     type Configured = ();
     const KIND: &'static str = "check";
     const INTERFACE: &'static str = "wasm-stream:plugin/check";
-    const EXPORT: &'static str = concat!("wasm-stream:plugin/check@", contract_version!());
+    const EXPORT: &'static str = concat!("wasm-stream:plugin/check@", crate::contract::contract_version!());
 
     fn pre(pre: InstancePre<PluginState>, version: Version) -> wasmtime::Result<Self::Pre> {
         Ok(match version {

@@ -13,9 +13,9 @@
 //! culprit and halving, so a few culprits in thousands of rows take a few
 //! dozen statements (`scripts/bench --only badrows`).
 
+use super::upsert::Latest;
 use super::{DeadLetter, SinkStatements, TableStatements, Written, keyed};
-use crate::pipeline::upsert::Latest;
-use crate::plugins::mapper::Column;
+use crate::contract::mapper::Column;
 use anyhow::Context as _;
 use bytes::Bytes;
 use std::collections::VecDeque;

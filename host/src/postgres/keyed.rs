@@ -6,7 +6,7 @@
 //! also moves the offsets.
 
 use super::ident;
-use crate::plugins::mapper::Column;
+use crate::contract::mapper::Column;
 use anyhow::Context as _;
 use tokio_postgres::{Client, Statement};
 
@@ -178,7 +178,7 @@ impl Statements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plugins::mapper::ColumnType;
+    use crate::contract::mapper::ColumnType;
 
     fn column(name: &str) -> Column {
         Column {

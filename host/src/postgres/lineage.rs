@@ -14,7 +14,7 @@
 //! added; its older rows (topic null) count as rows of any topic.
 
 use super::{Client, ident};
-use crate::plugins::mapper::{Column, ColumnType, Value};
+use crate::contract::mapper::{Column, ColumnType, Value};
 use anyhow::Context as _;
 
 /// The topic of the message a row came from.
@@ -56,7 +56,7 @@ pub fn index_name(table: &str) -> String {
     if plain.len() <= MAX_NAME_BYTES {
         return plain;
     }
-    let hash = &crate::plugins::content_hash(table.as_bytes())[..8];
+    let hash = &crate::digest::content_hash(table.as_bytes())[..8];
     let room = MAX_NAME_BYTES - SUFFIX.len() - hash.len() - 1;
     let mut cut = room;
     while !table.is_char_boundary(cut) {

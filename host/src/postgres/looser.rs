@@ -7,7 +7,7 @@
 //! statement is run, `host dead-letters replay` stores them.
 
 use super::{Existing, ident};
-use crate::plugins::mapper::{Column, ColumnType};
+use crate::contract::mapper::{Column, ColumnType};
 
 /// One way a mapper is looser than its table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! written before the tables whose foreign keys point at it, and deleted
 //! after them.
 
-use crate::plugins::mapper::Column;
+use crate::contract::mapper::Column;
 use tokio_postgres::Client;
 
 /// One table of a sink, resolved from its mapper's declaration and the

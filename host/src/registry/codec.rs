@@ -5,7 +5,7 @@
 use super::avro::Avro;
 use super::json_schema::JsonSchema;
 use super::protobuf::Protobuf;
-use crate::plugins::mapper::ColumnType;
+use crate::contract::mapper::ColumnType;
 use serde_json::Value;
 use std::fmt;
 

@@ -8,7 +8,7 @@
 //! (`"other.json"`, `"other.json#/$defs/x"`). Other keywords (`format`,
 //! `pattern`, ...) are accepted and not checked.
 use super::codec::{CodecError, Fail, RegistryColumn, SchemaType, column_name};
-use crate::plugins::mapper::ColumnType;
+use crate::contract::mapper::ColumnType;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 

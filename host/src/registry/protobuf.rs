@@ -5,7 +5,7 @@
 //! (MAPPING.md says why).
 use super::codec::{CodecError, Fail, RegistryColumn, SchemaType, column_name};
 use super::wire;
-use crate::plugins::mapper::ColumnType;
+use crate::contract::mapper::ColumnType;
 use prost::Message as _;
 use prost_reflect::{
     DeserializeOptions, DynamicMessage, FileDescriptor, Kind, MessageDescriptor, ReflectMessage, SerializeOptions,

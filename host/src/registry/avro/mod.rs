@@ -5,7 +5,7 @@ mod encode;
 pub mod schema;
 
 use super::codec::{CodecError, Fail, RegistryColumn, SchemaType, column_name};
-use crate::plugins::mapper::ColumnType;
+use crate::contract::mapper::ColumnType;
 use schema::{Node, NodeId, Schema};
 use serde_json::Value;
 

@@ -1,5 +1,5 @@
 use super::Avro;
-use crate::plugins::mapper::ColumnType;
+use crate::contract::mapper::ColumnType;
 use crate::registry::codec::{CodecError, Compiled, SchemaType};
 use serde_json::json;
 
