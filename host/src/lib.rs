@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod error_text;
 pub mod kafka;
+pub mod kit;
 pub mod member;
 pub mod ops;
 pub mod pipeline;

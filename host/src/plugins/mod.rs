@@ -14,11 +14,8 @@ mod compat;
 mod compat_v0_2;
 mod deadline;
 mod file_kind;
-pub mod inspect;
-pub mod kit;
 mod limits;
 pub mod output;
-pub mod scaffold;
 pub mod trap_text;
 mod worlds;
 
