@@ -13,6 +13,7 @@ pub mod digest;
 pub mod error_text;
 pub mod findings;
 pub mod kafka;
+pub mod kit;
 pub mod member;
 pub mod ops;
 pub mod pipeline;

@@ -251,7 +251,7 @@ enum Command {
     },
     /// Write, test and inspect plugins, with no Kafka and no PostgreSQL (see PLUGINS.md).
     #[command(subcommand)]
-    Plugin(host::plugins::kit::PluginCommand),
+    Plugin(host::kit::PluginCommand),
     /// Exit 0 when a running host's health endpoint answers 2xx, else 1.
     ///
     /// For health checks where no curl is at hand (the container image's
@@ -649,17 +649,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Sink(command) => sink_command(command).await,
         Command::Status { pipeline: path, json } => status(&path, json).await,
         Command::Probe { url, timeout_secs } => probe(&url, Duration::from_secs(timeout_secs)).await,
-        Command::Plugin(command) => {
-            match tokio::task::spawn_blocking(move || host::plugins::kit::execute(command)).await? {
-                Ok(0) => Ok(()),
-                Ok(code) => Err(Exit { code, error: None }.into()),
-                Err(failure) => Err(Exit {
-                    code: failure.code,
-                    error: Some(failure.error),
-                }
-                .into()),
+        Command::Plugin(command) => match tokio::task::spawn_blocking(move || host::kit::execute(command)).await? {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(Exit { code, error: None }.into()),
+            Err(failure) => Err(Exit {
+                code: failure.code,
+                error: Some(failure.error),
             }
-        }
+            .into()),
+        },
         Command::Aiven(AivenCommand::Credentials { pipeline: path, write }) => {
             let pipeline = Pipeline::load(&path)?;
             host::provision::credentials::run(&pipeline, write, &mut std::io::stdout()).await

@@ -14,14 +14,11 @@ mod compat;
 mod compat_v0_2;
 mod deadline;
 mod file_kind;
-pub mod inspect;
 mod instance;
-pub mod kit;
 mod limits;
 mod observe;
 pub mod output;
 mod runtime;
-pub mod scaffold;
 pub mod trap_text;
 mod worlds;
 

@@ -1,7 +1,7 @@
 //! `host plugin test` of a generator: the calls, as `host run` makes them.
 
-use super::super::trap_text::plural;
-use super::super::{GeneratorWorld, Plugin};
+use crate::plugins::trap_text::plural;
+use crate::plugins::{GeneratorWorld, Plugin};
 use std::fmt::Write as _;
 use std::time::Instant;
 

@@ -2,9 +2,10 @@
 //! them when a batch fails, and the rows printed per table (a mapper of one
 //! table prints as it did before contract 0.3.0).
 
-use super::super::{MapperWorld, Plugin};
-use super::{registry, render_table, sql_type, value_json, value_text};
+use super::registry;
+use super::render::{render_table, sql_type, value_json, value_text};
 use crate::plugins::mapper::{self, Table, TableKey, TableRows};
+use crate::plugins::{MapperWorld, Plugin};
 use std::fmt::Write as _;
 
 /// What became of one message in `plugin test`.

@@ -7,7 +7,7 @@
 //! Template files keep their relative paths, lose a trailing `.tmpl`, and
 //! have `{{name}}`, `{{snake}}`, `{{world}}` and `{{kind}}` replaced.
 
-use super::kit::Kind;
+use super::kind::Kind;
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 

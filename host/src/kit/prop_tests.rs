@@ -3,7 +3,10 @@
 //! `--snapshot` text is read or refused, and any value a mapper returns
 //! renders, never a panic.
 
-use super::*;
+use super::check_test::read_snapshot;
+use super::messages::{MESSAGE_FIELDS, parse_message, read_messages};
+use super::render::{date_text, timestamp_text, value_json, value_text};
+use crate::plugins::{content_hash, mapper};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Value as Json, json};

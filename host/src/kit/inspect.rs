@@ -1,8 +1,8 @@
 //! `host plugin inspect`: what a component is, and whether this host runs it.
 
-use super::kit::{Kind, contract_version, world_of};
-use super::{CheckWorld, GeneratorWorld, MapperWorld, Runtime, Version, content_hash};
+use super::kind::{Kind, contract_version, world_of};
 use crate::config::PluginLimits;
+use crate::plugins::{CheckWorld, GeneratorWorld, MapperWorld, Runtime, Version, content_hash};
 use anyhow::Context as _;
 use std::path::Path;
 use std::time::Instant;
