@@ -7,10 +7,16 @@
 //!
 //! `harness = false` (host/Cargo.toml): a test whose tool cannot run on this
 //! machine (no podman, no systemd-analyze) is reported `ignored` with the
-//! reason, so scripts/test counts it as skipped, never as passed.
+//! reason, so scripts/test counts it as skipped, never as passed. That is why
+//! it is a binary of its own beside `it`, the one of every other area.
+// The helpers of the `it` binary (host/tests/it/support), only some used here.
+#[allow(dead_code)]
+#[path = "it/support/common/mod.rs"]
 mod common;
 mod harness_support;
-mod ops_support;
+#[allow(dead_code)]
+#[path = "it/support/ops.rs"]
+mod ops;
 
 use common::chaos::SHARED;
 use common::{Db, assert_each_offset_once, repo_root, unique, wait_for};
@@ -254,7 +260,7 @@ fn container_runs_the_pipeline() -> Outcome {
     );
 
     let (topic, table) = (unique("image_langs"), unique("image_rows"));
-    let port = ops_support::free_port();
+    let port = ops::free_port();
     let count = 40;
     let pipeline_dir = std::env::temp_dir().join(unique("image_pipeline"));
     std::fs::create_dir_all(&pipeline_dir).expect("create pipeline folder");
@@ -341,7 +347,7 @@ mapper = "/usr/lib/wasm-stream/plugins/json_row.wasm"
 
     // Ready, seen from outside the container.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while ops_support::get(port, "/health/ready").map(|(code, _)| code) != Some(200) {
+    while ops::get(port, "/health/ready").map(|(code, _)| code) != Some(200) {
         let state = text(&run(podman.cmd().args([
             "inspect",
             "--format",

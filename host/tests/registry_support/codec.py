@@ -1,4 +1,4 @@
-"""The other implementation for host/tests/registry_codec_round_trips.rs.
+"""The other implementation for host/tests/it/registry_codec_round_trips.rs.
 
 Reads one JSON request on stdin, writes one JSON answer on stdout:
 
