@@ -3,7 +3,8 @@
 //! rows and the trailer. Decoded here, without a server. (The types of
 //! contract 0.2 are in `copy_tests`.)
 
-use super::*;
+use super::{CopyRows, binary};
+use crate::contract::mapper::{Column, ColumnType, Value};
 
 fn column(name: &str, kind: ColumnType) -> Column {
     Column {

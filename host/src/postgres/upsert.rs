@@ -4,7 +4,7 @@
 //! host keeps, for each key, only the last upsert or delete in offset order,
 //! and the database applies one operation per key.
 
-use crate::plugins::mapper::{Column, ColumnType, Value};
+use crate::contract::mapper::{Column, ColumnType, Value};
 use crate::postgres::CopyRows;
 use std::collections::HashMap;
 
