@@ -16,7 +16,6 @@
 //! or error, 2 a system could not be reached (or the check could not start).
 
 mod checks;
-pub mod command;
 mod gather;
 pub mod render;
 pub mod simulate;

@@ -7,6 +7,7 @@ pub mod aiven;
 pub mod alloc;
 pub mod audit;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod contract;
 pub mod digest;
