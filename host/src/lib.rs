@@ -1,12 +1,13 @@
 //! The `host` library: everything the binary does, reachable from tests.
-//! One module per external system (kafka, postgres, aiven, plugins), the
-//! pipeline logic between them, provisioning, the audit, and the typed
-//! configuration.
+//! Six layers, each importing only the ones below it (ARCHITECTURE.md,
+//! checked by scripts/layers): the ground (typed configuration, the plugin
+//! contract's plain types), one module per external system (kafka, postgres,
+//! registry, aiven, plugins), the telemetry (ops), the audit, the pipeline
+//! logic between the systems, and the commands on top.
 
 pub mod aiven;
 pub mod alloc;
 pub mod audit;
-pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod contract;

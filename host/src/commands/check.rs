@@ -4,7 +4,7 @@
 use super::Exit;
 use crate::audit::simulate::{self, Case};
 use crate::audit::{self, Scope, render};
-use crate::cli;
+use super::prompt;
 use crate::config::Pipeline;
 use crate::plugins::Runtime;
 use clap::ValueEnum;
@@ -105,7 +105,7 @@ async fn simulate_pipeline(
 ) -> anyhow::Result<()> {
     let topic = match topic {
         Some(t) => t,
-        None if std::io::stdin().is_terminal() => cli::choose_topic(pipeline, "put out of sync")?,
+        None if std::io::stdin().is_terminal() => prompt::choose_topic(pipeline, "put out of sync")?,
         None => anyhow::bail!("say which topic to put out of sync with --topic"),
     };
     let moves = simulate::simulate(pipeline, case, &topic, wait, |note| eprintln!("{note}")).await?;
@@ -118,7 +118,7 @@ async fn simulate_pipeline(
 async fn menu(pipeline: &Pipeline, runtime: &Runtime, topic: Option<String>) -> anyhow::Result<u8> {
     let topic = match topic {
         Some(t) => t,
-        None => cli::choose_topic(pipeline, "audit")?,
+        None => prompt::choose_topic(pipeline, "audit")?,
     };
     let mut worst = 0;
     loop {
@@ -131,7 +131,7 @@ async fn menu(pipeline: &Pipeline, runtime: &Runtime, topic: Option<String>) -> 
         println!("5. Simulate: committed to Kafka but not saved in the database");
         println!("6. All checks (1 to 3)");
         println!("0. Quit");
-        let scope = match cli::ask_number("Enter your choice: ", 0, 6)? {
+        let scope = match prompt::ask_number("Enter your choice: ", 0, 6)? {
             None | Some(0) => return Ok(worst),
             Some(1) => Scope::Db,
             Some(2) => Scope::Kafka,

@@ -5,6 +5,7 @@
 pub mod aiven;
 pub mod check;
 pub mod dead_letters;
+mod prompt;
 pub mod run;
 pub mod setup;
 pub mod sink;

@@ -51,7 +51,7 @@ pub async fn consume(
     let pipeline = Pipeline::load(path)?;
     let topic = match topic {
         Some(t) => Some(t),
-        None if std::io::stdin().is_terminal() => Some(crate::cli::choose_topic(&pipeline, "consume")?),
+        None if std::io::stdin().is_terminal() => Some(super::prompt::choose_topic(&pipeline, "consume")?),
         None => None,
     };
     let options = RunOptions {

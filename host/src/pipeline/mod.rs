@@ -36,7 +36,7 @@
 //!   locks them first, deletes the rows (by lineage) and dead letters of the
 //!   rewound offsets and bumps the sink's control generation: a write in
 //!   flight either committed before or fails its conditional update, and
-//!   every running sink starts again from the new offsets (`ops::rewind`).
+//!   every running sink starts again from the new offsets (`commands::sink::rewind`).
 //!
 //! So every message lands exactly once, through crashes and restarts.
 
