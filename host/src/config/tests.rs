@@ -2,6 +2,7 @@
 //! parsed URL, and the bounds of every numeric setting.
 
 use super::*;
+use std::time::Duration;
 
 const HEAD: &str = r#"[kafka]
 bootstrap_servers = "localhost:9092"
