@@ -47,7 +47,9 @@ url = "postgres://u:p@localhost:5432/db?sslmode=require"
 ca = "/nowhere/ca.pem"
 "#;
 
-pub use names::{DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name};
+pub use names::{
+    DELETE_COLUMN, DatabaseName, MAX_PG_IDENT_LEN, MAX_TOPIC_LEN, NameError, TableName, TopicName, check_name,
+};
 pub use pg_url::{PgUrl, PgUrlError};
 pub use secrets::{Secret, SecretSource};
 pub use start::{StartAt, rfc3339_ms};

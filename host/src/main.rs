@@ -89,17 +89,15 @@ async fn execute(command: Command) -> anyhow::Result<()> {
         Command::Sink(command) => sink::execute(command).await,
         Command::Status { pipeline, json } => status::status(&pipeline, json).await,
         Command::Probe { url, timeout_secs } => status::probe(&url, Duration::from_secs(timeout_secs)).await,
-        Command::Plugin(command) => {
-            match tokio::task::spawn_blocking(move || host::kit::execute(command)).await? {
-                Ok(0) => Ok(()),
-                Ok(code) => Err(Exit { code, error: None }.into()),
-                Err(failure) => Err(Exit {
-                    code: failure.code,
-                    error: Some(failure.error),
-                }
-                .into()),
+        Command::Plugin(command) => match tokio::task::spawn_blocking(move || host::kit::execute(command)).await? {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(Exit { code, error: None }.into()),
+            Err(failure) => Err(Exit {
+                code: failure.code,
+                error: Some(failure.error),
             }
-        }
+            .into()),
+        },
         Command::Aiven(command) => aiven::execute(command).await,
     }
 }

@@ -2,9 +2,9 @@
 //! stdout (text or JSON), and on a terminal the old demo's numbered menu.
 
 use super::Exit;
+use super::prompt;
 use crate::audit::simulate::{self, Case};
 use crate::audit::{self, Scope, render};
-use super::prompt;
 use crate::config::Pipeline;
 use crate::plugins::Runtime;
 use clap::ValueEnum;

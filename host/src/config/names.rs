@@ -7,6 +7,10 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 
+/// The extra column of an upsert sink's staging table: true for a delete,
+/// false for an upsert. A mapper of such a sink may not declare it.
+pub const DELETE_COLUMN: &str = "wasm_stream_delete";
+
 /// Longest Kafka topic name.
 pub const MAX_TOPIC_LEN: usize = 249;
 /// Longest PostgreSQL identifier.

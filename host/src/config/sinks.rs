@@ -104,14 +104,14 @@ impl SinkMode {
     }
 
     /// Checks that every key column is one the mapper declares.
-    pub fn check_columns(&self, sink: &str, columns: &[crate::plugins::mapper::Column]) -> Result<(), String> {
+    pub fn check_columns(&self, sink: &str, columns: &[crate::contract::mapper::Column]) -> Result<(), String> {
         let SinkMode::Upsert { key, at } = self else {
             return Ok(());
         };
-        use crate::plugins::mapper::ColumnType;
+        use crate::contract::mapper::ColumnType;
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         // The staging table has a column of the host's own by that name.
-        let flag = crate::postgres::keyed::DELETE_COLUMN;
+        let flag = super::names::DELETE_COLUMN;
         if names.contains(&flag) {
             return Err(format!(
                 "{at}: sink {sink:?} upserts through a staging table with a column {flag:?} of its own, and its mapper declares a column of that name\n  hint: rename the mapper's column"
@@ -382,10 +382,10 @@ mod mode_tests {
         Pipeline::parse(Path::new("p.toml"), &text).map_err(|e| e.to_string())
     }
 
-    fn column(name: &str) -> crate::plugins::mapper::Column {
-        crate::plugins::mapper::Column {
+    fn column(name: &str) -> crate::contract::mapper::Column {
+        crate::contract::mapper::Column {
             name: name.into(),
-            kind: crate::plugins::mapper::ColumnType::Text,
+            kind: crate::contract::mapper::ColumnType::Text,
             nullable: false,
         }
     }
@@ -464,8 +464,8 @@ mod mode_tests {
         assert!(e.starts_with("p.toml:15:7: sinks.key \"id\" of sink \"s\""), "{e}");
         assert!(e.contains("columns: v") && e.contains("hint:"), "{e}");
         assert!(SinkMode::Append.check_columns("s", &[]).is_ok());
-        let json = crate::plugins::mapper::Column {
-            kind: crate::plugins::mapper::ColumnType::Json,
+        let json = crate::contract::mapper::Column {
+            kind: crate::contract::mapper::ColumnType::Json,
             ..column("id")
         };
         let e = mode.check_columns("s", &[json]).unwrap_err();

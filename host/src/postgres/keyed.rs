@@ -22,8 +22,7 @@ pub fn stage_table(index: usize) -> String {
         i => format!("{STAGE_TABLE}_{i}"),
     }
 }
-/// The staging table's extra column: true for a delete, false for an upsert.
-pub const DELETE_COLUMN: &str = "wasm_stream_delete";
+pub use crate::config::DELETE_COLUMN;
 
 /// Checks that `table` has a primary key or unique constraint on exactly the
 /// `key` columns, which `ON CONFLICT` needs.
