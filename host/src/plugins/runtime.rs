@@ -75,7 +75,7 @@ impl Runtime {
     /// Instantiates component bytes that export nothing in a plugin store
     /// (the limits' tests: hostile shapes no plugin world can carry).
     #[cfg(test)]
-    fn instantiate_bare(&self, bytes: &[u8], memory_limit_bytes: usize) -> wasmtime::Result<()> {
+    pub(super) fn instantiate_bare(&self, bytes: &[u8], memory_limit_bytes: usize) -> wasmtime::Result<()> {
         let limits = PluginLimits {
             memory_limit_bytes,
             ..PluginLimits::default()
