@@ -8,4 +8,5 @@ pub mod plugin_live;
 pub mod row_counts;
 pub mod state;
 pub mod status;
+mod status_read;
 mod status_text;

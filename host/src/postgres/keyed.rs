@@ -1,7 +1,7 @@
 //! Tables written by key (`mode = "upsert"`): the unique constraint the key
 //! needs, and the statements that apply a batch. A batch is copied into a
 //! temporary staging table (one row per key, the last operation of the batch
-//! for that key; see `pipeline::upsert`), then one `DELETE` and one
+//! for that key; see `postgres::upsert`), then one `DELETE` and one
 //! `INSERT ... ON CONFLICT` move it into the table, in the transaction that
 //! also moves the offsets.
 
