@@ -122,16 +122,22 @@ fn periodic_audit_keeps_the_latest_findings_and_stops() {
         );
 
         // A second round replaces the first, the trapped plugin started afresh.
+        // Waited for, not timed: a round reads Kafka and PostgreSQL, which
+        // took longer than three intervals once beside the other areas.
         latest.lock().expect("lock").clear();
-        tokio::time::sleep(interval * 3).await;
-        assert!(
-            latest
-                .lock()
-                .expect("lock")
-                .iter()
-                .any(|f| f.subject == "check trapper"),
-            "a later round reported again"
-        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !latest
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|f| f.subject == "check trapper")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no later round reported the trapped check within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
 
         stop_tx.send(true).expect("stop");
         tokio::time::timeout(Duration::from_secs(10), task)
