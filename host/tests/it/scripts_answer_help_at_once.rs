@@ -16,9 +16,14 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A folder of stand-ins for every tool a script could start or build with.
+/// A folder of stand-ins for every tool a script could start or build with,
+/// one per call: the tests of this file run at once in one process, and each
+/// removes its folder when done (a folder per process was removed under the
+/// other test once).
 fn stub_tools() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("scripts-help-stubs-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("scripts-help-stubs-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create stub folder");
     for tool in [
         "cargo",
