@@ -9,6 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tokio_postgres::error::SqlState;
 
 /// A pipeline whose `[postgres]` URL names `database`.
 fn pipeline_in(database: &str, body: &str) -> PathBuf {
@@ -115,8 +116,7 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let db = Db::connect();
-        db.execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database));
+        drop_database(&self.database);
         let rt = runtime();
         let admin: AdminClient<DefaultClientContext> = host::kafka::client_config(&common::kafka_config())
             .expect("client config")
@@ -124,6 +124,32 @@ impl Drop for Cleanup {
             .expect("admin client");
         let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         let _ = rt.block_on(admin.delete_topics(&names, &AdminOptions::new()));
+    }
+}
+
+/// Drops a database other sessions may still use. FORCE ends the sessions of
+/// our role, but not an autovacuum worker (a fresh database's catalogs and
+/// offset rows draw one soon): on PostgreSQL 15 a role without
+/// pg_signal_backend is refused (42501) until the worker is done, so that,
+/// and a session still closing (55006), is waited out.
+fn drop_database(database: &str) {
+    let db = Db::connect();
+    let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let Err(e) = db.try_execute(&sql) else { return };
+        let passing =
+            matches!(e.code(), Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE || *c == SqlState::OBJECT_IN_USE);
+        if !passing || std::time::Instant::now() > deadline {
+            let text = format!("{sql}: {}", host::error_text::one_line(&e));
+            // A second panic while the test's own unwinds would abort and hide it.
+            if std::thread::panicking() {
+                eprintln!("cleanup: {text}");
+                return;
+            }
+            panic!("{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
 

@@ -331,13 +331,16 @@ impl Db {
     pub fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Vec<tokio_postgres::Row> {
         self.rt
             .block_on(self.client.query(sql, params))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or_else(|e| panic!("{sql}: {}", host::error_text::one_line(&e)))
     }
 
     pub fn execute(&self, sql: &str) {
-        self.rt
-            .block_on(self.client.batch_execute(sql))
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        self.try_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {}", host::error_text::one_line(&e)));
+    }
+
+    pub fn try_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.rt.block_on(self.client.batch_execute(sql))
     }
 
     /// (partition, offset) of every row of a sink table made by json-row, in order.
