@@ -23,7 +23,7 @@ pub use lease::{LeaseGate, RunLease, claim_as as claim_counted_run_as, claim_cou
 pub use produce::{DeliveryCounter, MAX_MESSAGE_BYTES, producer, send_waiting, too_large};
 pub use sink::{
     OffsetLoader, SinkContext, StoredOffsets, commit_advisory, fenced, is_offset_out_of_range,
-    permanent_consumer_error, sink_consumer,
+    permanent_consumer_error, reposition, sink_consumer,
 };
 pub use start::{offsets_for_time, resolve_starts};
 pub use tls_watch::{TlsWatch, diagnose_tls};

@@ -228,6 +228,60 @@ pub fn commit_advisory<C: ConsumerContext>(consumer: &StreamConsumer<C>, topic: 
     }
 }
 
+/// How long a seek may take to be taken up by librdkafka's fetcher before
+/// the partitions are re-assigned instead (normally a millisecond).
+const SEEK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Moves the consumer to `starts` (the partitions it should hold, each at the
+/// offset to read next). When it already holds exactly these partitions and
+/// each is fetching, a seek does it; otherwise, or when any seek fails, they
+/// are assigned anew. Prefetched messages of before are dropped either way.
+///
+/// Why seek first: a re-assignment stops each partition's fetcher, and
+/// librdkafka 2.12.1 aborts the process (`rd_kafka_assignment_partition_stopped:
+/// Assertion rktp->rktp_started`, confluentinc/librdkafka#5573) when a revoke
+/// removes the partition again before that stop came back. A sink whose
+/// write failed re-assigns, and a revoke often follows (its PostgreSQL
+/// session and its group session expire together after a pause); a seek
+/// leaves the assignment alone, so the revoke is the one removal.
+pub fn reposition<C: ConsumerContext>(consumer: &StreamConsumer<C>, starts: &TopicPartitionList) -> KafkaResult<()> {
+    if holds_exactly(consumer, starts) {
+        match consumer.seek_partitions(starts.clone(), SEEK_TIMEOUT) {
+            Ok(sought) if sought.elements().iter().all(|e| e.error().is_ok()) => {
+                tracing::debug!(partitions = sought.count(), "partitions sought to their start offsets");
+                return Ok(());
+            }
+            Ok(sought) => {
+                let refused: Vec<String> = sought
+                    .elements()
+                    .iter()
+                    .filter_map(|e| {
+                        e.error()
+                            .err()
+                            .map(|err| format!("{} [{}]: {err}", e.topic(), e.partition()))
+                    })
+                    .collect();
+                tracing::debug!(?refused, "cannot seek every partition; assigning them anew");
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot seek the partitions; assigning them anew"),
+        }
+    }
+    consumer.assign(starts)
+}
+
+/// Whether the consumer's assignment is exactly the partitions of `tpl`.
+fn holds_exactly<C: ConsumerContext>(consumer: &StreamConsumer<C>, tpl: &TopicPartitionList) -> bool {
+    let Ok(held) = consumer.assignment() else {
+        return false;
+    };
+    tpl.count() > 0
+        && held.count() == tpl.count()
+        && tpl
+            .elements()
+            .iter()
+            .all(|e| held.find_partition(e.topic(), e.partition()).is_some())
+}
+
 /// Whether the broker fenced this consumer out of its group
 /// (`FencedInstanceId`): the consumer is dead, a new one may join again.
 pub fn fenced<C: ConsumerContext>(consumer: &StreamConsumer<C>, error: Option<&rdkafka::error::KafkaError>) -> bool {

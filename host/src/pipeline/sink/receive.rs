@@ -116,7 +116,9 @@ impl Sink {
         self.skipping.take_on(&self.config, &lost)
     }
 
-    /// Assigns the partitions at their stored offsets, or at `starts`.
+    /// Puts the partitions at their stored offsets, or at `starts` (a seek
+    /// when the consumer holds just them, else an assignment: see
+    /// `kafka::reposition`).
     /// A partition with nothing stored starts at the log's start: a sink
     /// whose `start` is "latest" or a time stored its start offsets when the
     /// partitions were first assigned (see `kafka::resolve_starts`).
@@ -130,9 +132,7 @@ impl Sink {
             };
             tpl.add_partition_offset(&self.config.topic, *p, start)?;
         }
-        self.consumer
-            .assign(&tpl)
-            .context("cannot assign the partitions at their start offsets")?;
+        kafka::reposition(&self.consumer, &tpl).context("cannot assign the partitions at their start offsets")?;
         self.pause_assigned();
         Ok(())
     }

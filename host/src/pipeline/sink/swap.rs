@@ -173,8 +173,9 @@ impl Sink {
             .collect();
         // Offsets Kafka no longer holds stop the sink here too.
         let starts = self.check_offsets(&assignment).await?;
-        // Re-assign rather than seek: a seek fails on a partition that is not
-        // fetching yet, and the stream would then go on from wherever it was.
+        // A seek where every partition is fetching, else a re-assignment (a
+        // seek fails on a partition that is not fetching yet, and the stream
+        // would then go on from wherever it was).
         self.assign(&assignment, &starts)
             .context("cannot rewind the consumer to the stored offsets")?;
         self.positions.reset(assignment);
